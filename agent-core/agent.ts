@@ -1,0 +1,342 @@
+import { arch, platform } from "node:os";
+import type { AgentConfig } from "./config/config.ts";
+import { AgentError, ControllerRefusedError, ProtocolError } from "./errors.ts";
+import { ExitCode, type ExitCodeValue } from "./exit-codes.ts";
+import { type JobOutcome, type JobSink, runJob } from "./job/run-job.ts";
+import type { Logger } from "./logger.ts";
+import { CloseCode } from "./protocol/close-codes.ts";
+import type { Hello, Job, StepReason } from "./protocol/messages.ts";
+import { connectToController } from "./session/connect.ts";
+import { AgentSession, type SessionClose } from "./session/session.ts";
+import { AGENT_VERSION } from "./version.ts";
+import { createWorkspace, removeWorkspace } from "./workspace/workspace.ts";
+
+export interface RunAgentOptions {
+  logger: Logger;
+  /**
+   * Aborting interrupts the agent (the wrapper does it on SIGTERM/SIGINT): the running step is
+   * stopped and reported `interrupted`. `signal.reason` names the signal ("SIGINT" or "SIGTERM").
+   */
+  signal?: AbortSignal;
+}
+
+export interface AgentTimings {
+  startedAt: number;
+  connectedAt?: number;
+  jobStartedAt?: number;
+  jobEndedAt?: number;
+  endedAt?: number;
+}
+
+/** How a run of the agent ended: the exit code to use and what it is based on. */
+export interface AgentOutcome {
+  exitCode: ExitCodeValue;
+  summary: string;
+  jobId?: string;
+  job?: JobOutcome;
+  error?: AgentError;
+  timings: AgentTimings;
+}
+
+const CAPABILITIES = ["output-binary-v1", "cancel", "step-timeout", "job-timeout", "continue-on-error"];
+
+/**
+ * Runs the agent once: connect, say hello, take one job, run it, report it, clean up.
+ * Never throws for expected failures; the outcome carries the exit code.
+ *
+ * @example
+ * const outcome = await runAgent(parseAgentConfig(input), { logger, signal });
+ * process.exitCode = outcome.exitCode;
+ */
+export async function runAgent(config: AgentConfig, options: RunAgentOptions): Promise<AgentOutcome> {
+  const { logger } = options;
+  const timings: AgentTimings = { startedAt: Date.now() };
+  const end = (outcome: Omit<AgentOutcome, "timings">): AgentOutcome => {
+    timings.endedAt = Date.now();
+    const result = { ...outcome, timings };
+    const level = result.exitCode === 0 ? "info" : "error";
+    logger[level]("agent finished", {
+      exitCode: result.exitCode,
+      summary: result.summary,
+      code: result.error?.code,
+    });
+    return result;
+  };
+
+  let session: AgentSession;
+  try {
+    const socket = await connectToController(config, logger, options.signal);
+    session = new AgentSession(socket, logger, config);
+    timings.connectedAt = Date.now();
+  } catch (error) {
+    if (options.signal?.aborted)
+      return end({ exitCode: interruptCode(options.signal), summary: "interrupted while connecting" });
+    if (error instanceof ControllerRefusedError) {
+      return end({ exitCode: ExitCode.refused, summary: error.message, error });
+    }
+    const agentError =
+      error instanceof AgentError
+        ? error
+        : new AgentError("AGENT_ERR_INTERNAL", (error as Error).message, { cause: error });
+    return end({ exitCode: ExitCode.controllerFailure, summary: agentError.message, error: agentError });
+  }
+
+  session.sendHello(helloFor(config));
+  const first = await waitForJob(session, config.idleTimeoutMs, options.signal);
+  switch (first.kind) {
+    case "job":
+      break;
+    case "closed":
+      return end(closedBeforeJob(first.info));
+    case "idle":
+      await session.close(CloseCode.normal, "idle timeout: no job arrived");
+      return end({
+        exitCode: ExitCode.idle,
+        summary: `no job arrived within ${config.idleTimeoutMs} ms`,
+        error: new AgentError("AGENT_ERR_IDLE_TIMEOUT", `no job arrived within ${config.idleTimeoutMs} ms`),
+      });
+    case "aborted":
+      await session.close(CloseCode.goingAway, "agent interrupted");
+      return end({ exitCode: interruptCode(options.signal!), summary: "interrupted before a job arrived" });
+  }
+
+  const job = first.job;
+  timings.jobStartedAt = Date.now();
+  const result = await runJobOverSession(job, session, config, logger.child({ job: job.id }), options.signal);
+  timings.jobEndedAt = Date.now();
+  return end({ ...result, jobId: job.id });
+}
+
+function helloFor(config: AgentConfig): Hello {
+  return {
+    v: 1,
+    type: "hello",
+    agent: {
+      name: config.name,
+      labels: config.labels,
+      runtime: config.runtime,
+      version: AGENT_VERSION,
+      platform: platform(),
+      arch: arch(),
+      node: process.version,
+    },
+    limits: { deadlineAt: config.deadlineAt, diskBudgetBytes: config.diskBudgetBytes },
+    capabilities: CAPABILITIES,
+  };
+}
+
+type FirstEvent =
+  | { kind: "job"; job: Job }
+  | { kind: "closed"; info: SessionClose }
+  | { kind: "idle" }
+  | { kind: "aborted" };
+
+function waitForJob(session: AgentSession, idleTimeoutMs: number, signal?: AbortSignal): Promise<FirstEvent> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => finish({ kind: "idle" }), idleTimeoutMs);
+    const onAbort = () => finish({ kind: "aborted" });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let done = false;
+    function finish(event: FirstEvent) {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      session.onMessage = () => {};
+      resolve(event);
+    }
+    session.onMessage = (message) => {
+      if (message.type === "job") finish({ kind: "job", job: message.job });
+      else if (message.type === "cancel") {
+        session.protocolError(
+          new ProtocolError(
+            CloseCode.outOfOrder,
+            `the controller sent "cancel" for job ${message.jobId} before any job`,
+          ),
+        );
+      }
+    };
+    session.closed.then((info) => finish({ kind: "closed", info }));
+    if (signal?.aborted) onAbort();
+  });
+}
+
+function closedBeforeJob(info: SessionClose): Omit<AgentOutcome, "timings"> {
+  if (info.code === CloseCode.normal && info.error === undefined) {
+    return {
+      exitCode: ExitCode.ok,
+      summary: `the controller released the agent without a job (${info.reason || "no reason given"})`,
+    };
+  }
+  const error =
+    info.error ??
+    new AgentError(
+      "AGENT_ERR_CONNECTION_LOST",
+      `the controller closed the connection before a job (code ${info.code}${info.reason ? `: ${info.reason}` : ""})`,
+    );
+  return { exitCode: ExitCode.controllerFailure, summary: error.message, error };
+}
+
+async function runJobOverSession(
+  job: Job,
+  session: AgentSession,
+  config: AgentConfig,
+  logger: Logger,
+  interrupt: AbortSignal | undefined,
+): Promise<Omit<AgentOutcome, "timings">> {
+  logger.info("job received", { steps: job.steps.length, name: job.name });
+  const abort = new AbortController();
+  const onInterrupt = () => abort.abort("interrupted" satisfies StepReason);
+  interrupt?.addEventListener("abort", onInterrupt, { once: true });
+  if (interrupt?.aborted) onInterrupt();
+  let lost: SessionClose | undefined;
+  let finished = false;
+  void session.closed.then((info) => {
+    if (finished) return;
+    lost = info;
+    logger.error("connection to the controller lost during the job; stopping it", {
+      code: info.code,
+      reason: info.reason,
+    });
+    abort.abort("error" satisfies StepReason);
+  });
+  session.onMessage = (message) => {
+    if (message.type === "cancel") {
+      if (message.jobId !== job.id) {
+        session.protocolError(
+          new ProtocolError(
+            CloseCode.outOfOrder,
+            `the controller cancelled job ${message.jobId}, but this agent runs ${job.id}`,
+          ),
+        );
+        return;
+      }
+      logger.info("job cancelled by the controller", { reason: message.reason });
+      abort.abort("cancelled" satisfies StepReason);
+    } else if (message.type === "job") {
+      session.protocolError(
+        new ProtocolError(
+          CloseCode.outOfOrder,
+          `the controller sent job ${message.job.id} while job ${job.id} runs`,
+        ),
+      );
+    }
+  };
+
+  const sink: JobSink = {
+    stepStart: (stepId, startedAt) =>
+      session.send({ v: 1, type: "step-start", jobId: job.id, stepId, startedAt }),
+    output: (stepId, stream, offset, data) => session.sendOutput(stepId, stream, offset, data),
+    stepEnd: (stepId, r) =>
+      session.send({
+        v: 1,
+        type: "step-end",
+        jobId: job.id,
+        stepId,
+        exitCode: r.exitCode,
+        signal: r.signal,
+        durationMs: r.durationMs,
+        reason: r.reason,
+        stdoutBytes: r.stdoutBytes,
+        stderrBytes: r.stderrBytes,
+        ...(r.message !== undefined ? { message: r.message.slice(0, 4000) } : {}),
+      }),
+    hasRoom: () => session.hasRoom,
+    waitForRoom: () => session.waitForRoom(),
+  };
+
+  let workspace: string | undefined;
+  let outcome: JobOutcome;
+  try {
+    workspace = await createWorkspace(config.workDir, job.id);
+    outcome = await runJob({
+      job,
+      workspace,
+      agentName: config.name,
+      baseEnv: config.baseEnv,
+      graceMs: config.graceMs,
+      drainMs: config.drainMs,
+      frameMaxBytes: config.frameMaxBytes,
+      frameFlushMs: config.frameFlushMs,
+      sink,
+      logger,
+      signal: abort.signal,
+    });
+  } catch (error) {
+    logger.error("the job could not run", { error });
+    outcome = {
+      status: "failed",
+      reason: "error",
+      message: (error as Error).message,
+      durationMs: 0,
+      steps: [],
+    };
+  } finally {
+    interrupt?.removeEventListener("abort", onInterrupt);
+  }
+
+  try {
+    if (lost !== undefined) {
+      const error =
+        lost.error ??
+        new AgentError(
+          "AGENT_ERR_CONNECTION_LOST",
+          `connection to the controller lost during job ${job.id} (code ${lost.code})`,
+        );
+      return { exitCode: ExitCode.controllerFailure, summary: error.message, error, job: outcome };
+    }
+    const seq = session.send({
+      v: 1,
+      type: "job-end",
+      jobId: job.id,
+      status: outcome.status,
+      reason: outcome.reason,
+      durationMs: outcome.durationMs,
+      ...(outcome.failedStepId !== undefined ? { failedStepId: outcome.failedStepId } : {}),
+      ...(outcome.message !== undefined ? { message: outcome.message.slice(0, 4000) } : {}),
+    });
+    finished = true;
+    const acked = await session.waitForAck(seq, config.ackTimeoutMs);
+    if (!acked) {
+      const error = new AgentError(
+        "AGENT_ERR_ACK_TIMEOUT",
+        `the controller did not acknowledge the end of job ${job.id} within ${config.ackTimeoutMs} ms`,
+      );
+      await session.close(CloseCode.ackTimeout, error.message);
+      return { exitCode: ExitCode.controllerFailure, summary: error.message, error, job: outcome };
+    }
+    await session.close(CloseCode.normal, "job done");
+    return { exitCode: exitCodeFor(outcome, interrupt), summary: summarize(job, outcome), job: outcome };
+  } finally {
+    finished = true;
+    if (workspace !== undefined) {
+      await removeWorkspace(workspace).catch((error: unknown) =>
+        logger.warn("workspace not removed", { error }),
+      );
+    }
+  }
+}
+
+function exitCodeFor(outcome: JobOutcome, interrupt: AbortSignal | undefined): ExitCodeValue {
+  if (outcome.status === "succeeded") return ExitCode.ok;
+  switch (outcome.reason) {
+    case "deadline":
+      return ExitCode.deadline;
+    case "disk":
+      return ExitCode.disk;
+    case "interrupted":
+      return interrupt ? interruptCode(interrupt) : ExitCode.sigterm;
+    default:
+      return ExitCode.jobFailed;
+  }
+}
+
+function interruptCode(signal: AbortSignal): ExitCodeValue {
+  return signal.reason === "SIGINT" ? ExitCode.sigint : ExitCode.sigterm;
+}
+
+function summarize(job: Job, outcome: JobOutcome): string {
+  if (outcome.status === "succeeded") return `job ${job.id} succeeded (${outcome.steps.length} steps)`;
+  const step = outcome.failedStepId !== undefined ? ` at step ${outcome.failedStepId}` : "";
+  return `job ${job.id} failed${step} (${outcome.reason})${outcome.message ? `: ${outcome.message}` : ""}`;
+}

@@ -1,0 +1,119 @@
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { ConfigError, type ConfigProblem } from "../errors.ts";
+import { runtimeKindSchema } from "../protocol/messages.ts";
+
+const ms = (min: number) => z.number().int().min(min);
+
+/**
+ * Everything the agent core needs, validated. Wrappers (container entrypoint, Lambda handler)
+ * build the raw input from their launch form and call {@link parseAgentConfig}.
+ */
+export const agentConfigSchema = z.object({
+  /** Controller URL as given (http, https, ws or wss). */
+  url: z.string().refine(isControllerUrl, "must be an http(s):// or ws(s):// URL"),
+  secret: z.string().min(1, "must not be empty").max(1024),
+  name: z
+    .string()
+    .min(1, "must not be empty")
+    .max(200)
+    .regex(/^[^\s/\\]+$/, "must not contain spaces or slashes"),
+  labels: z.array(z.string().min(1).max(100)).max(100).default([]),
+  /** Root of the agent's files; each job gets a fresh workspace below it. */
+  workDir: z.string().min(1).default(join(tmpdir(), "agent")),
+  runtime: runtimeKindSchema.default("local"),
+  /** Epoch ms by which the agent must have stopped (null: none). */
+  deadlineAt: z.number().int().positive().nullable().default(null),
+  diskBudgetBytes: z.number().int().min(0).nullable().default(null),
+  /** How long to keep trying to reach the controller before giving up. */
+  connectTimeoutMs: ms(0).default(60_000),
+  /** How long to wait for a job once connected. */
+  idleTimeoutMs: ms(1).default(600_000),
+  heartbeatIntervalMs: ms(10).default(10_000),
+  /** A missing pong this long after a ping ends the connection. */
+  heartbeatTimeoutMs: ms(10).default(30_000),
+  /** SIGTERM -> SIGKILL delay when a step is stopped. */
+  graceMs: ms(0).default(10_000),
+  /** After a step's process exits, how long its pipes may stay open (held by a grandchild). */
+  drainMs: ms(0).default(2_000),
+  /** How long to wait for the controller to acknowledge `job-end`. */
+  ackTimeoutMs: ms(1).default(30_000),
+  frameMaxBytes: z.number().int().min(256).max(1_048_576).default(16_384),
+  frameFlushMs: ms(0).default(10),
+  /** Unacknowledged output kept in memory before the child's pipes are paused. */
+  maxUnackedBytes: z
+    .number()
+    .int()
+    .min(65_536)
+    .default(8 * 1_048_576),
+  /** Largest frame accepted from the controller. */
+  maxPayloadBytes: z
+    .number()
+    .int()
+    .min(65_536)
+    .default(16 * 1_048_576),
+  handshakeTimeoutMs: ms(1).default(10_000),
+  /** Environment given to every step before the job's own (never contains the agent's secret). */
+  baseEnv: z.record(z.string(), z.string()).default({}),
+});
+
+export type AgentConfig = z.infer<typeof agentConfigSchema>;
+export type AgentConfigInput = z.input<typeof agentConfigSchema>;
+
+/** Fields whose values never appear in errors or diagnostics. */
+const SECRET_FIELDS = new Set(["secret"]);
+
+/**
+ * Validates raw configuration; throws {@link ConfigError} listing every problem at once.
+ *
+ * @example
+ * const config = parseAgentConfig({ url: "http://127.0.0.1:8080/", secret, name: "agent-1" });
+ */
+export function parseAgentConfig(input: unknown): AgentConfig {
+  const result = agentConfigSchema.safeParse(input);
+  if (result.success) return result.data;
+  throw new ConfigError(zodProblems(result.error, SECRET_FIELDS));
+}
+
+/** Turns zod issues into problems naming the field, the rule and the value (secrets masked). */
+export function zodProblems(
+  error: z.ZodError,
+  secretFields: ReadonlySet<string> = SECRET_FIELDS,
+): ConfigProblem[] {
+  return error.issues.map((issue) => {
+    const field = issue.path.join(".") || "(input)";
+    const top = String(issue.path[0] ?? "");
+    const input = "input" in issue ? issue.input : undefined;
+    const shown = secretFields.has(top) ? "***" : describeValue(input);
+    return { field, message: `${issue.message}, got ${shown}` };
+  });
+}
+
+export function describeValue(value: unknown): string {
+  if (value === undefined) return "nothing";
+  const text = JSON.stringify(value) ?? String(value);
+  const clipped = text.length > 60 ? `${text.slice(0, 60)}...` : text;
+  return `\`${clipped}\` (${Array.isArray(value) ? "array" : value === null ? "null" : typeof value})`;
+}
+
+function isControllerUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return ["http:", "https:", "ws:", "wss:"].includes(url.protocol) && url.hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
+/** The WebSocket URL of the agent endpoint under a controller URL: `http://h/base/` -> `ws://h/base/agents/v1`. */
+export function agentSocketUrl(controllerUrl: string, path: string): string {
+  const url = new URL(controllerUrl);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  if (!url.pathname.endsWith("/")) url.pathname += "/";
+  url.pathname += path;
+  url.search = "";
+  url.hash = "";
+  return url.toString();
+}

@@ -1,0 +1,18 @@
+/** The agent core's public face. Wrappers and the controller import only from here. */
+export { type AgentOutcome, type AgentTimings, type RunAgentOptions, runAgent } from "./agent.ts";
+export * from "./config/index.ts";
+export * from "./errors.ts";
+export * from "./exit-codes.ts";
+export { type JobOutcome, type JobSink, runJob, type StepOutcome } from "./job/run-job.ts";
+export {
+  createLogger,
+  isLogLevel,
+  type LogFields,
+  type Logger,
+  type LogLevel,
+  silentLogger,
+} from "./logger.ts";
+export { OutputFramer } from "./logs/framer.ts";
+export * from "./protocol/index.ts";
+export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
+export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";

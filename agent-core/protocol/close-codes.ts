@@ -1,0 +1,32 @@
+/**
+ * WebSocket close codes used by protocol v1. 1000-1011 are RFC 6455's; 4000-4999 are ours.
+ * Both sides close with one of these and a short reason text, and log a diagnostic.
+ */
+export const CloseCode = {
+  /** Orderly end: the job is over and acknowledged, or the agent had nothing to do. */
+  normal: 1000,
+  /** The controller is shutting down. */
+  goingAway: 1001,
+  /** RFC 6455 protocol error (ws raises it for invalid frames). */
+  protocolError: 1002,
+  /** A frame larger than `maxPayload` (ws closes with it by itself). */
+  messageTooBig: 1009,
+  /** An unexpected failure inside the peer. */
+  internalError: 1011,
+  /** A text frame that is not valid JSON, or a binary frame that cannot be decoded. */
+  malformed: 4000,
+  /** Valid JSON that does not match the schema of its `type`. */
+  invalidMessage: 4001,
+  /** A `type` this protocol version does not define. */
+  unknownType: 4002,
+  /** A known message at a point of the session where it is not allowed. */
+  outOfOrder: 4003,
+  /** The envelope's `v` is not a version this peer speaks. */
+  unsupportedVersion: 4004,
+  /** No pong to a ping within the heartbeat timeout. */
+  heartbeatTimeout: 4005,
+  /** The job's `job-end` was not acknowledged in time (agent side). */
+  ackTimeout: 4006,
+} as const;
+
+export type CloseCodeValue = (typeof CloseCode)[keyof typeof CloseCode];

@@ -1,0 +1,67 @@
+import { ProtocolError } from "../errors.ts";
+import { CloseCode } from "./close-codes.ts";
+
+/**
+ * Binary `output` frame (agent -> controller), big-endian:
+ *
+ * | offset | size | field                                                        |
+ * |--------|------|--------------------------------------------------------------|
+ * | 0      | 1    | kind: 0x01 = output                                          |
+ * | 1      | 1    | stream: 1 = stdout, 2 = stderr                               |
+ * | 2      | 2    | L: byte length of the step id                                |
+ * | 4      | 4    | seq (uint32): this message's place in the job's sequence     |
+ * | 8      | 8    | offset (float64, an integer): first byte's offset in the stream |
+ * | 16     | L    | step id, UTF-8                                               |
+ * | 16 + L | rest | data: the step's bytes, unchanged                            |
+ */
+export const OUTPUT_FRAME_KIND = 0x01;
+export const OUTPUT_HEADER_BYTES = 16;
+
+export type OutputStream = "stdout" | "stderr";
+
+export interface OutputFrame {
+  seq: number;
+  stepId: string;
+  stream: OutputStream;
+  offset: number;
+  data: Buffer;
+}
+
+export function encodeOutputFrame(frame: OutputFrame): Buffer {
+  const stepId = Buffer.from(frame.stepId, "utf8");
+  const buf = Buffer.allocUnsafe(OUTPUT_HEADER_BYTES + stepId.length + frame.data.length);
+  buf.writeUInt8(OUTPUT_FRAME_KIND, 0);
+  buf.writeUInt8(frame.stream === "stdout" ? 1 : 2, 1);
+  buf.writeUInt16BE(stepId.length, 2);
+  buf.writeUInt32BE(frame.seq, 4);
+  buf.writeDoubleBE(frame.offset, 8);
+  stepId.copy(buf, OUTPUT_HEADER_BYTES);
+  frame.data.copy(buf, OUTPUT_HEADER_BYTES + stepId.length);
+  return buf;
+}
+
+/** Decodes a binary frame; throws a ProtocolError (close code 4000) when it is not a valid output frame. */
+export function decodeOutputFrame(buf: Buffer): OutputFrame {
+  const fail = (why: string): never => {
+    throw new ProtocolError(CloseCode.malformed, `malformed binary frame: ${why}`);
+  };
+  if (buf.length < OUTPUT_HEADER_BYTES)
+    fail(`${buf.length} bytes is shorter than the ${OUTPUT_HEADER_BYTES}-byte header`);
+  if (buf.readUInt8(0) !== OUTPUT_FRAME_KIND) fail(`unknown kind 0x${buf.readUInt8(0).toString(16)}`);
+  const streamByte = buf.readUInt8(1);
+  if (streamByte !== 1 && streamByte !== 2) fail(`unknown stream ${streamByte}`);
+  const idLength = buf.readUInt16BE(2);
+  if (idLength === 0 || OUTPUT_HEADER_BYTES + idLength > buf.length)
+    fail(`step id length ${idLength} does not fit`);
+  const seq = buf.readUInt32BE(4);
+  if (seq < 1) fail("seq must be at least 1");
+  const offset = buf.readDoubleBE(8);
+  if (!Number.isSafeInteger(offset) || offset < 0) fail(`offset ${offset} is not a non-negative integer`);
+  return {
+    seq,
+    stream: streamByte === 1 ? "stdout" : "stderr",
+    offset,
+    stepId: buf.toString("utf8", OUTPUT_HEADER_BYTES, OUTPUT_HEADER_BYTES + idLength),
+    data: buf.subarray(OUTPUT_HEADER_BYTES + idLength),
+  };
+}

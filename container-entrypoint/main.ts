@@ -1,0 +1,103 @@
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import {
+  AGENT_VERSION,
+  type AgentConfig,
+  ConfigError,
+  createLogger,
+  ExitCode,
+  type Logger,
+  type LogLevel,
+  runAgent,
+} from "../agent-core/index.ts";
+import { HELP_TEXT, parseLaunch } from "./launch-args.ts";
+
+export interface EntrypointIo {
+  argv: string[];
+  env: Readonly<Record<string, string | undefined>>;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+/**
+ * The container entrypoint: parses the launch form (Jenkins images' forms included), runs the
+ * agent, and resolves with the process exit code. Installs SIGTERM/SIGINT handlers while it runs:
+ * the first signal interrupts the job (reported `interrupted`), a second one exits at once.
+ */
+export async function runEntrypoint(io: EntrypointIo): Promise<number> {
+  let plan: ReturnType<typeof parseLaunch>;
+  try {
+    plan = parseLaunch(io.argv, io.env, (path) => readFileSync(path, "utf8"));
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      io.stderr(`agent: ${error.message}\n\nRun with --help for the launch forms.\n`);
+      return ExitCode.badConfig;
+    }
+    throw error;
+  }
+  switch (plan.kind) {
+    case "help":
+      io.stdout(HELP_TEXT);
+      return ExitCode.ok;
+    case "version":
+      io.stdout(`${AGENT_VERSION}\n`);
+      return ExitCode.ok;
+    case "exec":
+      return execCommand(plan.argv);
+    case "agent":
+      return runWithSignals(plan.config, plan.logLevel, plan.ignored, io);
+  }
+}
+
+async function runWithSignals(
+  config: AgentConfig,
+  level: LogLevel,
+  ignored: string[],
+  io: EntrypointIo,
+): Promise<number> {
+  const logger: Logger = createLogger({ level, write: io.stderr, fields: { agent: config.name } });
+  if (ignored.length > 0) logger.debug("remoting options accepted without effect", { options: ignored });
+  const interrupt = new AbortController();
+  let lastResort: NodeJS.Timeout | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    const code = signal === "SIGINT" ? ExitCode.sigint : ExitCode.sigterm;
+    if (interrupt.signal.aborted) {
+      logger.warn("second signal: exiting now", { signal });
+      process.exit(code);
+    }
+    logger.warn("signal received: stopping the job", { signal });
+    interrupt.abort(signal);
+    // Whatever happens, exit before an orchestrator's SIGKILL could leave things half-done.
+    lastResort = setTimeout(
+      () => {
+        logger.error("shutdown took too long; exiting", { signal });
+        process.exit(code);
+      },
+      config.graceMs + config.drainMs + 5_000,
+    );
+    lastResort.unref();
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  try {
+    const outcome = await runAgent(config, { logger, signal: interrupt.signal });
+    return outcome.exitCode;
+  } finally {
+    clearTimeout(lastResort);
+    process.removeListener("SIGTERM", onSignal);
+    process.removeListener("SIGINT", onSignal);
+  }
+}
+
+/** The jenkins-agent behaviour: a single non-option argument is run as a command. */
+function execCommand(argv: string[]): Promise<number> {
+  return new Promise((resolve) => {
+    const [file, ...args] = argv;
+    const child = spawn(file!, args, { stdio: "inherit" });
+    child.once("error", (error) => {
+      process.stderr.write(`agent: cannot run ${JSON.stringify(file)}: ${error.message}\n`);
+      resolve(127);
+    });
+    child.once("exit", (code, signal) => resolve(code ?? (signal === "SIGINT" ? 130 : 143)));
+  });
+}

@@ -1,0 +1,265 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { createLogger, deriveAgentSecret, isLogLevel, type Logger } from "../agent-core/index.ts";
+import { ControllerClient } from "./client.ts";
+import { Controller } from "./controller.ts";
+import { ControllerApiError } from "./errors.ts";
+import { readJobFile } from "./job-spec.ts";
+import type { JobRecord } from "./job-store.ts";
+import { LocalProvisioner } from "./provisioner.ts";
+import { createRenderer } from "./render.ts";
+
+export const CLI_EXIT = {
+  ok: 0,
+  failed: 1,
+  usage: 2,
+  platform: 3,
+  deadline: 4,
+  disk: 5,
+  interrupted: 130,
+} as const;
+
+export const CLI_HELP = `Usage: controller <command> [options]
+
+The reference controller of the ephemeral build agent (protocol v1).
+
+Commands:
+  serve                 Run the controller until SIGINT/SIGTERM.
+      --host H            Interface to listen on (default 127.0.0.1).
+      --port P            Port (default 8080; 0 picks a free one).
+      --data-dir D        Job records and logs (default ./.data). The HMAC key agents'
+                          secrets derive from is D/controller.key (or CONTROLLER_KEY).
+      --no-provision      Do not launch local agents; wait for agents to connect.
+      --log-level L       debug | info | warn | error (default info). Diagnostics go to stderr.
+  submit FILE           Submit a job file (YAML or JSON) and follow its log.
+      --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
+      --no-follow         Print the job id and return at once.
+  demo [FILE]           Start a controller on a free loopback port with a local provisioner,
+                        run FILE (default examples/hello.yml) on a freshly launched agent,
+                        show its log live, stop. Exits with the job's status.
+      --keep-data         Keep the temporary data directory.
+  secret NAME           Print the secret an agent named NAME must present.
+      --data-dir D        Where controller.key is (default ./.data).
+
+Exit codes of submit and demo:
+  0 job succeeded   1 job failed or cancelled   2 bad usage or job file
+  3 platform failure (agent lost, no agent could start, controller unreachable)
+  4 deadline        5 disk budget               130 interrupted (the job was cancelled)
+`;
+
+/** Runs the CLI; resolves with the exit code. */
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "serve":
+        return await serve(rest, env);
+      case "submit":
+        return await submit(rest, env);
+      case "demo":
+        return await demo(rest, env);
+      case "secret":
+        return secret(rest);
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        process.stdout.write(CLI_HELP);
+        return command === undefined ? CLI_EXIT.usage : CLI_EXIT.ok;
+      default:
+        process.stderr.write(`controller: unknown command ${JSON.stringify(command)}\n\n${CLI_HELP}`);
+        return CLI_EXIT.usage;
+    }
+  } catch (error) {
+    if (error instanceof ControllerApiError) {
+      process.stderr.write(`controller: ${error.message}\n`);
+      return error.code === "CONTROLLER_ERR_UNREACHABLE" ? CLI_EXIT.platform : CLI_EXIT.usage;
+    }
+    if (error instanceof TypeError && (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      process.stderr.write(`controller: ${error.message}\n\n${CLI_HELP}`);
+      return CLI_EXIT.usage;
+    }
+    throw error;
+  }
+}
+
+function stderrLogger(level: string | undefined): Logger {
+  const chosen = level ?? "info";
+  if (!isLogLevel(chosen))
+    throw new ControllerApiError(
+      400,
+      "CONTROLLER_ERR_BAD_REQUEST",
+      `Expected --log-level to be one of debug, info, warn, error, got ${JSON.stringify(chosen)}`,
+    );
+  return createLogger({
+    level: chosen,
+    write: (line) => process.stderr.write(line),
+    fields: { component: "controller" },
+  });
+}
+
+/** The container entrypoint bundle that sits beside this CLI bundle in dist/. */
+function entrypointCommand(env: NodeJS.ProcessEnv): string[] {
+  const path =
+    env.AGENT_ENTRYPOINT ?? join(dirname(fileURLToPath(import.meta.url)), "container-entrypoint.mjs");
+  if (!existsSync(path)) {
+    throw new ControllerApiError(
+      400,
+      "CONTROLLER_ERR_BAD_REQUEST",
+      `the agent bundle ${path} is missing: run \`npm run build\` first (or set AGENT_ENTRYPOINT)`,
+    );
+  }
+  return [process.execPath, path];
+}
+
+async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "8080" },
+      "data-dir": { type: "string", default: ".data" },
+      "no-provision": { type: "boolean", default: false },
+      "log-level": { type: "string" },
+    },
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+    throw new ControllerApiError(
+      400,
+      "CONTROLLER_ERR_BAD_REQUEST",
+      `Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`,
+    );
+  }
+  const dataDir = resolve(values["data-dir"]);
+  const logger = stderrLogger(values["log-level"] ?? env.CONTROLLER_LOG_LEVEL);
+  const provisioner = values["no-provision"]
+    ? undefined
+    : new LocalProvisioner({ command: entrypointCommand(env), logDir: join(dataDir, "agents") });
+  const controller = await Controller.start({
+    dataDir,
+    host: values.host,
+    port,
+    logger,
+    ...(env.CONTROLLER_KEY ? { key: env.CONTROLLER_KEY } : {}),
+    ...(provisioner ? { provisioner } : {}),
+  });
+  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir})\n`);
+  const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
+    process.once("SIGINT", () => resolveSignal("SIGINT"));
+    process.once("SIGTERM", () => resolveSignal("SIGTERM"));
+  });
+  logger.info("stopping", { signal });
+  await controller.stop();
+  return CLI_EXIT.ok;
+}
+
+async function submit(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { url: { type: "string" }, "no-follow": { type: "boolean", default: false } },
+  });
+  if (positionals.length !== 1) {
+    process.stderr.write(`controller submit: expected one job file, got ${positionals.length}\n`);
+    return CLI_EXIT.usage;
+  }
+  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/");
+  const job = await client.submit(await readJobFile(positionals[0]!));
+  if (values["no-follow"]) {
+    process.stdout.write(`${job.id}\n`);
+    return CLI_EXIT.ok;
+  }
+  return followToTerminal(client, job);
+}
+
+async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { "keep-data": { type: "boolean", default: false } },
+  });
+  const file = positionals[0] ?? "examples/hello.yml";
+  const submission = await readJobFile(file);
+  const dataDir = mkdtempSync(join(tmpdir(), "agent-demo-"));
+  const provisioner = new LocalProvisioner({
+    command: entrypointCommand(env),
+    logDir: join(dataDir, "agents"),
+  });
+  const controller = await Controller.start({
+    dataDir,
+    provisioner,
+    logger: stderrLogger(env.CONTROLLER_LOG_LEVEL ?? "warn"),
+  });
+  const out = (text: string) => process.stdout.write(text);
+  try {
+    out(`controller listening on ${controller.url} (data: ${dataDir})\n`);
+    const client = new ControllerClient(controller.url);
+    const job = await client.submit(submission);
+    out(`submitted ${file} as job ${job.id}; launching a local agent...\n`);
+    const code = await followToTerminal(client, job);
+    const record = await client.get(job.id);
+    out(`agent: ${record.agent?.name ?? "none"} (diagnostics in ${join(dataDir, "agents")})\n`);
+    return code;
+  } finally {
+    await controller.stop();
+    if (!values["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Follows a job's events to the terminal; Ctrl-C cancels the job. Resolves with the CLI exit code. */
+async function followToTerminal(client: ControllerClient, job: JobRecord): Promise<number> {
+  const render = createRenderer({
+    write: (text) => process.stdout.write(text),
+    color: process.stdout.isTTY === true,
+  });
+  let interrupted = false;
+  const onSigint = () => {
+    interrupted = true;
+    process.stderr.write("\ncancelling the job...\n");
+    void client.cancel(job.id).catch(() => {});
+  };
+  process.once("SIGINT", onSigint);
+  try {
+    for await (const event of client.events(job.id)) render(event);
+  } finally {
+    process.removeListener("SIGINT", onSigint);
+  }
+  const record = await client.get(job.id);
+  return interrupted ? CLI_EXIT.interrupted : exitCodeForJob(record);
+}
+
+/** The CLI exit code for a finished job. */
+export function exitCodeForJob(record: JobRecord): number {
+  if (record.status === "succeeded") return CLI_EXIT.ok;
+  if (record.reason === "deadline") return CLI_EXIT.deadline;
+  if (record.reason === "disk") return CLI_EXIT.disk;
+  if (record.cause === "platform") return CLI_EXIT.platform;
+  return CLI_EXIT.failed;
+}
+
+function secret(argv: string[]): number {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { "data-dir": { type: "string", default: ".data" } },
+  });
+  if (positionals.length !== 1) {
+    process.stderr.write("controller secret: expected one agent name\n");
+    return CLI_EXIT.usage;
+  }
+  const keyPath = join(resolve(values["data-dir"]), "controller.key");
+  const key =
+    process.env.CONTROLLER_KEY ?? (existsSync(keyPath) ? readFileSync(keyPath, "utf8").trim() : undefined);
+  if (key === undefined) {
+    process.stderr.write(
+      `controller secret: no key: set CONTROLLER_KEY or start \`controller serve\` once to create ${keyPath}\n`,
+    );
+    return CLI_EXIT.usage;
+  }
+  process.stdout.write(`${deriveAgentSecret(key, positionals[0]!)}\n`);
+  return CLI_EXIT.ok;
+}

@@ -1,0 +1,35 @@
+import type { ConfigProblem } from "../agent-core/index.ts";
+
+export type ControllerErrorCode =
+  | "CONTROLLER_ERR_INVALID_JOB"
+  | "CONTROLLER_ERR_JOB_FILE"
+  | "CONTROLLER_ERR_NOT_FOUND"
+  | "CONTROLLER_ERR_BAD_REQUEST"
+  | "CONTROLLER_ERR_CONFLICT"
+  | "CONTROLLER_ERR_UNREACHABLE"
+  | "CONTROLLER_ERR_INTERNAL";
+
+/** An error the HTTP API returns as `{ "error": { "code", "message", "problems" } }` with `status`. */
+export class ControllerApiError extends Error {
+  readonly status: number;
+  readonly code: ControllerErrorCode;
+  readonly problems: ConfigProblem[];
+
+  constructor(status: number, code: ControllerErrorCode, message: string, problems: ConfigProblem[] = []) {
+    super(message);
+    this.name = "ControllerApiError";
+    this.status = status;
+    this.code = code;
+    this.problems = problems;
+  }
+
+  toJSON() {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        ...(this.problems.length ? { problems: this.problems } : {}),
+      },
+    };
+  }
+}

@@ -1,0 +1,141 @@
+import { readFile } from "node:fs/promises";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { type ConfigProblem, idSchema, type Job, shellSchema, zodProblems } from "../agent-core/index.ts";
+import { ControllerApiError } from "./errors.ts";
+
+/**
+ * A job as submitted (HTTP API body, or a YAML/JSON job file). Durations are milliseconds or
+ * strings such as "500ms", "30s", "5m", "1h".
+ */
+const durationSchema = z.union([
+  z.number().int().positive(),
+  z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h"),
+]);
+const envSchema = z.record(
+  z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
+  z.union([z.string(), z.number(), z.boolean()]).transform(String),
+);
+
+const stepSubmissionSchema = z
+  .object({
+    id: idSchema.optional(),
+    name: z.string().max(200).optional(),
+    run: z.string().min(1).optional(),
+    argv: z.array(z.string()).min(1).optional(),
+    shell: shellSchema.optional(),
+    env: envSchema.optional(),
+    workingDir: z.string().optional(),
+    timeout: durationSchema.optional(),
+    continueOnError: z.boolean().optional(),
+  })
+  .strict()
+  .refine((s) => (s.run === undefined) !== (s.argv === undefined), {
+    message: "a step needs exactly one of `run` and `argv`",
+  });
+
+export const jobSubmissionSchema = z
+  .object({
+    name: z.string().min(1).max(200).optional(),
+    labels: z.array(z.string().min(1).max(100)).max(100).default([]),
+    env: envSchema.optional(),
+    /** Exported to every step and masked in logs; never stored. */
+    secrets: envSchema.optional(),
+    timeout: durationSchema.optional(),
+    steps: z.array(stepSubmissionSchema).min(1).max(1000),
+  })
+  .strict();
+
+export type JobSubmission = z.input<typeof jobSubmissionSchema>;
+type ParsedSubmission = z.output<typeof jobSubmissionSchema>;
+
+/** What the controller keeps of a submission: the job to send, its labels, and a copy safe to store. */
+export interface PreparedJob {
+  job: Job;
+  labels: string[];
+  /** The submission with secret values replaced by "***". */
+  stored: ParsedSubmission;
+}
+
+export function durationMs(value: number | string): number {
+  if (typeof value === "number") return value;
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(value)!;
+  const factor = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
+  return Math.round(Number(match[1]) * factor);
+}
+
+/** Validates a submission and builds the protocol `job` for it. Throws ControllerApiError (400) listing every problem. */
+export function prepareJob(input: unknown, jobId: string): PreparedJob {
+  const parsed = jobSubmissionSchema.safeParse(input);
+  if (!parsed.success) throw invalidJob(zodProblems(parsed.error, new Set(["secrets"])));
+  const submission = parsed.data;
+  const problems: ConfigProblem[] = [];
+  const ids = new Set<string>();
+  const steps = submission.steps.map((step, index) => {
+    const id = step.id ?? String(index + 1);
+    if (ids.has(id))
+      problems.push({ field: `steps.${index}.id`, message: `duplicate step id ${JSON.stringify(id)}` });
+    ids.add(id);
+    return {
+      id,
+      ...(step.name !== undefined ? { name: step.name } : {}),
+      ...(step.run !== undefined ? { run: step.run } : {}),
+      ...(step.argv !== undefined ? { argv: step.argv } : {}),
+      ...(step.shell !== undefined ? { shell: step.shell } : {}),
+      env: step.env ?? {},
+      ...(step.workingDir !== undefined ? { workingDir: step.workingDir } : {}),
+      ...(step.timeout !== undefined ? { timeoutMs: durationMs(step.timeout) } : {}),
+      continueOnError: step.continueOnError ?? false,
+    };
+  });
+  if (problems.length > 0) throw invalidJob(problems);
+  const secrets = submission.secrets ?? {};
+  const job: Job = {
+    id: jobId,
+    ...(submission.name !== undefined ? { name: submission.name } : {}),
+    env: { ...(submission.env ?? {}), ...secrets },
+    mask: Object.values(secrets),
+    steps,
+    ...(submission.timeout !== undefined ? { timeoutMs: durationMs(submission.timeout) } : {}),
+  };
+  const stored = {
+    ...submission,
+    ...(submission.secrets
+      ? { secrets: Object.fromEntries(Object.keys(secrets).map((k) => [k, "***"])) }
+      : {}),
+  };
+  return { job, labels: submission.labels, stored };
+}
+
+function invalidJob(problems: ConfigProblem[]): ControllerApiError {
+  const lines = problems.map((p) => `  - ${p.field}: ${p.message}`).join("\n");
+  return new ControllerApiError(
+    400,
+    "CONTROLLER_ERR_INVALID_JOB",
+    `invalid job (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n${lines}`,
+    problems,
+  );
+}
+
+/** Reads a job file: YAML (.yml/.yaml) or JSON. Throws ControllerApiError when it cannot be read or parsed. */
+export async function readJobFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new ControllerApiError(
+      400,
+      "CONTROLLER_ERR_JOB_FILE",
+      `cannot read job file ${path}: ${(error as Error).message}`,
+    );
+  }
+  try {
+    return path.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new ControllerApiError(
+      400,
+      "CONTROLLER_ERR_JOB_FILE",
+      `job file ${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${(error as Error).message}`,
+    );
+  }
+}

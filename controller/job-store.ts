@@ -1,0 +1,213 @@
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
+import type { OutputStream, StepReason } from "../agent-core/index.ts";
+
+export type JobStatus = "queued" | "assigned" | "running" | "succeeded" | "failed" | "cancelled" | "error";
+export type StepStatus = "pending" | "running" | "succeeded" | "failed" | "skipped";
+/** Who a failure is attributed to: the user's commands, or the platform (deadline, interruption, lost agent). */
+export type FailureCause = "user" | "platform";
+/** Why a job ended: a step reason, or a controller-side one. */
+export type JobReason = StepReason | "agent-lost" | "provision-failed";
+
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set([
+  "succeeded",
+  "failed",
+  "cancelled",
+  "error",
+]);
+
+export interface StepRecord {
+  id: string;
+  name?: string;
+  status: StepStatus;
+  startedAt?: string;
+  endedAt?: string;
+  durationMs?: number;
+  exitCode?: number | null;
+  signal?: string | null;
+  reason?: StepReason;
+  message?: string;
+  stdoutBytes?: number;
+  stderrBytes?: number;
+}
+
+export interface JobRecord {
+  id: string;
+  name?: string;
+  labels: string[];
+  status: JobStatus;
+  reason?: JobReason;
+  cause?: FailureCause;
+  message?: string;
+  agent?: { name: string; runtime: string; version: string; labels: string[] };
+  submittedAt: string;
+  assignedAt?: string;
+  startedAt?: string;
+  endedAt?: string;
+  /** Milliseconds from submission to the agent's first step starting. */
+  queuedMs?: number;
+  durationMs?: number;
+  logBytes: number;
+  steps: StepRecord[];
+}
+
+/** One line of a job's event log, as served by `GET /api/v1/jobs/:id/events`. */
+export type JobEvent =
+  | { type: "status"; status: JobStatus; at: string; agent?: string }
+  | { type: "step-start"; stepId: string; name?: string; index: number; total: number; at: string }
+  | { type: "output"; stepId: string; stream: OutputStream; text: string }
+  | {
+      type: "step-end";
+      stepId: string;
+      index: number;
+      total: number;
+      status: StepStatus;
+      exitCode: number | null;
+      signal: string | null;
+      reason: StepReason;
+      durationMs: number;
+      message?: string;
+    }
+  | {
+      type: "job-end";
+      status: JobStatus;
+      reason?: JobReason;
+      cause?: FailureCause;
+      message?: string;
+      durationMs?: number;
+    };
+
+/** What is stored for an output event: where its bytes are in output.log. */
+type StoredEvent =
+  | Exclude<JobEvent, { type: "output" }>
+  | { type: "output"; stepId: string; stream: OutputStream; offset: number; length: number };
+
+/** A reader of a job's events; `end` is called once when the job's log is complete. */
+export interface LogListener {
+  event(event: JobEvent, data?: Buffer): void;
+  end(): void;
+}
+
+/**
+ * A job's files under `<dataDir>/jobs/<id>/`: `job.json` (the record), `output.log` (every
+ * output byte in arrival order, unchanged) and `events.jsonl` (steps, statuses, and where each
+ * output frame sits in output.log). Writes are synchronous, so a reader that replays the files
+ * and then subscribes, in one tick, sees every event exactly once.
+ */
+export class JobFiles {
+  readonly dir: string;
+  readonly #outputFd: number;
+  readonly #eventsFd: number;
+  #outputBytes = 0;
+  #closed = false;
+  readonly #listeners = new Set<LogListener>();
+
+  constructor(dataDir: string, jobId: string) {
+    this.dir = join(dataDir, "jobs", jobId);
+    mkdirSync(this.dir, { recursive: true });
+    this.#outputFd = openSync(join(this.dir, "output.log"), "a");
+    this.#eventsFd = openSync(join(this.dir, "events.jsonl"), "a");
+  }
+
+  get outputBytes(): number {
+    return this.#outputBytes;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  saveRecord(record: JobRecord): void {
+    const path = join(this.dir, "job.json");
+    writeFileSync(`${path}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
+    renameSync(`${path}.tmp`, path);
+  }
+
+  appendOutput(stepId: string, stream: OutputStream, data: Buffer): void {
+    if (this.#closed) return;
+    const offset = this.#outputBytes;
+    writeAll(this.#outputFd, data);
+    this.#outputBytes += data.length;
+    this.#writeEvent({ type: "output", stepId, stream, offset, length: data.length });
+    this.#emit({ type: "output", stepId, stream, text: data.toString("utf8") }, data);
+  }
+
+  appendEvent(event: Exclude<JobEvent, { type: "output" }>): void {
+    if (this.#closed) return;
+    this.#writeEvent(event);
+    this.#emit(event);
+  }
+
+  /** Replays what is stored, then (unless the job is over) delivers live events until `close`. */
+  follow(listener: LogListener, live: boolean): () => void {
+    for (const { event, data } of this.replay()) listener.event(event, data);
+    if (!live || this.#closed) {
+      listener.end();
+      return () => {};
+    }
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Every stored event with its output bytes. */
+  *replay(): Generator<{ event: JobEvent; data?: Buffer }> {
+    const lines = readFileSync(join(this.dir, "events.jsonl"), "utf8").split("\n");
+    const fd = openSync(join(this.dir, "output.log"), "r");
+    try {
+      for (const line of lines) {
+        if (line === "") continue;
+        const stored = JSON.parse(line) as StoredEvent;
+        if (stored.type !== "output") {
+          yield { event: stored };
+          continue;
+        }
+        const data = Buffer.alloc(stored.length);
+        readSync(fd, data, 0, stored.length, stored.offset);
+        yield {
+          event: {
+            type: "output",
+            stepId: stored.stepId,
+            stream: stored.stream,
+            text: data.toString("utf8"),
+          },
+          data,
+        };
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Ends the log: listeners get a final call with no event and are dropped. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeSync(this.#outputFd);
+    closeSync(this.#eventsFd);
+    const listeners = [...this.#listeners];
+    this.#listeners.clear();
+    for (const listener of listeners) listener.end();
+  }
+
+  #writeEvent(event: StoredEvent): void {
+    writeAll(this.#eventsFd, Buffer.from(`${JSON.stringify(event)}\n`));
+  }
+
+  #emit(event: JobEvent, data?: Buffer): void {
+    for (const listener of this.#listeners) listener.event(event, data);
+  }
+}
+
+function writeAll(fd: number, data: Buffer): void {
+  let written = 0;
+  while (written < data.length) written += writeSync(fd, data, written, data.length - written);
+}

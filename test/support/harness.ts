@@ -1,0 +1,113 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import {
+  type AgentConfig,
+  type AgentConfigInput,
+  createLogger,
+  type Logger,
+  parseAgentConfig,
+} from "../../agent-core/index.ts";
+import {
+  Controller,
+  ControllerClient,
+  type ControllerOptions,
+  LocalProvisioner,
+} from "../../controller/index.ts";
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const ENTRYPOINT = join(ROOT, "dist/container-entrypoint.mjs");
+export const FIXTURES = join(ROOT, "test/fixtures");
+
+/** A logger that keeps its JSON lines for assertions. */
+export function captureLogger(): {
+  logger: Logger;
+  lines: string[];
+  entries: () => Record<string, unknown>[];
+} {
+  const lines: string[] = [];
+  const logger = createLogger({ level: "debug", write: (line) => lines.push(line) });
+  return { logger, lines, entries: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
+}
+
+export function tempDir(prefix: string): { path: string; remove: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface TestController {
+  controller: Controller;
+  client: ControllerClient;
+  dataDir: string;
+  log: ReturnType<typeof captureLogger>;
+  close: () => Promise<void>;
+}
+
+/**
+ * A real controller on 127.0.0.1 port 0 with a temp data dir; with `provision`, a local
+ * provisioner that launches the real container entrypoint bundle.
+ */
+export async function startController(
+  options: {
+    provision?: boolean;
+    agentEnv?: Record<string, string>;
+    overrides?: Partial<ControllerOptions>;
+  } = {},
+): Promise<TestController> {
+  const data = tempDir("ctl-");
+  const log = captureLogger();
+  const provisioner = options.provision
+    ? new LocalProvisioner({
+        command: [process.execPath, ENTRYPOINT],
+        logDir: join(data.path, "agents"),
+        env: { AGENT_GRACE_MS: "500", AGENT_DRAIN_MS: "300", ...options.agentEnv },
+      })
+    : undefined;
+  const controller = await Controller.start({
+    dataDir: data.path,
+    logger: log.logger,
+    ...(provisioner ? { provisioner } : {}),
+    ...options.overrides,
+  });
+  return {
+    controller,
+    client: new ControllerClient(controller.url),
+    dataDir: data.path,
+    log,
+    close: async () => {
+      await controller.stop();
+      data.remove();
+    },
+  };
+}
+
+/** Config for an in-process agent of `controller`, with short timings suited to tests. */
+export function agentConfigFor(
+  controller: Controller,
+  name: string,
+  overrides: Partial<AgentConfigInput> = {},
+): AgentConfig {
+  return parseAgentConfig({
+    url: controller.url,
+    secret: controller.secretFor(name),
+    name,
+    workDir: join(tmpdir(), "agent-test"),
+    connectTimeoutMs: 5_000,
+    idleTimeoutMs: 20_000,
+    graceMs: 500,
+    drainMs: 300,
+    ackTimeoutMs: 5_000,
+    baseEnv: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: tmpdir() },
+    ...overrides,
+  });
+}
+
+/** Resolves when `predicate` holds, polling every 10 ms; rejects after `timeoutMs`. */
+export async function until(predicate: () => boolean, timeoutMs = 10_000, what = "condition"): Promise<void> {
+  const started = Date.now();
+  while (!predicate()) {
+    if (Date.now() - started > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    globalSetup: ["test/support/global-setup.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 30_000,
+    // Integration tests spawn real processes; two workers suit a 2-core machine.
+    pool: "forks",
+    maxWorkers: 2,
+  },
+});
