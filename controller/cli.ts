@@ -202,7 +202,9 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     out(`submitted ${file} as job ${job.id}; launching a local agent...\n`);
     const code = await followToTerminal(client, job);
     const record = await client.get(job.id);
-    const where = values["keep-data"] ? `diagnostics kept in ${join(dataDir, "agents")}` : "run with --keep-data to keep its diagnostics";
+    const where = values["keep-data"]
+      ? `diagnostics kept in ${join(dataDir, "agents")}`
+      : "run with --keep-data to keep its diagnostics";
     out(`agent: ${record.agent?.name ?? "none"} (${where})\n`);
     return code;
   } finally {

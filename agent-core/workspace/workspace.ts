@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { WorkspaceError } from "../errors.ts";
@@ -37,6 +38,9 @@ export function resolveInWorkspace(workspace: string, path: string | undefined):
   const rel = relative(workspace, target);
   if (isAbsolute(path) || rel.startsWith("..") || isAbsolute(rel)) {
     throw new WorkspaceError(`working directory ${JSON.stringify(path)} is outside the workspace`);
+  }
+  if (!existsSync(target)) {
+    throw new WorkspaceError(`working directory ${JSON.stringify(path)} does not exist in the workspace`);
   }
   return target;
 }

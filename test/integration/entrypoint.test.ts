@@ -13,7 +13,12 @@ interface Run {
 /** Starts the real container entrypoint bundle, as a container runtime would. */
 function startEntrypoint(args: string[], env: Record<string, string> = {}): Run {
   const child = spawn(process.execPath, [ENTRYPOINT, ...args], {
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", AGENT_GRACE_MS: "500", AGENT_CONNECT_TIMEOUT_MS: "5000", ...env },
+    env: {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      AGENT_GRACE_MS: "500",
+      AGENT_CONNECT_TIMEOUT_MS: "5000",
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";
@@ -24,9 +29,12 @@ function startEntrypoint(args: string[], env: Record<string, string> = {}): Run 
   child.stderr!.on("data", (d: Buffer) => {
     stderr += d.toString();
   });
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
-    child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr })),
-  );
+  const done = new Promise<{
+    code: number | null;
+    signal: NodeJS.Signals | null;
+    stdout: string;
+    stderr: string;
+  }>((resolve) => child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr })));
   return { child, done };
 }
 
@@ -41,10 +49,22 @@ afterAll(async () => {
 });
 
 describe("container entrypoint launch forms", () => {
-  const forms: [string, (url: string, secret: string, name: string) => { args: string[]; env?: Record<string, string> }][] = [
-    ["amazon-ecs positional: -url U SECRET NAME", (url, secret, name) => ({ args: ["-url", url, secret, name] })],
-    ["amazon-ecs with -tunnel: -url U -tunnel T SECRET NAME", (url, secret, name) => ({ args: ["-url", url, "-tunnel", "h:50000", secret, name] })],
-    ["inbound-agent: -url U -secret S -name N", (url, secret, name) => ({ args: ["-url", url, "-secret", secret, "-name", name, "-webSocket"] })],
+  const forms: [
+    string,
+    (url: string, secret: string, name: string) => { args: string[]; env?: Record<string, string> },
+  ][] = [
+    [
+      "amazon-ecs positional: -url U SECRET NAME",
+      (url, secret, name) => ({ args: ["-url", url, secret, name] }),
+    ],
+    [
+      "amazon-ecs with -tunnel: -url U -tunnel T SECRET NAME",
+      (url, secret, name) => ({ args: ["-url", url, "-tunnel", "h:50000", secret, name] }),
+    ],
+    [
+      "inbound-agent: -url U -secret S -name N",
+      (url, secret, name) => ({ args: ["-url", url, "-secret", secret, "-name", name, "-webSocket"] }),
+    ],
     [
       "@file arguments",
       (url, secret, name) => {
@@ -61,8 +81,20 @@ describe("container entrypoint launch forms", () => {
         return { args: ["-url", url, "-secret", `@${path}`, "-name", name] };
       },
     ],
-    ["JENKINS_* environment", (url, secret, name) => ({ args: [], env: { JENKINS_URL: url, JENKINS_SECRET: secret, JENKINS_AGENT_NAME: name } })],
-    ["SLAVE_NODE_* environment", (url, secret, name) => ({ args: [], env: { JENKINS_URL: url, SLAVE_NODE_SECRET: secret, SLAVE_NODE_NAME: name } })],
+    [
+      "JENKINS_* environment",
+      (url, secret, name) => ({
+        args: [],
+        env: { JENKINS_URL: url, JENKINS_SECRET: secret, JENKINS_AGENT_NAME: name },
+      }),
+    ],
+    [
+      "SLAVE_NODE_* environment",
+      (url, secret, name) => ({
+        args: [],
+        env: { JENKINS_URL: url, SLAVE_NODE_SECRET: secret, SLAVE_NODE_NAME: name },
+      }),
+    ],
   ];
 
   it.each(forms)("%s runs a job to success", async (_form, build) => {
@@ -90,11 +122,26 @@ describe("container entrypoint launch forms", () => {
 
   it("exits with the refused code at once on a wrong secret", async () => {
     const started = Date.now();
-    const result = await startEntrypoint(["-url", ctl.controller.url, "-secret", "f".repeat(64), "-name", "wrong-secret"]).done;
+    const result = await startEntrypoint([
+      "-url",
+      ctl.controller.url,
+      "-secret",
+      "f".repeat(64),
+      "-name",
+      "wrong-secret",
+    ]).done;
     expect(result.code).toBe(ExitCode.refused);
     expect(Date.now() - started).toBeLessThan(5_000);
-    const lines = result.stderr.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(lines.at(-1)).toMatchObject({ level: "error", msg: "agent finished", exitCode: ExitCode.refused, code: "AGENT_ERR_CONTROLLER_REFUSED" });
+    const lines = result.stderr
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.at(-1)).toMatchObject({
+      level: "error",
+      msg: "agent finished",
+      exitCode: ExitCode.refused,
+      code: "AGENT_ERR_CONTROLLER_REFUSED",
+    });
   });
 
   it("prints help and the version", async () => {
@@ -109,8 +156,17 @@ describe("container entrypoint launch forms", () => {
 
   it("on SIGTERM during a step reports the job interrupted, keeps its output, and exits 143", async () => {
     const name = "sigterm-agent";
-    const record = ctl.controller.submit({ steps: [{ run: "echo started; sleep 30" }, { run: "echo never" }] });
-    const run = startEntrypoint(["-url", ctl.controller.url, "-secret", ctl.controller.secretFor(name), "-name", name]);
+    const record = ctl.controller.submit({
+      steps: [{ run: "echo started; sleep 30" }, { run: "echo never" }],
+    });
+    const run = startEntrypoint([
+      "-url",
+      ctl.controller.url,
+      "-secret",
+      ctl.controller.secretFor(name),
+      "-name",
+      name,
+    ]);
     for await (const event of ctl.client.events(record.id)) {
       if (event.type === "output") break;
     }

@@ -156,3 +156,34 @@ describe("a job end to end (real controller, real processes)", () => {
     expect(outcome.timings.connectedAt).toBeGreaterThan(0);
   });
 });
+
+describe("steps that cannot start", () => {
+  let ctl2: TestController;
+  beforeEach(async () => {
+    ctl2 = await startController();
+  });
+  afterEach(async () => {
+    await ctl2.close();
+  });
+
+  it.each([
+    ["a program that does not exist", { argv: ["/nonexistent/program"] }, /could not start/],
+    [
+      "a working directory outside the workspace",
+      { run: "true", workingDir: "../.." },
+      /outside the workspace/,
+    ],
+    ["a working directory that does not exist", { run: "true", workingDir: "missing/dir" }, /does not exist/],
+  ])("reports %s as reason error with a message", async (_what, step, message) => {
+    const record = ctl2.controller.submit({ steps: [{ run: "echo first" }, step, { run: "echo never" }] });
+    const { logger } = captureLogger();
+    const outcome = await runAgent(agentConfigFor(ctl2.controller, `agent-${record.id}`), { logger });
+    const final = await ctl2.controller.waitForJob(record.id);
+    expect(outcome.exitCode).toBe(ExitCode.jobFailed);
+    expect(final).toMatchObject({ status: "failed", reason: "error" });
+    expect(final.steps[1]).toMatchObject({ status: "failed", reason: "error", exitCode: null });
+    expect(final.steps[1]?.message).toMatch(message);
+    expect(final.steps[2]?.status).toBe("skipped");
+    expect((await ctl2.client.log(record.id)).toString()).toBe("first\n");
+  });
+});

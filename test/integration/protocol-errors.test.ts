@@ -256,3 +256,64 @@ describe("authentication", () => {
     }
   });
 });
+
+describe("the controller going away mid-job", () => {
+  it("stops the step and exits with the controller-failure code when the connection drops", async () => {
+    const fake = await fakeController((socket, traffic) => {
+      void waitForType(traffic, "hello").then(async () => {
+        socket.send(
+          JSON.stringify({
+            v: 1,
+            type: "job",
+            job: { id: "j1", steps: [{ id: "s1", run: "echo before; sleep 30" }] },
+          }),
+        );
+        while (traffic.binary.length === 0) await new Promise((r) => setTimeout(r, 10));
+        socket.terminate();
+      });
+    });
+    try {
+      const { logger, entries } = captureLogger();
+      const started = Date.now();
+      const outcome = await runAgent(
+        agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-drop"),
+        { logger },
+      );
+      expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
+      expect(outcome.error?.code).toBe("AGENT_ERR_CONNECTION_LOST");
+      expect(outcome.job?.steps[0]?.outcome).toMatchObject({ reason: "error", stdoutBytes: 7 });
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(
+        entries().some((e) => e.msg === "connection to the controller lost during the job; stopping it"),
+      ).toBe(true);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it("drops a controller that stops answering pings (missed-pong timeout)", async () => {
+    const fake = await fakeController((socket, traffic) => {
+      void waitForType(traffic, "hello").then(() => {
+        socket.send(
+          JSON.stringify({ v: 1, type: "job", job: { id: "j1", steps: [{ id: "s1", run: "sleep 30" }] } }),
+        );
+        // Stop reading the socket: pings go unanswered, as with a frozen or partitioned controller.
+        (socket as unknown as { _socket: { pause(): void } })._socket.pause();
+      });
+    });
+    try {
+      const { logger, entries } = captureLogger();
+      const config = agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-hb", {
+        heartbeatIntervalMs: 50,
+        heartbeatTimeoutMs: 300,
+      });
+      const outcome = await runAgent(config, { logger });
+      expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
+      expect(entries().some((e) => e.msg === "no pong from the controller; dropping the connection")).toBe(
+        true,
+      );
+    } finally {
+      await fake.close();
+    }
+  });
+});

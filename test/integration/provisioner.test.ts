@@ -9,13 +9,21 @@ describe("dispatch and the local provisioner", () => {
   it("launches the container entrypoint for a waiting job, which runs it and exits", async () => {
     const ctl = await startController({ provision: true });
     try {
-      const record = ctl.controller.submit({ name: "provisioned", labels: ["linux"], steps: [{ run: "echo on a fresh agent" }] });
+      const record = ctl.controller.submit({
+        name: "provisioned",
+        labels: ["linux"],
+        steps: [{ run: "echo on a fresh agent" }],
+      });
       const final = await ctl.controller.waitForJob(record.id);
       expect(final).toMatchObject({ status: "succeeded", agent: { runtime: "local", labels: ["linux"] } });
       expect(final.queuedMs).toBeGreaterThanOrEqual(0);
       expect((await ctl.client.log(record.id)).toString()).toBe("on a fresh agent\n");
       const agentLog = join(ctl.dataDir, "agents", `${final.agent!.name}.log`);
-      await until(() => readFileSync(agentLog, "utf8").includes('"msg":"agent finished"'), 5_000, "the agent to finish");
+      await until(
+        () => readFileSync(agentLog, "utf8").includes('"msg":"agent finished"'),
+        5_000,
+        "the agent to finish",
+      );
       expect(readFileSync(agentLog, "utf8")).not.toContain(ctl.controller.secretFor(final.agent!.name));
     } finally {
       await ctl.close();
@@ -51,7 +59,11 @@ describe("dispatch and the local provisioner", () => {
     try {
       const { logger } = captureLogger();
       const plain = runAgent(agentConfigFor(ctl.controller, "plain", { idleTimeoutMs: 1_500 }), { logger });
-      await until(() => ctl.controller.listAgents().some((a) => a.name === "plain" && a.state === "idle"), 5_000, "plain agent");
+      await until(
+        () => ctl.controller.listAgents().some((a) => a.name === "plain" && a.state === "idle"),
+        5_000,
+        "plain agent",
+      );
       const record = ctl.controller.submit({ labels: ["gpu"], steps: [{ run: "echo on gpu" }] });
       const gpu = runAgent(agentConfigFor(ctl.controller, "gpu-1", { labels: ["gpu", "linux"] }), { logger });
       const final = await ctl.controller.waitForJob(record.id);
