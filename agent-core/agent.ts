@@ -1,8 +1,11 @@
+import { mkdir } from "node:fs/promises";
 import { arch, platform } from "node:os";
 import type { AgentConfig } from "./config/config.ts";
 import { AgentError, ControllerRefusedError, ProtocolError } from "./errors.ts";
 import { ExitCode, type ExitCodeValue } from "./exit-codes.ts";
 import { type JobOutcome, type JobSink, runJob } from "./job/run-job.ts";
+import { type DeadlinePlan, msUntilStop } from "./limits/deadline.ts";
+import { diskBudgetBytes } from "./limits/disk-budget.ts";
 import type { Logger } from "./logger.ts";
 import { CloseCode } from "./protocol/close-codes.ts";
 import type { Hello, Job, StepReason } from "./protocol/messages.ts";
@@ -18,6 +21,8 @@ export interface RunAgentOptions {
    * stopped and reported `interrupted`. `signal.reason` names the signal ("SIGINT" or "SIGTERM").
    */
   signal?: AbortSignal;
+  /** Aborting after `signal` kills the running step at once, without the grace period (a second signal). */
+  killNow?: AbortSignal;
 }
 
 export interface AgentTimings {
@@ -81,14 +86,24 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
     return end({ exitCode: ExitCode.controllerFailure, summary: agentError.message, error: agentError });
   }
 
-  session.sendHello(helloFor(config));
-  const first = await waitForJob(session, config.idleTimeoutMs, options.signal);
+  session.sendHello(helloFor(config, await measureBudget(config, logger)));
+  const untilStop = msUntilStop(deadlinePlan(config));
+  const waitMs =
+    untilStop === null ? config.idleTimeoutMs : Math.max(0, Math.min(config.idleTimeoutMs, untilStop));
+  const first = await waitForJob(session, waitMs, options.signal);
   switch (first.kind) {
     case "job":
       break;
     case "closed":
       return end(closedBeforeJob(first.info));
     case "idle":
+      if (waitMs < config.idleTimeoutMs) {
+        await session.close(CloseCode.normal, "deadline reached before a job arrived");
+        return end({
+          exitCode: ExitCode.deadline,
+          summary: `the deadline came before a job arrived (after ${waitMs} ms)`,
+        });
+      }
       await session.close(CloseCode.normal, "idle timeout: no job arrived");
       return end({
         exitCode: ExitCode.idle,
@@ -102,12 +117,32 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
 
   const job = first.job;
   timings.jobStartedAt = Date.now();
-  const result = await runJobOverSession(job, session, config, logger.child({ job: job.id }), options.signal);
+  const result = await runJobOverSession(job, session, config, logger.child({ job: job.id }), options);
   timings.jobEndedAt = Date.now();
   return end({ ...result, jobId: job.id });
 }
 
-function helloFor(config: AgentConfig): Hello {
+function deadlinePlan(config: AgentConfig): DeadlinePlan {
+  return {
+    deadlineAt: config.deadlineAt,
+    graceMs: config.graceMs,
+    stepStartMinMs: config.deadlineStepStartMinMs,
+    runtime: config.runtime,
+  };
+}
+
+/** The disk budget announced in `hello`: null when the work dir's filesystem cannot be measured. */
+async function measureBudget(config: AgentConfig, logger: Logger): Promise<number | null> {
+  try {
+    await mkdir(config.workDir, { recursive: true });
+    return diskBudgetBytes(config.workDir, config.diskBudgetBytes, config.diskHeadroomBytes);
+  } catch (error) {
+    logger.warn("cannot measure the work dir's filesystem; the disk budget is not enforced", { error });
+    return null;
+  }
+}
+
+function helloFor(config: AgentConfig, diskBudget: number | null): Hello {
   return {
     v: 1,
     type: "hello",
@@ -120,7 +155,7 @@ function helloFor(config: AgentConfig): Hello {
       arch: arch(),
       node: process.version,
     },
-    limits: { deadlineAt: config.deadlineAt, diskBudgetBytes: config.diskBudgetBytes },
+    limits: { deadlineAt: config.deadlineAt, diskBudgetBytes: diskBudget },
     capabilities: CAPABILITIES,
   };
 }
@@ -182,8 +217,9 @@ async function runJobOverSession(
   session: AgentSession,
   config: AgentConfig,
   logger: Logger,
-  interrupt: AbortSignal | undefined,
+  options: RunAgentOptions,
 ): Promise<Omit<AgentOutcome, "timings">> {
+  const interrupt = options.signal;
   logger.info("job received", { steps: job.steps.length, name: job.name });
   const abort = new AbortController();
   const onInterrupt = () => abort.abort("interrupted" satisfies StepReason);
@@ -239,6 +275,7 @@ async function runJobOverSession(
         reason: r.reason,
         stdoutBytes: r.stdoutBytes,
         stderrBytes: r.stderrBytes,
+        peakRssBytes: r.peakRssBytes,
         ...(r.message !== undefined ? { message: r.message.slice(0, 4000) } : {}),
       }),
     hasRoom: () => session.hasRoom,
@@ -258,9 +295,17 @@ async function runJobOverSession(
       drainMs: config.drainMs,
       frameMaxBytes: config.frameMaxBytes,
       frameFlushMs: config.frameFlushMs,
+      deadline: deadlinePlan(config),
+      disk: {
+        path: config.workDir,
+        limitBytes: config.diskBudgetBytes,
+        headroomBytes: config.diskHeadroomBytes,
+      },
+      monitorIntervalMs: config.monitorIntervalMs,
       sink,
       logger,
       signal: abort.signal,
+      ...(options.killNow ? { killNow: options.killNow } : {}),
     });
   } catch (error) {
     logger.error("the job could not run", { error });
@@ -270,6 +315,8 @@ async function runJobOverSession(
       message: (error as Error).message,
       durationMs: 0,
       steps: [],
+      agentPeakRssBytes: process.memoryUsage.rss(),
+      diskUsedBytes: null,
     };
   } finally {
     interrupt?.removeEventListener("abort", onInterrupt);
@@ -292,6 +339,8 @@ async function runJobOverSession(
       status: outcome.status,
       reason: outcome.reason,
       durationMs: outcome.durationMs,
+      agentPeakRssBytes: outcome.agentPeakRssBytes,
+      ...(outcome.diskUsedBytes !== null ? { diskUsedBytes: outcome.diskUsedBytes } : {}),
       ...(outcome.failedStepId !== undefined ? { failedStepId: outcome.failedStepId } : {}),
       ...(outcome.message !== undefined ? { message: outcome.message.slice(0, 4000) } : {}),
     });

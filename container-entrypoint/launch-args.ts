@@ -123,7 +123,14 @@ const TUNABLES = [
   { env: "AGENT_MAX_UNACKED_BYTES", field: "maxUnackedBytes" },
   { env: "AGENT_FRAME_MAX_BYTES", field: "frameMaxBytes" },
   { env: "AGENT_FRAME_FLUSH_MS", field: "frameFlushMs" },
+  { env: "AGENT_DEADLINE_STEP_START_MIN_MS", field: "deadlineStepStartMinMs" },
+  { env: "AGENT_DISK_BUDGET_BYTES", field: "diskBudgetBytes" },
+  { env: "AGENT_DISK_HEADROOM_BYTES", field: "diskHeadroomBytes" },
+  { env: "AGENT_MONITOR_INTERVAL_MS", field: "monitorIntervalMs" },
 ] as const;
+
+/** ECS has no deadline of its own: an optional maximum duration, counted from the agent's start. */
+const MAX_DURATION_ENV = "AGENT_MAX_DURATION_MS";
 
 const MISSING = {
   url: "missing; give -url URL, --url=URL or JENKINS_URL",
@@ -326,6 +333,8 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
     const value = readInteger(env, tunable.env, problems);
     if (value !== undefined) put(tunable.field, value, tunable.env);
   }
+  const maxDurationMs = readInteger(env, MAX_DURATION_ENV, problems);
+  if (maxDurationMs !== undefined) put("deadlineAt", Date.now() + maxDurationMs, MAX_DURATION_ENV);
   input.runtime = resolveRuntime(env, problems);
   input.baseEnv = childEnv(env, secrets);
 
@@ -580,7 +589,7 @@ function wrapWords(words: readonly string[], indent = "    ", width = 100): stri
 function renderTunables(): string {
   const shape = agentConfigSchema.shape;
   return TUNABLES.map(
-    ({ env, field }) => `  ${env.padEnd(28)} ${field} (default ${shape[field].def.defaultValue})`,
+    ({ env, field }) => `  ${env.padEnd(33)} ${field} (default ${shape[field].def.defaultValue ?? "none"})`,
   ).join("\n");
 }
 
@@ -625,6 +634,8 @@ Environment:
                                ECS_CONTAINER_METADATA_URI is set or AWS_EXECUTION_ENV starts with
                                AWS_ECS, else local)
   AGENT_SECRET                 never passed on to steps either
+  AGENT_MAX_DURATION_MS        stop the job this long after the agent started, reporting it as
+                               \`deadline\` (ECS/Fargate have no deadline of their own; default none)
   Accepted without effect:
 ${wrapWords(IGNORED_ENV)}
 

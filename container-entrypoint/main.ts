@@ -57,13 +57,21 @@ async function runWithSignals(
 ): Promise<number> {
   const logger: Logger = createLogger({ level, write: io.stderr, fields: { agent: config.name } });
   if (ignored.length > 0) logger.debug("remoting options accepted without effect", { options: ignored });
+  if (process.pid === 1) {
+    logger.warn(
+      "running as PID 1 without an init: orphaned grandchildren of steps will not be reaped; run under tini (the image does) or set initProcessEnabled in the ECS task definition",
+    );
+  }
   const interrupt = new AbortController();
+  const killNow = new AbortController();
   let lastResort: NodeJS.Timeout | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     const code = signal === "SIGINT" ? ExitCode.sigint : ExitCode.sigterm;
     if (interrupt.signal.aborted) {
-      logger.warn("second signal: exiting now", { signal });
-      process.exit(code);
+      // Second signal: no more grace. The step is killed now; the job is still reported.
+      logger.warn("second signal: killing the step now", { signal });
+      killNow.abort(signal);
+      return;
     }
     logger.warn("signal received: stopping the job", { signal });
     interrupt.abort(signal);
@@ -80,7 +88,7 @@ async function runWithSignals(
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
   try {
-    const outcome = await runAgent(config, { logger, signal: interrupt.signal });
+    const outcome = await runAgent(config, { logger, signal: interrupt.signal, killNow: killNow.signal });
     return outcome.exitCode;
   } finally {
     clearTimeout(lastResort);

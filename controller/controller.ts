@@ -346,6 +346,7 @@ export class Controller {
         reason: message.reason,
         stdoutBytes: message.stdoutBytes,
         stderrBytes: message.stderrBytes,
+        ...(message.peakRssBytes !== undefined ? { peakRssBytes: message.peakRssBytes } : {}),
         ...(message.message !== undefined ? { message: message.message } : {}),
       });
       state.files.appendEvent({
@@ -358,12 +359,15 @@ export class Controller {
         signal: message.signal,
         reason: message.reason,
         durationMs: message.durationMs,
+        ...(message.peakRssBytes !== undefined ? { peakRssBytes: message.peakRssBytes } : {}),
         ...(message.message !== undefined ? { message: message.message } : {}),
       });
       state.files.saveRecord(state.record);
     },
     jobEnd: (agent, message) => {
       const state = this.#stateOf(agent);
+      if (message.agentPeakRssBytes !== undefined) state.record.agentPeakRssBytes = message.agentPeakRssBytes;
+      if (message.diskUsedBytes !== undefined) state.record.diskUsedBytes = message.diskUsedBytes;
       const status: JobStatus =
         message.status === "succeeded"
           ? "succeeded"

@@ -8,10 +8,12 @@ import { ControllerApiError } from "./errors.ts";
  * A job as submitted (HTTP API body, or a YAML/JSON job file). Durations are milliseconds or
  * strings such as "500ms", "30s", "5m", "1h".
  */
-const durationSchema = z.union([
-  z.number().int().positive(),
-  z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h"),
-]);
+const durationSchema = z
+  .union([
+    z.number().int().positive(),
+    z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h"),
+  ])
+  .refine((value) => durationMs(value) >= 1, "must be at least 1 ms");
 const envSchema = z.record(
   z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
   z.union([z.string(), z.number(), z.boolean()]).transform(String),
@@ -42,7 +44,23 @@ export const jobSubmissionSchema = z
     /** Exported to every step and masked in logs; never stored. */
     secrets: envSchema.optional(),
     timeout: durationSchema.optional(),
-    steps: z.array(stepSubmissionSchema).min(1).max(1000),
+    steps: z
+      .array(stepSubmissionSchema)
+      .min(1)
+      .max(1000)
+      .superRefine((steps, ctx) => {
+        const seen = new Set<string>();
+        steps.forEach((step, index) => {
+          const id = step.id ?? String(index + 1);
+          if (seen.has(id))
+            ctx.addIssue({
+              code: "custom",
+              path: [index, "id"],
+              message: `duplicate step id ${JSON.stringify(id)}`,
+            });
+          seen.add(id);
+        });
+      }),
   })
   .strict();
 
@@ -59,36 +77,28 @@ export interface PreparedJob {
 
 export function durationMs(value: number | string): number {
   if (typeof value === "number") return value;
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(value)!;
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(value);
+  if (match === null) return Number.NaN;
   const factor = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
   return Math.round(Number(match[1]) * factor);
 }
 
 /** Validates a submission and builds the protocol `job` for it. Throws ControllerApiError (400) listing every problem. */
 export function prepareJob(input: unknown, jobId: string): PreparedJob {
-  const parsed = jobSubmissionSchema.safeParse(input);
+  const parsed = jobSubmissionSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) throw invalidJob(zodProblems(parsed.error, new Set(["secrets"])));
   const submission = parsed.data;
-  const problems: ConfigProblem[] = [];
-  const ids = new Set<string>();
-  const steps = submission.steps.map((step, index) => {
-    const id = step.id ?? String(index + 1);
-    if (ids.has(id))
-      problems.push({ field: `steps.${index}.id`, message: `duplicate step id ${JSON.stringify(id)}` });
-    ids.add(id);
-    return {
-      id,
-      ...(step.name !== undefined ? { name: step.name } : {}),
-      ...(step.run !== undefined ? { run: step.run } : {}),
-      ...(step.argv !== undefined ? { argv: step.argv } : {}),
-      ...(step.shell !== undefined ? { shell: step.shell } : {}),
-      env: step.env ?? {},
-      ...(step.workingDir !== undefined ? { workingDir: step.workingDir } : {}),
-      ...(step.timeout !== undefined ? { timeoutMs: durationMs(step.timeout) } : {}),
-      continueOnError: step.continueOnError ?? false,
-    };
-  });
-  if (problems.length > 0) throw invalidJob(problems);
+  const steps = submission.steps.map((step, index) => ({
+    id: step.id ?? String(index + 1),
+    ...(step.name !== undefined ? { name: step.name } : {}),
+    ...(step.run !== undefined ? { run: step.run } : {}),
+    ...(step.argv !== undefined ? { argv: step.argv } : {}),
+    ...(step.shell !== undefined ? { shell: step.shell } : {}),
+    env: step.env ?? {},
+    ...(step.workingDir !== undefined ? { workingDir: step.workingDir } : {}),
+    ...(step.timeout !== undefined ? { timeoutMs: durationMs(step.timeout) } : {}),
+    continueOnError: step.continueOnError ?? false,
+  }));
   const secrets = submission.secrets ?? {};
   const job: Job = {
     id: jobId,

@@ -38,6 +38,8 @@ export interface StepRecord {
   message?: string;
   stdoutBytes?: number;
   stderrBytes?: number;
+  /** Peak resident memory of the step's processes, sampled by the agent. */
+  peakRssBytes?: number | null;
 }
 
 export interface JobRecord {
@@ -57,6 +59,10 @@ export interface JobRecord {
   queuedMs?: number;
   durationMs?: number;
   logBytes: number;
+  /** Peak resident memory of the agent process during the job. */
+  agentPeakRssBytes?: number;
+  /** Peak bytes the job used on the agent's work dir filesystem. */
+  diskUsedBytes?: number;
   steps: StepRecord[];
 }
 
@@ -76,6 +82,7 @@ export type JobEvent =
       reason: StepReason;
       durationMs: number;
       message?: string;
+      peakRssBytes?: number | null;
     }
   | {
       type: "job-end";

@@ -1,3 +1,4 @@
+import { formatBytes } from "../agent-core/index.ts";
 import type { JobEvent } from "./job-store.ts";
 
 export interface RenderOptions {
@@ -46,7 +47,9 @@ export function createRenderer(options: RenderOptions): (event: JobEvent) => voi
           event.reason === "exit"
             ? `exit ${event.exitCode}`
             : `${event.reason}${event.signal ? ` (${event.signal})` : ""}`;
-        const extra = event.message ? ` - ${event.message}` : "";
+        const peak =
+          typeof event.peakRssBytes === "number" ? `, peak memory ${formatBytes(event.peakRssBytes)}` : "";
+        const extra = `${peak}${event.message ? ` - ${event.message}` : ""}`;
         write(
           paint(
             color,

@@ -25,7 +25,18 @@ export const agentConfigSchema = z.object({
   runtime: runtimeKindSchema.default("local"),
   /** Epoch ms by which the agent must have stopped (null: none). */
   deadlineAt: z.number().int().positive().nullable().default(null),
+  /** A step is not started when less than this remains before the deadline's stop. */
+  deadlineStepStartMinMs: ms(0).default(15_000),
+  /** Configured cap on the bytes a job may write to the work dir's filesystem (null: the free space only). */
   diskBudgetBytes: z.number().int().min(0).nullable().default(null),
+  /** Free space kept for the agent itself (logs, results): the budget stops the job before it is used. */
+  diskHeadroomBytes: z
+    .number()
+    .int()
+    .min(0)
+    .default(16 * 1_048_576),
+  /** How often a running step's disk use and memory are sampled. */
+  monitorIntervalMs: ms(10).default(250),
   /** How long to keep trying to reach the controller before giving up. */
   connectTimeoutMs: ms(0).default(60_000),
   /** How long to wait for a job once connected. */
@@ -71,7 +82,7 @@ const SECRET_FIELDS = new Set(["secret"]);
  * const config = parseAgentConfig({ url: "http://127.0.0.1:8080/", secret, name: "agent-1" });
  */
 export function parseAgentConfig(input: unknown): AgentConfig {
-  const result = agentConfigSchema.safeParse(input);
+  const result = agentConfigSchema.safeParse(input, { reportInput: true });
   if (result.success) return result.data;
   throw new ConfigError(zodProblems(result.error, SECRET_FIELDS));
 }
@@ -83,8 +94,16 @@ export function zodProblems(
 ): ConfigProblem[] {
   return error.issues.map((issue) => {
     const field = issue.path.join(".") || "(input)";
+    if (issue.code === "unrecognized_keys") {
+      return {
+        field,
+        message: `unknown field${issue.keys.length === 1 ? "" : "s"} ${issue.keys.map((k) => `\`${k}\``).join(", ")}`,
+      };
+    }
+    // The whole input may hold secrets: values are shown only for named fields that are not secret.
     const top = String(issue.path[0] ?? "");
     const input = "input" in issue ? issue.input : undefined;
+    if (issue.path.length === 0) return { field, message: issue.message };
     const shown = secretFields.has(top) ? "***" : describeValue(input);
     return { field, message: `${issue.message}, got ${shown}` };
   });

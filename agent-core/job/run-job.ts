@@ -1,4 +1,7 @@
 import { performance } from "node:perf_hooks";
+import { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "../limits/deadline.ts";
+import { DiskWatcher, diskMessage, largestDirectories } from "../limits/disk-budget.ts";
+import { groupRssBytes } from "../limits/memory.ts";
 import type { Logger } from "../logger.ts";
 import { OutputFramer } from "../logs/framer.ts";
 import type { OutputStream } from "../protocol/frames.ts";
@@ -19,6 +22,8 @@ export interface JobSink {
 export interface StepOutcome extends Omit<StepResult, "pgid"> {
   stdoutBytes: number;
   stderrBytes: number;
+  /** Peak resident memory of the step's process group (null where it cannot be measured). */
+  peakRssBytes: number | null;
 }
 
 export interface JobOutcome {
@@ -28,6 +33,10 @@ export interface JobOutcome {
   message?: string;
   durationMs: number;
   steps: { id: string; outcome: StepOutcome }[];
+  /** Peak resident memory of the agent process while the job ran. */
+  agentPeakRssBytes: number;
+  /** Peak bytes the job used on the work dir's filesystem (null without a disk watcher). */
+  diskUsedBytes: number | null;
 }
 
 export interface RunJobOptions {
@@ -39,16 +48,29 @@ export interface RunJobOptions {
   drainMs: number;
   frameMaxBytes: number;
   frameFlushMs: number;
+  deadline: DeadlinePlan;
+  /** The disk budget to enforce; null turns the watcher off. */
+  disk: { path: string; limitBytes: number | null; headroomBytes: number } | null;
+  monitorIntervalMs: number;
   sink: JobSink;
   logger: Logger;
   /** Aborting stops the job; `reason` is the StepReason to report (cancelled, interrupted, deadline...). */
   signal: AbortSignal;
+  /** Aborting kills the running step at once (SIGKILL, no grace): a second SIGTERM. */
+  killNow?: AbortSignal;
+}
+
+interface Failure {
+  reason: StepReason;
+  stepId: string;
+  message?: string;
 }
 
 /**
  * Runs a job's steps in order. A step that fails stops the job unless it has `continueOnError`;
- * an abort stops the running step (SIGTERM, grace, SIGKILL) and skips the rest. When the job
- * ends, whatever its steps left running is stopped too.
+ * an abort stops the running step (SIGTERM, grace, SIGKILL) and skips the rest. The platform's
+ * deadline and the disk budget end the job the same way, with reasons `deadline` and `disk`.
+ * When the job ends, whatever its steps left running is stopped too.
  */
 export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   const { job, logger } = options;
@@ -58,24 +80,52 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   const jobAbort = new AbortController();
   const forward = () => jobAbort.abort(options.signal.reason);
   options.signal.addEventListener("abort", forward, { once: true });
-  const jobTimer =
-    job.timeoutMs === undefined
-      ? undefined
-      : setTimeout(() => jobAbort.abort("timeout"), job.timeoutMs).unref();
+  if (options.signal.aborted) forward();
+  const timers: NodeJS.Timeout[] = [];
+  if (job.timeoutMs !== undefined)
+    timers.push(setTimeout(() => jobAbort.abort("timeout"), job.timeoutMs).unref());
+  const stopIn = msUntilStop(options.deadline);
+  if (stopIn !== null) {
+    timers.push(
+      setTimeout(() => jobAbort.abort("deadline" satisfies StepReason), Math.max(0, stopIn)).unref(),
+    );
+  }
+  const disk = options.disk
+    ? new DiskWatcher(options.disk.path, options.disk.limitBytes, options.disk.headroomBytes)
+    : null;
+  const agentRss = { peak: process.memoryUsage.rss() };
 
-  let failure: { reason: StepReason; stepId: string; message?: string } | undefined;
+  let failure: Failure | undefined;
   try {
     for (const step of job.steps) {
       if (jobAbort.signal.aborted) break;
-      const outcome = await runOneStep(step, options, jobAbort.signal, groups);
+      const may = mayStartStep(options.deadline);
+      if (!may.ok) {
+        failure = {
+          reason: "deadline",
+          stepId: step.id,
+          message: deadlineMessage(options.deadline, {
+            stepId: step.id,
+            started: false,
+            remainingMs: may.remainingMs,
+          }),
+        };
+        logger.warn("not enough time left before the deadline to start a step", {
+          step: step.id,
+          remainingMs: may.remainingMs,
+        });
+        break;
+      }
+      const outcome = await runOneStep(step, options, jobAbort.signal, groups, disk, agentRss);
       steps.push({ id: step.id, outcome });
-      const ok = outcome.reason === "exit" && outcome.exitCode === 0;
       logger.info("step ended", {
         step: step.id,
         reason: outcome.reason,
         exitCode: outcome.exitCode,
         durationMs: outcome.durationMs,
+        peakRssBytes: outcome.peakRssBytes,
       });
+      const ok = outcome.reason === "exit" && outcome.exitCode === 0;
       const tolerated = step.continueOnError && (outcome.reason === "exit" || outcome.reason === "timeout");
       if (!ok && !tolerated) {
         failure = { reason: outcome.reason, stepId: step.id };
@@ -84,40 +134,39 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
       }
     }
   } finally {
-    clearTimeout(jobTimer);
+    for (const timer of timers) clearTimeout(timer);
     options.signal.removeEventListener("abort", forward);
     await reapGroups(groups, Math.min(options.graceMs, 2_000));
   }
 
-  const durationMs = Math.round(performance.now() - started);
+  const base = {
+    durationMs: Math.round(performance.now() - started),
+    steps,
+    agentPeakRssBytes: agentRss.peak,
+    diskUsedBytes: disk?.peakUsedBytes ?? null,
+  };
   if (failure === undefined && jobAbort.signal.aborted) {
-    // Aborted between steps: nothing was running, but the job did not run to its end.
+    // Stopped between steps: nothing was running, but the job did not run to its end.
     const reason = abortReason(jobAbort.signal);
-    return {
-      status: "failed",
-      reason,
-      durationMs,
-      steps,
-      message: `the job was stopped (${reason}) between steps`,
-    };
+    return { ...base, status: "failed", reason, message: `the job was stopped (${reason}) between steps` };
   }
-  if (failure === undefined) return { status: "succeeded", reason: "exit", durationMs, steps };
-  const outcome: JobOutcome = {
+  if (failure === undefined) return { ...base, status: "succeeded", reason: "exit" };
+  return {
+    ...base,
     status: "failed",
     reason: failure.reason,
     failedStepId: failure.stepId,
-    durationMs,
-    steps,
+    ...(failure.message !== undefined ? { message: failure.message } : {}),
   };
-  if (failure.message !== undefined) outcome.message = failure.message;
-  return outcome;
 }
 
 async function runOneStep(
   step: Step,
   options: RunJobOptions,
-  signal: AbortSignal,
+  jobSignal: AbortSignal,
   groups: Set<number>,
+  disk: DiskWatcher | null,
+  agentRss: { peak: number },
 ): Promise<StepOutcome> {
   const { sink, job } = options;
   sink.stepStart(step.id, Date.now());
@@ -126,9 +175,32 @@ async function runOneStep(
     flushMs: options.frameFlushMs,
     emit: (frame) => sink.output(step.id, frame.stream, frame.offset, frame.data),
   });
+  // The step stops on the job's abort, or on its own disk-budget abort.
+  const stepAbort = new AbortController();
+  const forward = () => stepAbort.abort(jobSignal.reason);
+  jobSignal.addEventListener("abort", forward, { once: true });
+  if (jobSignal.aborted) forward();
+
+  let pgid: number | null = null;
+  let peakRssBytes: number | null = null;
+  let diskExceeded = disk?.check() ?? null;
+  const sample = () => {
+    agentRss.peak = Math.max(agentRss.peak, process.memoryUsage.rss());
+    if (pgid !== null) {
+      const rss = groupRssBytes(pgid);
+      if (rss !== null) peakRssBytes = Math.max(peakRssBytes ?? 0, rss);
+    }
+    if (disk !== null && diskExceeded === null) {
+      diskExceeded = disk.check();
+      if (diskExceeded !== null) stepAbort.abort("disk" satisfies StepReason);
+    }
+  };
+  const monitor = setInterval(sample, options.monitorIntervalMs);
+  monitor.unref();
 
   let result: StepResult;
   try {
+    if (diskExceeded !== null) throw new Error("the disk budget was already used up before the step started");
     const cwd = resolveInWorkspace(options.workspace, step.workingDir);
     const env = {
       ...options.baseEnv,
@@ -151,8 +223,13 @@ async function runOneStep(
       ...(step.timeoutMs !== undefined ? { timeoutMs: step.timeoutMs } : {}),
       graceMs: options.graceMs,
       drainMs: options.drainMs,
-      signal,
-      onStart: (pgid) => groups.add(pgid),
+      signal: stepAbort.signal,
+      ...(options.killNow ? { killNow: options.killNow } : {}),
+      onStart: (id) => {
+        pgid = id;
+        groups.add(id);
+        sample();
+      },
       onOutput: (stream, chunk) => {
         framer.write(stream, chunk);
         return sink.hasRoom();
@@ -168,14 +245,27 @@ async function runOneStep(
       message: (error as Error).message,
       pgid: null,
     };
+  } finally {
+    clearInterval(monitor);
+    jobSignal.removeEventListener("abort", forward);
   }
+  if (disk !== null && diskExceeded === null) diskExceeded = disk.check();
   framer.end();
+
   const { pgid: _pgid, ...rest } = result;
   const outcome: StepOutcome = {
     ...rest,
     stdoutBytes: framer.bytes.stdout,
     stderrBytes: framer.bytes.stderr,
+    peakRssBytes,
   };
+  if (diskExceeded !== null && disk !== null && (outcome.reason === "disk" || outcome.reason === "exit")) {
+    // Over budget, whether the step was stopped for it or finished just past it.
+    outcome.reason = "disk";
+    outcome.message = diskMessage(disk.path, diskExceeded, await largestDirectories(options.workspace));
+  } else if (outcome.reason === "deadline") {
+    outcome.message = deadlineMessage(options.deadline, { stepId: step.id, started: true });
+  }
   sink.stepEnd(step.id, outcome);
   return outcome;
 }

@@ -17,7 +17,10 @@ export function incompleteTailLength(buf: Buffer): number {
 
 /** The largest cut point <= `limit` that does not fall inside a multibyte character. */
 export function safeCut(buf: Buffer, limit: number): number {
-  if (limit >= buf.length) return buf.length;
+  if (limit >= buf.length) {
+    const cut = buf.length - incompleteTailLength(buf);
+    return cut === 0 ? buf.length : cut;
+  }
   let cut = limit;
   for (let i = 0; i < 3 && cut > 0 && (buf[cut]! & 0xc0) === 0x80; i++) cut--;
   // If three continuation bytes in a row were found, the bytes are not valid UTF-8: cut at the limit.

@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { ProtocolError } from "../errors.ts";
+import { safeCut } from "../logs/utf8.ts";
 import { CloseCode } from "./close-codes.ts";
 import {
   type AgentMessage,
@@ -73,9 +74,9 @@ export function encodeMessage(message: AgentMessage | ControllerMessage): string
 
 /** A close reason must fit in 123 bytes of UTF-8. */
 export function closeReason(text: string): string {
-  let out = text;
-  while (Buffer.byteLength(out, "utf8") > 123) out = out.slice(0, -1);
-  return out;
+  const bytes = Buffer.from(text, "utf8");
+  if (bytes.length <= 123) return text;
+  return bytes.toString("utf8", 0, safeCut(bytes, 123));
 }
 
 function preview(text: string): string {

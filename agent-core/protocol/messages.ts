@@ -125,6 +125,8 @@ export const stepEndSchema = z.object({
   message: z.string().max(4000).optional(),
   stdoutBytes: nonNegativeInt,
   stderrBytes: nonNegativeInt,
+  /** Peak resident memory of the step's process group, sampled (null where it cannot be measured). */
+  peakRssBytes: nonNegativeInt.nullable().optional(),
 });
 export type StepEnd = z.infer<typeof stepEndSchema>;
 
@@ -140,6 +142,10 @@ export const jobEndSchema = z.object({
   failedStepId: idSchema.optional(),
   durationMs: nonNegativeInt,
   message: z.string().max(4000).optional(),
+  /** Peak resident memory of the agent process during the job. */
+  agentPeakRssBytes: nonNegativeInt.optional(),
+  /** Peak bytes the job used on the work dir's filesystem. */
+  diskUsedBytes: nonNegativeInt.optional(),
 });
 export type JobEnd = z.infer<typeof jobEndSchema>;
 

@@ -2,7 +2,7 @@ import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
 import { execa } from "execa";
 import { type Shell, STEP_REASONS, type StepReason } from "../protocol/messages.ts";
-import { terminateGroup } from "./process-group.ts";
+import { signalGroup, terminateGroup } from "./process-group.ts";
 
 /** What to run: a script through a shell, or a program with its arguments. */
 export type Command = { run: string; shell?: Shell } | { argv: string[] };
@@ -19,6 +19,8 @@ export interface RunStepOptions {
   drainMs: number;
   /** Aborting stops the step; `signal.reason` should be a {@link StepReason} (default `cancelled`). */
   signal?: AbortSignal;
+  /** Aborting SIGKILLs the step's group at once, skipping the grace period. */
+  killNow?: AbortSignal;
   /** Receives output in order. Return false to pause the pipes until `waitForDrain` resolves. */
   onOutput: (stream: "stdout" | "stderr", chunk: Buffer) => boolean;
   waitForDrain?: () => Promise<void>;
@@ -97,6 +99,12 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
       : setTimeout(() => stop("timeout"), options.timeoutMs).unref();
   const onAbort = () => stop(abortReason(options.signal!));
   options.signal?.addEventListener("abort", onAbort, { once: true });
+  const onKill = () => {
+    stop(options.signal?.aborted ? abortReason(options.signal) : "interrupted");
+    if (pgid !== null) signalGroup(pgid, "SIGKILL");
+  };
+  options.killNow?.addEventListener("abort", onKill, { once: true });
+  if (options.killNow?.aborted) onKill();
 
   const streams = [child.stdout, child.stderr].filter((s): s is Readable => s !== null && s !== undefined);
   const streamsClosed = Promise.all(
@@ -131,6 +139,7 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
   const { code, signal } = await exited;
   clearTimeout(timer);
   options.signal?.removeEventListener("abort", onAbort);
+  options.killNow?.removeEventListener("abort", onKill);
 
   // A grandchild may hold the pipes open: wait a bounded time, then stop reading.
   let drainTimer: NodeJS.Timeout | undefined;

@@ -1,0 +1,151 @@
+import { describe, expect, it } from "vitest";
+import { createRenderer, type JobEvent } from "../../controller/index.ts";
+
+function render(events: JobEvent[], color = false): string {
+  let out = "";
+  const renderer = createRenderer({ write: (text) => (out += text), color });
+  for (const event of events) renderer(event);
+  return out;
+}
+
+const at = "2024-01-01T00:00:00.000Z";
+const start = (index: number, total: number, name?: string): JobEvent => ({
+  type: "step-start",
+  stepId: String(index),
+  index,
+  total,
+  at,
+  ...(name !== undefined ? { name } : {}),
+});
+const output = (text: string, stream: "stdout" | "stderr" = "stdout"): JobEvent => ({
+  type: "output",
+  stepId: "1",
+  stream,
+  text,
+});
+const end = (overrides: Partial<Extract<JobEvent, { type: "step-end" }>> = {}): JobEvent => ({
+  type: "step-end",
+  stepId: "1",
+  index: 1,
+  total: 2,
+  status: "succeeded",
+  exitCode: 0,
+  signal: null,
+  reason: "exit",
+  durationMs: 12,
+  ...overrides,
+});
+
+describe("createRenderer (no colour)", () => {
+  it("prints a step header with its place and name", () => {
+    expect(render([start(1, 2, "build")])).toBe("==> [1/2] build\n");
+  });
+
+  it("names an unnamed step by its id", () => {
+    expect(render([{ type: "step-start", stepId: "compile", index: 2, total: 3, at }])).toBe(
+      "==> [2/3] step compile\n",
+    );
+  });
+
+  it("prints a whole step: header, output, footer", () => {
+    const text = render([start(1, 2, "build"), output("hello\n"), end()]);
+    expect(text).toBe("==> [1/2] build\nhello\n<== [1/2] exit 0 in 12 ms\n");
+  });
+
+  it("passes stderr text through unchanged", () => {
+    const text = render([start(1, 1, "s"), output("out\n"), output("err\n", "stderr")]);
+    expect(text).toBe("==> [1/1] s\nout\nerr\n");
+    expect(text).not.toContain("\u001b[");
+  });
+
+  it("inserts a newline before the footer when the output did not end with one", () => {
+    const text = render([start(1, 2, "build"), output("no newline"), end()]);
+    expect(text).toBe("==> [1/2] build\nno newline\n<== [1/2] exit 0 in 12 ms\n");
+  });
+
+  it("does not double the newline when the output ended with one, and ignores empty output", () => {
+    const text = render([start(1, 2, "build"), output("line\n"), output(""), end()]);
+    expect(text).toBe("==> [1/2] build\nline\n<== [1/2] exit 0 in 12 ms\n");
+  });
+
+  it("inserts a newline before the next header too", () => {
+    const text = render([start(1, 2, "a"), output("partial"), start(2, 2, "b")]);
+    expect(text).toBe("==> [1/2] a\npartial\n==> [2/2] b\n");
+  });
+
+  it("shows a failing exit code and a duration in seconds", () => {
+    const text = render([end({ status: "failed", exitCode: 3, durationMs: 2_345 })]);
+    expect(text).toBe("<== [1/2] exit 3 in 2.3 s\n");
+  });
+
+  it("shows the reason and signal of a step that timed out", () => {
+    const text = render([
+      end({
+        status: "failed",
+        exitCode: null,
+        signal: "SIGTERM",
+        reason: "timeout",
+        durationMs: 500,
+        message: "step timed out after 500 ms",
+      }),
+    ]);
+    expect(text).toBe("<== [1/2] timeout (SIGTERM) in 500 ms - step timed out after 500 ms\n");
+  });
+
+  it("shows the reason alone when there is no signal", () => {
+    const text = render([end({ status: "failed", exitCode: null, reason: "cancelled", durationMs: 7 })]);
+    expect(text).toBe("<== [1/2] cancelled in 7 ms\n");
+  });
+
+  it("prints the job-end line for success", () => {
+    expect(render([{ type: "job-end", status: "succeeded", reason: "exit", durationMs: 1_500 }])).toBe(
+      "=== job succeeded in 1.5 s\n",
+    );
+  });
+
+  it("prints the job-end line for failure with reason, cause and message", () => {
+    const text = render([
+      {
+        type: "job-end",
+        status: "failed",
+        reason: "exit",
+        cause: "user",
+        message: "step 2 exited with 1",
+        durationMs: 40,
+      },
+    ]);
+    expect(text).toBe("=== job failed (exit, user) in 40 ms: step 2 exited with 1\n");
+  });
+
+  it("prints the job-end line for a platform failure without a duration", () => {
+    const text = render([{ type: "job-end", status: "error", reason: "agent-lost", cause: "platform" }]);
+    expect(text).toBe("=== job error (agent-lost, platform) in 0 ms\n");
+  });
+
+  it("prints an unknown reason when a failed job has none", () => {
+    expect(render([{ type: "job-end", status: "failed", durationMs: 1 }])).toBe(
+      "=== job failed (unknown) in 1 ms\n",
+    );
+  });
+
+  it("ends the last output line before the job-end line", () => {
+    const text = render([output("tail"), { type: "job-end", status: "succeeded", durationMs: 3 }]);
+    expect(text).toBe("tail\n=== job succeeded in 3 ms\n");
+  });
+
+  it("prints the assignment status and nothing for other statuses", () => {
+    const text = render([
+      { type: "status", status: "queued", at },
+      { type: "status", status: "assigned", at, agent: "agent-7" },
+      { type: "status", status: "running", at },
+    ]);
+    expect(text).toBe("--- job assigned to agent agent-7\n");
+  });
+});
+
+describe("createRenderer (colour)", () => {
+  it("paints stderr red and leaves stdout alone", () => {
+    const text = render([output("out\n"), output("err\n", "stderr")], true);
+    expect(text).toBe("out\n\u001b[31merr\n\u001b[0m");
+  });
+});
