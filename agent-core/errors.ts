@@ -53,7 +53,7 @@ export class ProtocolError extends AgentError {
   }
 }
 
-/** The controller answered the WebSocket upgrade with a refusal (wrong secret, unknown agent, duplicate name). */
+/** The controller answered the WebSocket upgrade with a refusal (missing headers, wrong secret, duplicate name, protocol version). */
 export class ControllerRefusedError extends AgentError {
   readonly status: number;
 

@@ -185,8 +185,16 @@ export class AgentConnection {
       }
       case "job-end": {
         if (this.#runningStep !== undefined) throw outOfOrder(`job-end while step ${this.#runningStep} runs`);
+        if (message.status === "succeeded" && this.#nextStep !== job.steps.length) {
+          throw new ProtocolError(
+            CloseCode.invalidMessage,
+            `job-end says succeeded, but only ${this.#nextStep} of ${job.steps.length} steps ran`,
+          );
+        }
         this.#state = "done";
         this.#sendAck();
+        // The agent closes after the ack; a session that lingers is closed for it.
+        setTimeout(() => this.close(CloseCode.normal, "job done"), LINGER_AFTER_JOB_MS).unref();
         this.#handlers.jobEnd(this, message);
         return;
       }
@@ -249,6 +257,8 @@ export class AgentConnection {
     this.#handlers.closed(this, code, reason);
   }
 }
+
+const LINGER_AFTER_JOB_MS = 30_000;
 
 function outOfOrder(what: string): ProtocolError {
   return new ProtocolError(CloseCode.outOfOrder, `message out of order: ${what}`);

@@ -11,6 +11,8 @@ import {
   type Hello,
   type Logger,
   NAME_HEADER,
+  PROTOCOL_HEADER,
+  PROTOCOL_VERSION,
   SECRET_HEADER,
   type StepReason,
   silentLogger,
@@ -60,6 +62,8 @@ interface JobState {
   agent?: AgentConnection;
   provision?: { agentName: string; handle?: ProvisionedAgent; timer?: NodeJS.Timeout };
   provisionAttempts: number;
+  /** Times the job went back to the queue because its agent left before starting it. */
+  requeues: number;
   cancelRequested: boolean;
   waiters: ((record: JobRecord) => void)[];
 }
@@ -73,6 +77,7 @@ export interface AgentInfo {
   jobId?: string;
 }
 
+const MAX_REQUEUES = 3;
 const PLATFORM_REASONS: ReadonlySet<JobReason> = new Set([
   "deadline",
   "disk",
@@ -181,6 +186,7 @@ export class Controller {
       prepared,
       files,
       provisionAttempts: 0,
+      requeues: 0,
       cancelRequested: false,
       waiters: [],
     };
@@ -301,6 +307,13 @@ export class Controller {
     if (!name || !secret) return [400, "Bad Request: the Node-Name and Secret-Key headers are required"];
     if (!verifyAgentSecret(this.#key, name, secret))
       return [403, `Forbidden: wrong secret for agent ${name}`];
+    const version = headerValue(req, PROTOCOL_HEADER);
+    if (version !== undefined && version !== String(PROTOCOL_VERSION)) {
+      return [
+        426,
+        `Upgrade Required: this controller speaks protocol ${PROTOCOL_VERSION}, the agent ${version}`,
+      ];
+    }
     if (this.#agents.has(name)) return [409, `Conflict: agent ${name} is already connected`];
     if (this.#stopping) return [503, "Service Unavailable: shutting down"];
     return undefined;
@@ -520,6 +533,27 @@ export class Controller {
     this.#logger.info("agent disconnected", { agent: agent.name, code, reason });
     const jobId = agent.job?.id;
     const state = jobId === undefined ? undefined : this.#jobs.get(jobId);
+    if (
+      state?.record.status === "assigned" &&
+      !state.cancelRequested &&
+      state.requeues < MAX_REQUEUES &&
+      !this.#stopping
+    ) {
+      // Nothing ran yet (the agent left as the job arrived, e.g. its idle timeout crossed it): give it to another.
+      state.requeues++;
+      delete state.agent;
+      delete state.record.agent;
+      delete state.record.assignedAt;
+      delete state.provision;
+      this.#queue.unshift(state);
+      this.#setStatus(state, "queued");
+      this.#logger.warn("agent left before starting its job; requeued", {
+        job: state.record.id,
+        agent: agent.name,
+      });
+      this.#dispatch();
+      return;
+    }
     if (state && !TERMINAL_STATUSES.has(state.record.status)) {
       this.#finish(state, "error", {
         reason: "agent-lost",

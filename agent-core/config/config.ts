@@ -50,7 +50,8 @@ export const agentConfigSchema = z.object({
   drainMs: ms(0).default(2_000),
   /** How long to wait for the controller to acknowledge `job-end`. */
   ackTimeoutMs: ms(1).default(30_000),
-  frameMaxBytes: z.number().int().min(256).max(1_048_576).default(16_384),
+  /** At most 256 KiB, so that a frame with its header fits the controller's 1 MiB maxPayload. */
+  frameMaxBytes: z.number().int().min(256).max(262_144).default(16_384),
   frameFlushMs: ms(0).default(10),
   /** Unacknowledged output kept in memory before the child's pipes are paused. */
   maxUnackedBytes: z

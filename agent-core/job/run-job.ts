@@ -126,7 +126,11 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
         peakRssBytes: outcome.peakRssBytes,
       });
       const ok = outcome.reason === "exit" && outcome.exitCode === 0;
-      const tolerated = step.continueOnError && (outcome.reason === "exit" || outcome.reason === "timeout");
+      // continueOnError covers the step's own failure, not the job being stopped (job timeout, cancel...).
+      const tolerated =
+        step.continueOnError &&
+        !jobAbort.signal.aborted &&
+        (outcome.reason === "exit" || outcome.reason === "timeout");
       if (!ok && !tolerated) {
         failure = { reason: outcome.reason, stepId: step.id };
         if (outcome.message !== undefined) failure.message = outcome.message;
@@ -145,7 +149,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
     agentPeakRssBytes: agentRss.peak,
     diskUsedBytes: disk?.peakUsedBytes ?? null,
   };
-  if (failure === undefined && jobAbort.signal.aborted) {
+  if (failure === undefined && steps.length < job.steps.length) {
     // Stopped between steps: nothing was running, but the job did not run to its end.
     const reason = abortReason(jobAbort.signal);
     return { ...base, status: "failed", reason, message: `the job was stopped (${reason}) between steps` };

@@ -5,10 +5,12 @@
 export const CloseCode = {
   /** Orderly end: the job is over and acknowledged, or the agent had nothing to do. */
   normal: 1000,
-  /** The controller is shutting down. */
+  /** The controller is shutting down, or the agent was interrupted (SIGTERM) before a job arrived. */
   goingAway: 1001,
   /** RFC 6455 protocol error (ws raises it for invalid frames). */
   protocolError: 1002,
+  /** A text frame that is not valid UTF-8 (ws closes with it by itself). */
+  invalidPayload: 1007,
   /** A frame larger than `maxPayload` (ws closes with it by itself). */
   messageTooBig: 1009,
   /** An unexpected failure inside the peer. */
@@ -23,9 +25,12 @@ export const CloseCode = {
   outOfOrder: 4003,
   /** The envelope's `v` is not a version this peer speaks. */
   unsupportedVersion: 4004,
-  /** No pong to a ping within the heartbeat timeout. */
+  /**
+   * No pong to a ping within the heartbeat timeout. The connection is dropped without a close
+   * frame (the peer is unresponsive), so the peer sees 1006; the code is recorded locally.
+   */
   heartbeatTimeout: 4005,
-  /** The job's `job-end` was not acknowledged in time (agent side). */
+  /** Sent output or `job-end` was not acknowledged within the ack timeout (agent side). */
   ackTimeout: 4006,
 } as const;
 

@@ -9,5 +9,4 @@ export const AGENT_WS_PATH = "agents/v1";
 /** Upgrade headers carrying the launch inputs (the names Jenkins' wsagents endpoint uses). */
 export const NAME_HEADER = "node-name";
 export const SECRET_HEADER = "secret-key";
-export const LABELS_HEADER = "x-agent-labels";
 export const PROTOCOL_HEADER = "x-agent-protocol";

@@ -4,13 +4,7 @@ import type { AgentConfig } from "../config/config.ts";
 import { agentSocketUrl } from "../config/config.ts";
 import { AgentError, ControllerRefusedError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
-import {
-  AGENT_WS_PATH,
-  LABELS_HEADER,
-  NAME_HEADER,
-  PROTOCOL_HEADER,
-  SECRET_HEADER,
-} from "../protocol/index.ts";
+import { AGENT_WS_PATH, NAME_HEADER, PROTOCOL_HEADER, SECRET_HEADER } from "../protocol/index.ts";
 import { PROTOCOL_VERSION } from "../version.ts";
 
 /** HTTP answers to the upgrade that no retry can change. */
@@ -20,8 +14,9 @@ type Attempt = { ok: true; socket: WebSocket } | { ok: false; error: Error; fina
 
 /**
  * Opens the agent's WebSocket to the controller. Retries transient failures (connection
- * refused, timeouts, 5xx) with capped, jittered backoff until `connectTimeoutMs`; a refusal
- * (403 wrong secret, 400 unknown agent, 409 duplicate name) throws ControllerRefusedError at once.
+ * refused, timeouts, 5xx including 503 while a controller shuts down or restarts) with capped,
+ * jittered backoff until `connectTimeoutMs`; a refusal (400 missing headers, 403 wrong secret,
+ * 404 no agent endpoint, 409 duplicate name, 426 protocol version) throws ControllerRefusedError at once.
  */
 export async function connectToController(
   config: AgentConfig,
@@ -66,7 +61,6 @@ function attemptConnect(url: string, config: AgentConfig): Promise<Attempt> {
       headers: {
         [NAME_HEADER]: config.name,
         [SECRET_HEADER]: config.secret,
-        [LABELS_HEADER]: config.labels.join(","),
         [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
       },
     });
@@ -109,7 +103,9 @@ function refusalFor(res: IncomingMessage, body: string, url: string): Attempt {
           ? "an agent with this name is already connected"
           : status === 404
             ? "there is no agent endpoint at this URL"
-            : "the request was rejected";
+            : status === 426
+              ? "the controller speaks another protocol version"
+              : "the request was rejected";
     return {
       ok: false,
       final: true,

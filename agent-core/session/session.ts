@@ -11,6 +11,8 @@ export interface SessionOptions {
   heartbeatTimeoutMs: number;
   /** Unacknowledged bytes above which `hasRoom` turns false. */
   maxUnackedBytes: number;
+  /** Output unacknowledged this long, with no ack progress at all, ends the session (a stuck controller). */
+  ackTimeoutMs: number;
 }
 
 export interface SessionClose {
@@ -39,6 +41,8 @@ export class AgentSession {
   readonly #ackWaiters: { seq: number; resolve: (ok: boolean) => void }[] = [];
   readonly #drainWaiters: (() => void)[] = [];
   #heartbeat: NodeJS.Timeout | undefined;
+  /** When the oldest unacknowledged message was sent, or the last ack progress came (whichever is later). */
+  #ackClockSince = Date.now();
   #awaitingPongSince: number | undefined;
   #closeInfo: SessionClose | undefined;
   readonly closed: Promise<SessionClose>;
@@ -150,6 +154,7 @@ export class AgentSession {
   }
 
   #track(seq: number, bytes: number): void {
+    if (this.#unacked.length === 0) this.#ackClockSince = Date.now();
     this.#unacked.push({ seq, bytes });
     this.#unackedBytes += bytes;
   }
@@ -189,6 +194,7 @@ export class AgentSession {
     }
     if (seq <= this.#acked) return;
     this.#acked = seq;
+    this.#ackClockSince = Date.now();
     while (this.#unacked.length > 0 && this.#unacked[0]!.seq <= seq) {
       this.#unackedBytes -= this.#unacked.shift()!.bytes;
     }
@@ -209,6 +215,7 @@ export class AgentSession {
     this.#heartbeat = setInterval(
       () => {
         const now = Date.now();
+        if (this.#acksStalled(now)) return;
         if (this.#awaitingPongSince !== undefined) {
           if (now - this.#awaitingPongSince >= heartbeatTimeoutMs) {
             this.#logger.error("no pong from the controller; dropping the connection", {
@@ -228,6 +235,19 @@ export class AgentSession {
       Math.min(heartbeatIntervalMs, heartbeatTimeoutMs),
     );
     this.#heartbeat.unref();
+  }
+
+  /** Closes the session when sent messages have waited `ackTimeoutMs` without any ack progress. */
+  #acksStalled(now: number): boolean {
+    if (this.#unacked.length === 0 || now - this.#ackClockSince < this.#options.ackTimeoutMs) return false;
+    const reason = `no acknowledgement for ${this.#options.ackTimeoutMs} ms with ${this.#unackedBytes} bytes outstanding`;
+    this.#logger.error("the controller stopped acknowledging; closing the session", {
+      unackedBytes: this.#unackedBytes,
+    });
+    this.#closeInfo = { code: CloseCode.ackTimeout, reason };
+    this.#socket.close(CloseCode.ackTimeout, closeReason(reason));
+    setTimeout(() => this.#socket.terminate(), 2_000).unref();
+    return true;
   }
 
   #stopHeartbeat(): void {

@@ -187,3 +187,26 @@ describe("steps that cannot start", () => {
     expect((await ctl2.client.log(record.id)).toString()).toBe("first\n");
   });
 });
+
+describe("job-level stops", () => {
+  let ctl3: TestController;
+  beforeEach(async () => {
+    ctl3 = await startController();
+  });
+  afterEach(async () => {
+    await ctl3.close();
+  });
+
+  it("a job timeout during a continueOnError step still stops the job, naming that step", async () => {
+    const record = ctl3.controller.submit({
+      timeout: "400ms",
+      steps: [{ id: "long", run: "sleep 30", continueOnError: true }, { run: "echo never" }],
+    });
+    const { logger } = captureLogger();
+    const outcome = await runAgent(agentConfigFor(ctl3.controller, "agent-jobtimeout"), { logger });
+    expect(outcome.exitCode).toBe(ExitCode.jobFailed);
+    expect(outcome.job).toMatchObject({ status: "failed", reason: "timeout", failedStepId: "long" });
+    const final = await ctl3.controller.waitForJob(record.id);
+    expect(final.steps.map((s) => s.status)).toEqual(["failed", "skipped"]);
+  });
+});

@@ -317,3 +317,107 @@ describe("the controller going away mid-job", () => {
     }
   });
 });
+
+describe("controller-side consistency", () => {
+  let ctl: TestController;
+  beforeEach(async () => {
+    ctl = await startController();
+  });
+  afterEach(async () => {
+    await ctl.close();
+  });
+
+  it("refuses an agent speaking another protocol version with 426 during the upgrade", async () => {
+    const { default: WebSocket } = await import("ws");
+    const socket = new WebSocket(`${ctl.controller.url.replace(/^http/, "ws")}agents/v1`, {
+      headers: {
+        "node-name": "future",
+        "secret-key": ctl.controller.secretFor("future"),
+        "x-agent-protocol": "2",
+      },
+    });
+    socket.on("error", () => {});
+    const status = await new Promise<number>((resolve) => {
+      socket.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
+      socket.once("open", () => resolve(101));
+    });
+    expect(status).toBe(426);
+    socket.terminate();
+  });
+
+  it("rejects a job-end claiming success before every step ran", async () => {
+    const record = ctl.controller.submit({
+      steps: [
+        { id: "a", run: "true" },
+        { id: "b", run: "true" },
+      ],
+    });
+    const agent = await rawAgent(ctl.controller, "liar");
+    agent.hello();
+    const job = (await agent.next("job")).job as { id: string };
+    agent.sendJson({
+      v: 1,
+      type: "job-end",
+      seq: 1,
+      jobId: job.id,
+      status: "succeeded",
+      reason: "exit",
+      durationMs: 1,
+    });
+    const closed = await agent.closed;
+    expect(closed.code).toBe(CloseCode.invalidMessage);
+    expect(closed.reason).toMatch(/0 of 2 steps ran/);
+    // No step ran, so nothing is lost by giving the job to another agent.
+    await expect.poll(() => ctl.controller.getJob(record.id)?.status).toBe("queued");
+  });
+
+  it("requeues a job whose agent leaves before starting it, and another agent runs it", async () => {
+    const record = ctl.controller.submit({ steps: [{ run: "echo second agent" }] });
+    const first = await rawAgent(ctl.controller, "flaky");
+    first.hello();
+    await first.next("job");
+    first.socket.close(CloseCode.normal, "idle timeout: no job arrived");
+    await first.closed;
+    await expect.poll(() => ctl.controller.getJob(record.id)?.status).toBe("queued");
+    const { logger } = captureLogger();
+    const outcome = await runAgent(agentConfigFor(ctl.controller, "steady"), { logger });
+    expect(outcome.exitCode).toBe(ExitCode.ok);
+    expect(await ctl.controller.waitForJob(record.id)).toMatchObject({
+      status: "succeeded",
+      agent: { name: "steady" },
+    });
+  });
+});
+
+describe("a controller that stops acknowledging", () => {
+  it("is dropped after the ack timeout, even though it answers pings", async () => {
+    const fake = await fakeController((socket, traffic) => {
+      void waitForType(traffic, "hello").then(() =>
+        socket.send(
+          JSON.stringify({
+            v: 1,
+            type: "job",
+            job: { id: "j1", steps: [{ id: "s1", run: "echo hi; sleep 30" }] },
+          }),
+        ),
+      );
+    });
+    try {
+      const { logger, entries } = captureLogger();
+      const config = agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-noack", {
+        heartbeatIntervalMs: 50,
+        ackTimeoutMs: 400,
+      });
+      const started = Date.now();
+      const outcome = await runAgent(config, { logger });
+      expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      await expect.poll(() => fake.closes[0]?.code).toBe(CloseCode.ackTimeout);
+      expect(
+        entries().some((e) => e.msg === "the controller stopped acknowledging; closing the session"),
+      ).toBe(true);
+    } finally {
+      await fake.close();
+    }
+  });
+});
