@@ -1,5 +1,8 @@
+import { randomBytes } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { arch, platform } from "node:os";
+import { join } from "node:path";
+import type WebSocket from "ws";
 import type { AgentConfig } from "./config/config.ts";
 import { AgentError, ControllerRefusedError, ProtocolError } from "./errors.ts";
 import { ExitCode, type ExitCodeValue } from "./exit-codes.ts";
@@ -8,8 +11,9 @@ import { type DeadlinePlan, msUntilStop } from "./limits/deadline.ts";
 import { diskBudgetBytes } from "./limits/disk-budget.ts";
 import type { Logger } from "./logger.ts";
 import { CloseCode } from "./protocol/close-codes.ts";
-import type { Hello, Job, StepReason } from "./protocol/messages.ts";
+import type { ControllerMessage, Hello, Job, StepReason } from "./protocol/messages.ts";
 import { connectToController } from "./session/connect.ts";
+import { Outbox } from "./session/outbox.ts";
 import { AgentSession, type SessionClose } from "./session/session.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { createWorkspace, removeWorkspace } from "./workspace/workspace.ts";
@@ -69,9 +73,14 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
   };
 
   let session: AgentSession;
+  const outbox = new Outbox({
+    maxMemoryBytes: config.maxUnackedBytes,
+    maxSpoolBytes: config.maxSpoolBytes,
+    spoolPath: join(config.workDir, `spool-${config.name}-${randomBytes(4).toString("hex")}.bin`),
+  });
   try {
     const socket = await connectToController(config, logger, options.signal);
-    session = new AgentSession(socket, logger, config);
+    session = new AgentSession(socket, outbox, logger, config);
     timings.connectedAt = Date.now();
   } catch (error) {
     if (options.signal?.aborted)
@@ -117,7 +126,14 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
 
   const job = first.job;
   timings.jobStartedAt = Date.now();
-  const result = await runJobOverSession(job, session, config, logger.child({ job: job.id }), options);
+  const result = await runJobOverSession(
+    job,
+    session,
+    outbox,
+    config,
+    logger.child({ job: job.id }),
+    options,
+  ).finally(() => outbox.close());
   timings.jobEndedAt = Date.now();
   return end({ ...result, jobId: job.id });
 }
@@ -182,12 +198,9 @@ function waitForJob(session: AgentSession, idleTimeoutMs: number, signal?: Abort
     }
     session.onMessage = (message) => {
       if (message.type === "job") finish({ kind: "job", job: message.job });
-      else if (message.type === "cancel") {
+      else if (message.type !== "ack") {
         session.protocolError(
-          new ProtocolError(
-            CloseCode.outOfOrder,
-            `the controller sent "cancel" for job ${message.jobId} before any job`,
-          ),
+          new ProtocolError(CloseCode.outOfOrder, `the controller sent "${message.type}" before any job`),
         );
       }
     };
@@ -214,7 +227,8 @@ function closedBeforeJob(info: SessionClose): Omit<AgentOutcome, "timings"> {
 
 async function runJobOverSession(
   job: Job,
-  session: AgentSession,
+  first: AgentSession,
+  outbox: Outbox,
   config: AgentConfig,
   logger: Logger,
   options: RunAgentOptions,
@@ -225,39 +239,50 @@ async function runJobOverSession(
   const onInterrupt = () => abort.abort("interrupted" satisfies StepReason);
   interrupt?.addEventListener("abort", onInterrupt, { once: true });
   if (interrupt?.aborted) onInterrupt();
+
+  // The current connection; replaced when the session is resumed after a drop.
+  let session = first;
   let lost: SessionClose | undefined;
   let finished = false;
-  void session.closed.then((info) => {
-    if (finished) return;
-    lost = info;
-    logger.error("connection to the controller lost during the job; stopping it", {
-      code: info.code,
-      reason: info.reason,
-    });
-    abort.abort("error" satisfies StepReason);
-  });
-  session.onMessage = (message) => {
-    if (message.type === "cancel") {
-      if (message.jobId !== job.id) {
-        session.protocolError(
-          new ProtocolError(
-            CloseCode.outOfOrder,
-            `the controller cancelled job ${message.jobId}, but this agent runs ${job.id}`,
-          ),
-        );
-        return;
-      }
+  let reconnects = 0;
+  const onMessage = (current: AgentSession) => (message: ControllerMessage) => {
+    if (message.type === "cancel" && message.jobId === job.id) {
       logger.info("job cancelled by the controller", { reason: message.reason });
       abort.abort("cancelled" satisfies StepReason);
-    } else if (message.type === "job") {
-      session.protocolError(
-        new ProtocolError(
-          CloseCode.outOfOrder,
-          `the controller sent job ${message.job.id} while job ${job.id} runs`,
-        ),
+    } else if (message.type !== "ack") {
+      const what = message.type === "cancel" ? `"cancel" for job ${message.jobId}` : `"${message.type}"`;
+      current.protocolError(
+        new ProtocolError(CloseCode.outOfOrder, `the controller sent ${what} while job ${job.id} runs`),
       );
     }
   };
+  const giveUp = (info: SessionClose, why: string) => {
+    lost = info;
+    logger.error(why, { code: info.code, reason: info.reason });
+    abort.abort("error" satisfies StepReason);
+    outbox.release();
+  };
+  const watch = (current: AgentSession) => {
+    current.onMessage = onMessage(current);
+    void current.closed.then(async (info) => {
+      if (finished) return;
+      if (!isResumable(info)) return giveUp(info, "the controller session ended during the job; stopping it");
+      logger.warn("connection to the controller lost during the job; resuming", {
+        code: info.code,
+        reason: info.reason,
+      });
+      const resumed = await resumeSession(job.id, outbox, config, logger, abort.signal);
+      if (finished) {
+        if (typeof resumed !== "string") resumed.terminate();
+        return;
+      }
+      if (typeof resumed === "string") return giveUp(info, `${resumed}; stopping the job`);
+      reconnects++;
+      session = resumed;
+      watch(resumed);
+    });
+  };
+  watch(first);
 
   const sink: JobSink = {
     stepStart: (stepId, startedAt) =>
@@ -278,8 +303,8 @@ async function runJobOverSession(
         peakRssBytes: r.peakRssBytes,
         ...(r.message !== undefined ? { message: r.message.slice(0, 4000) } : {}),
       }),
-    hasRoom: () => session.hasRoom,
-    waitForRoom: () => session.waitForRoom(),
+    hasRoom: () => outbox.hasRoom || lost !== undefined,
+    waitForRoom: () => outbox.waitForRoom(),
   };
 
   let workspace: string | undefined;
@@ -300,6 +325,7 @@ async function runJobOverSession(
         path: config.workDir,
         limitBytes: config.diskBudgetBytes,
         headroomBytes: config.diskHeadroomBytes,
+        ownBytes: () => outbox.spoolBytes,
       },
       monitorIntervalMs: config.monitorIntervalMs,
       sink,
@@ -328,7 +354,7 @@ async function runJobOverSession(
         lost.error ??
         new AgentError(
           "AGENT_ERR_CONNECTION_LOST",
-          `connection to the controller lost during job ${job.id} (code ${lost.code})`,
+          `connection to the controller lost during job ${job.id} (code ${lost.code}${lost.reason ? `: ${lost.reason}` : ""})`,
         );
       return { exitCode: ExitCode.controllerFailure, summary: error.message, error, job: outcome };
     }
@@ -344,17 +370,24 @@ async function runJobOverSession(
       ...(outcome.failedStepId !== undefined ? { failedStepId: outcome.failedStepId } : {}),
       ...(outcome.message !== undefined ? { message: outcome.message.slice(0, 4000) } : {}),
     });
+    // A resume may be under way: allow for it, and for the wait that follows.
+    const acked = await outbox.waitForAck(
+      seq,
+      config.ackTimeoutMs + (session.isOpen ? 0 : config.reconnectTimeoutMs),
+    );
     finished = true;
-    const acked = await session.waitForAck(seq, config.ackTimeoutMs);
     if (!acked) {
-      const error = new AgentError(
-        "AGENT_ERR_ACK_TIMEOUT",
-        `the controller did not acknowledge the end of job ${job.id} within ${config.ackTimeoutMs} ms`,
-      );
+      const error =
+        (lost as SessionClose | undefined)?.error ??
+        new AgentError(
+          "AGENT_ERR_ACK_TIMEOUT",
+          `the controller did not acknowledge the end of job ${job.id} within ${config.ackTimeoutMs} ms`,
+        );
       await session.close(CloseCode.ackTimeout, error.message);
       return { exitCode: ExitCode.controllerFailure, summary: error.message, error, job: outcome };
     }
     await session.close(CloseCode.normal, "job done");
+    if (reconnects > 0) logger.info("the job's session was resumed after connection drops", { reconnects });
     return { exitCode: exitCodeFor(outcome, interrupt), summary: summarize(job, outcome), job: outcome };
   } finally {
     finished = true;
@@ -364,6 +397,82 @@ async function runJobOverSession(
       );
     }
   }
+}
+
+/** Drops worth resuming after: the network or the controller process, not a protocol dispute. */
+function isResumable(info: SessionClose): boolean {
+  if (info.error !== undefined) return false;
+  return (
+    ![CloseCode.normal, CloseCode.resumeRefused, CloseCode.messageTooBig, CloseCode.invalidPayload].includes(
+      info.code as never,
+    ) && !(info.code >= 4000 && info.code <= 4004)
+  );
+}
+
+/**
+ * Reconnects and resumes the job's session: a new WebSocket (with the resume header), a hello
+ * naming the job, and the controller's `resume` telling the last seq it has. Retries with
+ * backoff until `reconnectTimeoutMs`. Resolves with the resumed session, or why it could not be.
+ */
+async function resumeSession(
+  jobId: string,
+  outbox: Outbox,
+  config: AgentConfig,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<AgentSession | string> {
+  const giveUpAt = Date.now() + config.reconnectTimeoutMs;
+  let pauseMs = 250;
+  for (let attempt = 1; Date.now() < giveUpAt; attempt++) {
+    if (attempt > 1) {
+      // Connected but not resumed (closed before the answer): back off before the next try.
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(pauseMs, Math.max(0, giveUpAt - Date.now()))),
+      );
+      pauseMs = Math.min(pauseMs * 2, 5_000);
+    }
+    let socket: WebSocket;
+    try {
+      socket = await connectToController(config, logger, signal, {
+        resumeJobId: jobId,
+        timeoutMs: giveUpAt - Date.now(),
+      });
+    } catch (error) {
+      return `could not reconnect to the controller: ${(error as Error).message}`;
+    }
+    const session = new AgentSession(socket, outbox, logger, config);
+    session.sendHello({ ...helloFor(config, null), resume: { jobId } });
+    const seq = await new Promise<number | undefined>((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), config.handshakeTimeoutMs);
+      session.onMessage = (message) => {
+        clearTimeout(timer);
+        if (message.type === "resume" && message.jobId === jobId) resolve(message.seq);
+        else {
+          session.protocolError(
+            new ProtocolError(
+              CloseCode.outOfOrder,
+              `expected "resume" for job ${jobId}, got "${message.type}"`,
+            ),
+          );
+          resolve(undefined);
+        }
+      };
+      void session.closed.then(() => {
+        clearTimeout(timer);
+        resolve(undefined);
+      });
+    });
+    if (seq !== undefined) {
+      session.resumeFrom(seq);
+      logger.info("session resumed", { resumedAtSeq: seq, resending: outbox.seq - seq });
+      return session;
+    }
+    const info = await session.close(CloseCode.normal, "resume failed");
+    if (info.code === CloseCode.resumeRefused || info.error !== undefined) {
+      return `the controller refused to resume the job (code ${info.code}: ${info.reason})`;
+    }
+  }
+  return `the controller did not come back within ${config.reconnectTimeoutMs} ms`;
 }
 
 function exitCodeFor(outcome: JobOutcome, interrupt: AbortSignal | undefined): ExitCodeValue {

@@ -127,6 +127,8 @@ const TUNABLES = [
   { env: "AGENT_DISK_BUDGET_BYTES", field: "diskBudgetBytes" },
   { env: "AGENT_DISK_HEADROOM_BYTES", field: "diskHeadroomBytes" },
   { env: "AGENT_MONITOR_INTERVAL_MS", field: "monitorIntervalMs" },
+  { env: "AGENT_MAX_SPOOL_BYTES", field: "maxSpoolBytes" },
+  { env: "AGENT_RECONNECT_TIMEOUT_MS", field: "reconnectTimeoutMs" },
 ] as const;
 
 /** ECS has no deadline of its own: an optional maximum duration, counted from the agent's start. */

@@ -35,25 +35,40 @@ export interface AgentConnectionOptions {
 type State = "awaiting-hello" | "idle" | "busy" | "done" | "closed";
 
 /**
- * The controller's side of one agent session. Checks every message against protocol v1 and the
- * session's state (hello first; steps in the job's order; `seq` contiguous; output offsets
- * contiguous and matching the byte counts in `step-end`), acknowledges what it received, and
- * closes with a protocol close code on anything else. Agent input never throws out of here.
+ * Where a job's message stream stands: what the controller has received and checked. It belongs
+ * to the job, not to a connection: a resumed session adopts it and continues after `lastSeq`.
+ */
+export interface JobStream {
+  job: Job;
+  lastSeq: number;
+  nextStep: number;
+  runningStep: string | undefined;
+  offsets: { stdout: number; stderr: number };
+  /** Messages that arrived again after a resume (seq already stored) and were dropped. */
+  duplicates: number;
+}
+
+const LINGER_AFTER_JOB_MS = 30_000;
+
+/**
+ * The controller's side of one agent connection. Checks every message against protocol v1 and
+ * the job's stream (hello first; steps in the job's order; `seq` contiguous, messages already
+ * stored before a resume dropped; output offsets contiguous and matching the byte counts in
+ * `step-end`), acknowledges what it stored, and closes with a protocol close code on anything
+ * else. Agent input never throws out of here.
  */
 export class AgentConnection {
   readonly name: string;
   hello: Hello | undefined;
-  job: Job | undefined;
+  stream: JobStream | undefined;
+  /** Set when a newer connection of the same agent took over (a resume): its close is not a loss. */
+  superseded = false;
   #state: State = "awaiting-hello";
   readonly #socket: WebSocket;
   readonly #handlers: AgentConnectionHandlers;
   readonly #logger: Logger;
   readonly #options: AgentConnectionOptions;
-  #lastSeq = 0;
   #ackTimer: NodeJS.Timeout | undefined;
-  #nextStep = 0;
-  #runningStep: string | undefined;
-  #offsets = { stdout: 0, stderr: 0 };
   #alive = true;
   readonly #heartbeat: NodeJS.Timeout;
   readonly #helloTimer: NodeJS.Timeout;
@@ -100,24 +115,50 @@ export class AgentConnection {
     return this.hello?.agent.labels ?? [];
   }
 
+  get job(): Job | undefined {
+    return this.stream?.job;
+  }
+
   /** Sends a job to an idle agent. */
   assign(job: Job): void {
     if (this.#state !== "idle")
       throw new Error(`cannot assign a job to agent ${this.name} in state ${this.#state}`);
-    this.job = job;
+    this.stream = {
+      job,
+      lastSeq: 0,
+      nextStep: 0,
+      runningStep: undefined,
+      offsets: { stdout: 0, stderr: 0 },
+      duplicates: 0,
+    };
     this.#state = "busy";
     this.#socket.send(encodeMessage({ v: 1, type: "job", job }));
   }
 
+  /** Continues a job's stream on this (resumed) connection, telling the agent the last seq stored. */
+  adopt(stream: JobStream): void {
+    if (this.#state !== "idle")
+      throw new Error(`cannot resume on agent ${this.name} in state ${this.#state}`);
+    this.stream = stream;
+    this.#state = "busy";
+    this.#socket.send(encodeMessage({ v: 1, type: "resume", jobId: stream.job.id, seq: stream.lastSeq }));
+  }
+
   cancel(reason: string): void {
-    if (this.#state === "busy" && this.job)
+    if (this.#state === "busy" && this.job) {
       this.#socket.send(encodeMessage({ v: 1, type: "cancel", jobId: this.job.id, reason }));
+    }
   }
 
   close(code: number, reason: string): void {
     if (this.#state === "closed") return;
     this.#socket.close(code, closeReason(reason));
     setTimeout(() => this.#socket.terminate(), 2_000).unref();
+  }
+
+  /** Drops the connection at once (a newer connection of this agent took over). */
+  terminate(): void {
+    this.#socket.terminate();
   }
 
   #receive(data: Buffer, isBinary: boolean): void {
@@ -148,54 +189,57 @@ export class AgentConnection {
       this.#handlers.hello(this, message);
       return;
     }
-    const job = this.#requireJob(message.type);
-    this.#checkSeq(message.seq);
-    if (message.jobId !== job.id) {
+    const stream = this.#requireStream(message.type);
+    if (this.#isDuplicate(stream, message.seq)) return;
+    if (message.jobId !== stream.job.id) {
       throw new ProtocolError(
         CloseCode.invalidMessage,
-        `${message.type} names job ${message.jobId}, but the agent runs ${job.id}`,
+        `${message.type} names job ${message.jobId}, but the agent runs ${stream.job.id}`,
       );
     }
     switch (message.type) {
       case "step-start": {
-        const expected = job.steps[this.#nextStep];
-        if (this.#runningStep !== undefined)
-          throw outOfOrder(`step-start of ${message.stepId} while step ${this.#runningStep} runs`);
+        const expected = stream.job.steps[stream.nextStep];
+        if (stream.runningStep !== undefined) {
+          throw outOfOrder(`step-start of ${message.stepId} while step ${stream.runningStep} runs`);
+        }
         if (expected === undefined || expected.id !== message.stepId) {
           throw outOfOrder(`step-start of ${message.stepId}; the next step is ${expected?.id ?? "(none)"}`);
         }
-        this.#runningStep = message.stepId;
-        this.#offsets = { stdout: 0, stderr: 0 };
-        this.#nextStep++;
+        stream.runningStep = message.stepId;
+        stream.offsets = { stdout: 0, stderr: 0 };
+        stream.nextStep++;
         this.#handlers.stepStart(this, message);
         break;
       }
       case "step-end": {
-        if (this.#runningStep !== message.stepId)
-          throw outOfOrder(`step-end of ${message.stepId}; running: ${this.#runningStep ?? "none"}`);
-        if (message.stdoutBytes !== this.#offsets.stdout || message.stderrBytes !== this.#offsets.stderr) {
+        if (stream.runningStep !== message.stepId) {
+          throw outOfOrder(`step-end of ${message.stepId}; running: ${stream.runningStep ?? "none"}`);
+        }
+        if (message.stdoutBytes !== stream.offsets.stdout || message.stderrBytes !== stream.offsets.stderr) {
           throw new ProtocolError(
             CloseCode.invalidMessage,
-            `step-end of ${message.stepId} counts ${message.stdoutBytes}/${message.stderrBytes} stdout/stderr bytes, but ${this.#offsets.stdout}/${this.#offsets.stderr} arrived`,
+            `step-end of ${message.stepId} counts ${message.stdoutBytes}/${message.stderrBytes} stdout/stderr bytes, but ${stream.offsets.stdout}/${stream.offsets.stderr} arrived`,
           );
         }
-        this.#runningStep = undefined;
+        stream.runningStep = undefined;
         this.#handlers.stepEnd(this, message);
         break;
       }
       case "job-end": {
-        if (this.#runningStep !== undefined) throw outOfOrder(`job-end while step ${this.#runningStep} runs`);
-        if (message.status === "succeeded" && this.#nextStep !== job.steps.length) {
+        if (stream.runningStep !== undefined)
+          throw outOfOrder(`job-end while step ${stream.runningStep} runs`);
+        if (message.status === "succeeded" && stream.nextStep !== stream.job.steps.length) {
           throw new ProtocolError(
             CloseCode.invalidMessage,
-            `job-end says succeeded, but only ${this.#nextStep} of ${job.steps.length} steps ran`,
+            `job-end says succeeded, but only ${stream.nextStep} of ${stream.job.steps.length} steps ran`,
           );
         }
         this.#state = "done";
         this.#sendAck();
+        this.#handlers.jobEnd(this, message);
         // The agent closes after the ack; a session that lingers is closed for it.
         setTimeout(() => this.close(CloseCode.normal, "job done"), LINGER_AFTER_JOB_MS).unref();
-        this.#handlers.jobEnd(this, message);
         return;
       }
     }
@@ -203,31 +247,39 @@ export class AgentConnection {
   }
 
   #onOutput(frame: OutputFrame): void {
-    this.#requireJob("output");
-    this.#checkSeq(frame.seq);
-    if (frame.stepId !== this.#runningStep)
-      throw outOfOrder(`output for step ${frame.stepId}; running: ${this.#runningStep ?? "none"}`);
-    const expected = this.#offsets[frame.stream];
+    const stream = this.#requireStream("output");
+    if (this.#isDuplicate(stream, frame.seq)) return;
+    if (frame.stepId !== stream.runningStep) {
+      throw outOfOrder(`output for step ${frame.stepId}; running: ${stream.runningStep ?? "none"}`);
+    }
+    const expected = stream.offsets[frame.stream];
     if (frame.offset !== expected) {
       throw new ProtocolError(
         CloseCode.outOfOrder,
         `${frame.stream} of step ${frame.stepId} resumes at offset ${frame.offset}, expected ${expected}`,
       );
     }
-    this.#offsets[frame.stream] += frame.data.length;
+    stream.offsets[frame.stream] += frame.data.length;
     this.#handlers.output(this, frame);
     this.#scheduleAck();
   }
 
-  #requireJob(type: string): Job {
-    if (this.#state !== "busy" || this.job === undefined)
+  #requireStream(type: string): JobStream {
+    if (this.#state !== "busy" || this.stream === undefined)
       throw outOfOrder(`${type} while the session is ${this.#state}`);
-    return this.job;
+    return this.stream;
   }
 
-  #checkSeq(seq: number): void {
-    if (seq !== this.#lastSeq + 1) throw outOfOrder(`seq ${seq} after ${this.#lastSeq}`);
-    this.#lastSeq = seq;
+  /** True for a message already stored (resent after a resume); throws on a gap. */
+  #isDuplicate(stream: JobStream, seq: number): boolean {
+    if (seq <= stream.lastSeq) {
+      stream.duplicates++;
+      this.#scheduleAck();
+      return true;
+    }
+    if (seq !== stream.lastSeq + 1) throw outOfOrder(`seq ${seq} after ${stream.lastSeq}`);
+    stream.lastSeq = seq;
+    return false;
   }
 
   #scheduleAck(): void {
@@ -238,7 +290,9 @@ export class AgentConnection {
   #sendAck(): void {
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
-    if (this.#state !== "closed") this.#socket.send(encodeMessage({ v: 1, type: "ack", seq: this.#lastSeq }));
+    if (this.#state !== "closed" && this.stream) {
+      this.#socket.send(encodeMessage({ v: 1, type: "ack", seq: this.stream.lastSeq }));
+    }
   }
 
   #fail(error: ProtocolError): void {
@@ -257,8 +311,6 @@ export class AgentConnection {
     this.#handlers.closed(this, code, reason);
   }
 }
-
-const LINGER_AFTER_JOB_MS = 30_000;
 
 function outOfOrder(what: string): ProtocolError {
   return new ProtocolError(CloseCode.outOfOrder, `message out of order: ${what}`);

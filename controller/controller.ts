@@ -13,6 +13,7 @@ import {
   NAME_HEADER,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
+  RESUME_HEADER,
   SECRET_HEADER,
   type StepReason,
   silentLogger,
@@ -53,6 +54,8 @@ export interface ControllerOptions {
   maxProvisionAttempts?: number;
   /** A launched agent that has not said hello by then is stopped and counted as a failed attempt. */
   provisionTimeoutMs?: number;
+  /** How long a job whose agent's connection dropped waits for it to resume before failing with agent-lost. */
+  resumeWindowMs?: number;
 }
 
 interface JobState {
@@ -62,6 +65,8 @@ interface JobState {
   agent?: AgentConnection;
   provision?: { agentName: string; handle?: ProvisionedAgent; timer?: NodeJS.Timeout };
   provisionAttempts: number;
+  /** Ends the job as agent-lost unless its agent resumes first. */
+  lostTimer?: NodeJS.Timeout;
   /** Times the job went back to the queue because its agent left before starting it. */
   requeues: number;
   cancelRequested: boolean;
@@ -122,6 +127,7 @@ export class Controller {
       maxPayloadBytes: options.maxPayloadBytes ?? 1_048_576,
       maxProvisionAttempts: options.maxProvisionAttempts ?? 3,
       provisionTimeoutMs: options.provisionTimeoutMs ?? 60_000,
+      resumeWindowMs: options.resumeWindowMs ?? 90_000,
       ...(options.provisioner ? { provisioner: options.provisioner } : {}),
     };
     this.#logger = this.#options.logger;
@@ -287,6 +293,12 @@ export class Controller {
     }
     const agentName = name!;
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      const stale = this.#agents.get(agentName);
+      if (stale !== undefined) {
+        // The agent reconnects to resume its job before this side noticed the old connection die.
+        stale.superseded = true;
+        stale.terminate();
+      }
       const connection = new AgentConnection(
         ws,
         agentName,
@@ -314,7 +326,11 @@ export class Controller {
         `Upgrade Required: this controller speaks protocol ${PROTOCOL_VERSION}, the agent ${version}`,
       ];
     }
-    if (this.#agents.has(name)) return [409, `Conflict: agent ${name} is already connected`];
+    const existing = this.#agents.get(name);
+    const resuming = headerValue(req, RESUME_HEADER);
+    if (existing !== undefined && (resuming === undefined || existing.job?.id !== resuming)) {
+      return [409, `Conflict: agent ${name} is already connected`];
+    }
     if (this.#stopping) return [503, "Service Unavailable: shutting down"];
     return undefined;
   }
@@ -402,6 +418,10 @@ export class Controller {
   }
 
   #onHello(agent: AgentConnection, hello: Hello): void {
+    if (hello.resume !== undefined) {
+      this.#resume(agent, hello.resume.jobId);
+      return;
+    }
     this.#logger.info("agent ready", {
       agent: agent.name,
       runtime: hello.agent.runtime,
@@ -418,6 +438,37 @@ export class Controller {
       this.#leases.delete(agent.name);
       agent.close(CloseCode.normal, "no job for this agent");
     }
+  }
+
+  /** A reconnected agent continues its job's stream from the last message stored. */
+  #resume(agent: AgentConnection, jobId: string): void {
+    const state = this.#jobs.get(jobId);
+    const previous = state?.agent;
+    const refusal =
+      state === undefined
+        ? "no such job"
+        : TERMINAL_STATUSES.has(state.record.status)
+          ? `the job already ended (${state.record.status})`
+          : previous?.stream === undefined || previous.name !== agent.name
+            ? "the job runs on another agent"
+            : undefined;
+    if (refusal !== undefined || state === undefined || previous?.stream === undefined) {
+      this.#logger.warn("resume refused", { agent: agent.name, job: jobId, reason: refusal });
+      agent.close(CloseCode.resumeRefused, `cannot resume job ${jobId}: ${refusal}`);
+      return;
+    }
+    clearTimeout(state.lostTimer);
+    delete state.lostTimer;
+    agent.adopt(previous.stream);
+    state.agent = agent;
+    state.record.reconnects = (state.record.reconnects ?? 0) + 1;
+    state.files.saveRecord(state.record);
+    this.#logger.info("agent resumed its job", {
+      agent: agent.name,
+      job: jobId,
+      fromSeq: previous.stream.lastSeq,
+    });
+    if (state.cancelRequested) agent.cancel("cancelled while the agent was disconnected");
   }
 
   #dispatch(): void {
@@ -530,9 +581,36 @@ export class Controller {
 
   #onAgentClosed(agent: AgentConnection, code: number, reason: string): void {
     if (this.#agents.get(agent.name) === agent) this.#agents.delete(agent.name);
-    this.#logger.info("agent disconnected", { agent: agent.name, code, reason });
+    this.#logger.info("agent disconnected", {
+      agent: agent.name,
+      code,
+      reason,
+      superseded: agent.superseded,
+    });
     const jobId = agent.job?.id;
     const state = jobId === undefined ? undefined : this.#jobs.get(jobId);
+    if (agent.superseded || (state !== undefined && state.agent !== agent)) return;
+    const resumable =
+      code !== CloseCode.normal && !(code >= 4000 && code <= 4004) && code !== CloseCode.messageTooBig;
+    const started = state?.record.status === "running" || state?.record.status === "assigned";
+    if (state !== undefined && started && resumable && !this.#stopping) {
+      // The connection dropped mid-job: the agent keeps running it and resumes within the window.
+      this.#logger.warn("agent connection lost mid-job; waiting for it to resume", {
+        job: state.record.id,
+        agent: agent.name,
+        windowMs: this.#options.resumeWindowMs,
+      });
+      clearTimeout(state.lostTimer);
+      state.lostTimer = setTimeout(() => {
+        this.#finish(state, "error", {
+          reason: "agent-lost",
+          cause: "platform",
+          message: `agent ${agent.name} disconnected (close code ${code}${reason ? `: ${reason}` : ""}) and did not resume within ${this.#options.resumeWindowMs} ms`,
+        });
+      }, this.#options.resumeWindowMs);
+      state.lostTimer.unref();
+      return;
+    }
     if (
       state?.record.status === "assigned" &&
       !state.cancelRequested &&
@@ -580,6 +658,7 @@ export class Controller {
     details: { reason: JobReason; cause: FailureCause; message?: string; durationMs?: number },
   ): void {
     if (TERMINAL_STATUSES.has(state.record.status)) return;
+    clearTimeout(state.lostTimer);
     const queueIndex = this.#queue.indexOf(state);
     if (queueIndex >= 0) this.#queue.splice(queueIndex, 1);
     const record = state.record;

@@ -59,6 +59,8 @@ export interface JobRecord {
   queuedMs?: number;
   durationMs?: number;
   logBytes: number;
+  /** Times the agent resumed the job's session after its connection dropped. */
+  reconnects?: number;
   /** Peak resident memory of the agent process during the job. */
   agentPeakRssBytes?: number;
   /** Peak bytes the job used on the agent's work dir filesystem. */

@@ -53,12 +53,20 @@ export const agentConfigSchema = z.object({
   /** At most 256 KiB, so that a frame with its header fits the controller's 1 MiB maxPayload. */
   frameMaxBytes: z.number().int().min(256).max(262_144).default(16_384),
   frameFlushMs: ms(0).default(10),
-  /** Unacknowledged output kept in memory before the child's pipes are paused. */
+  /** Unacknowledged output spilled to disk at most; beyond memory + spool, the step's pipes are paused (never dropped). */
+  maxSpoolBytes: z
+    .number()
+    .int()
+    .min(0)
+    .default(64 * 1_048_576),
+  /** After losing the controller mid-job, how long to keep trying to resume the session. */
+  reconnectTimeoutMs: ms(0).default(60_000),
+  /** Unacknowledged output kept in memory; beyond it, output spills to a file in the work dir. */
   maxUnackedBytes: z
     .number()
     .int()
     .min(65_536)
-    .default(8 * 1_048_576),
+    .default(4 * 1_048_576),
   /** Largest frame accepted from the controller. */
   maxPayloadBytes: z
     .number()

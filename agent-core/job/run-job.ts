@@ -50,7 +50,7 @@ export interface RunJobOptions {
   frameFlushMs: number;
   deadline: DeadlinePlan;
   /** The disk budget to enforce; null turns the watcher off. */
-  disk: { path: string; limitBytes: number | null; headroomBytes: number } | null;
+  disk: { path: string; limitBytes: number | null; headroomBytes: number; ownBytes?: () => number } | null;
   monitorIntervalMs: number;
   sink: JobSink;
   logger: Logger;
@@ -90,9 +90,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
       setTimeout(() => jobAbort.abort("deadline" satisfies StepReason), Math.max(0, stopIn)).unref(),
     );
   }
-  const disk = options.disk
-    ? new DiskWatcher(options.disk.path, options.disk.limitBytes, options.disk.headroomBytes)
-    : null;
+  const disk = watchDisk(options);
   const agentRss = { peak: process.memoryUsage.rss() };
 
   let failure: Failure | undefined;
@@ -164,6 +162,20 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   };
 }
 
+/** The job's disk watcher; null (with a warning) when the work dir's filesystem cannot be measured. */
+function watchDisk(options: RunJobOptions): DiskWatcher | null {
+  if (options.disk === null) return null;
+  const { path, limitBytes, headroomBytes, ownBytes } = options.disk;
+  try {
+    return new DiskWatcher(path, limitBytes, headroomBytes, ownBytes);
+  } catch (error) {
+    options.logger.warn("cannot measure the work dir's filesystem; the disk budget is not enforced", {
+      error,
+    });
+    return null;
+  }
+}
+
 async function runOneStep(
   step: Step,
   options: RunJobOptions,
@@ -204,7 +216,6 @@ async function runOneStep(
 
   let result: StepResult;
   try {
-    if (diskExceeded !== null) throw new Error("the disk budget was already used up before the step started");
     const cwd = resolveInWorkspace(options.workspace, step.workingDir);
     const env = {
       ...options.baseEnv,
@@ -220,26 +231,30 @@ async function runOneStep(
       step.argv !== undefined
         ? { argv: step.argv }
         : { run: step.run!, ...(step.shell ? { shell: step.shell } : {}) };
-    result = await runStep({
-      command,
-      cwd,
-      env,
-      ...(step.timeoutMs !== undefined ? { timeoutMs: step.timeoutMs } : {}),
-      graceMs: options.graceMs,
-      drainMs: options.drainMs,
-      signal: stepAbort.signal,
-      ...(options.killNow ? { killNow: options.killNow } : {}),
-      onStart: (id) => {
-        pgid = id;
-        groups.add(id);
-        sample();
-      },
-      onOutput: (stream, chunk) => {
-        framer.write(stream, chunk);
-        return sink.hasRoom();
-      },
-      waitForDrain: () => sink.waitForRoom(),
-    });
+    // A budget already used up (by an earlier step that finished just past it) stops the job here.
+    result =
+      diskExceeded !== null
+        ? { exitCode: null, signal: null, durationMs: 0, reason: "disk", pgid: null }
+        : await runStep({
+            command,
+            cwd,
+            env,
+            ...(step.timeoutMs !== undefined ? { timeoutMs: step.timeoutMs } : {}),
+            graceMs: options.graceMs,
+            drainMs: options.drainMs,
+            signal: stepAbort.signal,
+            ...(options.killNow ? { killNow: options.killNow } : {}),
+            onStart: (id) => {
+              pgid = id;
+              groups.add(id);
+              sample();
+            },
+            onOutput: (stream, chunk) => {
+              framer.write(stream, chunk);
+              return sink.hasRoom();
+            },
+            waitForDrain: () => sink.waitForRoom(),
+          });
   } catch (error) {
     result = {
       exitCode: null,

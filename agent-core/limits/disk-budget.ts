@@ -37,9 +37,17 @@ export class DiskWatcher {
   readonly #headroomBytes: number;
   readonly #freeAtStart: number;
   #peakUsedBytes = 0;
+  readonly #ownBytes: () => number;
 
-  constructor(path: string, limitBytes: number | null, headroomBytes: number) {
+  /** `ownBytes`: what the agent itself keeps on that filesystem (the log spool), not counted against the job. */
+  constructor(
+    path: string,
+    limitBytes: number | null,
+    headroomBytes: number,
+    ownBytes: () => number = () => 0,
+  ) {
     this.path = path;
+    this.#ownBytes = ownBytes;
     this.#headroomBytes = headroomBytes;
     this.#freeAtStart = filesystemSpace(path).freeBytes;
     this.budgetBytes = diskBudgetBytes(path, limitBytes, headroomBytes);
@@ -52,7 +60,7 @@ export class DiskWatcher {
   /** Null while within budget; the figures once the job used more than its budget or the headroom is gone. */
   check(): DiskExceeded | null {
     const { freeBytes } = filesystemSpace(this.path);
-    const usedBytes = Math.max(0, this.#freeAtStart - freeBytes);
+    const usedBytes = Math.max(0, this.#freeAtStart - freeBytes - this.#ownBytes());
     this.#peakUsedBytes = Math.max(this.#peakUsedBytes, usedBytes);
     if (usedBytes > this.budgetBytes || freeBytes < this.#headroomBytes) {
       return { usedBytes, budgetBytes: this.budgetBytes, freeBytes };

@@ -32,6 +32,8 @@ export const CloseCode = {
   heartbeatTimeout: 4005,
   /** Sent output or `job-end` was not acknowledged within the ack timeout (agent side). */
   ackTimeout: 4006,
+  /** A resuming hello names a job the controller cannot resume (unknown, ended, another agent's). */
+  resumeRefused: 4007,
 } as const;
 
 export type CloseCodeValue = (typeof CloseCode)[keyof typeof CloseCode];

@@ -10,3 +10,5 @@ export const AGENT_WS_PATH = "agents/v1";
 export const NAME_HEADER = "node-name";
 export const SECRET_HEADER = "secret-key";
 export const PROTOCOL_HEADER = "x-agent-protocol";
+/** On a reconnect mid-job: the job being resumed (lets the controller replace a stale connection). */
+export const RESUME_HEADER = "x-agent-resume";

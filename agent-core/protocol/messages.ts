@@ -99,6 +99,8 @@ export const helloSchema = z.object({
     diskBudgetBytes: nonNegativeInt.nullable(),
   }),
   capabilities: z.array(z.string().max(50)).max(50),
+  /** Set when reconnecting mid-job: the job whose session the agent resumes. */
+  resume: z.object({ jobId: idSchema }).optional(),
 });
 export type Hello = z.infer<typeof helloSchema>;
 
@@ -164,6 +166,15 @@ export type Cancel = z.infer<typeof cancelSchema>;
 export const ackSchema = z.object({ ...envelope, type: z.literal("ack"), seq: nonNegativeInt });
 export type Ack = z.infer<typeof ackSchema>;
 
+/** Answer to a resuming hello: the controller has every message up to `seq`; the agent sends the rest. */
+export const resumeSchema = z.object({
+  ...envelope,
+  type: z.literal("resume"),
+  jobId: idSchema,
+  seq: nonNegativeInt,
+});
+export type Resume = z.infer<typeof resumeSchema>;
+
 /** JSON messages the agent sends. */
 export const agentMessageSchemas = {
   hello: helloSchema,
@@ -178,5 +189,6 @@ export const controllerMessageSchemas = {
   job: jobMessageSchema,
   cancel: cancelSchema,
   ack: ackSchema,
+  resume: resumeSchema,
 } as const;
-export type ControllerMessage = JobMessage | Cancel | Ack;
+export type ControllerMessage = JobMessage | Cancel | Ack | Resume;

@@ -4,7 +4,13 @@ import type { AgentConfig } from "../config/config.ts";
 import { agentSocketUrl } from "../config/config.ts";
 import { AgentError, ControllerRefusedError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
-import { AGENT_WS_PATH, NAME_HEADER, PROTOCOL_HEADER, SECRET_HEADER } from "../protocol/index.ts";
+import {
+  AGENT_WS_PATH,
+  NAME_HEADER,
+  PROTOCOL_HEADER,
+  RESUME_HEADER,
+  SECRET_HEADER,
+} from "../protocol/index.ts";
 import { PROTOCOL_VERSION } from "../version.ts";
 
 /** HTTP answers to the upgrade that no retry can change. */
@@ -22,12 +28,14 @@ export async function connectToController(
   config: AgentConfig,
   logger: Logger,
   signal?: AbortSignal,
+  options: { resumeJobId?: string; timeoutMs?: number } = {},
 ): Promise<WebSocket> {
   const url = agentSocketUrl(config.url, AGENT_WS_PATH);
-  const giveUpAt = Date.now() + config.connectTimeoutMs;
+  const timeoutMs = options.timeoutMs ?? config.connectTimeoutMs;
+  const giveUpAt = Date.now() + timeoutMs;
   let delayMs = 250;
   for (let attempt = 1; ; attempt++) {
-    const result = await attemptConnect(url, config);
+    const result = await attemptConnect(url, config, options.resumeJobId);
     if (result.ok) {
       logger.info("connected to the controller", { url, attempt });
       return result.socket;
@@ -37,7 +45,7 @@ export async function connectToController(
     if (waitMs <= 0 || signal?.aborted) {
       throw new AgentError(
         "AGENT_ERR_CONTROLLER_UNREACHABLE",
-        `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${config.connectTimeoutMs} ms: ${result.error.message}`,
+        `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${timeoutMs} ms: ${result.error.message}`,
         { cause: result.error },
       );
     }
@@ -52,7 +60,7 @@ export async function connectToController(
   }
 }
 
-function attemptConnect(url: string, config: AgentConfig): Promise<Attempt> {
+function attemptConnect(url: string, config: AgentConfig, resumeJobId: string | undefined): Promise<Attempt> {
   return new Promise((resolve) => {
     const socket = new WebSocket(url, {
       perMessageDeflate: false,
@@ -62,6 +70,7 @@ function attemptConnect(url: string, config: AgentConfig): Promise<Attempt> {
         [NAME_HEADER]: config.name,
         [SECRET_HEADER]: config.secret,
         [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
+        ...(resumeJobId !== undefined ? { [RESUME_HEADER]: resumeJobId } : {}),
       },
     });
     const done = (result: Attempt) => {

@@ -5,13 +5,12 @@ import { CloseCode } from "../protocol/close-codes.ts";
 import { closeReason, decodeControllerMessage, encodeMessage } from "../protocol/codec.ts";
 import { encodeOutputFrame, type OutputStream } from "../protocol/frames.ts";
 import type { ControllerMessage, Hello, JobEnd, StepEnd, StepStart } from "../protocol/messages.ts";
+import type { Outbox } from "./outbox.ts";
 
 export interface SessionOptions {
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
-  /** Unacknowledged bytes above which `hasRoom` turns false. */
-  maxUnackedBytes: number;
-  /** Output unacknowledged this long, with no ack progress at all, ends the session (a stuck controller). */
+  /** Sent messages unacknowledged this long, with no ack progress at all, end the session (a stuck controller). */
   ackTimeoutMs: number;
 }
 
@@ -24,41 +23,42 @@ export interface SessionClose {
 
 type Sequenced = Omit<StepStart, "seq"> | Omit<StepEnd, "seq"> | Omit<JobEnd, "seq">;
 
+/** Bytes handed to the socket but not yet written out, above which the session stops feeding it. */
+const SOCKET_HIGH_WATER_BYTES = 1_048_576;
+
 /**
- * The agent's side of one WebSocket session: numbers every job message (`seq`), keeps what is
- * not yet acknowledged, watches the heartbeat, and turns anything malformed from the controller
- * into a protocol close. It knows nothing about processes.
+ * The agent's side of one WebSocket connection. Job messages go into the job's {@link Outbox}
+ * (numbered, kept until acknowledged) and are fed to the socket only while its buffer is low,
+ * so a slow or stalled controller costs bounded memory. Watches the heartbeat and the flow of
+ * acks, and turns anything malformed from the controller into a protocol close. After a
+ * reconnect, a new session over the same outbox resends what the controller lacks.
  */
 export class AgentSession {
   readonly #socket: WebSocket;
+  readonly #outbox: Outbox;
   readonly #logger: Logger;
   readonly #options: SessionOptions;
-  #seq = 0;
-  #acked = 0;
-  /** Sent but not acknowledged: seq and size, oldest first. */
-  readonly #unacked: { seq: number; bytes: number }[] = [];
-  #unackedBytes = 0;
-  readonly #ackWaiters: { seq: number; resolve: (ok: boolean) => void }[] = [];
-  readonly #drainWaiters: (() => void)[] = [];
+  /** The last seq handed to this socket. */
+  #cursor: number;
   #heartbeat: NodeJS.Timeout | undefined;
-  /** When the oldest unacknowledged message was sent, or the last ack progress came (whichever is later). */
-  #ackClockSince = Date.now();
   #awaitingPongSince: number | undefined;
+  /** Since when sent messages have waited without any ack progress. */
+  #ackClockSince = Date.now();
   #closeInfo: SessionClose | undefined;
   readonly closed: Promise<SessionClose>;
   onMessage: (message: ControllerMessage) => void = () => {};
 
-  constructor(socket: WebSocket, logger: Logger, options: SessionOptions) {
+  constructor(socket: WebSocket, outbox: Outbox, logger: Logger, options: SessionOptions) {
     this.#socket = socket;
+    this.#outbox = outbox;
+    this.#cursor = outbox.acked;
     this.#logger = logger;
     this.#options = options;
     this.closed = new Promise((resolve) => {
       socket.once("close", (code, reason) => {
-        this.#stopHeartbeat();
+        clearInterval(this.#heartbeat);
         const info = this.#closeInfo ?? { code, reason: reason.toString("utf8") };
         this.#closeInfo = info;
-        for (const waiter of this.#ackWaiters.splice(0)) waiter.resolve(false);
-        for (const waiter of this.#drainWaiters.splice(0)) waiter();
         resolve(info);
       });
     });
@@ -74,69 +74,46 @@ export class AgentSession {
     return this.#socket.readyState === WebSocket.OPEN;
   }
 
-  /** Highest seq the controller has acknowledged. */
-  get acked(): number {
-    return this.#acked;
-  }
-
-  get unackedBytes(): number {
-    return this.#unackedBytes;
-  }
-
-  /** False when the unacknowledged window is full: the producer should pause until {@link waitForRoom}. */
-  get hasRoom(): boolean {
-    return this.#unackedBytes < this.#options.maxUnackedBytes;
-  }
-
-  /** Resolves when the window has drained to half, or the session closed. */
-  waitForRoom(): Promise<void> {
-    if (this.#unackedBytes <= this.#options.maxUnackedBytes / 2 || !this.isOpen) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
-  }
-
   sendHello(hello: Hello): void {
     this.#socket.send(encodeMessage(hello));
   }
 
-  /** Sends a job message with the next seq; returns that seq. */
+  /** Queues a job message with the next seq and sends it when the socket has room; returns the seq. */
   send(message: Sequenced): number {
-    const seq = ++this.#seq;
-    const text = encodeMessage({ ...message, seq } as StepStart | StepEnd | JobEnd);
-    this.#track(seq, Buffer.byteLength(text));
-    this.#socket.send(text);
+    const seq = this.#outbox.nextSeq();
+    this.#outbox.push(
+      seq,
+      Buffer.from(encodeMessage({ ...message, seq } as StepStart | StepEnd | JobEnd)),
+      false,
+    );
+    this.#pump();
     return seq;
   }
 
   sendOutput(stepId: string, stream: OutputStream, offset: number, data: Buffer): number {
-    const seq = ++this.#seq;
-    const frame = encodeOutputFrame({ seq, stepId, stream, offset, data });
-    this.#track(seq, frame.length);
-    this.#socket.send(frame);
+    const seq = this.#outbox.nextSeq();
+    this.#outbox.push(seq, encodeOutputFrame({ seq, stepId, stream, offset, data }), true);
+    this.#pump();
     return seq;
   }
 
-  /** Resolves true once `seq` is acknowledged, false on timeout or close. */
-  waitForAck(seq: number, timeoutMs: number): Promise<boolean> {
-    if (this.#acked >= seq) return Promise.resolve(true);
-    if (!this.isOpen) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const waiter = {
-        seq,
-        resolve: (ok: boolean) => {
-          clearTimeout(timer);
-          resolve(ok);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.#ackWaiters.splice(this.#ackWaiters.indexOf(waiter), 1);
-        resolve(false);
-      }, timeoutMs);
-      timer.unref();
-      this.#ackWaiters.push(waiter);
-    });
+  /** After a reconnect: the controller has everything up to `seq`; send the rest. */
+  resumeFrom(seq: number): void {
+    if (!this.#outbox.ack(seq)) {
+      this.protocolError(
+        new ProtocolError(
+          CloseCode.outOfOrder,
+          `the controller resumed at seq ${seq}, but only ${this.#outbox.seq} were sent`,
+        ),
+      );
+      return;
+    }
+    this.#cursor = seq;
+    this.#ackClockSince = Date.now();
+    this.#pump();
   }
 
-  /** Closes the session; resolves when closed (terminates the socket if the close handshake stalls). */
+  /** Closes the connection; resolves when closed (terminates the socket if the close handshake stalls). */
   async close(code: number, reason: string, timeoutMs = 2_000): Promise<SessionClose> {
     if (this.#socket.readyState === WebSocket.OPEN || this.#socket.readyState === WebSocket.CONNECTING) {
       this.#socket.close(code, closeReason(reason));
@@ -153,10 +130,27 @@ export class AgentSession {
     this.#socket.terminate();
   }
 
-  #track(seq: number, bytes: number): void {
-    if (this.#unacked.length === 0) this.#ackClockSince = Date.now();
-    this.#unacked.push({ seq, bytes });
-    this.#unackedBytes += bytes;
+  /** Closes the session because the controller broke the protocol; logs the diagnostic. */
+  protocolError(error: ProtocolError): void {
+    if (this.#closeInfo !== undefined) return;
+    this.#logger.error("protocol error; closing the session", { error, closeCode: error.closeCode });
+    this.#closeInfo = { code: error.closeCode, reason: error.message, error };
+    this.#socket.close(error.closeCode, closeReason(error.message));
+    setTimeout(() => this.#socket.terminate(), 2_000).unref();
+  }
+
+  /** Feeds queued messages to the socket while its buffer is below the high-water mark. */
+  #pump(): void {
+    if (!this.isOpen) return;
+    if (this.#cursor <= this.#outbox.acked) this.#ackClockSince = Date.now();
+    while (this.#socket.bufferedAmount < SOCKET_HIGH_WATER_BYTES) {
+      const next = this.#outbox.after(this.#cursor);
+      if (next === undefined) return;
+      this.#cursor = next.seq;
+      this.#socket.send(next.payload, { binary: next.binary }, (error) => {
+        if (error === undefined || error === null) this.#pump();
+      });
+    }
   }
 
   #receive(data: Buffer, isBinary: boolean): void {
@@ -176,44 +170,22 @@ export class AgentSession {
     this.onMessage(message);
   }
 
-  /** Closes the session because the controller broke the protocol; logs the diagnostic. */
-  protocolError(error: ProtocolError): void {
-    if (this.#closeInfo !== undefined) return;
-    this.#logger.error("protocol error; closing the session", { error, closeCode: error.closeCode });
-    this.#closeInfo = { code: error.closeCode, reason: error.message, error };
-    this.#socket.close(error.closeCode, closeReason(error.message));
-    setTimeout(() => this.#socket.terminate(), 2_000).unref();
-  }
-
   #onAck(seq: number): void {
-    if (seq > this.#seq) {
+    const before = this.#outbox.acked;
+    if (seq > this.#cursor || !this.#outbox.ack(seq)) {
       throw new ProtocolError(
         CloseCode.outOfOrder,
-        `the controller acknowledged seq ${seq}, but only ${this.#seq} were sent`,
+        `the controller acknowledged seq ${seq}, but only ${this.#cursor} were sent`,
       );
     }
-    if (seq <= this.#acked) return;
-    this.#acked = seq;
-    this.#ackClockSince = Date.now();
-    while (this.#unacked.length > 0 && this.#unacked[0]!.seq <= seq) {
-      this.#unackedBytes -= this.#unacked.shift()!.bytes;
-    }
-    for (let i = this.#ackWaiters.length - 1; i >= 0; i--) {
-      const waiter = this.#ackWaiters[i]!;
-      if (waiter.seq <= seq) {
-        this.#ackWaiters.splice(i, 1);
-        waiter.resolve(true);
-      }
-    }
-    if (this.#unackedBytes <= this.#options.maxUnackedBytes / 2) {
-      for (const waiter of this.#drainWaiters.splice(0)) waiter();
-    }
+    if (seq > before) this.#ackClockSince = Date.now();
   }
 
   #startHeartbeat(): void {
     const { heartbeatIntervalMs, heartbeatTimeoutMs } = this.#options;
     this.#heartbeat = setInterval(
       () => {
+        if (this.#closeInfo !== undefined) return; // already closing, for a reason recorded first
         const now = Date.now();
         if (this.#acksStalled(now)) return;
         if (this.#awaitingPongSince !== undefined) {
@@ -239,18 +211,15 @@ export class AgentSession {
 
   /** Closes the session when sent messages have waited `ackTimeoutMs` without any ack progress. */
   #acksStalled(now: number): boolean {
-    if (this.#unacked.length === 0 || now - this.#ackClockSince < this.#options.ackTimeoutMs) return false;
-    const reason = `no acknowledgement for ${this.#options.ackTimeoutMs} ms with ${this.#unackedBytes} bytes outstanding`;
+    const waiting = this.#cursor > this.#outbox.acked;
+    if (!waiting || now - this.#ackClockSince < this.#options.ackTimeoutMs) return false;
+    const reason = `no acknowledgement for ${this.#options.ackTimeoutMs} ms with ${this.#cursor - this.#outbox.acked} messages outstanding`;
     this.#logger.error("the controller stopped acknowledging; closing the session", {
-      unackedBytes: this.#unackedBytes,
+      outstanding: this.#cursor - this.#outbox.acked,
     });
     this.#closeInfo = { code: CloseCode.ackTimeout, reason };
     this.#socket.close(CloseCode.ackTimeout, closeReason(reason));
     setTimeout(() => this.#socket.terminate(), 2_000).unref();
     return true;
-  }
-
-  #stopHeartbeat(): void {
-    clearInterval(this.#heartbeat);
   }
 }

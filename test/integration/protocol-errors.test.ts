@@ -276,7 +276,9 @@ describe("the controller going away mid-job", () => {
       const { logger, entries } = captureLogger();
       const started = Date.now();
       const outcome = await runAgent(
-        agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-drop"),
+        agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-drop", {
+          reconnectTimeoutMs: 0,
+        }),
         { logger },
       );
       expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
@@ -284,7 +286,10 @@ describe("the controller going away mid-job", () => {
       expect(outcome.job?.steps[0]?.outcome).toMatchObject({ reason: "error", stdoutBytes: 7 });
       expect(Date.now() - started).toBeLessThan(10_000);
       expect(
-        entries().some((e) => e.msg === "connection to the controller lost during the job; stopping it"),
+        entries().some((e) => e.msg === "connection to the controller lost during the job; resuming"),
+      ).toBe(true);
+      expect(
+        entries().some((e) => /did not come back within 0 ms; stopping the job/.test(String(e.msg))),
       ).toBe(true);
     } finally {
       await fake.close();
@@ -306,6 +311,7 @@ describe("the controller going away mid-job", () => {
       const config = agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-hb", {
         heartbeatIntervalMs: 50,
         heartbeatTimeoutMs: 300,
+        reconnectTimeoutMs: 0,
       });
       const outcome = await runAgent(config, { logger });
       expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
