@@ -10,6 +10,7 @@ import { type JobOutcome, type JobSink, runJob } from "./job/run-job.ts";
 import { type DeadlinePlan, msUntilStop } from "./limits/deadline.ts";
 import { diskBudgetBytes } from "./limits/disk-budget.ts";
 import type { Logger } from "./logger.ts";
+import { buildMaskSet, maskText } from "./logs/masker.ts";
 import { CloseCode } from "./protocol/close-codes.ts";
 import type { ControllerMessage, Hello, Job, StepReason } from "./protocol/messages.ts";
 import { connectToController } from "./session/connect.ts";
@@ -58,7 +59,9 @@ const CAPABILITIES = ["output-binary-v1", "cancel", "step-timeout", "job-timeout
  * process.exitCode = outcome.exitCode;
  */
 export async function runAgent(config: AgentConfig, options: RunAgentOptions): Promise<AgentOutcome> {
-  const { logger } = options;
+  // The agent's secret is masked in every diagnostic from the start.
+  const agentMask = buildMaskSet([config.secret], options.logger);
+  const logger = options.logger.redacting((line) => maskText(line, agentMask));
   const timings: AgentTimings = { startedAt: Date.now() };
   const end = (outcome: Omit<AgentOutcome, "timings">): AgentOutcome => {
     timings.endedAt = Date.now();
@@ -235,6 +238,10 @@ async function runJobOverSession(
 ): Promise<Omit<AgentOutcome, "timings">> {
   const interrupt = options.signal;
   logger.info("job received", { steps: job.steps.length, name: job.name });
+  // The agent's own secret and the job's secrets never reach a sink: output, messages, diagnostics.
+  const mask = buildMaskSet(job.mask, logger);
+  const both = buildMaskSet([config.secret, ...job.mask]);
+  logger = logger.redacting((line) => maskText(line, mask));
   const abort = new AbortController();
   const onInterrupt = () => abort.abort("interrupted" satisfies StepReason);
   interrupt?.addEventListener("abort", onInterrupt, { once: true });
@@ -328,6 +335,7 @@ async function runJobOverSession(
         ownBytes: () => outbox.spoolBytes,
       },
       monitorIntervalMs: config.monitorIntervalMs,
+      mask: both,
       sink,
       logger,
       signal: abort.signal,

@@ -22,6 +22,7 @@ export {
   silentLogger,
 } from "./logger.ts";
 export { OutputFramer } from "./logs/framer.ts";
+export { buildMaskSet, MASK, type MaskSet, maskText, maskVariants, StreamMasker } from "./logs/masker.ts";
 export * from "./protocol/index.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
 export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";

@@ -14,6 +14,8 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
   /** A logger whose lines also carry `fields` (for example `{ job: id }`). */
   child(fields: LogFields): Logger;
+  /** A logger whose every serialized line passes through `redact` (secret masking) before it is written. */
+  redacting(redact: (line: string) => string): Logger;
 }
 
 export interface LoggerOptions {
@@ -30,24 +32,25 @@ export function isLogLevel(value: string): value is LogLevel {
 export function createLogger(options: LoggerOptions): Logger {
   const min = LEVELS[options.level ?? "info"];
   const now = options.now ?? (() => new Date());
-  const make = (base: LogFields): Logger => {
+  const make = (base: LogFields, redact: (line: string) => string): Logger => {
     const log = (level: LogLevel, msg: string, fields?: LogFields) => {
       if (LEVELS[level] < min) return;
       const entry: LogFields = { level, msg, time: now().toISOString(), ...base, ...fields };
       for (const [key, value] of Object.entries(entry)) {
         if (value instanceof Error) entry[key] = errorFields(value);
       }
-      options.write(`${JSON.stringify(entry)}\n`);
+      options.write(redact(`${JSON.stringify(entry)}\n`));
     };
     return {
       debug: (msg, fields) => log("debug", msg, fields),
       info: (msg, fields) => log("info", msg, fields),
       warn: (msg, fields) => log("warn", msg, fields),
       error: (msg, fields) => log("error", msg, fields),
-      child: (fields) => make({ ...base, ...fields }),
+      child: (fields) => make({ ...base, ...fields }, redact),
+      redacting: (more) => make(base, (line) => more(redact(line))),
     };
   };
-  return make(options.fields ?? {});
+  return make(options.fields ?? {}, (line) => line);
 }
 
 /** A logger that drops everything (for library callers that want silence). */

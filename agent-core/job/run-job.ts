@@ -4,6 +4,7 @@ import { DiskWatcher, diskMessage, largestDirectories } from "../limits/disk-bud
 import { groupRssBytes } from "../limits/memory.ts";
 import type { Logger } from "../logger.ts";
 import { OutputFramer } from "../logs/framer.ts";
+import { type MaskSet, maskText, StreamMasker } from "../logs/masker.ts";
 import type { OutputStream } from "../protocol/frames.ts";
 import type { Job, Step, StepReason } from "../protocol/messages.ts";
 import { abortReason, type Command, reapGroups, runStep, type StepResult } from "../runner/run-step.ts";
@@ -52,6 +53,8 @@ export interface RunJobOptions {
   /** The disk budget to enforce; null turns the watcher off. */
   disk: { path: string; limitBytes: number | null; headroomBytes: number; ownBytes?: () => number } | null;
   monitorIntervalMs: number;
+  /** Values masked in every byte of output before it reaches the sink, and in step messages. */
+  mask: MaskSet;
   sink: JobSink;
   logger: Logger;
   /** Aborting stops the job; `reason` is the StepReason to report (cancelled, interrupted, deadline...). */
@@ -191,6 +194,8 @@ async function runOneStep(
     flushMs: options.frameFlushMs,
     emit: (frame) => sink.output(step.id, frame.stream, frame.offset, frame.data),
   });
+  // Secrets are masked before anything leaves the runner, also when split across reads.
+  const maskers = { stdout: new StreamMasker(options.mask), stderr: new StreamMasker(options.mask) };
   // The step stops on the job's abort, or on its own disk-budget abort.
   const stepAbort = new AbortController();
   const forward = () => stepAbort.abort(jobSignal.reason);
@@ -250,7 +255,7 @@ async function runOneStep(
               sample();
             },
             onOutput: (stream, chunk) => {
-              framer.write(stream, chunk);
+              framer.write(stream, maskers[stream].write(chunk));
               return sink.hasRoom();
             },
             waitForDrain: () => sink.waitForRoom(),
@@ -269,6 +274,7 @@ async function runOneStep(
     jobSignal.removeEventListener("abort", forward);
   }
   if (disk !== null && diskExceeded === null) diskExceeded = disk.check();
+  for (const stream of ["stdout", "stderr"] as const) framer.write(stream, maskers[stream].end());
   framer.end();
 
   const { pgid: _pgid, ...rest } = result;
@@ -285,6 +291,7 @@ async function runOneStep(
   } else if (outcome.reason === "deadline") {
     outcome.message = deadlineMessage(options.deadline, { stepId: step.id, started: true });
   }
+  if (outcome.message !== undefined) outcome.message = maskText(outcome.message, options.mask);
   sink.stepEnd(step.id, outcome);
   return outcome;
 }
