@@ -79,7 +79,10 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
   const outbox = new Outbox({
     maxMemoryBytes: config.maxUnackedBytes,
     maxSpoolBytes: config.maxSpoolBytes,
-    spoolPath: join(config.workDir, `spool-${config.name}-${randomBytes(4).toString("hex")}.bin`),
+    spoolPath: join(
+      config.workDir,
+      `spool-${config.name.replace(/[^A-Za-z0-9._-]/g, "_")}-${randomBytes(4).toString("hex")}.bin`,
+    ),
   });
   try {
     const socket = await connectToController(config, logger, options.signal);

@@ -15,6 +15,7 @@ import {
   parseAgentConfig,
   RUNTIME_KINDS,
   type RuntimeKind,
+  TUNABLE_ENV,
 } from "../agent-core/index.ts";
 
 /** What the entrypoint should do, decided from its arguments and environment. */
@@ -111,25 +112,8 @@ const SECRET_SOURCES_ENV = ["JENKINS_SECRET", "SLAVE_NODE_SECRET"];
 const NAME_ENV = ["JENKINS_AGENT_NAME", "JENKINS_NAME", "SLAVE_NODE_NAME"];
 const WORK_DIR_ENV = ["JENKINS_AGENT_WORKDIR"];
 
-/** Integer tunables: environment variable -> config field. */
-const TUNABLES = [
-  { env: "AGENT_CONNECT_TIMEOUT_MS", field: "connectTimeoutMs" },
-  { env: "AGENT_IDLE_TIMEOUT_MS", field: "idleTimeoutMs" },
-  { env: "AGENT_GRACE_MS", field: "graceMs" },
-  { env: "AGENT_DRAIN_MS", field: "drainMs" },
-  { env: "AGENT_HEARTBEAT_INTERVAL_MS", field: "heartbeatIntervalMs" },
-  { env: "AGENT_HEARTBEAT_TIMEOUT_MS", field: "heartbeatTimeoutMs" },
-  { env: "AGENT_ACK_TIMEOUT_MS", field: "ackTimeoutMs" },
-  { env: "AGENT_MAX_UNACKED_BYTES", field: "maxUnackedBytes" },
-  { env: "AGENT_FRAME_MAX_BYTES", field: "frameMaxBytes" },
-  { env: "AGENT_FRAME_FLUSH_MS", field: "frameFlushMs" },
-  { env: "AGENT_DEADLINE_STEP_START_MIN_MS", field: "deadlineStepStartMinMs" },
-  { env: "AGENT_DISK_BUDGET_BYTES", field: "diskBudgetBytes" },
-  { env: "AGENT_DISK_HEADROOM_BYTES", field: "diskHeadroomBytes" },
-  { env: "AGENT_MONITOR_INTERVAL_MS", field: "monitorIntervalMs" },
-  { env: "AGENT_MAX_SPOOL_BYTES", field: "maxSpoolBytes" },
-  { env: "AGENT_RECONNECT_TIMEOUT_MS", field: "reconnectTimeoutMs" },
-] as const;
+/** Integer tunables: environment variable -> config field (the table every wrapper shares). */
+const TUNABLES = Object.entries(TUNABLE_ENV).map(([env, field]) => ({ env, field }));
 
 /** ECS has no deadline of its own: an optional maximum duration, counted from the agent's start. */
 const MAX_DURATION_ENV = "AGENT_MAX_DURATION_MS";

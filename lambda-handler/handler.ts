@@ -1,74 +1,335 @@
-import { type AgentOutcome, createLogger, runAgent } from "../agent-core/index.ts";
-import { fromLambdaEvent } from "./event.ts";
+import {
+  AGENT_VERSION,
+  AgentError,
+  type AgentOutcome,
+  ConfigError,
+  createLogger,
+  diskBudgetBytes,
+  ExitCode,
+  type Logger,
+  runAgent,
+} from "../agent-core/index.ts";
+import { type AgentInvocation, fromLambdaEvent } from "./event.ts";
+import type { FunctionEnv } from "./function-env.ts";
+import { runSmokeTest, type SmokeFunctionInfo, type SmokeReport, SmokeTestFailedError } from "./smoke.ts";
+import { cleanWorkDir, prepareWorkDir } from "./work-dir.ts";
 
 /** The part of the Lambda context the handler uses. */
 export interface LambdaContext {
   getRemainingTimeInMillis(): number;
   callbackWaitsForEmptyEventLoop?: boolean;
   awsRequestId?: string;
+  functionName?: string;
+  functionVersion?: string;
+  /** A number, or a string (`osls invoke local` passes one). */
+  memoryLimitInMB?: number | string;
   logGroupName?: string;
   logStreamName?: string;
 }
 
-/** What an invocation returns (async invocations discard it; `invoke` and tests read it). */
-export interface InvocationSummary {
-  agent: string;
-  jobId: string | null;
-  exitCode: number;
-  summary: string;
-  status: string | null;
-  reason: string | null;
-  errorCode: string | null;
-  steps: {
-    id: string;
-    exitCode: number | null;
-    reason: string;
-    durationMs: number;
-    stdoutBytes: number;
-    stderrBytes: number;
-  }[];
-  timings: AgentOutcome["timings"];
-  logs: { group: string | null; stream: string | null };
+/** One step of the job, as the summary reports it. */
+export interface StepSummary {
+  id: string;
+  exitCode: number | null;
+  signal: string | null;
+  reason: string;
+  durationMs: number;
+  stdoutBytes: number;
+  stderrBytes: number;
+  message?: string;
 }
 
-const DEFAULT_MARGIN_MS = 20_000;
+/**
+ * What an agent invocation returns: async invocations discard it (it is also logged as one JSON
+ * line, `msg: "invocation summary"`); `aws lambda invoke`, `osls invoke` and tests read it.
+ */
+export interface InvocationSummary {
+  agent: string;
+  agentVersion: string;
+  runtime: "lambda";
+  jobId: string | null;
+  /**
+   * `succeeded` or `failed` (the job ran), `no-job` (released by the controller, or no job
+   * within the idle timeout), or `error` (no job could be taken: controller unreachable, refused...).
+   */
+  result: "succeeded" | "failed" | "no-job" | "error";
+  /** Why the job ended (`exit` when it ran to its end): exit, timeout, cancelled, deadline, disk, interrupted, error. */
+  reason: string | null;
+  exitCode: number;
+  /** The exit code's name in the README's table: ok, jobFailed, deadline, ... */
+  exitName: string;
+  errorCode: string | null;
+  summary: string;
+  failedStepId: string | null;
+  steps: StepSummary[];
+  outputBytes: { stdout: number; stderr: number; total: number };
+  /** Epoch ms and the spans between them: invoke -> connected -> job start -> job end -> returned. */
+  timings: {
+    invokedAt: number;
+    connectedAt: number | null;
+    jobStartedAt: number | null;
+    jobEndedAt: number | null;
+    returnedAt: number;
+    connectMs: number | null;
+    waitForJobMs: number | null;
+    jobMs: number | null;
+    totalMs: number;
+  };
+  limits: { deadlineAt: number; diskBudgetBytes: number | null };
+  /** Where to look: the function's log group and stream (agent diagnostics), and the job's log on a reference controller. */
+  logs: { group: string | null; stream: string | null; requestId: string | null; jobLog: string | null };
+}
+
+/** What the handler may take from outside, for tests; every default is the real thing. */
+export interface HandlerOptions {
+  /** The function's environment, read at each invocation (default: process.env). */
+  env?: () => FunctionEnv;
+  /** Where diagnostics go, one JSON line each (default: stderr, which Lambda sends to CloudWatch). */
+  write?: (line: string) => void;
+}
 
 /**
- * Lambda entry point: one invocation runs one agent, which takes one job. The agent stops
- * itself `AGENT_DEADLINE_MARGIN_MS` (default 20 s) before the function's timeout.
+ * Makes a Lambda handler. The module's `handler` is `createHandler()`; tests make their own with
+ * a plain environment object. Nothing happens until an invocation.
+ *
+ * @example
+ * const handler = createHandler({ env: () => ({ PATH: "/usr/bin:/bin", AGENT_DEADLINE_MARGIN_MS: "1000" }) });
+ * const summary = await handler({ url, node_secret, node_name }, context);
  */
-export async function handler(event: unknown, context: LambdaContext): Promise<InvocationSummary> {
-  // Nothing may keep this invocation alive, or leak into the next one, once the agent is done.
-  context.callbackWaitsForEmptyEventLoop = false;
-  const marginMs = Number(process.env.AGENT_DEADLINE_MARGIN_MS ?? DEFAULT_MARGIN_MS);
-  const config = fromLambdaEvent(event, {
-    remainingMs: context.getRemainingTimeInMillis(),
-    marginMs: Number.isFinite(marginMs) && marginMs >= 0 ? marginMs : DEFAULT_MARGIN_MS,
-    env: process.env,
+export function createHandler(
+  options: HandlerOptions = {},
+): (event: unknown, context: LambdaContext) => Promise<InvocationSummary | SmokeReport> {
+  const invoke = invocationRunner(options);
+  return async (event, context) => {
+    try {
+      return await invoke(event, context);
+    } catch (error) {
+      throw asFunctionError(error);
+    }
+  };
+}
+
+/** The Lambda entry point (`dist/lambda/handler.handler`). */
+export const handler = createHandler();
+
+function invocationRunner(
+  options: HandlerOptions,
+): (event: unknown, context: LambdaContext) => Promise<InvocationSummary | SmokeReport> {
+  return async (event, context) => {
+    const invokedAt = Date.now();
+    // Nothing may keep this invocation alive once the agent is done: the agent closes its
+    // connection and reaps its steps itself; whatever else is pending is not waited for.
+    context.callbackWaitsForEmptyEventLoop = false;
+    const env = options.env?.() ?? process.env;
+    const write = options.write ?? ((line: string) => void process.stderr.write(line));
+    const base = { requestId: context.awsRequestId ?? null };
+
+    let invocation: ReturnType<typeof fromLambdaEvent>;
+    try {
+      invocation = fromLambdaEvent(event, {
+        remainingMs: context.getRemainingTimeInMillis(),
+        env,
+        now: invokedAt,
+      });
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        createLogger({ write, fields: base }).error("invalid invocation", {
+          code: error.code,
+          problems: error.problems,
+        });
+      }
+      throw error;
+    }
+
+    const agentName = invocation.kind === "agent" ? invocation.config.name : (invocation.name ?? null);
+    const secret = invocation.kind === "agent" ? invocation.config.secret : invocation.secret;
+    const plain = createLogger({
+      level: invocation.logLevel,
+      write,
+      fields: { ...base, ...(agentName !== null ? { agent: agentName } : {}) },
+    });
+    // Whatever a diagnostic quotes (a URL, a peer's message), the secret never reaches the logs.
+    const logger =
+      secret !== undefined && secret.length >= 4
+        ? plain.redacting((line) => line.split(secret).join("***"))
+        : plain;
+    for (const note of invocation.notes) logger.warn(note);
+
+    if (invocation.kind === "smoke") {
+      const report = await runSmokeTest(invocation, functionInfo(context, env));
+      logger[report.ok ? "info" : "error"]("smoke test", { report });
+      if (!report.ok) throw new SmokeTestFailedError(report);
+      return report;
+    }
+    return runInvocation(invocation, context, logger, invokedAt);
+  };
+}
+
+/** `errorType` of a Lambda function error is the error's `name`: stable names, whatever the bundler does to classes. */
+const ERROR_TYPES: Partial<Record<string, string>> = {
+  AGENT_ERR_CONFIG: "ConfigError",
+  AGENT_ERR_WORKSPACE: "WorkspaceError",
+  AGENT_ERR_INTERNAL: "InternalError",
+};
+
+/**
+ * What the invocation fails with: a function error carries only `errorType` (the name) and
+ * `errorMessage`, so the message starts with the stable code. ConfigError keeps its `problems`.
+ */
+function asFunctionError(error: unknown): Error {
+  if (error instanceof SmokeTestFailedError) return error;
+  const agentError =
+    error instanceof AgentError
+      ? error
+      : new AgentError("AGENT_ERR_INTERNAL", error instanceof Error ? error.message : String(error), {
+          cause: error,
+        });
+  const failure = agentError.message.startsWith(`${agentError.code}:`)
+    ? agentError
+    : new AgentError(agentError.code, `${agentError.code}: ${agentError.message}`, { cause: agentError });
+  failure.name = ERROR_TYPES[failure.code] ?? "AgentError";
+  return failure;
+}
+
+async function runInvocation(
+  invocation: AgentInvocation,
+  context: LambdaContext,
+  logger: Logger,
+  invokedAt: number,
+): Promise<InvocationSummary> {
+  const { layout, deadlineAt } = invocation;
+  const leftovers = await prepareWorkDir(layout);
+  if (leftovers.length > 0)
+    logger.warn("removed leftovers of an earlier invocation (stopped at its timeout?)", { leftovers });
+
+  let outcome: AgentOutcome;
+  // Trying to reach the controller past the deadline is pointless. (Waiting for a job is capped
+  // by the agent itself: the deadline before a job ends the run with exit code 4.)
+  const untilDeadline = Math.max(1, deadlineAt - Date.now());
+  const config = {
+    ...invocation.config,
+    connectTimeoutMs: Math.min(invocation.config.connectTimeoutMs, untilDeadline),
+  };
+  // The job's disk budget on /tmp, as the agent computes it (reported in the summary).
+  const budgetBytes = diskBudgetBytes(layout.root, config.diskBudgetBytes, config.diskHeadroomBytes);
+  logger.info("agent starting", {
+    url: config.url,
+    labels: config.labels,
+    deadlineAt: new Date(deadlineAt).toISOString(),
+    diskBudgetBytes: budgetBytes,
   });
-  const logger = createLogger({
-    level: "info",
-    write: (line) => process.stderr.write(line),
-    fields: { agent: config.name, ...(context.awsRequestId ? { requestId: context.awsRequestId } : {}) },
-  });
-  const outcome = await runAgent(config, { logger });
+
+  // Last resort: the agent core stops the job before `deadlineAt` by itself (reason
+  // "deadline"). Should it still be running at `deadlineAt`, it is interrupted as SIGTERM would,
+  // so that the summary and the job's end still get out before Lambda freezes the sandbox.
+  const backstop = new AbortController();
+  const timer = setTimeout(() => {
+    logger.error("the agent is still running at its deadline; interrupting it");
+    backstop.abort("SIGTERM");
+  }, untilDeadline);
+  try {
+    outcome = await runAgent(config, { logger, signal: backstop.signal });
+  } finally {
+    clearTimeout(timer);
+    await cleanWorkDir(layout);
+  }
+
+  const summary = summarize(invocation, outcome, context, invokedAt, budgetBytes);
+  logger[summary.exitCode === ExitCode.ok ? "info" : "warn"]("invocation summary", { summary });
+  return summary;
+}
+
+function summarize(
+  invocation: AgentInvocation,
+  outcome: AgentOutcome,
+  context: LambdaContext,
+  invokedAt: number,
+  diskBudgetBytes: number,
+): InvocationSummary {
+  const { config } = invocation;
+  const job = outcome.job;
+  const steps: StepSummary[] = (job?.steps ?? []).map(({ id, outcome: s }) => ({
+    id,
+    exitCode: s.exitCode,
+    signal: s.signal,
+    reason: s.reason,
+    durationMs: s.durationMs,
+    stdoutBytes: s.stdoutBytes,
+    stderrBytes: s.stderrBytes,
+    ...(s.message !== undefined ? { message: s.message } : {}),
+  }));
+  const stdout = steps.reduce((sum, s) => sum + s.stdoutBytes, 0);
+  const stderr = steps.reduce((sum, s) => sum + s.stderrBytes, 0);
+  const t = outcome.timings;
+  const returnedAt = Date.now();
+  const span = (from: number | undefined, to: number | undefined) =>
+    from === undefined || to === undefined ? null : to - from;
+  const result: InvocationSummary["result"] =
+    job !== undefined
+      ? job.status
+      : outcome.exitCode === ExitCode.ok || outcome.exitCode === ExitCode.idle
+        ? "no-job"
+        : "error";
   return {
     agent: config.name,
+    agentVersion: AGENT_VERSION,
+    runtime: "lambda",
     jobId: outcome.jobId ?? null,
+    result,
+    reason: job?.reason ?? null,
     exitCode: outcome.exitCode,
-    summary: outcome.summary,
-    status: outcome.job?.status ?? null,
-    reason: outcome.job?.reason ?? null,
+    exitName: exitNameOf(outcome.exitCode),
     errorCode: outcome.error?.code ?? null,
-    steps: (outcome.job?.steps ?? []).map(({ id, outcome: s }) => ({
-      id,
-      exitCode: s.exitCode,
-      reason: s.reason,
-      durationMs: s.durationMs,
-      stdoutBytes: s.stdoutBytes,
-      stderrBytes: s.stderrBytes,
-    })),
-    timings: outcome.timings,
-    logs: { group: context.logGroupName ?? null, stream: context.logStreamName ?? null },
+    summary: outcome.summary,
+    failedStepId: job?.failedStepId ?? null,
+    steps,
+    outputBytes: { stdout, stderr, total: stdout + stderr },
+    timings: {
+      invokedAt,
+      connectedAt: t.connectedAt ?? null,
+      jobStartedAt: t.jobStartedAt ?? null,
+      jobEndedAt: t.jobEndedAt ?? null,
+      returnedAt,
+      connectMs: span(invokedAt, t.connectedAt),
+      waitForJobMs: span(t.connectedAt, t.jobStartedAt),
+      jobMs: span(t.jobStartedAt, t.jobEndedAt),
+      totalMs: returnedAt - invokedAt,
+    },
+    limits: { deadlineAt: invocation.deadlineAt, diskBudgetBytes },
+    logs: {
+      group: context.logGroupName ?? null,
+      stream: context.logStreamName ?? null,
+      requestId: context.awsRequestId ?? null,
+      jobLog: outcome.jobId === undefined ? null : jobLogUrl(config.url, outcome.jobId),
+    },
+  };
+}
+
+/** The job's raw log on a reference controller: `<url>/api/v1/jobs/<id>/log` over http(s). */
+function jobLogUrl(controllerUrl: string, jobId: string): string {
+  const url = new URL(controllerUrl);
+  if (url.protocol === "ws:") url.protocol = "http:";
+  else if (url.protocol === "wss:") url.protocol = "https:";
+  if (!url.pathname.endsWith("/")) url.pathname += "/";
+  url.pathname += `api/v1/jobs/${encodeURIComponent(jobId)}/log`;
+  url.search = "";
+  url.hash = "";
+  return url.toString();
+}
+
+function exitNameOf(code: number): string {
+  return Object.entries(ExitCode).find(([, value]) => value === code)?.[0] ?? "unknown";
+}
+
+function functionInfo(context: LambdaContext, env: FunctionEnv): SmokeFunctionInfo {
+  const memory = Number(context.memoryLimitInMB);
+  return {
+    name: context.functionName ?? null,
+    version: context.functionVersion ?? null,
+    memoryMb: Number.isFinite(memory) && memory > 0 ? memory : null,
+    region: env.AWS_REGION ?? null,
+    requestId: context.awsRequestId ?? null,
+    logGroup: context.logGroupName ?? null,
+    logStream: context.logStreamName ?? null,
   };
 }

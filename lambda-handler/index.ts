@@ -1,3 +1,36 @@
-/** The Lambda handler's public face; the bundle exports `handler`. */
-export { fromLambdaEvent, type LambdaLaunch, lambdaEventSchema } from "./event.ts";
-export { handler, type InvocationSummary, type LambdaContext } from "./handler.ts";
+/** The Lambda handler's public face; the bundle (dist/lambda/handler.js) exports `handler`. */
+export {
+  type AgentInvocation,
+  EVENT_FIELDS,
+  fromLambdaEvent,
+  type Invocation,
+  type LambdaEvent,
+  type LambdaLaunch,
+  lambdaEventSchema,
+  MIN_RUN_MS,
+  type SmokeInvocation,
+} from "./event.ts";
+export {
+  DEFAULT_DEADLINE_MARGIN_MS,
+  DEFAULT_SMOKE_TOOLS,
+  type FunctionEnv,
+  type FunctionSettings,
+  HIDDEN_FROM_STEPS,
+  readFunctionEnv,
+} from "./function-env.ts";
+export {
+  createHandler,
+  type HandlerOptions,
+  handler,
+  type InvocationSummary,
+  type LambdaContext,
+  type StepSummary,
+} from "./handler.ts";
+export {
+  probeController,
+  type SmokeCheck,
+  type SmokeFunctionInfo,
+  type SmokeReport,
+  SmokeTestFailedError,
+} from "./smoke.ts";
+export { layoutOf, type WorkDirLayout } from "./work-dir.ts";

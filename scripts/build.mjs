@@ -10,6 +10,8 @@ const common = {
   target: "node20",
   format: "esm",
   minify: true,
+  // Error classes keep their names (ConfigError...) in logs and in Lambda's errorType.
+  keepNames: true,
   sourcemap: "linked",
   legalComments: "linked",
   // ws loads these optional native helpers in a try/catch.

@@ -18,7 +18,8 @@ export const agentConfigSchema = z.object({
     .string()
     .min(1, "must not be empty")
     .max(200)
-    .regex(/^[^\s/\\]+$/, "must not contain spaces or slashes"),
+    // Jenkins names Lambda nodes "<label expression>.lambda-xxxxxx": spaces and && are fine.
+    .refine(isPrintableName, "must not contain control characters or slashes"),
   labels: z.array(z.string().min(1).max(100)).max(100).default([]),
   /** Root of the agent's files; each job gets a fresh workspace below it. */
   workDir: z.string().min(1).default(join(tmpdir(), "agent")),
@@ -123,6 +124,14 @@ export function describeValue(value: unknown): string {
   const text = JSON.stringify(value) ?? String(value);
   const clipped = text.length > 60 ? `${text.slice(0, 60)}...` : text;
   return `\`${clipped}\` (${Array.isArray(value) ? "array" : value === null ? "null" : typeof value})`;
+}
+
+function isPrintableName(value: string): boolean {
+  for (const char of value) {
+    const code = char.codePointAt(0)!;
+    if (code < 0x20 || code === 0x7f || char === "/" || char === "\\") return false;
+  }
+  return true;
 }
 
 function isControllerUrl(value: string): boolean {

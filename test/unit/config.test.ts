@@ -80,11 +80,15 @@ describe("parseAgentConfig", () => {
     expect(parseAgentConfig({ ...minimal, url }).url).toBe(url);
   });
 
+  it("accepts the node names the Jenkins Lambda plugin builds from label expressions", () => {
+    expect(parseAgentConfig({ ...minimal, name: "git && bash.lambda-abcdef" }).name).toBe("git && bash.lambda-abcdef");
+  });
+
   it("reports every invalid field at once", () => {
     const error = configError({
       url: "ftp://files.example/",
       secret: SECRET,
-      name: "has space",
+      name: "has/slash",
       labels: [""],
       runtime: "kubernetes",
       deadlineAt: -5,

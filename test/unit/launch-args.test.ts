@@ -672,7 +672,7 @@ describe("bad input", () => {
       "-secret",
       `${SECRET}${"x".repeat(1024)}`,
       "-name",
-      "bad name",
+      "bad/name",
     ]);
     expect(error.problems.map((p) => p.field)).toEqual(["url", "secret", "name"]);
     expect(error.problems[0]?.message).toContain("(from -url)");

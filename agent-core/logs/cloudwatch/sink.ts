@@ -164,18 +164,24 @@ function classify(error: unknown): ErrorClass {
   return status >= 500 || status === 429 ? "retry" : "drop";
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. The timer does not keep the process alive. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted || ms <= 0) return Promise.resolve();
+/** How long `close` waits, after its deadline, for the aborted sending loop to stop. */
+const STOP_WAIT_MS = 1000;
+
+/**
+ * Resolves after `ms`, or at once when `signal` aborts. The timer does not keep the process
+ * alive unless `ref` is set.
+ */
+function pause(ms: number, signal?: AbortSignal, ref = false): Promise<void> {
+  if (signal?.aborted || ms <= 0) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
-      signal.removeEventListener("abort", done);
+      signal?.removeEventListener("abort", done);
       resolve();
     };
     const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener("abort", done, { once: true });
+    if (!ref) timer.unref();
+    signal?.addEventListener("abort", done, { once: true });
   });
 }
 
@@ -355,9 +361,10 @@ export class CloudWatchSink {
 
   /**
    * Stops taking writes, sends everything held and waits at most `timeoutMs`; then aborts the
-   * request in flight, counts what is left as dropped, releases the client's sockets, logs a
-   * warning when anything was lost, and resolves with the final counts. Never rejects;
-   * calling it again returns the same promise.
+   * request in flight (and any backoff), counts what is left as dropped, releases the client's
+   * sockets, logs a warning when anything was lost, and resolves with the final counts. After
+   * it resolves the sink holds no timer, request or socket. Never rejects; calling it again
+   * returns the same promise.
    */
   close(timeoutMs: number): Promise<CloudWatchSinkSummary> {
     this.#closing ??= this.#close(timeoutMs);
@@ -380,6 +387,13 @@ export class CloudWatchSink {
       this.#inflightBytes = 0;
       for (const waiter of this.#waiters) waiter.resolve(false);
       this.#waiters.clear();
+      // The abort ends the request in flight and any backoff at once; wait (bounded) for the loop
+      // to stop so that nothing of the sink runs after close resolves.
+      if (this.#pump !== undefined) {
+        const stopped = new AbortController();
+        await Promise.race([this.#pump, pause(STOP_WAIT_MS, stopped.signal, true)]);
+        stopped.abort(); // clears the timer when the loop won the race
+      }
     }
     try {
       this.#api.destroy();

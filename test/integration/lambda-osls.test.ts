@@ -1,0 +1,397 @@
+import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { inflateRawSync } from "node:zlib";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { SmokeReport } from "../../lambda-handler/index.ts";
+import { ROOT, startController, type TestController, tempDir } from "../support/harness.ts";
+
+/**
+ * The Serverless Framework side, offline: `osls package` (the open-source fork, pinned as a
+ * devDependency) must produce the CloudFormation and the artifact we mean to deploy, and
+ * `osls invoke local` must run the bundle's smoke test. No AWS account: dummy credentials.
+ */
+const OSLS = join(ROOT, "node_modules/osls/bin/serverless.js");
+const FUNCTIONS = ["jnlp-agent-git-bash", "jnlp-agent-git-bash-node"] as const;
+/** The zip holds the bundle: a few hundred KiB compressed. A zip with node_modules would be MiBs. */
+const MAX_ARTIFACT_BYTES = 1_048_576;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+function osls(args: string[], home: string, timeoutMs = 60_000): Promise<Run> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [OSLS, ...args], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        HOME: home,
+        AWS_ACCESS_KEY_ID: "x",
+        AWS_SECRET_ACCESS_KEY: "x",
+        AWS_REGION: "us-east-1",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`osls ${args[0]} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, durationMs: Date.now() - started });
+    });
+  });
+}
+
+type Template = { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+
+function resourcesOf(template: Template, type: string) {
+  return Object.entries(template.Resources).filter(([, r]) => r.Type === type);
+}
+
+/** Entries of a zip file from its central directory: name, uncompressed size and content. */
+function zipEntries(zip: Buffer): { name: string; size: number; data: () => Buffer }[] {
+  const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  if (eocd < 0) throw new Error("not a zip file: no end of central directory record");
+  const count = zip.readUInt16LE(eocd + 10);
+  let at = zip.readUInt32LE(eocd + 16);
+  const entries: { name: string; size: number; data: () => Buffer }[] = [];
+  for (let i = 0; i < count; i++) {
+    if (zip.readUInt32LE(at) !== 0x02014b50) throw new Error(`bad central directory entry at ${at}`);
+    const method = zip.readUInt16LE(at + 10);
+    const compressedSize = zip.readUInt32LE(at + 20);
+    const size = zip.readUInt32LE(at + 24);
+    const nameLength = zip.readUInt16LE(at + 28);
+    const extraLength = zip.readUInt16LE(at + 30);
+    const commentLength = zip.readUInt16LE(at + 32);
+    const local = zip.readUInt32LE(at + 42);
+    const data = () => {
+      const start = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
+      const raw = zip.subarray(start, start + compressedSize);
+      return method === 8 ? inflateRawSync(raw) : Buffer.from(raw);
+    };
+    entries.push({ name: zip.subarray(at + 46, at + 46 + nameLength).toString("utf8"), size, data });
+    at += 46 + nameLength + extraLength + commentLength;
+  }
+  return entries;
+}
+
+let scratch: ReturnType<typeof tempDir>;
+beforeAll(() => {
+  scratch = tempDir("osls-");
+});
+afterAll(() => {
+  scratch.remove();
+});
+
+describe("serverless.yml, packaged offline with osls", () => {
+  let run: Run;
+  let template: Template;
+  const packageDir = () => join(scratch.path, "package");
+
+  beforeAll(async () => {
+    run = await osls(["package", "--package", packageDir(), "--stage", "test"], scratch.path);
+    expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
+    template = JSON.parse(
+      readFileSync(join(packageDir(), "cloudformation-template-update-stack.json"), "utf8"),
+    ) as Template;
+  }, 90_000);
+
+  it("packages in well under 30 s", () => {
+    expect(run.durationMs).toBeLessThan(30_000);
+  });
+
+  it("defines the two jnlp-agent-* functions: nodejs22.x, arm64, 900 s, deliberate memory and /tmp", () => {
+    const functions = Object.fromEntries(
+      resourcesOf(template, "AWS::Lambda::Function").map(([, r]) => [
+        r.Properties.FunctionName,
+        r.Properties,
+      ]),
+    );
+    expect(Object.keys(functions).sort()).toEqual([...FUNCTIONS]);
+    for (const name of FUNCTIONS) {
+      expect(functions[name]).toMatchObject({
+        Runtime: "nodejs22.x",
+        Architectures: ["arm64"],
+        Timeout: 900,
+        Handler: "dist/lambda/handler.handler",
+        Environment: { Variables: expect.objectContaining({ AGENT_DEADLINE_MARGIN_MS: "20000" }) },
+      });
+      expect(functions[name]).not.toHaveProperty("ReservedConcurrentExecutions");
+    }
+    expect(functions["jnlp-agent-git-bash"]).toMatchObject({
+      MemorySize: 256,
+      EphemeralStorage: { Size: 2048 },
+      Environment: {
+        Variables: expect.objectContaining({
+          AGENT_SMOKE_TOOLS: "bash,git",
+          AGENT_LABELS: "git bash",
+          AGENT_EPHEMERAL_STORAGE_MB: "2048",
+        }),
+      },
+    });
+    expect(functions["jnlp-agent-git-bash-node"]).toMatchObject({
+      MemorySize: 1024,
+      EphemeralStorage: { Size: 4096 },
+      Environment: {
+        Variables: expect.objectContaining({
+          AGENT_SMOKE_TOOLS: "bash,git,node",
+          AGENT_EPHEMERAL_STORAGE_MB: "4096",
+        }),
+      },
+    });
+  });
+
+  it("never retries an async invocation, and drops events older than the plugin waits", () => {
+    const configs = resourcesOf(template, "AWS::Lambda::EventInvokeConfig").map(([, r]) => r.Properties);
+    expect(configs).toHaveLength(FUNCTIONS.length);
+    for (const config of configs) {
+      expect(config).toMatchObject({ MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 });
+    }
+  });
+
+  it("grants the functions' role CloudWatch Logs actions only", () => {
+    const roles = resourcesOf(template, "AWS::IAM::Role");
+    expect(roles).toHaveLength(1);
+    const policies = roles[0]![1].Properties.Policies as { PolicyDocument: { Statement: unknown[] } }[];
+    const statements = policies.flatMap((p) => p.PolicyDocument.Statement) as {
+      Effect: string;
+      Action: string[];
+      Resource: unknown[];
+    }[];
+    expect(statements.length).toBeGreaterThan(0);
+    for (const statement of statements) {
+      expect(statement.Effect).toBe("Allow");
+      for (const action of statement.Action) expect(action).toMatch(/^logs:/);
+      for (const resource of statement.Resource) {
+        expect(JSON.stringify(resource)).toMatch(/log-group:\/aws\/lambda\/jnlp-agent-git-bash(-node)?:/);
+      }
+    }
+    expect(roles[0]![1].Properties).not.toHaveProperty("ManagedPolicyArns");
+  });
+
+  it("keeps logs for a bounded time", () => {
+    for (const [, group] of resourcesOf(template, "AWS::Logs::LogGroup")) {
+      expect(group.Properties.RetentionInDays).toBe(14);
+    }
+  });
+
+  it("ships the esbuild bundle only: small, no node_modules, no sources, no source map", () => {
+    const zipPath = join(packageDir(), "jnlp-agent.zip");
+    const size = statSync(zipPath).size;
+    expect(size).toBeGreaterThan(10_000);
+    expect(size).toBeLessThan(MAX_ARTIFACT_BYTES);
+    const names = zipEntries(readFileSync(zipPath))
+      .map((e) => e.name)
+      .sort();
+    expect(names).toEqual(["dist/lambda/handler.js", "package.json"]);
+    // The bundle is ESM in a .js file: the package.json shipped with it must say "type": "module".
+    const manifest = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { type?: string };
+    expect(manifest.type).toBe("module");
+  });
+
+  it("runs from the artifact alone, as Lambda loads it: an ES module, no node_modules", async () => {
+    const taskRoot = join(scratch.path, "var-task");
+    for (const entry of zipEntries(readFileSync(join(packageDir(), "jnlp-agent.zip")))) {
+      mkdirSync(dirname(join(taskRoot, entry.name)), { recursive: true });
+      writeFileSync(join(taskRoot, entry.name), entry.data());
+    }
+    const script = [
+      `const { handler } = await import(${JSON.stringify(join(taskRoot, "dist/lambda/handler.js"))});`,
+      "const end = Date.now() + 60000;",
+      `const report = await handler({ smoke: true, work_dir: ${JSON.stringify(join(scratch.path, "smoke-work"))} }, { getRemainingTimeInMillis: () => end - Date.now() });`,
+      "const error = await handler({}, { getRemainingTimeInMillis: () => end - Date.now() }).catch((e) => e);",
+      "process.stdout.write(JSON.stringify({ report, errorName: error.name, errorMessage: error.message }));",
+    ].join("\n");
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      cwd: taskRoot,
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", AGENT_SMOKE_TOOLS: "bash" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+    expect(code, stderr).toBe(0);
+    const out = JSON.parse(stdout) as { report: SmokeReport; errorName: string; errorMessage: string };
+    expect(out.report).toMatchObject({ smoke: true, ok: true });
+    // Lambda reports `errorType` from the error's name: stable even in the minified bundle.
+    expect(out.errorName).toBe("ConfigError");
+    expect(out.errorMessage).toMatch(/^AGENT_ERR_CONFIG: /);
+  });
+
+  it("takes a git layer, a concurrency cap and sizes as params", async () => {
+    const dir = join(scratch.path, "package-params");
+    const layer = "arn:aws:lambda:us-east-1:123456789012:layer:git-al2023-arm64:3";
+    const withParams = await osls(
+      [
+        "package",
+        "--package",
+        dir,
+        "--stage",
+        "test",
+        `--param=gitLayerArn=${layer}`,
+        "--param=gitBashConcurrency=5",
+        "--param=gitBashMemoryMb=512",
+      ],
+      scratch.path,
+    );
+    expect(withParams.code, withParams.stderr).toBe(0);
+    const t = JSON.parse(
+      readFileSync(join(dir, "cloudformation-template-update-stack.json"), "utf8"),
+    ) as Template & {
+      Conditions: Record<string, unknown>;
+    };
+    const gitBash = resourcesOf(t, "AWS::Lambda::Function").find(
+      ([, r]) => r.Properties.FunctionName === "jnlp-agent-git-bash",
+    )![1].Properties;
+    expect(gitBash).toMatchObject({ MemorySize: 512, ReservedConcurrentExecutions: 5 });
+    expect(gitBash.Layers).toEqual([{ "Fn::If": ["HasGitLayer", layer, { Ref: "AWS::NoValue" }] }]);
+    expect(t.Conditions.HasGitLayer).toEqual({ "Fn::Not": [{ "Fn::Equals": [layer, ""] }] });
+    // Without the param the condition is false: no layer at all.
+    expect((template as unknown as { Conditions: Record<string, unknown> }).Conditions.HasGitLayer).toEqual({
+      "Fn::Not": [{ "Fn::Equals": ["", ""] }],
+    });
+  }, 90_000);
+});
+
+describe("osls invoke local: the smoke test through the real bundle", () => {
+  let ctl: TestController;
+  beforeAll(async () => {
+    ctl = await startController();
+  });
+  afterAll(async () => {
+    await ctl.close();
+  });
+
+  /** The JSON osls prints: the handler's result, or `{errorMessage, errorType}`. */
+  function printed(run: Run): Record<string, unknown> {
+    const start = run.stdout.indexOf("{");
+    expect(start, `${run.stdout}\n${run.stderr}`).toBeGreaterThanOrEqual(0);
+    return JSON.parse(run.stdout.slice(start)) as Record<string, unknown>;
+  }
+
+  it("jnlp-agent-git-bash passes its smoke test", async () => {
+    const run = await osls(
+      ["invoke", "local", "-f", "jnlp-agent-git-bash", "--data", '{"smoke":true}'],
+      scratch.path,
+    );
+    expect(run.code, run.stderr).toBe(0);
+    const report = printed(run) as unknown as SmokeReport;
+    expect(report).toMatchObject({ smoke: true, ok: true, runtime: "lambda" });
+    expect(report.function.name).toBe("jnlp-agent-git-bash");
+    expect(report.checks.map((c) => c.name)).toEqual([
+      "tmp-writable",
+      "tmp-space",
+      "tool:bash",
+      "tool:git",
+      "controller",
+      "cloudwatch",
+    ]);
+    expect(report.checks.find((c) => c.name === "tmp-space")?.detail).toContain("declared 2048 MB");
+  });
+
+  it("jnlp-agent-git-bash-node also checks node, and the controller when given a url", async () => {
+    const data = JSON.stringify({ smoke: true, url: ctl.controller.url });
+    const run = await osls(
+      ["invoke", "local", "-f", "jnlp-agent-git-bash-node", "--data", data],
+      scratch.path,
+    );
+    expect(run.code, run.stderr).toBe(0);
+    const report = printed(run) as unknown as SmokeReport;
+    expect(report.ok).toBe(true);
+    expect(report.checks.map((c) => c.name)).toContain("tool:node");
+    expect(report.checks.find((c) => c.name === "controller")).toMatchObject({
+      ok: true,
+      detail: expect.stringContaining("HTTP 403"),
+    });
+  });
+
+  it("runs a job from the Jenkins plugin's payload and prints the summary", async () => {
+    const name = "osls.lambda-abcdef";
+    const record = ctl.controller.submit({
+      steps: [{ run: 'test -z "${AWS_SECRET_ACCESS_KEY:-}" && git --version && echo "HOME=$HOME"' }],
+    });
+    const data = JSON.stringify({
+      url: ctl.controller.url,
+      node_secret: ctl.controller.secretFor(name),
+      node_name: name,
+    });
+    const run = await osls(["invoke", "local", "-f", "jnlp-agent-git-bash", "--data", data], scratch.path);
+    expect(run.code, run.stderr).toBe(0);
+    expect(printed(run)).toMatchObject({
+      agent: name,
+      jobId: record.id,
+      result: "succeeded",
+      exitCode: 0,
+      logs: { group: "/aws/lambda/jnlp-agent-git-bash" },
+    });
+    expect((await ctl.controller.waitForJob(record.id)).agent?.labels).toEqual(["git", "bash"]);
+    expect(`${run.stdout}${run.stderr}`).not.toContain(ctl.controller.secretFor(name));
+  });
+
+  it("fails the invocation when a check fails, with the report in the error", async () => {
+    const run = await osls(
+      [
+        "invoke",
+        "local",
+        "-f",
+        "jnlp-agent-git-bash",
+        "--data",
+        '{"smoke":true}',
+        "--env",
+        "AGENT_SMOKE_TOOLS=bash,git,definitely-not-installed",
+      ],
+      scratch.path,
+    );
+    expect(run.code).toBe(1);
+    // (errorType is the class name, which the minified bundle does not keep: the code is the contract.)
+    const error = printed(run) as { errorMessage: string };
+    const [first, json] = [
+      error.errorMessage.split("\n")[0],
+      error.errorMessage.slice(error.errorMessage.indexOf("\n") + 1),
+    ];
+    expect(first).toBe(
+      "AGENT_ERR_SMOKE_FAILED: smoke test failed: 1 of 7 checks failed (tool:definitely-not-installed)",
+    );
+    expect((JSON.parse(json) as SmokeReport).ok).toBe(false);
+  });
+
+  it("rejects a malformed event as AGENT_ERR_CONFIG", async () => {
+    const run = await osls(
+      [
+        "invoke",
+        "local",
+        "-f",
+        "jnlp-agent-git-bash",
+        "--data",
+        '{"url":"ftp://x","node_secret":"s3cr3t-s3cr3t"}',
+      ],
+      scratch.path,
+    );
+    expect(run.code).toBe(1);
+    const error = printed(run) as { errorMessage: string };
+    expect(error.errorMessage).toMatch(/^AGENT_ERR_CONFIG: /);
+    expect(error.errorMessage).toContain("\n  - url: must be an http(s):// or ws(s):// URL");
+    expect(error.errorMessage).toContain("\n  - node_name: missing");
+    expect(`${run.stdout}${run.stderr}`).not.toContain("s3cr3t-s3cr3t");
+  });
+});
