@@ -81,7 +81,9 @@ describe("parseAgentConfig", () => {
   });
 
   it("accepts the node names the Jenkins Lambda plugin builds from label expressions", () => {
-    expect(parseAgentConfig({ ...minimal, name: "git && bash.lambda-abcdef" }).name).toBe("git && bash.lambda-abcdef");
+    expect(parseAgentConfig({ ...minimal, name: "git && bash.lambda-abcdef" }).name).toBe(
+      "git && bash.lambda-abcdef",
+    );
   });
 
   it("reports every invalid field at once", () => {
