@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { type ConfigProblem, idSchema, type Job, shellSchema, zodProblems } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 

@@ -1,6 +1,6 @@
 import { tmpdir } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import {
   type AgentConfig,
   type AgentConfigInput,

@@ -1,6 +1,6 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { ConfigError, type ConfigProblem } from "../errors.ts";
 import { runtimeKindSchema } from "../protocol/messages.ts";
 

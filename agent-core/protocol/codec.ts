@@ -1,4 +1,4 @@
-import type { z } from "zod";
+import type * as z from "zod";
 import { ProtocolError } from "../errors.ts";
 import { safeCut } from "../logs/utf8.ts";
 import { CloseCode } from "./close-codes.ts";

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * Protocol v1 messages. Control messages travel as JSON text frames with the envelope

@@ -1,6 +1,5 @@
 import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
-import { execa } from "execa";
 import { type Shell, STEP_REASONS, type StepReason } from "../protocol/messages.ts";
 import { signalGroup, terminateGroup } from "./process-group.ts";
 
@@ -64,6 +63,8 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
     return { exitCode: null, signal: null, durationMs: 0, reason: abortReason(options.signal), pgid: null };
   }
 
+  // Loaded on first use: a Lambda cold start that never runs a step does not pay for it.
+  const { execa } = await import("execa");
   const child = execa(file!, args, {
     cwd: options.cwd,
     env: options.env,
