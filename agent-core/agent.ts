@@ -10,6 +10,10 @@ import { type JobOutcome, type JobSink, runJob } from "./job/run-job.ts";
 import { type DeadlinePlan, msUntilStop } from "./limits/deadline.ts";
 import { diskBudgetBytes } from "./limits/disk-budget.ts";
 import type { Logger } from "./logger.ts";
+import type { CloudWatchSettings } from "./logs/cloudwatch/settings.ts";
+import type { CloudWatchSinkSummary, CreateCloudWatchSinkOptions } from "./logs/cloudwatch/sink.ts";
+import { type JobLogCopy, type JobLogLocation, openJobLogCopy } from "./logs/job-log.ts";
+import type { JobLogLines } from "./logs/job-log-lines.ts";
 import { buildMaskSet, maskText } from "./logs/masker.ts";
 import { CloseCode } from "./protocol/close-codes.ts";
 import type { ControllerMessage, Hello, Job, StepReason } from "./protocol/messages.ts";
@@ -28,6 +32,10 @@ export interface RunAgentOptions {
   signal?: AbortSignal;
   /** Aborting after `signal` kills the running step at once, without the grace period (a second signal). */
   killNow?: AbortSignal;
+  /** Where to copy the job's log (read by the wrapper from the environment: cloudWatchSettings). */
+  cloudWatch?: { settings: CloudWatchSettings; clientConfig?: CreateCloudWatchSinkOptions["clientConfig"] };
+  /** How long the log copy may take to flush at the end (bounded by the platform's margin). */
+  logFlushTimeoutMs?: number;
 }
 
 export interface AgentTimings {
@@ -46,6 +54,8 @@ export interface AgentOutcome {
   job?: JobOutcome;
   error?: AgentError;
   timings: AgentTimings;
+  /** The CloudWatch copy of the job log: where it is, and what became of its lines. */
+  logs?: JobLogLocation & { summary: CloudWatchSinkSummary | null };
 }
 
 const CAPABILITIES = ["output-binary-v1", "cancel", "step-timeout", "job-timeout", "continue-on-error"];
@@ -62,6 +72,22 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
   // The agent's secret is masked in every diagnostic from the start.
   const agentMask = buildMaskSet([config.secret], options.logger);
   const logger = options.logger.redacting((line) => maskText(line, agentMask));
+  // The log copy's SDK loads while the agent connects.
+  const copy = options.cloudWatch
+    ? openJobLogCopy(options.cloudWatch.settings, logger, options.cloudWatch.clientConfig)
+    : undefined;
+  const outcome = await runAgentOnce(config, { ...options, logger }, copy);
+  if (copy === undefined) return outcome;
+  const summary = await copy.close(options.logFlushTimeoutMs ?? 5_000);
+  return { ...outcome, logs: { ...copy.location, summary } };
+}
+
+async function runAgentOnce(
+  config: AgentConfig,
+  options: RunAgentOptions,
+  copy: JobLogCopy | undefined,
+): Promise<AgentOutcome> {
+  const { logger } = options;
   const timings: AgentTimings = { startedAt: Date.now() };
   const end = (outcome: Omit<AgentOutcome, "timings">): AgentOutcome => {
     timings.endedAt = Date.now();
@@ -101,7 +127,10 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
     return end({ exitCode: ExitCode.controllerFailure, summary: agentError.message, error: agentError });
   }
 
-  session.sendHello(helloFor(config, await measureBudget(config, logger)));
+  session.sendHello({
+    ...helloFor(config, await measureBudget(config, logger)),
+    ...(copy ? { logs: copy.location } : {}),
+  });
   const untilStop = msUntilStop(deadlinePlan(config));
   const waitMs =
     untilStop === null ? config.idleTimeoutMs : Math.max(0, Math.min(config.idleTimeoutMs, untilStop));
@@ -139,6 +168,7 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
     config,
     logger.child({ job: job.id }),
     options,
+    copy?.lines,
   ).finally(() => outbox.close());
   timings.jobEndedAt = Date.now();
   return end({ ...result, jobId: job.id });
@@ -238,6 +268,7 @@ async function runJobOverSession(
   config: AgentConfig,
   logger: Logger,
   options: RunAgentOptions,
+  lines: JobLogLines | undefined,
 ): Promise<Omit<AgentOutcome, "timings">> {
   const interrupt = options.signal;
   logger.info("job received", { steps: job.steps.length, name: job.name });
@@ -294,11 +325,26 @@ async function runJobOverSession(
   };
   watch(first);
 
+  const position = (stepId: string) => {
+    const index = job.steps.findIndex((s) => s.id === stepId);
+    return `[${index + 1}/${job.steps.length}] ${job.steps[index]?.name ?? `step ${stepId}`}`;
+  };
+  lines?.line(`=== job ${job.id}${job.name ? ` (${job.name})` : ""} on agent ${config.name}`);
   const sink: JobSink = {
-    stepStart: (stepId, startedAt) =>
-      session.send({ v: 1, type: "step-start", jobId: job.id, stepId, startedAt }),
-    output: (stepId, stream, offset, data) => session.sendOutput(stepId, stream, offset, data),
-    stepEnd: (stepId, r) =>
+    stepStart: (stepId, startedAt) => {
+      lines?.stepStart(`==> ${position(stepId)}`);
+      session.send({ v: 1, type: "step-start", jobId: job.id, stepId, startedAt });
+    },
+    output: (stepId, stream, offset, data) => {
+      lines?.output(stream, data);
+      session.sendOutput(stepId, stream, offset, data);
+    },
+    stepEnd: (stepId, r) => {
+      const how =
+        r.reason === "exit" ? `exit ${r.exitCode}` : `${r.reason}${r.signal ? ` (${r.signal})` : ""}`;
+      lines?.stepEnd(
+        `<== ${position(stepId)}: ${how} in ${r.durationMs} ms${r.message ? ` - ${r.message}` : ""}`,
+      );
       session.send({
         v: 1,
         type: "step-end",
@@ -312,7 +358,8 @@ async function runJobOverSession(
         stderrBytes: r.stderrBytes,
         peakRssBytes: r.peakRssBytes,
         ...(r.message !== undefined ? { message: r.message.slice(0, 4000) } : {}),
-      }),
+      });
+    },
     hasRoom: () => outbox.hasRoom || lost !== undefined,
     waitForRoom: () => outbox.waitForRoom(),
   };
@@ -359,6 +406,9 @@ async function runJobOverSession(
     interrupt?.removeEventListener("abort", onInterrupt);
   }
 
+  lines?.line(
+    `=== job ${outcome.status} (${outcome.reason}) in ${outcome.durationMs} ms${outcome.message ? `: ${outcome.message}` : ""}`,
+  );
   try {
     if (lost !== undefined) {
       const error =

@@ -21,7 +21,9 @@ export {
   type LogLevel,
   silentLogger,
 } from "./logger.ts";
+export * from "./logs/cloudwatch/index.ts";
 export { OutputFramer } from "./logs/framer.ts";
+export { JobLogLines, type LineWriter } from "./logs/job-log-lines.ts";
 export { buildMaskSet, MASK, type MaskSet, maskText, maskVariants, StreamMasker } from "./logs/masker.ts";
 export * from "./protocol/index.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";

@@ -7,8 +7,10 @@
 import {
   type AgentConfig,
   agentConfigSchema,
+  type CloudWatchSettings,
   ConfigError,
   type ConfigProblem,
+  cloudWatchSettings,
   ExitCode,
   isLogLevel,
   type LogLevel,
@@ -25,7 +27,13 @@ export type LaunchPlan =
   /** jenkins-agent behaviour: a single non-option argument is executed as a command. */
   | { kind: "exec"; argv: string[] }
   /** Run the agent. `ignored`: remoting flags and variables accepted for compatibility, without effect. */
-  | { kind: "agent"; config: AgentConfig; logLevel: LogLevel; ignored: string[] };
+  | {
+      kind: "agent";
+      config: AgentConfig;
+      logLevel: LogLevel;
+      ignored: string[];
+      cloudWatch: CloudWatchSettings;
+    };
 
 /** The environment as `process.env` gives it. */
 export type LaunchEnv = Readonly<Record<string, string | undefined>>;
@@ -325,8 +333,32 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
   input.baseEnv = childEnv(env, secrets);
 
   const config = buildConfig(input, sources, problems);
-  if (config === undefined || problems.length > 0) throw new ConfigError(redact(problems, secrets));
-  return { kind: "agent", config, logLevel, ignored: unique([...scan.ignored, ...ignoredEnv(env)]) };
+  const cloudWatch = config === undefined ? undefined : readCloudWatch(env, config, problems);
+  if (config === undefined || cloudWatch === undefined || problems.length > 0) {
+    throw new ConfigError(redact(problems, secrets));
+  }
+  return {
+    kind: "agent",
+    config,
+    logLevel,
+    ignored: unique([...scan.ignored, ...ignoredEnv(env)]),
+    cloudWatch,
+  };
+}
+
+/** The CloudWatch copy of the job log (AGENT_CLOUDWATCH, AGENT_LOG_GROUP...): its problems join the others. */
+function readCloudWatch(
+  env: LaunchEnv,
+  config: AgentConfig,
+  problems: ConfigProblem[],
+): CloudWatchSettings | undefined {
+  try {
+    return cloudWatchSettings(env, config.runtime, config.name);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(...error.problems);
+    return undefined;
+  }
 }
 
 /** url, secret (still possibly an `@file` reference) and name: argv, then positionals, then env. */

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import {
   AGENT_VERSION,
   type AgentConfig,
+  type CloudWatchSettings,
   ConfigError,
   createLogger,
   ExitCode,
@@ -45,7 +46,7 @@ export async function runEntrypoint(io: EntrypointIo): Promise<number> {
     case "exec":
       return execCommand(plan.argv);
     case "agent":
-      return runWithSignals(plan.config, plan.logLevel, plan.ignored, io);
+      return runWithSignals(plan.config, plan.logLevel, plan.ignored, plan.cloudWatch, io);
   }
 }
 
@@ -53,6 +54,7 @@ async function runWithSignals(
   config: AgentConfig,
   level: LogLevel,
   ignored: string[],
+  cloudWatch: CloudWatchSettings,
   io: EntrypointIo,
 ): Promise<number> {
   const logger: Logger = createLogger({ level, write: io.stderr, fields: { agent: config.name } });
@@ -88,7 +90,16 @@ async function runWithSignals(
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
   try {
-    const outcome = await runAgent(config, { logger, signal: interrupt.signal, killNow: killNow.signal });
+    if (cloudWatch.enabled) {
+      // The SDK warns in plain text on Node < 22, which would break the JSON-lines diagnostics.
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
+    }
+    const outcome = await runAgent(config, {
+      logger,
+      signal: interrupt.signal,
+      killNow: killNow.signal,
+      cloudWatch: { settings: cloudWatch },
+    });
     return outcome.exitCode;
   } finally {
     clearTimeout(lastResort);

@@ -515,6 +515,7 @@ export class Controller {
       runtime: hello.agent.runtime,
       version: hello.agent.version,
       labels: hello.agent.labels,
+      ...(hello.logs ? { logs: hello.logs } : {}),
     };
     state.record.assignedAt = new Date().toISOString();
     agent.assign(state.prepared.job);
@@ -648,6 +649,7 @@ export class Controller {
       status,
       at: new Date().toISOString(),
       ...(agent ? { agent } : {}),
+      ...(agent && state.record.agent?.logs ? { logs: state.record.agent.logs } : {}),
     });
     state.files.saveRecord(state.record);
   }

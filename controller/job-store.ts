@@ -18,6 +18,14 @@ export type FailureCause = "user" | "platform";
 /** Why a job ended: a step reason, or a controller-side one. */
 export type JobReason = StepReason | "agent-lost" | "provision-failed";
 
+/** Where the agent copies the job's log (CloudWatch Logs), as it said in `hello`. */
+export interface AgentLogs {
+  region: string;
+  group: string;
+  stream: string;
+  url: string | null;
+}
+
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set([
   "succeeded",
   "failed",
@@ -50,7 +58,7 @@ export interface JobRecord {
   reason?: JobReason;
   cause?: FailureCause;
   message?: string;
-  agent?: { name: string; runtime: string; version: string; labels: string[] };
+  agent?: { name: string; runtime: string; version: string; labels: string[]; logs?: AgentLogs };
   submittedAt: string;
   assignedAt?: string;
   startedAt?: string;
@@ -70,7 +78,7 @@ export interface JobRecord {
 
 /** One line of a job's event log, as served by `GET /api/v1/jobs/:id/events`. */
 export type JobEvent =
-  | { type: "status"; status: JobStatus; at: string; agent?: string }
+  | { type: "status"; status: JobStatus; at: string; agent?: string; logs?: AgentLogs }
   | { type: "step-start"; stepId: string; name?: string; index: number; total: number; at: string }
   | { type: "output"; stepId: string; stream: OutputStream; text: string }
   | {

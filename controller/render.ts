@@ -22,8 +22,19 @@ export function createRenderer(options: RenderOptions): (event: JobEvent) => voi
   return (event) => {
     switch (event.type) {
       case "status":
-        if (event.status === "assigned")
+        if (event.status === "assigned") {
           write(paint(color, "2", `--- job assigned to agent ${event.agent ?? "?"}\n`));
+          if (event.logs) {
+            const { region, group, stream, url } = event.logs;
+            write(
+              paint(
+                color,
+                "2",
+                `--- agent logs: CloudWatch ${region} ${group} ${stream}${url ? `\n--- ${url}` : ""}\n`,
+              ),
+            );
+          }
+        }
         break;
       case "step-start":
         ensureNewline();

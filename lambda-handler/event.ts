@@ -5,8 +5,10 @@ import {
   type AgentConfig,
   type AgentConfigInput,
   agentConfigSchema,
+  type CloudWatchSettings,
   ConfigError,
   type ConfigProblem,
+  cloudWatchSettings,
   type LogLevel,
   zodProblems,
 } from "../agent-core/index.ts";
@@ -56,6 +58,8 @@ interface Common {
   deadlineAt: number;
   /** Things worth a diagnostic (e.g. the event arrived as a JSON string). */
   notes: string[];
+  /** The CloudWatch copy of the job log (on by default on Lambda; AGENT_CLOUDWATCH, AGENT_LOG_GROUP...). */
+  cloudWatch: CloudWatchSettings;
 }
 
 /** Run an agent that takes one job. */
@@ -149,9 +153,11 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
     }
     if (url !== undefined) checkField("url", url, problems);
     if (name !== undefined) checkField("name", name, problems);
-    if (problems.length > 0) return fail("the smoke test cannot run");
+    const cloudWatch = readCloudWatch(launch.env, name ?? "smoke-test", problems);
+    if (problems.length > 0 || cloudWatch === undefined) return fail("the smoke test cannot run");
     return {
       kind: "smoke",
+      cloudWatch,
       logLevel,
       settings,
       layout,
@@ -200,8 +206,26 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
       problems.push({ field: [field, ...rest].join("."), message: problem.message });
     }
   }
-  if (problems.length > 0 || !parsed.success) return fail("the invocation cannot start an agent");
-  return { kind: "agent", config: parsed.data, logLevel, settings, layout, deadlineAt, notes };
+  const cloudWatch = readCloudWatch(launch.env, input.name || "agent", problems);
+  if (problems.length > 0 || !parsed.success || cloudWatch === undefined) {
+    return fail("the invocation cannot start an agent");
+  }
+  return { kind: "agent", config: parsed.data, logLevel, settings, layout, deadlineAt, notes, cloudWatch };
+}
+
+/** CloudWatch settings for this function; their problems join the others (each names its variable). */
+function readCloudWatch(
+  env: LambdaLaunch["env"],
+  agentName: string,
+  problems: ConfigProblem[],
+): CloudWatchSettings | undefined {
+  try {
+    return cloudWatchSettings(env, "lambda", agentName);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(...error.problems);
+    return undefined;
+  }
 }
 
 /**

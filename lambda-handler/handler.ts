@@ -77,7 +77,14 @@ export interface InvocationSummary {
   };
   limits: { deadlineAt: number; diskBudgetBytes: number | null };
   /** Where to look: the function's log group and stream (agent diagnostics), and the job's log on a reference controller. */
-  logs: { group: string | null; stream: string | null; requestId: string | null; jobLog: string | null };
+  logs: {
+    group: string | null;
+    stream: string | null;
+    requestId: string | null;
+    jobLog: string | null;
+    /** The agent's CloudWatch copy of the job log: where, and what became of its lines. */
+    cloudWatch: AgentOutcome["logs"] | null;
+  };
 }
 
 /** What the handler may take from outside, for tests; every default is the real thing. */
@@ -154,6 +161,10 @@ function invocationRunner(
         ? plain.redacting((line) => line.split(secret).join("***"))
         : plain;
     for (const note of invocation.notes) logger.warn(note);
+    if (invocation.cloudWatch.enabled) {
+      // The SDK warns in plain text on Node < 22 (not on nodejs22.x): keep diagnostics JSON lines.
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
+    }
 
     if (invocation.kind === "smoke") {
       const report = await runSmokeTest(invocation, functionInfo(context, env));
@@ -228,7 +239,13 @@ async function runInvocation(
     backstop.abort("SIGTERM");
   }, untilDeadline);
   try {
-    outcome = await runAgent(config, { logger, signal: backstop.signal });
+    outcome = await runAgent(config, {
+      logger,
+      signal: backstop.signal,
+      cloudWatch: { settings: invocation.cloudWatch },
+      // The margin after the deadline also carries the job's end and the summary.
+      logFlushTimeoutMs: Math.max(1_000, Math.min(5_000, invocation.settings.deadlineMarginMs / 2)),
+    });
   } finally {
     clearTimeout(timer);
     await cleanWorkDir(layout);
@@ -301,6 +318,7 @@ function summarize(
       stream: context.logStreamName ?? null,
       requestId: context.awsRequestId ?? null,
       jobLog: outcome.jobId === undefined ? null : jobLogUrl(config.url, outcome.jobId),
+      cloudWatch: outcome.logs ?? null,
     },
   };
 }

@@ -10,12 +10,14 @@ import {
   AGENT_WS_PATH,
   agentConfigSchema,
   agentSocketUrl,
+  createCloudWatchSink,
   diskBudgetBytes,
   filesystemSpace,
   NAME_HEADER,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
   SECRET_HEADER,
+  silentLogger,
 } from "../agent-core/index.ts";
 import type { SmokeInvocation } from "./event.ts";
 import { cleanWorkDir, prepareWorkDir } from "./work-dir.ts";
@@ -114,7 +116,9 @@ export async function runSmokeTest(
         : check("controller", () =>
             probeController(invocation.url!, invocation.name, invocation.secret, timeoutMs()),
           ),
-      Promise.resolve(skipped("cloudwatch", "the CloudWatch log sink is not built yet: nothing to check")),
+      invocation.cloudWatch.enabled
+        ? check("cloudwatch", () => checkCloudWatch(invocation, timeoutMs()))
+        : Promise.resolve(skipped("cloudwatch", `the job log copy is off (${invocation.cloudWatch.reason})`)),
     ]);
     checks.push(...rest);
   } finally {
@@ -160,6 +164,24 @@ async function check(name: string, run: () => Promise<Verdict>): Promise<SmokeCh
 
 function skipped(name: string, detail: string): SmokeCheck {
   return { name, ok: true, skipped: true, detail, durationMs: 0 };
+}
+
+/** Writes one line to the job log's CloudWatch stream through the real sink, and waits until it is stored. */
+async function checkCloudWatch(invocation: SmokeInvocation, timeoutMs: number): Promise<Verdict> {
+  const settings = invocation.cloudWatch;
+  const where = `${settings.region} ${settings.logGroupName} ${settings.logStreamName}`;
+  const sink = await createCloudWatchSink({
+    region: settings.region!,
+    logGroupName: settings.logGroupName,
+    logStreamName: settings.logStreamName,
+    logger: silentLogger,
+  });
+  sink.write(`smoke test of ${AGENT_VERSION} on ${platform()}/${arch()}: CloudWatch Logs writable`);
+  const summary = await sink.close(timeoutMs);
+  if (summary.sentEvents === 1) return pass(`wrote a line to ${where}`);
+  return fail(
+    `could not write to ${where} (${summary.timedOut ? "timed out" : "refused"}); the role needs logs:CreateLogStream and logs:PutLogEvents on the group`,
+  );
 }
 
 /** Prepares the work dir as an invocation would, then writes, reads back and removes 1 MiB. */

@@ -1,5 +1,6 @@
 // Bundles the three programs with esbuild: self-contained ESM files that need no node_modules.
 import { readFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { build } from "esbuild";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
@@ -24,13 +25,21 @@ const common = {
   logLevel: "warning",
 };
 
+// Code splitting keeps what is loaded on demand (the AWS SDK behind the CloudWatch copy of the
+// job log) in chunks beside each program, so a start that does not use it does not parse it.
+const split = (entry, outdir, name, extension) => ({
+  ...common,
+  entryPoints: { [name]: entry },
+  outdir,
+  splitting: true,
+  chunkNames: "chunks/[name]-[hash]",
+  outExtension: { ".js": extension },
+});
+
+await rm("dist", { recursive: true, force: true });
 await Promise.all([
-  build({
-    ...common,
-    entryPoints: ["container-entrypoint/bin.ts"],
-    outfile: "dist/container-entrypoint.mjs",
-  }),
-  build({ ...common, entryPoints: ["controller/bin.ts"], outfile: "dist/controller.mjs" }),
+  build(split("container-entrypoint/bin.ts", "dist", "container-entrypoint", ".mjs")),
+  build(split("controller/bin.ts", "dist", "controller", ".mjs")),
   // osls invoke local loads the handler with require(): a .js file in this "type": "module" package.
-  build({ ...common, entryPoints: ["lambda-handler/index.ts"], outfile: "dist/lambda/handler.js" }),
+  build(split("lambda-handler/index.ts", "dist/lambda", "handler", ".js")),
 ]);

@@ -99,6 +99,15 @@ export const helloSchema = z.object({
     diskBudgetBytes: nonNegativeInt.nullable(),
   }),
   capabilities: z.array(z.string().max(50)).max(50),
+  /** Where the agent also writes the job's log (CloudWatch Logs), when it does. */
+  logs: z
+    .object({
+      region: z.string().max(50),
+      group: z.string().max(512),
+      stream: z.string().max(512),
+      url: z.string().max(2048).nullable(),
+    })
+    .optional(),
   /** Set when reconnecting mid-job: the job whose session the agent resumes. */
   resume: z.object({ jobId: idSchema }).optional(),
 });

@@ -4,6 +4,7 @@ import { dirname, join } from "node:path";
 import { inflateRawSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SmokeReport } from "../../lambda-handler/index.ts";
+import { type FakeCloudWatch, startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
 import { ROOT, startController, type TestController, tempDir } from "../support/harness.ts";
 
 /**
@@ -23,6 +24,9 @@ interface Run {
   durationMs: number;
 }
 
+/** Where the CloudWatch Logs client goes while the smoke tests run (the fake service on loopback). */
+let cloudWatchEndpoint: string | undefined;
+
 function osls(args: string[], home: string, timeoutMs = 60_000): Promise<Run> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
@@ -34,6 +38,8 @@ function osls(args: string[], home: string, timeoutMs = 60_000): Promise<Run> {
         AWS_ACCESS_KEY_ID: "x",
         AWS_SECRET_ACCESS_KEY: "x",
         AWS_REGION: "us-east-1",
+        // osls invoke local sets AWS_LAMBDA_FUNCTION_NAME, so the CloudWatch copy is on, as on Lambda.
+        ...(cloudWatchEndpoint ? { AWS_ENDPOINT_URL_CLOUDWATCH_LOGS: cloudWatchEndpoint } : {}),
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -177,7 +183,10 @@ describe("serverless.yml, packaged offline with osls", () => {
       expect(statement.Effect).toBe("Allow");
       for (const action of statement.Action) expect(action).toMatch(/^logs:/);
       for (const resource of statement.Resource) {
-        expect(JSON.stringify(resource)).toMatch(/log-group:\/aws\/lambda\/jnlp-agent-git-bash(-node)?:/);
+        // The functions' own groups, or the group of the job logs' copies.
+        expect(JSON.stringify(resource)).toMatch(
+          /log-group:\/aws\/lambda\/jnlp-agent-git-bash(-node)?:|"Fn::GetAtt":\["AgentJobLogGroup","Arn"\]/,
+        );
       }
     }
     expect(roles[0]![1].Properties).not.toHaveProperty("ManagedPolicyArns");
@@ -197,7 +206,13 @@ describe("serverless.yml, packaged offline with osls", () => {
     const names = zipEntries(readFileSync(zipPath))
       .map((e) => e.name)
       .sort();
-    expect(names).toEqual(["dist/lambda/handler.js", "package.json"]);
+    // The handler, the chunks it loads on demand (the AWS SDK for the CloudWatch copy), package.json.
+    const chunks = names.filter((name) => name.startsWith("dist/lambda/chunks/"));
+    for (const name of chunks) expect(name).toMatch(/^dist\/lambda\/chunks\/([\w-]+\.js(\.LEGAL\.txt)?)?$/);
+    expect(names.filter((name) => !chunks.includes(name))).toEqual([
+      "dist/lambda/handler.js",
+      "package.json",
+    ]);
     // The bundle is ESM in a .js file: the package.json shipped with it must say "type": "module".
     const manifest = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { type?: string };
     expect(manifest.type).toBe("module");
@@ -275,10 +290,16 @@ describe("serverless.yml, packaged offline with osls", () => {
 
 describe("osls invoke local: the smoke test through the real bundle", () => {
   let ctl: TestController;
+  let cloud: FakeCloudWatch;
   beforeAll(async () => {
     ctl = await startController();
+    cloud = await startFakeCloudWatch();
+    cloud.createGroup("/ephemeral-agent/lambda");
+    cloudWatchEndpoint = cloud.endpoint;
   });
   afterAll(async () => {
+    cloudWatchEndpoint = undefined;
+    await cloud.close();
     await ctl.close();
   });
 
@@ -307,6 +328,10 @@ describe("osls invoke local: the smoke test through the real bundle", () => {
       "cloudwatch",
     ]);
     expect(report.checks.find((c) => c.name === "tmp-space")?.detail).toContain("declared 2048 MB");
+    expect(report.checks.find((c) => c.name === "cloudwatch")).toMatchObject({ ok: true });
+    expect(cloud.events("/ephemeral-agent/lambda", "smoke-test")?.[0]?.message).toMatch(
+      /CloudWatch Logs writable/,
+    );
   });
 
   it("jnlp-agent-git-bash-node also checks node, and the controller when given a url", async () => {

@@ -416,7 +416,23 @@ describe("environment tunables", () => {
 
 describe("runtime detection", () => {
   const base: LaunchEnv = { JENKINS_URL: URL, JENKINS_SECRET: SECRET, JENKINS_AGENT_NAME: NAME };
-  const runtimeOf = (env: LaunchEnv) => agentPlan([], { ...base, ...env }).config.runtime;
+  // On AWS the CloudWatch copy of the job log is on, which needs a region (ECS and Lambda set one).
+  const runtimeOf = (env: LaunchEnv) =>
+    agentPlan([], { ...base, AWS_REGION: "eu-west-1", ...env }).config.runtime;
+
+  it("turns the CloudWatch copy on under ECS, and reports a missing region as a problem", () => {
+    const onEcs = {
+      ...base,
+      AWS_REGION: "eu-west-1",
+      ECS_CONTAINER_METADATA_URI_V4: "http://169.254.170.2/v4/abc",
+    };
+    expect(agentPlan([], onEcs).cloudWatch).toMatchObject({
+      enabled: true,
+      region: "eu-west-1",
+    });
+    const error = configError([], { ...base, ECS_CONTAINER_METADATA_URI_V4: "http://169.254.170.2/v4/abc" });
+    expect(error.problems.map((p) => p.field)).toContain("AWS_REGION");
+  });
 
   it("is local without ECS markers", () => {
     expect(runtimeOf({})).toBe("local");

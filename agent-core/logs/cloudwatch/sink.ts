@@ -309,6 +309,7 @@ export class CloudWatchSink {
    * and counted. Empty messages are ignored.
    */
   write(message: string, timestamp?: number): void {
+    let counted = 0;
     try {
       if (typeof message !== "string" || message.length === 0) return;
       const at =
@@ -319,7 +320,9 @@ export class CloudWatchSink {
           ? 1
           : splitMessage(message, this.#batcher.maxEventMessageBytes).length;
       this.#written += events;
+      counted = events;
       if (this.#closing !== undefined) {
+        counted = 0; // counted as dropped here
         this.#drop(
           events,
           CloudWatchSinkWarning.writeAfterClose,
@@ -328,10 +331,12 @@ export class CloudWatchSink {
         return;
       }
       if (this.#disabled) {
+        counted = 0;
         this.#dropped += events;
         return;
       }
       if (this.pendingBytes + messageBytes + EVENT_OVERHEAD_BYTES * events > this.#maxPendingBytes) {
+        counted = 0;
         this.#drop(
           events,
           CloudWatchSinkWarning.bufferFull,
@@ -340,9 +345,13 @@ export class CloudWatchSink {
         );
         return;
       }
-      this.#queued += this.#batcher.add({ timestamp: at, message });
+      const queued = this.#batcher.add({ timestamp: at, message });
+      this.#queued += queued;
+      counted -= queued;
       this.#schedule();
     } catch (error) {
+      // Whatever was counted as written but not queued is lost.
+      this.#dropped += counted;
       this.#warnOnce(CloudWatchSinkWarning.internal, "CloudWatch sink: internal error in write", { error });
     }
   }
@@ -439,7 +448,8 @@ export class CloudWatchSink {
           this.#warnOnce(CloudWatchSinkWarning.internal, "CloudWatch sink: internal error while sending", {
             error,
           });
-          this.#settle(this.#inflight ?? [], { kind: "failed", error, attempts: 0 });
+          // A bug: turn the sink off (counting what it holds) rather than restart a failing loop.
+          this.#settle(this.#inflight ?? [], { kind: "disabled", error });
         })
         .finally(() => {
           this.#pump = undefined;
@@ -668,7 +678,13 @@ export async function createCloudWatchSink(options: CreateCloudWatchSinkOptions)
   const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
   let api: CloudWatchLogsApi;
   try {
-    const sdk = await import("@aws-sdk/client-cloudwatch-logs");
+    const loaded: CloudWatchLogsSdk & { default?: CloudWatchLogsSdk } = await import(
+      "@aws-sdk/client-cloudwatch-logs"
+    );
+    // Node exposes the CommonJS package's named exports; an esbuild bundle split into chunks
+    // exposes only `default`.
+    const sdk = typeof loaded.CloudWatchLogsClient === "function" ? loaded : loaded.default;
+    if (sdk === undefined) throw new TypeError("the module has no CloudWatchLogsClient export");
     const client = new sdk.CloudWatchLogsClient({
       region: options.region,
       maxAttempts: 1,
