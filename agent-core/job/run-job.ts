@@ -209,7 +209,8 @@ async function runOneStep(
     agentRss.peak = Math.max(agentRss.peak, process.memoryUsage.rss());
     if (pgid !== null) {
       const rss = groupRssBytes(pgid);
-      if (rss !== null) peakRssBytes = Math.max(peakRssBytes ?? 0, rss);
+      // Zero means nothing was seen (a step too quick to sample): "not measured", not "0 bytes".
+      if (rss !== null && rss > 0) peakRssBytes = Math.max(peakRssBytes ?? 0, rss);
     }
     if (disk !== null && diskExceeded === null) {
       diskExceeded = disk.check();

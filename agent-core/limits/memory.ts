@@ -33,7 +33,8 @@ export function groupRssBytes(pgid: number): number | null {
     }
     // Fields after the command name (which may contain spaces): state ppid pgrp ... rss is the 22nd.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(fields[2]) === pgid) pages += Number(fields[21]);
+    // The leader counts by pid too: right after spawn it may not have called setsid yet.
+    if (Number(fields[2]) === pgid || Number(pid) === pgid) pages += Number(fields[21]);
   }
   return pages * pageBytes();
 }
