@@ -1,0 +1,155 @@
+// The benchmark harness: `npm run bench` (builds first), or
+// `node --import tsx bench/run.ts [--quick] [--json PATH]`. Prints the table and writes the
+// results (machine, date, every figure with its samples summary) to bench/results.json or PATH.
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
+import type { BenchContext, Measurement } from "./lib/context.ts";
+import { type Figure, failed, renderNotes, renderTable, verdict } from "./lib/figures.ts";
+import {
+  busyWarning,
+  describeMachine,
+  loadAverage1m,
+  type MachineInfo,
+  machineInfo,
+  type Revision,
+  revision,
+} from "./lib/machine.ts";
+import { ROOT, removeTempDirs, tempDir } from "./lib/peers.ts";
+import { killStartedChildren } from "./lib/proc.ts";
+import { bundles } from "./measurements/bundles.ts";
+import { disk } from "./measurements/disk.ts";
+import { latency } from "./measurements/latency.ts";
+import { memory } from "./measurements/memory.ts";
+import { shutdown } from "./measurements/shutdown.ts";
+import { startup } from "./measurements/startup.ts";
+import { steps } from "./measurements/steps.ts";
+import { throughput } from "./measurements/throughput.ts";
+
+/** Version of the results file's shape. */
+export const RESULTS_SCHEMA = 1;
+
+export interface Results {
+  schema: typeof RESULTS_SCHEMA;
+  date: string;
+  mode: "full" | "quick";
+  durationMs: number;
+  revision: Revision;
+  machine: MachineInfo;
+  figures: Figure[];
+}
+
+const MEASUREMENTS: readonly Measurement[] = [
+  startup,
+  steps,
+  throughput,
+  latency,
+  memory,
+  disk,
+  bundles,
+  shutdown,
+];
+const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { quick: { type: "boolean", default: false }, json: { type: "string" } },
+    strict: true,
+  });
+  const missing = REQUIRED_BUNDLES.filter((path) => !existsSync(join(ROOT, path)));
+  if (missing.length > 0) {
+    process.stderr.write(
+      `bench: missing ${missing.join(", ")}; run \`npm run build\` (or \`npm run bench\`)\n`,
+    );
+    return 2;
+  }
+  const quick = values.quick ?? false;
+  const output = resolve(values.json ?? join(ROOT, "bench/results.json"));
+  const machine = machineInfo();
+  // Taken before measuring: what was built and measured, whatever changes while the run goes on.
+  const measuredRevision = revision(ROOT);
+  const tmp = tempDir("bench-");
+  const ctx: BenchContext = {
+    quick,
+    tmp: tmp.path,
+    progress: (message) => process.stderr.write(`bench: ${message}\n`),
+  };
+  process.stderr.write(`bench: ${quick ? "quick" : "full"} run on ${describeMachine(machine)}\n`);
+  const busy = busyWarning(machine);
+  if (busy !== null) ctx.progress(`warning: ${busy}`);
+
+  const started = performance.now();
+  const figures: Figure[] = [];
+  try {
+    for (const measurement of MEASUREMENTS) {
+      try {
+        figures.push(...(await measurement.run(ctx)));
+      } catch (error) {
+        ctx.progress(`${measurement.name} failed: ${(error as Error).stack ?? String(error)}`);
+        figures.push(...measurement.rows.map((row) => failed(row.id, row.title, row.unit, error)));
+      }
+    }
+  } finally {
+    killStartedChildren();
+    removeTempDirs();
+  }
+
+  machine.loadAverage1mEnd = loadAverage1m();
+  const results: Results = {
+    schema: RESULTS_SCHEMA,
+    date: new Date().toISOString(),
+    mode: quick ? "quick" : "full",
+    durationMs: Math.round(performance.now() - started),
+    revision: measuredRevision,
+    machine,
+    figures,
+  };
+  mkdirSync(dirname(output), { recursive: true });
+  writeFileSync(output, `${JSON.stringify(results, null, 2)}\n`);
+
+  const missed = figures.filter((f) => verdict(f) === "MISSED");
+  const errors = figures.filter((f) => verdict(f) === "ERROR");
+  process.stdout.write(
+    [
+      `Benchmarks (${results.mode}, ${(results.durationMs / 1000).toFixed(0)} s) of ${describeRevision(results.revision)} on ${describeMachine(machine)}`,
+      "",
+      renderTable(figures),
+      "",
+      renderNotes(figures),
+      "",
+      `${missed.length} target(s) missed${missed.length > 0 ? `: ${missed.map((f) => f.title).join("; ")}` : ""}`,
+      `${errors.length} measurement error(s)`,
+      ...(busy !== null ? [`warning: ${busy}`] : []),
+      `results: ${output}`,
+      "",
+    ].join("\n"),
+  );
+  // Missed targets are results, not failures; a measurement that could not run is.
+  return errors.length > 0 ? 1 : 0;
+}
+
+function describeRevision(r: Revision): string {
+  if (r.commit === null) return "an unknown revision";
+  return `${r.commit.slice(0, 12)}${r.dirty ? " with uncommitted changes" : ""}`;
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    killStartedChildren();
+    removeTempDirs();
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  });
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    killStartedChildren();
+    removeTempDirs();
+    process.stderr.write(`bench: ${(error as Error).stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,95 @@
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { ROOT, tempDir } from "../support/harness.ts";
+
+const run = promisify(execFile);
+
+/** Every row `bench/run.ts` reports; each must be present, measured or n/a, in every run. */
+const FIGURE_IDS = [
+  "start-to-connected",
+  "handler-cold-import",
+  "handler-cloudwatch-sdk",
+  "per-step-overhead",
+  "log-throughput-lines",
+  "log-cpu-lines",
+  "log-throughput-chunks",
+  "log-cpu-chunks",
+  "log-latency-p50",
+  "log-latency-p99",
+  "memory-idle",
+  "memory-flood",
+  "memory-stalled",
+  "disk-watch-cost",
+  "bundle-lambda-start-bytes",
+  "bundle-lambda-start-gzip",
+  "bundle-lambda-total-bytes",
+  "bundle-lambda-total-gzip",
+  "bundle-entrypoint-start-bytes",
+  "bundle-entrypoint-start-gzip",
+  "bundle-entrypoint-total-bytes",
+  "bundle-entrypoint-total-gzip",
+  "bundle-controller-total-bytes",
+  "bundle-controller-total-gzip",
+  "shutdown-sigterm",
+];
+
+const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];
+
+function expectSummary(value: unknown, where: string): void {
+  expect(value, where).toBeTypeOf("object");
+  for (const key of SUMMARY_KEYS) {
+    expect(Number.isFinite((value as Record<string, unknown>)[key]), `${where}.${key} is a number`).toBe(
+      true,
+    );
+  }
+}
+
+// The harness is judged on its shape here, never on speed: speed is for `npm run bench`.
+describe("bench/run.ts --quick", () => {
+  const out = tempDir("bench-test-");
+  afterAll(() => out.remove());
+
+  it("writes every figure, measured or n/a, with the machine it ran on", { timeout: 240_000 }, async () => {
+    const json = join(out.path, "results.json");
+    const { stdout } = await run(
+      process.execPath,
+      ["--import", "tsx", "bench/run.ts", "--quick", "--json", json],
+      { cwd: ROOT, timeout: 230_000, maxBuffer: 16 * 1024 * 1024 },
+    );
+    expect(stdout).toContain("| measurement");
+
+    const results = JSON.parse(readFileSync(json, "utf8")) as Record<string, unknown>;
+    expect(results.schema).toBe(1);
+    expect(results.mode).toBe("quick");
+    expect(Number.isNaN(Date.parse(String(results.date)))).toBe(false);
+    const revision = results.revision as Record<string, unknown>;
+    expect(revision.commit === null || typeof revision.commit === "string").toBe(true);
+    const machine = results.machine as Record<string, unknown>;
+    expect(machine.cpuModel).toBeTypeOf("string");
+    expect(machine.cores).toBeGreaterThan(0);
+    expect(machine.memoryBytes).toBeGreaterThan(0);
+    expect(machine.node).toBe(process.version);
+    expect(machine.os).toBeTypeOf("string");
+
+    const figures = results.figures as Record<string, unknown>[];
+    expect(figures.map((f) => f.id).sort()).toEqual([...FIGURE_IDS].sort());
+    for (const figure of figures) {
+      const where = String(figure.id);
+      expect(figure.error, `${where} failed`).toBeUndefined();
+      if (figure.value === null) {
+        expect(figure.na, `${where} says why it is n/a`).toMatch(/^n\/a \(.+\)$/);
+        continue;
+      }
+      expectSummary(figure.value, `${where}.value`);
+      if (figure.baseline !== null) {
+        expectSummary((figure.baseline as Record<string, unknown>).value, `${where}.baseline.value`);
+        expect(Number.isFinite(figure.ratio), `${where}.ratio is a number`).toBe(true);
+      }
+      if (figure.target !== null)
+        expect((figure.target as Record<string, unknown>).met).toBeTypeOf("boolean");
+    }
+  });
+});
