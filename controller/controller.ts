@@ -391,7 +391,7 @@ export class Controller {
         ...(message.peakRssBytes !== undefined ? { peakRssBytes: message.peakRssBytes } : {}),
         ...(message.message !== undefined ? { message: message.message } : {}),
       });
-      state.files.saveRecord(state.record);
+      state.files.saveRecordSoon(state.record);
     },
     jobEnd: (agent, message) => {
       const state = this.#stateOf(agent);

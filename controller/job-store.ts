@@ -109,6 +109,8 @@ type StoredEvent =
   | { type: "output"; stepId: string; stream: OutputStream; offset: number; length: number };
 
 /** A reader of a job's events; `end` is called once when the job's log is complete. */
+const SAVE_DELAY_MS = 200;
+
 export interface LogListener {
   event(event: JobEvent, data?: Buffer): void;
   end(): void;
@@ -143,11 +145,26 @@ export class JobFiles {
     return this.#closed;
   }
 
+  /** Writes the record now (atomically: a temp file, then a rename). */
   saveRecord(record: JobRecord): void {
+    clearTimeout(this.#saveTimer);
+    this.#saveTimer = undefined;
     const path = join(this.dir, "job.json");
     writeFileSync(`${path}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
     renameSync(`${path}.tmp`, path);
   }
+
+  /**
+   * Writes the record within `SAVE_DELAY_MS`, once for any number of calls: a job of many short
+   * steps does not rewrite its record at every step. Status changes and the end use `saveRecord`.
+   */
+  saveRecordSoon(record: JobRecord): void {
+    if (this.#saveTimer !== undefined || this.#closed) return;
+    this.#saveTimer = setTimeout(() => this.saveRecord(record), SAVE_DELAY_MS);
+    this.#saveTimer.unref();
+  }
+
+  #saveTimer: NodeJS.Timeout | undefined;
 
   appendOutput(stepId: string, stream: OutputStream, data: Buffer): void {
     if (this.#closed) return;
@@ -155,7 +172,9 @@ export class JobFiles {
     writeAll(this.#outputFd, data);
     this.#outputBytes += data.length;
     this.#writeEvent({ type: "output", stepId, stream, offset, length: data.length });
-    this.#emit({ type: "output", stepId, stream, text: data.toString("utf8") }, data);
+    // Decoding costs on every frame: only when someone follows the job live.
+    if (this.#listeners.size > 0)
+      this.#emit({ type: "output", stepId, stream, text: data.toString("utf8") }, data);
   }
 
   appendEvent(event: Exclude<JobEvent, { type: "output" }>): void {

@@ -253,7 +253,6 @@ async function runOneStep(
             onStart: (id) => {
               pgid = id;
               groups.add(id);
-              sample();
             },
             onOutput: (stream, chunk) => {
               framer.write(stream, maskers[stream].write(chunk));

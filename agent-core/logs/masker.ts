@@ -128,6 +128,9 @@ export class MaskSet {
   }
 }
 
+/** Above this many distinct variant heads, searching each natively costs more than one scan. */
+const MAX_NEEDLES = 32;
+
 /** The compiled automaton of each non-empty {@link MaskSet}, out of reach of its users. */
 const automata = new WeakMap<MaskSet, Automaton>();
 
@@ -206,7 +209,11 @@ export class StreamMasker {
     const automaton = this.#automaton;
     if (automaton === undefined || chunk.length === 0) return chunk;
     const input = this.#held.length === 0 ? chunk : Buffer.concat([this.#held, chunk]);
-    const { output, holdFrom } = automaton.mask(input, false);
+    const quick = automaton.holdFromWithoutMatches(input);
+    const { output, holdFrom } =
+      quick === undefined
+        ? automaton.mask(input, false)
+        : { output: input.subarray(0, quick), holdFrom: quick };
     // Copy the tail: `chunk` belongs to the caller.
     this.#held = holdFrom === input.length ? EMPTY : Buffer.from(input.subarray(holdFrom));
     return output;
@@ -260,7 +267,19 @@ class Automaton {
   /** Length of the variant ending exactly at a state, or 0. */
   readonly #endsVariant: Int32Array;
 
+  /**
+   * The distinct first MIN_VARIANT_BYTES bytes of the variants: a match needs one of them in the
+   * input, and `Buffer#indexOf` finds them natively, far faster than the byte-by-byte scan.
+   */
+  readonly #needles: Buffer[];
+
   constructor(variants: readonly Buffer[]) {
+    const heads = new Map<string, Buffer>();
+    for (const variant of variants) {
+      const head = variant.subarray(0, MIN_VARIANT_BYTES);
+      heads.set(head.toString("latin1"), head);
+    }
+    this.#needles = heads.size <= MAX_NEEDLES ? [...heads.values()] : [];
     let classCount = 1;
     for (const variant of variants) {
       for (const byte of variant) if (this.#classOf[byte] === 0) this.#classOf[byte] = classCount++;
@@ -331,6 +350,18 @@ class Automaton {
    * masked and nothing is held; otherwise `holdFrom` is where the undecided tail begins: the
    * longest suffix, after the last mask, that is a proper prefix of some variant.
    */
+  /**
+   * The fast path of `mask(input, false)` for input that holds no variant's head: nothing to
+   * replace, and only the last MIN_VARIANT_BYTES - 1 bytes can start a variant (a longer start
+   * would contain a head). Undefined when a head occurs (or there are too many heads to search).
+   */
+  holdFromWithoutMatches(input: Buffer): number | undefined {
+    if (this.#needles.length === 0) return undefined;
+    for (const needle of this.#needles) if (input.indexOf(needle) !== -1) return undefined;
+    const tailStart = Math.max(0, input.length - (MIN_VARIANT_BYTES - 1));
+    return tailStart + this.mask(input.subarray(tailStart), false).holdFrom;
+  }
+
   mask(input: Buffer, final: boolean): { output: Buffer; holdFrom: number } {
     const length = input.length;
     const { matches, endState } = this.#scan(input);

@@ -28,8 +28,9 @@ export async function terminateGroup(pgid: number, graceMs: number, hard = false
   }
   if (!signalGroup(pgid, "SIGTERM")) return;
   const started = Date.now();
-  while (Date.now() - started < graceMs) {
-    await new Promise((resolve) => setTimeout(resolve, Math.min(50, graceMs)).unref());
+  // Most processes go at once: look again soon, then every 50 ms.
+  for (let pollMs = 5; Date.now() - started < graceMs; pollMs = Math.min(pollMs * 2, 50)) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(pollMs, graceMs)).unref());
     if (!groupAlive(pgid)) return;
   }
   signalGroup(pgid, "SIGKILL");
