@@ -63,8 +63,6 @@ export class ControllerRefusedError extends AgentError {
   }
 }
 
-export class ControllerError extends AgentError {}
-
 export class WorkspaceError extends AgentError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("AGENT_ERR_WORKSPACE", message, options);

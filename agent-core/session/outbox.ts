@@ -150,14 +150,6 @@ export class Outbox {
     return payload;
   }
 
-  /** Every unacknowledged message, oldest first, with its payload (read back from the spool if spilled). */
-  *unacknowledged(): Generator<{ seq: number; payload: Buffer; binary: boolean }> {
-    for (let i = this.#head; i < this.#entries.length; i++) {
-      const entry = this.#entries[i]!;
-      yield { seq: entry.seq, payload: this.#payloadOf(entry), binary: entry.binary };
-    }
-  }
-
   /** Resolves true once `seq` is acknowledged, false after `timeoutMs` or `release`. */
   waitForAck(seq: number, timeoutMs: number): Promise<boolean> {
     if (this.#acked >= seq) return Promise.resolve(true);
