@@ -15,7 +15,7 @@ import type { CloudWatchSinkSummary, CreateCloudWatchSinkOptions } from "./logs/
 import { type JobLogCopy, type JobLogLocation, openJobLogCopy } from "./logs/job-log.ts";
 import type { JobLogLines } from "./logs/job-log-lines.ts";
 import { buildMaskSet, maskText } from "./logs/masker.ts";
-import { CloseCode } from "./protocol/close-codes.ts";
+import { CloseCode, isResumableClose } from "./protocol/close-codes.ts";
 import type { ControllerMessage, Hello, Job, StepReason } from "./protocol/messages.ts";
 import { connectToController } from "./session/connect.ts";
 import { Outbox } from "./session/outbox.ts";
@@ -307,7 +307,8 @@ async function runJobOverSession(
     current.onMessage = onMessage(current);
     void current.closed.then(async (info) => {
       if (finished) return;
-      if (!isResumable(info)) return giveUp(info, "the controller session ended during the job; stopping it");
+      if (info.error !== undefined || !isResumableClose(info.code))
+        return giveUp(info, "the controller session ended during the job; stopping it");
       logger.warn("connection to the controller lost during the job; resuming", {
         code: info.code,
         reason: info.reason,
@@ -458,16 +459,6 @@ async function runJobOverSession(
       );
     }
   }
-}
-
-/** Drops worth resuming after: the network or the controller process, not a protocol dispute. */
-function isResumable(info: SessionClose): boolean {
-  if (info.error !== undefined) return false;
-  return (
-    ![CloseCode.normal, CloseCode.resumeRefused, CloseCode.messageTooBig, CloseCode.invalidPayload].includes(
-      info.code as never,
-    ) && !(info.code >= 4000 && info.code <= 4004)
-  );
 }
 
 /**

@@ -10,13 +10,15 @@ import {
   type CloudWatchSettings,
   ConfigError,
   type ConfigProblem,
-  cloudWatchSettings,
   ExitCode,
   isLogLevel,
   type LogLevel,
   parseAgentConfig,
   RUNTIME_KINDS,
   type RuntimeKind,
+  readCloudWatchSettings,
+  readIntegerEnv,
+  readTunables,
   TUNABLE_ENV,
 } from "../agent-core/index.ts";
 
@@ -119,9 +121,6 @@ const URL_ENV = ["JENKINS_URL"];
 const SECRET_SOURCES_ENV = ["JENKINS_SECRET", "SLAVE_NODE_SECRET"];
 const NAME_ENV = ["JENKINS_AGENT_NAME", "JENKINS_NAME", "SLAVE_NODE_NAME"];
 const WORK_DIR_ENV = ["JENKINS_AGENT_WORKDIR"];
-
-/** Integer tunables: environment variable -> config field (the table every wrapper shares). */
-const TUNABLES = Object.entries(TUNABLE_ENV).map(([env, field]) => ({ env, field }));
 
 /** ECS has no deadline of its own: an optional maximum duration, counted from the agent's start. */
 const MAX_DURATION_ENV = "AGENT_MAX_DURATION_MS";
@@ -323,17 +322,15 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
   }
   const labels = resolveLabels(scan, env);
   if (labels !== undefined) put("labels", labels.value, labels.from);
-  for (const tunable of TUNABLES) {
-    const value = readInteger(env, tunable.env, problems);
-    if (value !== undefined) put(tunable.field, value, tunable.env);
-  }
-  const maxDurationMs = readInteger(env, MAX_DURATION_ENV, problems);
+  for (const { variable, field, value } of readTunables(env, problems)) put(field, value, variable);
+  const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, { unit: "milliseconds" });
   if (maxDurationMs !== undefined) put("deadlineAt", Date.now() + maxDurationMs, MAX_DURATION_ENV);
   input.runtime = resolveRuntime(env, problems);
   input.baseEnv = childEnv(env, secrets);
 
   const config = buildConfig(input, sources, problems);
-  const cloudWatch = config === undefined ? undefined : readCloudWatch(env, config, problems);
+  const cloudWatch =
+    config === undefined ? undefined : readCloudWatchSettings(env, config.runtime, config.name, problems);
   if (config === undefined || cloudWatch === undefined || problems.length > 0) {
     throw new ConfigError(redact(problems, secrets));
   }
@@ -344,21 +341,6 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
     ignored: unique([...scan.ignored, ...ignoredEnv(env)]),
     cloudWatch,
   };
-}
-
-/** The CloudWatch copy of the job log (AGENT_CLOUDWATCH, AGENT_LOG_GROUP...): its problems join the others. */
-function readCloudWatch(
-  env: LaunchEnv,
-  config: AgentConfig,
-  problems: ConfigProblem[],
-): CloudWatchSettings | undefined {
-  try {
-    return cloudWatchSettings(env, config.runtime, config.name);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    problems.push(...error.problems);
-    return undefined;
-  }
 }
 
 /** url, secret (still possibly an `@file` reference) and name: argv, then positionals, then env. */
@@ -481,19 +463,6 @@ function isRuntimeKind(value: string): value is RuntimeKind {
 }
 
 /** A non-negative integer from `name` (unset or empty: undefined); the schema checks the range. */
-function readInteger(env: LaunchEnv, name: string, problems: ConfigProblem[]): number | undefined {
-  const raw = nonEmpty(env[name]);
-  if (raw === undefined) return undefined;
-  const text = raw.trim();
-  const value = Number(text);
-  if (/^\d+$/.test(text) && Number.isSafeInteger(value)) return value;
-  problems.push({
-    field: name,
-    message: `Expected \`${name}\` to be a non-negative integer, got ${showText(raw)}`,
-  });
-  return undefined;
-}
-
 /** The environment for steps: undefined values dropped, and nothing that carries the secret. */
 function childEnv(env: LaunchEnv, secrets: readonly string[]): Record<string, string> {
   const result: Record<string, string> = {};
@@ -606,9 +575,11 @@ function wrapWords(words: readonly string[], indent = "    ", width = 100): stri
 
 function renderTunables(): string {
   const shape = agentConfigSchema.shape;
-  return TUNABLES.map(
-    ({ env, field }) => `  ${env.padEnd(33)} ${field} (default ${shape[field].def.defaultValue ?? "none"})`,
-  ).join("\n");
+  return Object.entries(TUNABLE_ENV)
+    .map(
+      ([env, field]) => `  ${env.padEnd(33)} ${field} (default ${shape[field].def.defaultValue ?? "none"})`,
+    )
+    .join("\n");
 }
 
 /** The full `--help` text: launch forms, flags, environment variables and exit codes. */

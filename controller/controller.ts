@@ -9,6 +9,7 @@ import {
   CloseCode,
   deriveAgentSecret,
   type Hello,
+  isResumableClose,
   type Logger,
   NAME_HEADER,
   PROTOCOL_HEADER,
@@ -591,8 +592,7 @@ export class Controller {
     const jobId = agent.job?.id;
     const state = jobId === undefined ? undefined : this.#jobs.get(jobId);
     if (agent.superseded || (state !== undefined && state.agent !== agent)) return;
-    const resumable =
-      code !== CloseCode.normal && !(code >= 4000 && code <= 4004) && code !== CloseCode.messageTooBig;
+    const resumable = isResumableClose(code);
     const started = state?.record.status === "running" || state?.record.status === "assigned";
     if (state !== undefined && started && resumable && !this.#stopping) {
       // The connection dropped mid-job: the agent keeps running it and resumes within the window.

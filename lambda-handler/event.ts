@@ -8,8 +8,8 @@ import {
   type CloudWatchSettings,
   ConfigError,
   type ConfigProblem,
-  cloudWatchSettings,
   type LogLevel,
+  readCloudWatchSettings,
   zodProblems,
 } from "../agent-core/index.ts";
 import {
@@ -153,7 +153,7 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
     }
     if (url !== undefined) checkField("url", url, problems);
     if (name !== undefined) checkField("name", name, problems);
-    const cloudWatch = readCloudWatch(launch.env, name ?? "smoke-test", problems);
+    const cloudWatch = readCloudWatchSettings(launch.env, "lambda", name ?? "smoke-test", problems);
     if (problems.length > 0 || cloudWatch === undefined) return fail("the smoke test cannot run");
     return {
       kind: "smoke",
@@ -206,26 +206,11 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
       problems.push({ field: [field, ...rest].join("."), message: problem.message });
     }
   }
-  const cloudWatch = readCloudWatch(launch.env, input.name || "agent", problems);
+  const cloudWatch = readCloudWatchSettings(launch.env, "lambda", input.name || "agent", problems);
   if (problems.length > 0 || !parsed.success || cloudWatch === undefined) {
     return fail("the invocation cannot start an agent");
   }
   return { kind: "agent", config: parsed.data, logLevel, settings, layout, deadlineAt, notes, cloudWatch };
-}
-
-/** CloudWatch settings for this function; their problems join the others (each names its variable). */
-function readCloudWatch(
-  env: LambdaLaunch["env"],
-  agentName: string,
-  problems: ConfigProblem[],
-): CloudWatchSettings | undefined {
-  try {
-    return cloudWatchSettings(env, "lambda", agentName);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    problems.push(...error.problems);
-    return undefined;
-  }
 }
 
 /**

@@ -4,6 +4,8 @@ import {
   describeValue,
   isLogLevel,
   type LogLevel,
+  readIntegerEnv,
+  readTunables,
   TUNABLE_ENV,
 } from "../agent-core/index.ts";
 
@@ -52,7 +54,7 @@ const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
  */
 export function readFunctionEnv(env: FunctionEnv, problems: ConfigProblem[]): FunctionSettings {
   const deadlineMarginMs =
-    readInteger(env, "AGENT_DEADLINE_MARGIN_MS", { min: 0, unit: "milliseconds" }, problems) ??
+    readIntegerEnv(env, "AGENT_DEADLINE_MARGIN_MS", problems, { unit: "milliseconds" }) ??
     DEFAULT_DEADLINE_MARGIN_MS;
 
   let logLevel: LogLevel = "info";
@@ -77,14 +79,11 @@ export function readFunctionEnv(env: FunctionEnv, problems: ConfigProblem[]): Fu
   }
 
   const ephemeralStorageMb =
-    readInteger(env, "AGENT_EPHEMERAL_STORAGE_MB", { min: 512, max: 10_240, unit: "MB" }, problems) ?? null;
+    readIntegerEnv(env, "AGENT_EPHEMERAL_STORAGE_MB", problems, { min: 512, max: 10_240, unit: "MB" }) ??
+    null;
 
   const tunables: Record<string, number> = {};
-  for (const [variable, field] of Object.entries(TUNABLE_ENV)) {
-    const unit = variable.endsWith("_MS") ? "milliseconds" : "bytes";
-    const value = readInteger(env, variable, { min: 0, unit }, problems);
-    if (value !== undefined) tunables[field] = value;
-  }
+  for (const { field, value } of readTunables(env, problems)) tunables[field] = value;
 
   const stepEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
@@ -121,24 +120,4 @@ export function splitList(value: string | undefined): string[] | undefined {
 function given(env: FunctionEnv, name: string): string | undefined {
   const value = env[name];
   return value === undefined || value.trim() === "" ? undefined : value;
-}
-
-function readInteger(
-  env: FunctionEnv,
-  name: string,
-  rule: { min: number; max?: number; unit: string },
-  problems: ConfigProblem[],
-): number | undefined {
-  const text = given(env, name);
-  if (text === undefined) return undefined;
-  const value = /^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN;
-  const inRange =
-    Number.isSafeInteger(value) && value >= rule.min && (rule.max === undefined || value <= rule.max);
-  if (inRange) return value;
-  const range = rule.max === undefined ? `>= ${rule.min}` : `${rule.min}-${rule.max}`;
-  problems.push({
-    field: name,
-    message: `Expected \`${name}\` to be an integer ${range} (${rule.unit}), got ${describeValue(text)}`,
-  });
-  return undefined;
 }

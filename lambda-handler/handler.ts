@@ -2,11 +2,13 @@ import {
   AGENT_VERSION,
   AgentError,
   type AgentOutcome,
+  buildMaskSet,
   ConfigError,
   createLogger,
   diskBudgetBytes,
   ExitCode,
   type Logger,
+  maskText,
   runAgent,
 } from "../agent-core/index.ts";
 import { type AgentInvocation, fromLambdaEvent } from "./event.ts";
@@ -155,11 +157,10 @@ function invocationRunner(
       write,
       fields: { ...base, ...(agentName !== null ? { agent: agentName } : {}) },
     });
-    // Whatever a diagnostic quotes (a URL, a peer's message), the secret never reaches the logs.
-    const logger =
-      secret !== undefined && secret.length >= 4
-        ? plain.redacting((line) => line.split(secret).join("***"))
-        : plain;
+    // Whatever a diagnostic quotes (a URL, a peer's message), the secret never reaches the logs,
+    // in any of the forms the agent masks.
+    const mask = buildMaskSet(secret === undefined ? [] : [secret]);
+    const logger = mask.isEmpty ? plain : plain.redacting((line) => maskText(line, mask));
     for (const note of invocation.notes) logger.warn(note);
     if (invocation.cloudWatch.enabled) {
       // The SDK warns in plain text on Node < 22 (not on nodejs22.x): keep diagnostics JSON lines.

@@ -1,3 +1,4 @@
+import type { ConfigProblem } from "../errors.ts";
 import type { AgentConfigInput } from "./config.ts";
 
 /**
@@ -24,3 +25,56 @@ export const TUNABLE_ENV = {
 } as const satisfies Record<string, keyof AgentConfigInput>;
 
 export type TunableVariable = keyof typeof TUNABLE_ENV;
+
+/** The environment as `process.env` gives it (or a plain object in tests). */
+export type EnvVariables = Readonly<Record<string, string | undefined>>;
+
+/**
+ * An integer variable. Unset or blank: undefined. Otherwise a safe integer within the rule, or a
+ * problem naming the variable, the rule and the value (execa style), and undefined.
+ *
+ * @example
+ * readIntegerEnv({ AGENT_GRACE_MS: "-1" }, "AGENT_GRACE_MS", problems, { unit: "milliseconds" });
+ * // problems: Expected `AGENT_GRACE_MS` to be a non-negative integer (milliseconds), got `-1` (string)
+ */
+export function readIntegerEnv(
+  env: EnvVariables,
+  name: string,
+  problems: ConfigProblem[],
+  rule: { min?: number; max?: number; unit?: string } = {},
+): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return undefined;
+  const { min = 0, max, unit } = rule;
+  const value = /^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
+  if (Number.isSafeInteger(value) && value >= min && (max === undefined || value <= max)) return value;
+  const range =
+    max !== undefined
+      ? `an integer from ${min} to ${max}`
+      : min === 0
+        ? "a non-negative integer"
+        : `an integer >= ${min}`;
+  const clipped = raw.length > 60 ? `${raw.slice(0, 60)}...` : raw;
+  problems.push({
+    field: name,
+    message: `Expected \`${name}\` to be ${range}${unit ? ` (${unit})` : ""}, got \`${clipped}\` (string)`,
+  });
+  return undefined;
+}
+
+/** Every tunable set in `env`, parsed; each bad value adds a problem naming its variable. */
+export function readTunables(
+  env: EnvVariables,
+  problems: ConfigProblem[],
+): { variable: TunableVariable; field: (typeof TUNABLE_ENV)[TunableVariable]; value: number }[] {
+  const found = [];
+  for (const [variable, field] of Object.entries(TUNABLE_ENV) as [
+    TunableVariable,
+    (typeof TUNABLE_ENV)[TunableVariable],
+  ][]) {
+    const unit = variable.endsWith("_MS") ? "milliseconds" : "bytes";
+    const value = readIntegerEnv(env, variable, problems, { unit });
+    if (value !== undefined) found.push({ variable, field, value });
+  }
+  return found;
+}

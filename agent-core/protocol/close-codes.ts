@@ -37,3 +37,20 @@ export const CloseCode = {
 } as const;
 
 export type CloseCodeValue = (typeof CloseCode)[keyof typeof CloseCode];
+
+/**
+ * Whether a session that ended with `code` mid-job is worth resuming: a drop of the network or of
+ * the peer process (1001, 1006, 1011, the heartbeat and ack timeouts) is; a close that says the
+ * peers disagree (an orderly 1000, invalid payloads, the 4000-4004 protocol errors, a refused
+ * resume) is not. Both sides use this one rule: the agent to decide whether to reconnect, the
+ * controller whether to hold the job for it.
+ */
+export function isResumableClose(code: number): boolean {
+  if (code >= CloseCode.malformed && code <= CloseCode.unsupportedVersion) return false;
+  return ![
+    CloseCode.normal,
+    CloseCode.invalidPayload,
+    CloseCode.messageTooBig,
+    CloseCode.resumeRefused,
+  ].includes(code as never);
+}

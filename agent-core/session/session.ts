@@ -134,8 +134,13 @@ export class AgentSession {
   protocolError(error: ProtocolError): void {
     if (this.#closeInfo !== undefined) return;
     this.#logger.error("protocol error; closing the session", { error, closeCode: error.closeCode });
-    this.#closeInfo = { code: error.closeCode, reason: error.message, error };
-    this.#socket.close(error.closeCode, closeReason(error.message));
+    this.#closeWith({ code: error.closeCode, reason: error.message, error });
+  }
+
+  /** Records why this side closes, closes, and drops the TCP connection if the handshake stalls. */
+  #closeWith(info: SessionClose): void {
+    this.#closeInfo = info;
+    this.#socket.close(info.code, closeReason(info.reason));
     setTimeout(() => this.#socket.terminate(), 2_000).unref();
   }
 
@@ -217,9 +222,7 @@ export class AgentSession {
     this.#logger.error("the controller stopped acknowledging; closing the session", {
       outstanding: this.#cursor - this.#outbox.acked,
     });
-    this.#closeInfo = { code: CloseCode.ackTimeout, reason };
-    this.#socket.close(CloseCode.ackTimeout, closeReason(reason));
-    setTimeout(() => this.#socket.terminate(), 2_000).unref();
+    this.#closeWith({ code: CloseCode.ackTimeout, reason });
     return true;
   }
 }

@@ -231,7 +231,7 @@ describe("fromLambdaEvent: every malformed shape is one AGENT_ERR_CONFIG listing
       {
         field: "AGENT_DEADLINE_MARGIN_MS",
         message:
-          'Expected `AGENT_DEADLINE_MARGIN_MS` to be an integer >= 0 (milliseconds), got `"1e3"` (string)',
+          "Expected `AGENT_DEADLINE_MARGIN_MS` to be a non-negative integer (milliseconds), got `1e3` (string)",
       },
     ]);
   });

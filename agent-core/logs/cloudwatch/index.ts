@@ -26,6 +26,7 @@ export {
   DEFAULT_MAX_PENDING_BYTES,
   logGroupProblem,
   logStreamProblem,
+  readCloudWatchSettings,
   sanitizeStreamName,
 } from "./settings.ts";
 export {

@@ -226,3 +226,22 @@ export function consoleUrl(region: string, logGroupName: string, logStreamName: 
   const fragment = `logsV2:log-groups/log-group/${consoleEncode(logGroupName)}/log-events/${consoleEncode(logStreamName)}`;
   return `https://${host}/cloudwatch/home?region=${encodeURIComponent(region)}#${fragment}`;
 }
+
+/**
+ * {@link cloudWatchSettings} for a wrapper that collects every problem before failing: the
+ * settings, or undefined with their problems (each naming its variable) added to `problems`.
+ */
+export function readCloudWatchSettings(
+  env: CloudWatchEnv,
+  runtime: RuntimeKind,
+  agentName: string,
+  problems: ConfigProblem[],
+): CloudWatchSettings | undefined {
+  try {
+    return cloudWatchSettings(env, runtime, agentName);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(...error.problems);
+    return undefined;
+  }
+}
