@@ -5,8 +5,10 @@ import { groupRssBytes } from "../limits/memory.ts";
 import type { Logger } from "../logger.ts";
 import { OutputFramer } from "../logs/framer.ts";
 import { type MaskSet, maskText, StreamMasker } from "../logs/masker.ts";
+import { setLongTimeout } from "../long-timer.ts";
 import type { OutputStream } from "../protocol/frames.ts";
 import type { Job, Step, StepReason } from "../protocol/messages.ts";
+import { newTrackingId, stopTrackedProcesses, TRACKING_VARIABLE } from "../runner/job-processes.ts";
 import { abortReason, type Command, reapGroups, runStep, type StepResult } from "../runner/run-step.ts";
 import { resolveInWorkspace } from "../workspace/workspace.ts";
 
@@ -73,26 +75,34 @@ interface Failure {
  * Runs a job's steps in order. A step that fails stops the job unless it has `continueOnError`;
  * an abort stops the running step (SIGTERM, grace, SIGKILL) and skips the rest. The platform's
  * deadline and the disk budget end the job the same way, with reasons `deadline` and `disk`.
- * When the job ends, whatever its steps left running is stopped too.
+ * When the job ends, every process its steps started is stopped too (SIGTERM, grace, SIGKILL),
+ * also those that left their step's process group: each step's environment carries
+ * {@link TRACKING_VARIABLE} (see job-processes.ts). Before the first step, leftovers of jobs whose
+ * agent died without cleaning up are stopped the same way.
  */
 export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   const { job, logger } = options;
   const started = performance.now();
   const steps: JobOutcome["steps"] = [];
   const groups = new Set<number>();
+  const leftovers = await stopTrackedProcesses({ orphaned: true }, 0);
+  if (leftovers.length > 0) {
+    logger.warn("killed processes left behind by an agent that died during its job", { pids: leftovers });
+  }
   const jobAbort = new AbortController();
   const forward = () => jobAbort.abort(options.signal.reason);
   options.signal.addEventListener("abort", forward, { once: true });
   if (options.signal.aborted) forward();
-  const timers: NodeJS.Timeout[] = [];
-  if (job.timeoutMs !== undefined)
-    timers.push(setTimeout(() => jobAbort.abort("timeout"), job.timeoutMs).unref());
+  // Any length: a `timeout: 720h` or a month-long deadline is scheduled in hops.
+  const timers = [];
+  if (job.timeoutMs !== undefined) {
+    timers.push(setLongTimeout(() => jobAbort.abort("timeout" satisfies StepReason), job.timeoutMs));
+  }
   const stopIn = msUntilStop(options.deadline);
   if (stopIn !== null) {
-    timers.push(
-      setTimeout(() => jobAbort.abort("deadline" satisfies StepReason), Math.max(0, stopIn)).unref(),
-    );
+    timers.push(setLongTimeout(() => jobAbort.abort("deadline" satisfies StepReason), Math.max(0, stopIn)));
   }
+  const trackingId = newTrackingId();
   const disk = watchDisk(options);
   const agentRss = { peak: process.memoryUsage.rss() };
 
@@ -117,7 +127,14 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
         });
         break;
       }
-      const outcome = await runOneStep(step, options, jobAbort.signal, groups, disk, agentRss);
+      const outcome = await runOneStep(
+        step,
+        options,
+        jobAbort.signal,
+        { groups, trackingId },
+        disk,
+        agentRss,
+      );
       steps.push({ id: step.id, outcome });
       logger.info("step ended", {
         step: step.id,
@@ -139,9 +156,14 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
       }
     }
   } finally {
-    for (const timer of timers) clearTimeout(timer);
+    for (const timer of timers) timer.clear();
     options.signal.removeEventListener("abort", forward);
-    await reapGroups(groups, Math.min(options.graceMs, 2_000));
+    const graceMs = Math.min(options.graceMs, 2_000);
+    const [, stray] = await Promise.all([
+      reapGroups(groups, graceMs),
+      stopTrackedProcesses({ id: trackingId }, graceMs),
+    ]);
+    if (stray.length > 0) logger.info("stopped processes the job left running", { pids: stray });
   }
 
   const base = {
@@ -183,7 +205,7 @@ async function runOneStep(
   step: Step,
   options: RunJobOptions,
   jobSignal: AbortSignal,
-  groups: Set<number>,
+  tracking: { groups: Set<number>; trackingId: string },
   disk: DiskWatcher | null,
   agentRss: { peak: number },
 ): Promise<StepOutcome> {
@@ -232,6 +254,8 @@ async function runOneStep(
       ...job.env,
       ...step.env,
       AGENT_STEP_ID: step.id,
+      // Last, so that no job can unset it: how the job's processes are found when it ends.
+      [TRACKING_VARIABLE]: tracking.trackingId,
     };
     const command: Command =
       step.argv !== undefined
@@ -252,7 +276,7 @@ async function runOneStep(
             ...(options.killNow ? { killNow: options.killNow } : {}),
             onStart: (id) => {
               pgid = id;
-              groups.add(id);
+              tracking.groups.add(id);
             },
             onOutput: (stream, chunk) => {
               framer.write(stream, maskers[stream].write(chunk));

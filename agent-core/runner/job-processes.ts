@@ -1,0 +1,138 @@
+/**
+ * Every process a job started, found by an environment marker rather than by process group.
+ *
+ * A step runs in its own process group, but a process may leave it (`setsid`, `nohup setsid`, a
+ * detached Node child, a double fork re-parented to init). Each step's environment carries
+ * {@link TRACKING_VARIABLE}; children inherit it whatever group or session they move to, and
+ * `/proc/<pid>/environ` keeps the environment a process was started with. When the job ends,
+ * every process whose environment holds the job's value is stopped (SIGTERM, grace, SIGKILL),
+ * as Jenkins' ProcessTreeKiller does with `JENKINS_NODE_COOKIE` and the Actions runner with
+ * `RUNNER_TRACKING_ID`.
+ *
+ * Limits: a process that replaces its environment (`env -i`, `execve` with a fresh one) drops the
+ * marker; one running as another user (setuid) cannot be read or signalled. A cgroup would catch
+ * both, but neither Lambda nor Fargate lets a task create one.
+ */
+import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+
+/** The variable that marks a job's processes. Its value is `<agent pid>.<random hex>`. */
+export const TRACKING_VARIABLE = "AGENT_TRACKING_ID";
+
+/** A new marker value for a job run by this process. */
+export function newTrackingId(): string {
+  return `${process.pid}.${randomBytes(8).toString("hex")}`;
+}
+
+/**
+ * Which marked processes to find: one job's, or the leftovers of jobs whose agent process is gone
+ * (killed before it could clean up: an OOM kill, a Lambda sandbox reset).
+ */
+export type TrackingMatch = { id: string } | { orphaned: true };
+
+/**
+ * Pids of the live processes marked as `match` says, never this process itself. Processes that
+ * cannot be read (another user's, gone while looking) and zombies (no environment left) are not
+ * listed. Linux only: elsewhere, an empty list.
+ */
+export function findTrackedProcesses(match: TrackingMatch): number[] {
+  let names: string[];
+  try {
+    names = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  const prefix = Buffer.from(`${TRACKING_VARIABLE}=`);
+  const found: number[] = [];
+  for (const name of names) {
+    const first = name.charCodeAt(0);
+    if (first < 48 || first > 57) continue;
+    const pid = Number(name);
+    if (pid === process.pid) continue;
+    let environ: Buffer;
+    try {
+      environ = readFileSync(`/proc/${name}/environ`);
+    } catch {
+      continue;
+    }
+    const value = markerValue(environ, prefix);
+    if (value !== undefined && matches(value, match)) found.push(pid);
+  }
+  return found;
+}
+
+/** The marker's value in a NUL-separated environment block, if it is there. */
+function markerValue(environ: Buffer, prefix: Buffer): string | undefined {
+  for (let at = environ.indexOf(prefix); at !== -1; at = environ.indexOf(prefix, at + 1)) {
+    if (at !== 0 && environ[at - 1] !== 0) continue;
+    const start = at + prefix.length;
+    const end = environ.indexOf(0, start);
+    return environ.toString("latin1", start, end === -1 ? environ.length : end);
+  }
+  return undefined;
+}
+
+function matches(value: string, match: TrackingMatch): boolean {
+  if ("id" in match) return value === match.id;
+  const owner = Number(value.slice(0, value.indexOf(".")));
+  if (!Number.isSafeInteger(owner) || owner <= 0) return false;
+  return owner !== process.pid && !isAlive(owner);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function signalAll(pids: readonly number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // Gone already, or not ours to signal.
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref());
+
+/** How many times the SIGKILL sweep looks again for processes forked while it was killing. */
+const KILL_ROUNDS = 20;
+
+/**
+ * Stops every process `match` finds: SIGTERM, up to `graceMs` for them to exit, then SIGKILL,
+ * scanning again until none is left (a process may fork between a scan and its kill). Bounded:
+ * at most `graceMs` plus {@link KILL_ROUNDS} short sweeps. Resolves with the pids it signalled.
+ *
+ * @example
+ * const stopped = await stopTrackedProcesses({ id: trackingId }, 2_000);
+ */
+export async function stopTrackedProcesses(match: TrackingMatch, graceMs: number): Promise<number[]> {
+  const signalled = new Set<number>();
+  let pids = findTrackedProcesses(match);
+  if (pids.length === 0) return [];
+  for (const pid of pids) signalled.add(pid);
+  if (graceMs > 0) {
+    signalAll(pids, "SIGTERM");
+    const started = Date.now();
+    for (
+      let pollMs = 5;
+      pids.length > 0 && Date.now() - started < graceMs;
+      pollMs = Math.min(pollMs * 2, 50)
+    ) {
+      await sleep(Math.min(pollMs, graceMs));
+      pids = findTrackedProcesses(match);
+    }
+  }
+  for (let round = 0; pids.length > 0 && round < KILL_ROUNDS; round++) {
+    for (const pid of pids) signalled.add(pid);
+    signalAll(pids, "SIGKILL");
+    await sleep(5);
+    pids = findTrackedProcesses(match);
+  }
+  return [...signalled];
+}
