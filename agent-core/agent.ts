@@ -273,9 +273,9 @@ async function runJobOverSession(
   const interrupt = options.signal;
   logger.info("job received", { steps: job.steps.length, name: job.name });
   // The agent's own secret and the job's secrets never reach a sink: output, messages, diagnostics.
-  const mask = buildMaskSet(job.mask, logger);
-  const both = buildMaskSet([config.secret, ...job.mask]);
-  logger = logger.redacting((line) => maskText(line, mask));
+  // One set, built once (a set of 1,000 secrets takes tens of megabytes).
+  const both = buildMaskSet([config.secret, ...job.mask], logger);
+  logger = logger.redacting((line) => maskText(line, both));
   const abort = new AbortController();
   const onInterrupt = () => abort.abort("interrupted" satisfies StepReason);
   interrupt?.addEventListener("abort", onInterrupt, { once: true });

@@ -11,6 +11,7 @@ export type AgentErrorCode =
   | "AGENT_ERR_ACK_TIMEOUT"
   | "AGENT_ERR_WORKSPACE"
   | "AGENT_ERR_IDLE_TIMEOUT"
+  | "AGENT_ERR_MASK_LIMIT"
   | "AGENT_ERR_INTERNAL";
 
 export class AgentError extends Error {

@@ -13,6 +13,7 @@ import {
   ExitCode,
   isLogLevel,
   type LogLevel,
+  MAX_DURATION_MS,
   parseAgentConfig,
   RUNTIME_KINDS,
   type RuntimeKind,
@@ -323,7 +324,10 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
   const labels = resolveLabels(scan, env);
   if (labels !== undefined) put("labels", labels.value, labels.from);
   for (const { variable, field, value } of readTunables(env, problems)) put(field, value, variable);
-  const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, { unit: "milliseconds" });
+  const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, {
+    unit: "milliseconds",
+    max: MAX_DURATION_MS,
+  });
   if (maxDurationMs !== undefined) put("deadlineAt", Date.now() + maxDurationMs, MAX_DURATION_ENV);
   input.runtime = resolveRuntime(env, problems);
   input.baseEnv = childEnv(env, secrets);
@@ -624,11 +628,12 @@ Environment:
                                AWS_ECS, else local)
   AGENT_SECRET                 never passed on to steps either
   AGENT_MAX_DURATION_MS        stop the job this long after the agent started, reporting it as
-                               \`deadline\` (ECS/Fargate have no deadline of their own; default none)
+                               \`deadline\` (ECS/Fargate have no deadline of their own; default none;
+                               at most 365 days)
   Accepted without effect:
 ${wrapWords(IGNORED_ENV)}
 
-Tunables (non-negative integers, milliseconds or bytes):
+Tunables (non-negative integers, milliseconds (at most one day) or bytes):
 ${renderTunables()}
 
 Exit codes:

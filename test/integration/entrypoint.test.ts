@@ -120,6 +120,19 @@ describe("container entrypoint launch forms", () => {
     expect(result.stderr).not.toContain("s3cr3t-value");
   });
 
+  it("exits with the bad-config code for a secret of 1-3 characters, which could not be masked", async () => {
+    for (const secret of ["q", "q7z"]) {
+      const result = await startEntrypoint(["-url", ctl.controller.url, "-secret", secret, "-name", "short"])
+        .done;
+      expect(result.code).toBe(ExitCode.badConfig);
+      expect(result.stderr).toMatch(/AGENT_ERR_CONFIG|Invalid agent configuration/);
+      expect(result.stderr).toMatch(
+        /secret: must be at least 4 characters: a shorter secret cannot be masked/,
+      );
+      expect(result.stderr).not.toContain(`${secret}\``);
+    }
+  });
+
   it("exits with the refused code at once on a wrong secret", async () => {
     const started = Date.now();
     const result = await startEntrypoint([
