@@ -103,7 +103,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
     timers.push(setLongTimeout(() => jobAbort.abort("deadline" satisfies StepReason), Math.max(0, stopIn)));
   }
   const trackingId = newTrackingId();
-  const disk = watchDisk(options);
+  const disk = await watchDisk(options);
   const agentRss = { peak: process.memoryUsage.rss() };
 
   let failure: Failure | undefined;
@@ -158,6 +158,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   } finally {
     for (const timer of timers) timer.clear();
     options.signal.removeEventListener("abort", forward);
+    disk?.releaseHeadroom();
     const graceMs = Math.min(options.graceMs, 2_000);
     const [, stray] = await Promise.all([
       reapGroups(groups, graceMs),
@@ -187,18 +188,27 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   };
 }
 
-/** The job's disk watcher; null (with a warning) when the work dir's filesystem cannot be measured. */
-function watchDisk(options: RunJobOptions): DiskWatcher | null {
+/**
+ * The job's disk watcher, its headroom held in a file beside the workspace (removed with it);
+ * null (with a warning) when the work dir's filesystem cannot be measured.
+ */
+async function watchDisk(options: RunJobOptions): Promise<DiskWatcher | null> {
   if (options.disk === null) return null;
   const { path, limitBytes, headroomBytes, ownBytes } = options.disk;
+  let watcher: DiskWatcher;
   try {
-    return new DiskWatcher(path, limitBytes, headroomBytes, ownBytes);
+    watcher = new DiskWatcher(path, limitBytes, headroomBytes, ownBytes);
   } catch (error) {
     options.logger.warn("cannot measure the work dir's filesystem; the disk budget is not enforced", {
       error,
     });
     return null;
   }
+  const reserved = await watcher.reserveHeadroom(`${options.workspace}.headroom`);
+  if (reserved < headroomBytes) {
+    options.logger.warn("the disk headroom could not be reserved in full", { reserved, headroomBytes });
+  }
+  return watcher;
 }
 
 async function runOneStep(
@@ -234,13 +244,22 @@ async function runOneStep(
       // Zero means nothing was seen (a step too quick to sample): "not measured", not "0 bytes".
       if (rss !== null && rss > 0) peakRssBytes = Math.max(peakRssBytes ?? 0, rss);
     }
-    if (disk !== null && diskExceeded === null) {
-      diskExceeded = disk.check();
-      if (diskExceeded !== null) stepAbort.abort("disk" satisfies StepReason);
-    }
   };
   const monitor = setInterval(sample, options.monitorIntervalMs);
   monitor.unref();
+  // The disk is checked faster as the budget runs out, and on while a stopped step exits (to see
+  // whether the filesystem filled up before it was gone).
+  let diskTimer: NodeJS.Timeout | undefined;
+  const checkDisk = () => {
+    if (disk === null) return;
+    const exceeded = disk.check();
+    if (exceeded !== null && diskExceeded === null) {
+      diskExceeded = exceeded;
+      stepAbort.abort("disk" satisfies StepReason);
+    }
+    diskTimer = setTimeout(checkDisk, disk.nextCheckInMs(options.monitorIntervalMs)).unref();
+  };
+  if (disk !== null) diskTimer = setTimeout(checkDisk, disk.nextCheckInMs(options.monitorIntervalMs)).unref();
 
   let result: StepResult;
   try {
@@ -295,9 +314,13 @@ async function runOneStep(
     };
   } finally {
     clearInterval(monitor);
+    clearTimeout(diskTimer);
     jobSignal.removeEventListener("abort", forward);
   }
-  if (disk !== null && diskExceeded === null) diskExceeded = disk.check();
+  if (disk !== null) {
+    const exceeded = disk.check();
+    diskExceeded ??= exceeded;
+  }
   for (const stream of ["stdout", "stderr"] as const) framer.write(stream, maskers[stream].end());
   framer.end();
 
@@ -311,7 +334,12 @@ async function runOneStep(
   if (diskExceeded !== null && disk !== null && (outcome.reason === "disk" || outcome.reason === "exit")) {
     // Over budget, whether the step was stopped for it or finished just past it.
     outcome.reason = "disk";
-    outcome.message = diskMessage(disk.path, diskExceeded, await largestDirectories(options.workspace));
+    // The job ends here: the agent needs the room for what it still has to write and report.
+    disk.releaseHeadroom();
+    outcome.message = diskMessage(disk.path, diskExceeded, await largestDirectories(options.workspace), {
+      filledUp: disk.filledUp,
+      minFreeBytes: disk.minFreeBytes,
+    });
   } else if (outcome.reason === "deadline") {
     outcome.message = deadlineMessage(options.deadline, { stepId: step.id, started: true });
   }

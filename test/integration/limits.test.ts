@@ -24,6 +24,22 @@ afterEach(async () => {
   dir.remove();
 });
 
+/** Whether a tmpfs can be mounted here (root). */
+function canMountTmpfs(): boolean {
+  try {
+    const probe = tempDir("mount-probe-");
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe.path], { stdio: "ignore" });
+      execFileSync("umount", [probe.path]);
+      return true;
+    } finally {
+      probe.remove();
+    }
+  } catch {
+    return false;
+  }
+}
+
 const named = (prefix: string) => `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
 
 describe("the deadline", () => {
@@ -113,19 +129,7 @@ describe("the disk budget", () => {
     expect(readdirSync(join(dir.path, "workspace"))).toEqual([]);
   });
 
-  const canMount = (() => {
-    try {
-      const probe = tempDir("mount-probe-");
-      execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe.path], { stdio: "ignore" });
-      execFileSync("umount", [probe.path]);
-      probe.remove();
-      return true;
-    } catch {
-      return false;
-    }
-  })();
-
-  it.skipIf(!canMount)(
+  it.skipIf(!canMountTmpfs())(
     "reports a disk filled to the brim as disk, and still reports the job (skipped where a tmpfs cannot be mounted: needs root)",
     async () => {
       const mountPoint = join(dir.path, "small");
@@ -156,6 +160,64 @@ describe("the disk budget", () => {
     },
   );
 });
+
+describe.skipIf(!canMountTmpfs())(
+  "the headroom at high write rates (skipped where a tmpfs cannot be mounted: needs root)",
+  () => {
+    let mountPoint: string;
+    beforeEach(() => {
+      mountPoint = join(dir.path, "tmp64");
+      mkdirSync(mountPoint);
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", mountPoint]);
+    });
+    afterEach(() => {
+      execFileSync("umount", ["-l", mountPoint]);
+    });
+
+    it.each([
+      ["cat /dev/zero (gigabytes per second)", "cat /dev/zero > fill"],
+      [
+        "dd at 1 MiB blocks, about 150 MB/s",
+        "for i in $(seq 1 80); do dd if=/dev/zero bs=1M count=1 2>/dev/null >> fill; sleep 0.006; done",
+      ],
+    ])(
+      "a step filling a 64 MiB /tmp with %s: exit 5, the reserve held, and the message says what happened",
+      async (_what, command) => {
+        const job = ctl.controller.submit({
+          steps: [
+            {
+              // When the write fails, show that the agent's reserve was still there.
+              run: `${command} || { stat -c 'reserve %s' "$AGENT_WORKSPACE.headroom"; exit 1; }`,
+            },
+            { run: "echo never" },
+          ],
+        });
+        const { logger } = captureLogger();
+        const outcome = await runAgent(
+          agentConfigFor(ctl.controller, named("fast"), { workDir: mountPoint }),
+          {
+            logger,
+          },
+        );
+        expect(outcome.exitCode).toBe(ExitCode.disk);
+        const final = await ctl.controller.waitForJob(job.id);
+        expect(final).toMatchObject({ status: "failed", reason: "disk" });
+        expect(final.steps.map((s) => s.status)).toEqual(["failed", "skipped"]);
+        const message = final.steps[0]?.message ?? "";
+        const log = (await ctl.client.log(job.id)).toString();
+        if (log.includes("No space left on device")) {
+          // Filled between two checks: said so, and half the 16 MiB headroom was still reserved.
+          expect(message).toMatch(/The filesystem filled up before the step could be stopped/);
+          expect(log).toContain("reserve 8388608");
+        } else {
+          expect(message).toMatch(/The step was stopped with \d+\.\d MiB still free/);
+          expect(message).not.toMatch(/filled up/);
+        }
+        expect(readdirSync(join(mountPoint, "workspace"))).toEqual([]);
+      },
+    );
+  },
+);
 
 describe("memory", () => {
   it("reports the step's peak resident memory and the agent's own", async () => {
