@@ -29,13 +29,17 @@ export type LaunchPlan =
   | { kind: "version" }
   /** jenkins-agent behaviour: a single non-option argument is executed as a command. */
   | { kind: "exec"; argv: string[] }
-  /** Run the agent. `ignored`: remoting flags and variables accepted for compatibility, without effect. */
+  /**
+   * Run the agent. `ignored`: remoting flags and variables accepted for compatibility, without
+   * effect. `secrets`: every value that is or may be the secret (never shown, never given to steps).
+   */
   | {
       kind: "agent";
       config: AgentConfig;
       logLevel: LogLevel;
       ignored: string[];
       cloudWatch: CloudWatchSettings;
+      secrets: string[];
     };
 
 /** The environment as `process.env` gives it. */
@@ -344,6 +348,7 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
     logLevel,
     ignored: unique([...scan.ignored, ...ignoredEnv(env)]),
     cloudWatch,
+    secrets,
   };
 }
 
