@@ -34,12 +34,15 @@ describe("the default image, ECS mode", () => {
     const name = "ecs-image-1";
     const job = ctl.controller.submit({
       steps: [
-        { name: "init", run: 'test "$(cat /proc/1/comm)" = tini && test "$(id -u)" = 1000 && echo "pid1=tini uid=1000"' },
+        {
+          name: "init",
+          run: 'test "$(cat /proc/1/comm)" = tini && test "$(id -u)" = 1000 && echo "pid1=tini uid=1000"',
+        },
         // The subshell's parent exits at once: its child is re-parented to PID 1 and exits soon after.
         { name: "double fork", run: "sh -c '(sleep 0.2; exit 0) &'" },
         {
           name: "zombies",
-          run: "sleep 1; n=0; for s in /proc/[0-9]*/stat; do case \"$(cut -d' ' -f3 \"$s\" 2>/dev/null)\" in Z) n=$((n+1));; esac; done; echo \"zombies=$n\"",
+          run: 'sleep 1; n=0; for s in /proc/[0-9]*/stat; do case "$(cut -d\' \' -f3 "$s" 2>/dev/null)" in Z) n=$((n+1));; esac; done; echo "zombies=$n"',
         },
         {
           name: "git",
@@ -77,7 +80,9 @@ describe("the default image, ECS mode", () => {
     const out = await help.exited;
     expect(out.code).toBe(0);
     expect(out.stdout).toMatch(/-url/);
-    const java = await startContainer(IMAGES.default, { command: ["/bin/sh", "-c", "command -v java || echo no-java"] });
+    const java = await startContainer(IMAGES.default, {
+      command: ["/bin/sh", "-c", "command -v java || echo no-java"],
+    });
     containers.push(java);
     expect((await java.exited).stdout.trim()).toBe("no-java");
   });

@@ -27,6 +27,8 @@ describe("the jenkins image", () => {
     const { code, stdout } = await tools.exited;
     expect(code).toBe(0);
     expect(stdout).toMatch(/git version 2\.\d+[\s\S]*v2\d\.\d+\.\d+[\s\S]*ok/);
-    expect((await imageConfig(IMAGES.jenkins)).Entrypoint).toEqual((await imageConfig(IMAGES.default)).Entrypoint);
+    expect((await imageConfig(IMAGES.jenkins)).Entrypoint).toEqual(
+      (await imageConfig(IMAGES.default)).Entrypoint,
+    );
   });
 });

@@ -1,7 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode } from "../../agent-core/index.ts";
 import type { InvocationSummary, SmokeReport } from "../../lambda-handler/index.ts";
-import { type FakeLambdaRuntime, type InvokeResult, startFakeLambdaRuntime } from "../support/fake-lambda-runtime.ts";
+import {
+  type FakeLambdaRuntime,
+  type InvokeResult,
+  startFakeLambdaRuntime,
+} from "../support/fake-lambda-runtime.ts";
 import { startController, type TestController } from "../support/harness.ts";
 import { type Container, IMAGES, startContainer } from "./support/image.ts";
 
@@ -59,9 +63,16 @@ function responseOf(result: InvokeResult): unknown {
 describe("the default image, Lambda mode (Runtime API)", () => {
   it("answers a smoke invocation: tools present, /tmp writable, the controller reachable", async () => {
     const report = responseOf(await api.invoke({ smoke: true, url: ctl.controller.url })) as SmokeReport;
-    expect(report).toMatchObject({ smoke: true, ok: true, runtime: "lambda", function: { name: "jnlp-agent-git-bash", memoryMb: 256 } });
+    expect(report).toMatchObject({
+      smoke: true,
+      ok: true,
+      runtime: "lambda",
+      function: { name: "jnlp-agent-git-bash", memoryMb: 256 },
+    });
     expect(report.checks.filter((c) => !c.ok)).toEqual([]);
-    expect(report.checks.map((c) => c.name)).toEqual(expect.arrayContaining(["tmp-writable", "tool:bash", "tool:git", "controller"]));
+    expect(report.checks.map((c) => c.name)).toEqual(
+      expect.arrayContaining(["tmp-writable", "tool:bash", "tool:git", "controller"]),
+    );
   });
 
   it("runs a job from the Jenkins plugin's payload {url, node_secret, node_name} against the reference controller", async () => {
@@ -83,7 +94,13 @@ describe("the default image, Lambda mode (Runtime API)", () => {
       { timeoutMs: 120_000 },
     );
     const summary = responseOf(result) as InvocationSummary;
-    expect(summary).toMatchObject({ agent: name, jobId: job.id, result: "succeeded", exitCode: ExitCode.ok, logs: { requestId: result.requestId } });
+    expect(summary).toMatchObject({
+      agent: name,
+      jobId: job.id,
+      result: "succeeded",
+      exitCode: ExitCode.ok,
+      logs: { requestId: result.requestId },
+    });
     const log = (await ctl.client.log(job.id)).toString("utf8");
     expect(log).toMatch(/commits=1 home=\/tmp\//);
     expect((await ctl.controller.waitForJob(job.id)).agent?.labels).toEqual(["git", "bash"]);
@@ -108,7 +125,12 @@ describe("the default image, Lambda mode (Runtime API)", () => {
     );
     const summary = responseOf(result) as InvocationSummary;
     expect(result.endedAt).toBeLessThan(result.deadlineMs);
-    expect(summary).toMatchObject({ result: "failed", reason: "deadline", exitCode: ExitCode.deadline, failedStepId: "1" });
+    expect(summary).toMatchObject({
+      result: "failed",
+      reason: "deadline",
+      exitCode: ExitCode.deadline,
+      failedStepId: "1",
+    });
     expect(summary.limits.deadlineAt).toBeLessThanOrEqual(result.deadlineMs - 3_000);
     expect((await ctl.controller.waitForJob(job.id)).steps[0]).toMatchObject({ reason: "deadline" });
     // Every call the runtime made followed the documented API.

@@ -35,7 +35,9 @@ export interface ImageConfig {
 }
 
 export async function imageConfig(tag: string): Promise<ImageConfig> {
-  const { stdout } = await exec("buildah", ["inspect", "--type", "image", tag], { maxBuffer: 64 * 1024 * 1024 });
+  const { stdout } = await exec("buildah", ["inspect", "--type", "image", tag], {
+    maxBuffer: 64 * 1024 * 1024,
+  });
   const config = (JSON.parse(stdout) as { OCIv1: { config?: ImageConfig } }).OCIv1.config;
   if (config === undefined) throw new Error(`${tag} has no OCI config`);
   return config;
