@@ -37,6 +37,8 @@ if [ ! -s "$rootfs_tar" ]; then
     >"$work/root/etc/apt/sources.list"
   tar --numeric-owner -C "$work/root" -cf "$rootfs_tar.part" .
   mv "$rootfs_tar.part" "$rootfs_tar"
+  rm -rf "$work"
+  trap - EXIT
 fi
 
 ctr=$(buildah from scratch)
