@@ -85,10 +85,12 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   const started = performance.now();
   const steps: JobOutcome["steps"] = [];
   const groups = new Set<number>();
-  const leftovers = await stopTrackedProcesses({ orphaned: true }, 0);
-  if (leftovers.length > 0) {
-    logger.warn("killed processes left behind by an agent that died during its job", { pids: leftovers });
-  }
+  // Beside the first step, not before it: a step never matches (its agent is alive).
+  const sweeping = stopTrackedProcesses({ orphaned: true }, 0).then((leftovers) => {
+    if (leftovers.length > 0) {
+      logger.warn("killed processes left behind by an agent that died during its job", { pids: leftovers });
+    }
+  });
   const jobAbort = new AbortController();
   const forward = () => jobAbort.abort(options.signal.reason);
   options.signal.addEventListener("abort", forward, { once: true });
@@ -103,7 +105,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
     timers.push(setLongTimeout(() => jobAbort.abort("deadline" satisfies StepReason), Math.max(0, stopIn)));
   }
   const trackingId = newTrackingId();
-  const disk = await watchDisk(options);
+  const disk = watchDisk(options);
   const agentRss = { peak: process.memoryUsage.rss() };
 
   let failure: Failure | undefined;
@@ -132,7 +134,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
         options,
         jobAbort.signal,
         { groups, trackingId },
-        disk,
+        disk?.watcher ?? null,
         agentRss,
       );
       steps.push({ id: step.id, outcome });
@@ -158,7 +160,9 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   } finally {
     for (const timer of timers) timer.clear();
     options.signal.removeEventListener("abort", forward);
-    disk?.releaseHeadroom();
+    await sweeping;
+    await disk?.reserving;
+    disk?.watcher.releaseHeadroom();
     const graceMs = Math.min(options.graceMs, 2_000);
     const [, stray] = await Promise.all([
       reapGroups(groups, graceMs),
@@ -171,7 +175,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
     durationMs: Math.round(performance.now() - started),
     steps,
     agentPeakRssBytes: agentRss.peak,
-    diskUsedBytes: disk?.peakUsedBytes ?? null,
+    diskUsedBytes: disk?.watcher.peakUsedBytes ?? null,
   };
   if (failure === undefined && steps.length < job.steps.length) {
     // Stopped between steps: nothing was running, but the job did not run to its end.
@@ -189,10 +193,11 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
 }
 
 /**
- * The job's disk watcher, its headroom held in a file beside the workspace (removed with it);
- * null (with a warning) when the work dir's filesystem cannot be measured.
+ * The job's disk watcher, its headroom being written to a file beside the workspace (removed
+ * with it) while the first step starts; null (with a warning) when the work dir's filesystem
+ * cannot be measured.
  */
-async function watchDisk(options: RunJobOptions): Promise<DiskWatcher | null> {
+function watchDisk(options: RunJobOptions): { watcher: DiskWatcher; reserving: Promise<void> } | null {
   if (options.disk === null) return null;
   const { path, limitBytes, headroomBytes, ownBytes } = options.disk;
   let watcher: DiskWatcher;
@@ -204,11 +209,12 @@ async function watchDisk(options: RunJobOptions): Promise<DiskWatcher | null> {
     });
     return null;
   }
-  const reserved = await watcher.reserveHeadroom(`${options.workspace}.headroom`);
-  if (reserved < headroomBytes) {
-    options.logger.warn("the disk headroom could not be reserved in full", { reserved, headroomBytes });
-  }
-  return watcher;
+  const reserving = watcher.reserveHeadroom(`${options.workspace}.headroom`).then((reserved) => {
+    if (reserved < Math.floor(headroomBytes / 2)) {
+      options.logger.warn("the disk headroom could not be reserved in full", { reserved, headroomBytes });
+    }
+  });
+  return { watcher, reserving };
 }
 
 async function runOneStep(

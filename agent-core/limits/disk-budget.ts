@@ -109,9 +109,9 @@ export class DiskWatcher {
 
   /**
    * Writes half the headroom into `file` (zeros, so that every block is allocated: a sparse
-   * file holds nothing), up to what the filesystem has. Use is then counted from the space left
-   * after it. Resolves with the bytes reserved; a failure to write is not an error (less is
-   * reserved).
+   * file holds nothing), up to what the filesystem has. Its bytes are not counted as the job's,
+   * also while a step writes at the same time. Resolves with the bytes reserved; a failure to
+   * write is not an error (less is reserved).
    */
   async reserveHeadroom(file: string): Promise<number> {
     if (this.#reserve !== undefined) return this.#reserve.bytes;
@@ -126,15 +126,15 @@ export class DiskWatcher {
         const { bytesWritten } = await handle.write(block, 0, Math.min(block.length, wanted - bytes));
         bytes += bytesWritten;
       }
-      await handle.sync();
+      // No fsync: a filesystem counts written blocks as used at once (tmpfs allocates them,
+      // ext4 and XFS reserve them for delayed allocation), which is all the reserve needs.
     } catch {
       // ENOSPC or a read-only filesystem: keep what was written.
     } finally {
       await handle?.close().catch(() => {});
     }
     if (handle !== undefined) this.#reserve = { file, bytes };
-    this.#freeAtStart = this.#measure();
-    this.#minFreeBytes = this.#freeAtStart;
+    this.#freeAtStart -= bytes;
     return bytes;
   }
 

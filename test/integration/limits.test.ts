@@ -210,7 +210,7 @@ describe.skipIf(!canMountTmpfs())(
           expect(message).toMatch(/The filesystem filled up before the step could be stopped/);
           expect(log).toContain("reserve 8388608");
         } else {
-          expect(message).toMatch(/The step was stopped with \d+\.\d MiB still free/);
+          expect(message).toMatch(/The step was stopped with \d+(\.\d)? (B|KiB|MiB) still free/);
           expect(message).not.toMatch(/filled up/);
         }
         expect(readdirSync(join(mountPoint, "workspace"))).toEqual([]);
