@@ -1,6 +1,6 @@
 import { StringDecoder } from "node:string_decoder";
 import type { OutputStream } from "../protocol/frames.ts";
-import { MAX_EVENT_MESSAGE_BYTES, splitMessage } from "./cloudwatch/batcher.ts";
+import { MAX_EVENT_MESSAGE_BYTES } from "./cloudwatch/batcher.ts";
 
 /** Where text lines of the job log go (the CloudWatch sink, or anything with `write`). */
 export interface LineWriter {
@@ -82,10 +82,18 @@ export class JobLogLines {
     partial.pieces.push(text);
     partial.bytes += Buffer.byteLength(text, "utf8");
     if (partial.bytes <= this.#maxLineBytes) return;
-    const pieces = splitMessage(partial.pieces.join(""), this.#maxLineBytes);
-    const rest = pieces.pop() ?? "";
-    for (const piece of pieces) this.#out.write(piece);
-    this.#partial[stream] = { pieces: [rest], bytes: Buffer.byteLength(rest, "utf8") };
+    // Cut by bytes (natively), never inside a UTF-8 sequence: a cut steps back over
+    // continuation bytes (10xxxxxx) to the start of its character.
+    const bytes = Buffer.from(partial.pieces.join(""), "utf8");
+    let start = 0;
+    while (bytes.length - start > this.#maxLineBytes) {
+      let cut = start + this.#maxLineBytes;
+      while (cut > start && (bytes[cut]! & 0xc0) === 0x80) cut--;
+      this.#out.write(bytes.toString("utf8", start, cut));
+      start = cut;
+    }
+    const rest = bytes.toString("utf8", start);
+    this.#partial[stream] = { pieces: [rest], bytes: bytes.length - start };
   }
 
   #finishLine(stream: OutputStream): void {
