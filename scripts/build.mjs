@@ -1,4 +1,4 @@
-// Bundles the three programs with esbuild: self-contained ESM files that need no node_modules.
+// Bundles the four programs with esbuild: self-contained ESM files that need no node_modules.
 import { readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { build } from "esbuild";
@@ -40,6 +40,8 @@ await rm("dist", { recursive: true, force: true });
 await Promise.all([
   build(split("container-entrypoint/bin.ts", "dist", "container-entrypoint", ".mjs")),
   build(split("controller/bin.ts", "dist", "controller", ".mjs")),
+  // The deploy command (npm run rollout): not part of the Lambda package.
+  build(split("deploy/bin.ts", "dist", "deploy", ".mjs")),
   // osls invoke local loads the handler with require(): a .js file in this "type": "module" package.
   build(split("lambda-handler/index.ts", "dist/lambda", "handler", ".js")),
 ]);
