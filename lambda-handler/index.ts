@@ -27,6 +27,8 @@ export {
   type StepSummary,
 } from "./handler.ts";
 export {
+  type CloudWatchFailure,
+  cloudWatchFailureCause,
   probeController,
   type SmokeCheck,
   type SmokeFunctionInfo,
