@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname, userInfo } from "node:os";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import ms from "ms";
 import { parse as parseYaml } from "yaml";
@@ -213,7 +214,7 @@ export async function parseRolloutArgs(
     );
   }
   let artifact: Artifact | undefined;
-  if (values.zip !== undefined) artifact = await readZipArtifact(resolvePath(cwd, values.zip));
+  if (values.zip !== undefined) artifact = await readZipArtifact(resolve(cwd, values.zip));
   if (values["image-uri"] !== undefined) artifact = imageArtifact(values["image-uri"]);
   return {
     command,
@@ -343,10 +344,6 @@ function interruptedCode(signal: AbortSignal | undefined): number {
   return signal?.reason === "SIGTERM" ? 143 : 130;
 }
 
-function resolvePath(cwd: string, path: string): string {
-  return path.startsWith("/") ? path : `${cwd}/${path}`;
-}
-
 /** The function names (literal `name:` or key) and custom.rollout.alias of a serverless.yml. */
 function readServiceConfig(
   path: string,
@@ -356,7 +353,7 @@ function readServiceConfig(
 ): { functions: string[]; alias?: string } {
   let text: string;
   try {
-    text = readFileSync(resolvePath(cwd, path), "utf8");
+    text = readFileSync(resolve(cwd, path), "utf8");
   } catch (error) {
     if (needed) {
       problems.push(
@@ -417,7 +414,7 @@ function smokeRequest(
   const file = values["node-secret-file"];
   if (file !== undefined) {
     try {
-      secret = readFileSync(resolvePath(cwd, file), "utf8").trim();
+      secret = readFileSync(resolve(cwd, file), "utf8").trim();
       if (secret === "") problems.push(`--node-secret-file ${file} is empty`);
     } catch (error) {
       problems.push(`--node-secret-file ${file}: cannot read it (${(error as NodeJS.ErrnoException).code})`);

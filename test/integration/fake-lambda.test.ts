@@ -110,7 +110,8 @@ describe("control plane", () => {
 
   it("UpdateFunctionCode stays InProgress until done; meanwhile another update or a publish is ResourceConflictException", async () => {
     const name = fresh("code");
-    lambda.createFunction({ name });
+    // In progress until the test ends it: nothing here depends on timing.
+    lambda.createFunction({ name, updateDelayMs: 600_000 });
     const zip = bundleZip(undefined, { "extra.txt": "v2" });
     const updated = await client.send(new UpdateFunctionCodeCommand({ FunctionName: name, ZipFile: zip }));
     expect(updated.LastUpdateStatus).toBe("InProgress");
@@ -122,6 +123,10 @@ describe("control plane", () => {
     expect(
       await errorOf(client.send(new UpdateFunctionCodeCommand({ FunctionName: name, ZipFile: zip }))),
     ).toMatchObject({ name: "ResourceConflictException" });
+    expect(
+      (await client.send(new GetFunctionCommand({ FunctionName: name }))).Configuration?.LastUpdateStatus,
+    ).toBe("InProgress");
+    lambda.completeUpdate(name);
     const waited = await waitUntilFunctionUpdatedV2(
       { client, maxWaitTime: 10, minDelay: 0.02, maxDelay: 0.1 },
       { FunctionName: name },
@@ -303,19 +308,19 @@ describe("Invoke", () => {
     const name = fresh("event");
     lambda.createFunction({ name, code: FIXTURE_CODE, handler: "index.sleep", timeoutSeconds: 5 });
     const before = lambda.invocations.length;
-    const started = Date.now();
-    const output = await invoke(name, { sleepMs: 300, id: "ev" }, { InvocationType: "Event" });
+    const output = await invoke(name, { sleepMs: 1_500, id: "ev" }, { InvocationType: "Event" });
     expect(output.StatusCode).toBe(202);
-    expect(Date.now() - started).toBeLessThan(300);
+    // Answered before the function ended: it runs in the background.
     const record = lambda.invocations[before]!;
-    expect(record).toMatchObject({ invocationType: "Event", functionName: name, event: { sleepMs: 300 } });
+    expect(["queued", "running"]).toContain(record.status);
+    expect(record).toMatchObject({ invocationType: "Event", functionName: name, event: { sleepMs: 1_500 } });
     await record.done;
     expect(record).toMatchObject({
       status: "succeeded",
-      result: { slept: 300, previous: null },
+      result: { slept: 1_500, previous: null },
       attempts: 1,
     });
-    expect(record.endedAt! - record.startedAt!).toBeGreaterThanOrEqual(300);
+    expect(record.endedAt! - record.startedAt!).toBeGreaterThanOrEqual(1_500);
 
     const dry = await invoke(name, { sleepMs: 1 }, { InvocationType: "DryRun" });
     expect(dry.StatusCode).toBe(204);
@@ -324,12 +329,13 @@ describe("Invoke", () => {
 
   it("the deadline comes from the timeout; at it the sandbox is killed (Sandbox.Timedout) and /tmp survives", async () => {
     const name = fresh("deadline");
-    lambda.createFunction({ name, code: FIXTURE_CODE, handler: "index.describe", timeoutMs: 1_500 });
+    lambda.createFunction({ name, code: FIXTURE_CODE, handler: "index.describe", timeoutMs: 2_500 });
     const described = payloadOf(await invoke(name, {})) as { remainingMs: number; env: { TMPDIR: string } };
     expect(described.remainingMs).toBeGreaterThan(1_000);
-    expect(described.remainingMs).toBeLessThanOrEqual(1_500);
+    expect(described.remainingMs).toBeLessThanOrEqual(2_500);
+    // The API shows whole seconds, rounded up.
     expect((await client.send(new GetFunctionCommand({ FunctionName: name }))).Configuration?.Timeout).toBe(
-      2,
+      3,
     );
 
     const slow = fresh("slow");
@@ -342,7 +348,8 @@ describe("Invoke", () => {
     });
     const record = lambda.invocations.at(-1)!;
     expect(record.status).toBe("timed-out");
-    expect(record.endedAt! - record.startedAt!).toBeLessThan(2_000);
+    // Killed at the deadline, long before the handler would have ended.
+    expect(record.endedAt! - record.startedAt!).toBeLessThan(5_000);
     // The sandbox's /tmp outlives the timeout, as on Lambda: the marker says the handler never ended.
     const after = payloadOf(await invoke(slow, { sleepMs: 1, id: "late" }));
     expect(after).toEqual({ slept: 1, previous: "started" });
@@ -420,7 +427,7 @@ describe("Invoke", () => {
     );
     expect(alias.RoutingConfig?.AdditionalVersionWeights).toEqual({ [v2]: 0.5 });
     const ran = new Set<string>();
-    for (let i = 0; i < 12 && ran.size < 2; i++) {
+    for (let i = 0; i < 40 && ran.size < 2; i++) {
       const output = await invoke(name, {}, { Qualifier: "live" });
       ran.add(output.ExecutedVersion!);
       const described = payloadOf(output) as { functionVersion: string; env: { GREETING?: string } };
@@ -481,7 +488,7 @@ describe("throttling and concurrency", () => {
       reservedConcurrency: 1,
     });
     const once = new LambdaClient({ ...lambda.clientConfig, maxAttempts: 1 });
-    const first = invoke(name, { sleepMs: 400, id: "r1" });
+    const first = invoke(name, { sleepMs: 2_000, id: "r1" });
     await until(() => lambda.invocations.some((i) => i.functionName === name && i.status === "running"));
     expect(
       await errorOf(

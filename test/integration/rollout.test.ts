@@ -2,13 +2,15 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type DeploymentRecord, decodeRecord, encodeRecord, recordTime } from "../../deploy/index.ts";
+import { type DeploymentRecord, decodeRecord, encodeRecord, main, recordTime } from "../../deploy/index.ts";
 import { bundleZip, type FakeLambda, startFakeLambda } from "../support/fake-lambda.ts";
 import { ROOT, startController, tempDir, until } from "../support/harness.ts";
 
 /**
- * The deploy command (dist/deploy.mjs, as `npm run rollout` runs it) against the fake Lambda
- * service through the real @aws-sdk/client-lambda; smoke checks run the real handler bundle.
+ * The deploy command against the fake Lambda service through the real @aws-sdk/client-lambda;
+ * smoke checks run the real handler bundle. The bundle (dist/deploy.mjs, as `npm run rollout`
+ * runs it) where exit codes, signals and concurrent processes matter; its main() in this process
+ * elsewhere.
  */
 
 const DEPLOY = join(ROOT, "dist/deploy.mjs");
@@ -21,11 +23,15 @@ let lambda: FakeLambda;
 let scratch: ReturnType<typeof tempDir>;
 let seq = 0;
 
+const savedEnv = { ...process.env };
 beforeAll(async () => {
   lambda = await startFakeLambda({ updateDelayMs: 60, idleSandboxMs: 3_000 });
   scratch = tempDir("rollout-");
+  // For cli(): the SDK in this process finds the fake as a child process would.
+  Object.assign(process.env, lambda.env, { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true" });
 });
 afterAll(async () => {
+  process.env = savedEnv;
   await lambda.close();
   scratch.remove();
 });
@@ -73,6 +79,22 @@ function start(
 }
 
 const run = (args: string[], env?: Record<string, string>) => start(args, env).done;
+
+/** The same command line in this process (the CLI's main, real HTTP to the fake): cheaper than a process. */
+async function cli(args: string[]): Promise<Run> {
+  let stdout = "";
+  let stderr = "";
+  const code = await main(args, process.env, {
+    stdout: (text) => {
+      stdout += text;
+    },
+    stderr: (text) => {
+      stderr += text;
+    },
+    cwd: scratch.path,
+  });
+  return { code, signal: null, stdout, stderr };
+}
 
 /**
  * A function as the stack leaves it after its first `osls deploy`: version 1 published, the
@@ -159,11 +181,11 @@ describe("deploy", () => {
     // osls deploy changed the configuration and published version 2 itself.
     lambda.updateConfiguration(name, { environment: { ...AGENT_ENV, AGENT_LOG_LEVEL: "debug" } });
     lambda.publish(name);
-    const second = await run(["deploy", "--function", name, ...FAST]);
+    const second = await cli(["deploy", "--function", name, ...FAST]);
     expect(second.code, second.stderr).toBe(0);
     expect(lambda.state(name).versions).toEqual(["1", "2"]);
     expect(recordOf(name)).toMatchObject({ state: "promoted", live: "2", previous: "1" });
-    const third = await run(["deploy", "--function", name, ...FAST]);
+    const third = await cli(["deploy", "--function", name, ...FAST]);
     expect(third.code, third.stderr).toBe(0);
     expect(third.stdout).toContain("unchanged, serves version 2");
     expect(recordOf(name)).toMatchObject({ state: "promoted", live: "2", previous: "1" });
@@ -173,7 +195,7 @@ describe("deploy", () => {
     const ctl = await startController();
     try {
       const name = stackFunction();
-      const result = await run([
+      const result = await cli([
         "deploy",
         "--function",
         name,
@@ -219,7 +241,7 @@ describe("deploy", () => {
   it("a broken build (its handler cannot load) fails with the runtime's error and the log's tail", async () => {
     const name = promotedFunction();
     const broken = zipFile("broken", { "dist/lambda/handler.js": 'throw new Error("broken build");\n' });
-    const result = await run(["deploy", "--function", name, "--zip", broken, ...FAST]);
+    const result = await cli(["deploy", "--function", name, "--zip", broken, ...FAST]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/the invocation failed: Error: broken build/);
     expect(result.stderr).toMatch(/end of the invocation's log:/);
@@ -237,7 +259,7 @@ describe("deploy", () => {
         (input.body.RoutingConfig as { AdditionalVersionWeights?: Record<string, number> }) ?? {};
       weights.push(routing.AdditionalVersionWeights ?? {});
     };
-    const healthy = await run([
+    const healthy = await cli([
       "deploy",
       "--function",
       name,
@@ -270,7 +292,7 @@ describe("deploy", () => {
         await ctl.close();
       }
     };
-    const failing = await run([
+    const failing = await cli([
       "deploy",
       "--function",
       name,
@@ -351,11 +373,11 @@ describe("deploy", () => {
 describe("rollback", () => {
   it("moves live back to the version the last deploy replaced; then there is nothing recorded to go back to", async () => {
     const name = promotedFunction();
-    const second = await run(["deploy", "--function", name, "--zip", zipFile("rb"), ...FAST]);
+    const second = await cli(["deploy", "--function", name, "--zip", zipFile("rb"), ...FAST]);
     expect(second.code, second.stderr).toBe(0);
     expect(lambda.state(name).aliases.live?.version).toBe("2");
 
-    const back = await run(["rollback", "--function", name, "--by", "oncall"]);
+    const back = await cli(["rollback", "--function", name, "--by", "oncall"]);
     expect(back.code, back.stderr).toBe(0);
     expect(back.stdout).toContain(`${name}:live: rolled back to version 1 (from 2)`);
     expect(lambda.state(name).aliases.live?.version).toBe("1");
@@ -367,11 +389,11 @@ describe("rollback", () => {
       by: "oncall",
     });
 
-    const again = await run(["rollback", "--function", name]);
+    const again = await cli(["rollback", "--function", name]);
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/no earlier version recorded.*give the version with --to/);
 
-    const forward = await run(["rollback", "--function", name, "--to", "2", "--check", "--by", "oncall"]);
+    const forward = await cli(["rollback", "--function", name, "--to", "2", "--check", "--by", "oncall"]);
     expect(forward.code, forward.stderr).toBe(0);
     expect(lambda.state(name).aliases.live?.version).toBe("2");
     expect(lambda.invocations.at(-1)).toMatchObject({
@@ -380,12 +402,12 @@ describe("rollback", () => {
       status: "succeeded",
     });
 
-    const missing = await run(["rollback", "--function", name, "--to", "99"]);
+    const missing = await cli(["rollback", "--function", name, "--to", "99"]);
     expect(missing.code).toBe(3);
     expect(missing.stderr).toMatch(/ResourceNotFoundException/);
     expect(lambda.state(name).aliases.live?.version).toBe("2");
 
-    const status = await run(["status", "--function", name]);
+    const status = await cli(["status", "--function", name]);
     expect(status.code).toBe(0);
     expect(status.stdout).toMatch(
       new RegExp(`${name}:live serves version 2: rolled back from 1 to 2 at \\S+ by oncall$`, "m"),
@@ -465,7 +487,7 @@ describe("two deploys at once", () => {
       id: "deadbeef",
     };
     lambda.setAlias(name, "live", "1", encodeRecord(abandoned));
-    const result = await run(["deploy", "--function", name, "--zip", zipFile("takeover"), ...FAST]);
+    const result = await cli(["deploy", "--function", name, "--zip", zipFile("takeover"), ...FAST]);
     expect(result.code, result.stderr).toBe(0);
     expect(recordOf(name)).toMatchObject({ state: "promoted", live: "2" });
   });
@@ -477,7 +499,7 @@ describe("AWS trouble", () => {
     lambda.failNext(2, "TooManyRequestsException", "UpdateAlias");
     lambda.failNext(1, "TooManyRequestsException", "Invoke");
     lambda.failNext(1, "TooManyRequestsException", "PublishVersion");
-    const result = await run(["deploy", "--function", name, "--zip", zipFile("throttled"), ...FAST]);
+    const result = await cli(["deploy", "--function", name, "--zip", zipFile("throttled"), ...FAST]);
     expect(result.code, result.stderr).toBe(0);
     expect(callsOf(name, "UpdateAlias").filter((r) => r.status === 429)).toHaveLength(2);
     expect(callsOf(name, "Invoke").filter((r) => r.status === 429)).toHaveLength(1);
@@ -488,7 +510,7 @@ describe("AWS trouble", () => {
   it("gives up after --max-attempts with exit 3, and puts live back", async () => {
     const name = promotedFunction();
     lambda.failNext(100, "TooManyRequestsException", "Invoke");
-    const result = await run([
+    const result = await cli([
       "deploy",
       "--function",
       name,
@@ -509,7 +531,7 @@ describe("AWS trouble", () => {
   it("recognises its own alias update whose answer was lost", async () => {
     const name = promotedFunction();
     lambda.failNext(1, "ConnectionReset", "UpdateAlias", { afterHandling: true });
-    const result = await run(["deploy", "--function", name, "--zip", zipFile("reset"), ...FAST]);
+    const result = await cli(["deploy", "--function", name, "--zip", zipFile("reset"), ...FAST]);
     expect(result.code, result.stderr).toBe(0);
     expect(callsOf(name, "UpdateAlias").some((r) => r.errorType === "PreconditionFailedException")).toBe(
       true,
@@ -520,7 +542,7 @@ describe("AWS trouble", () => {
   it("names the missing permission when the role may not move the alias", async () => {
     const name = promotedFunction();
     lambda.failNext(1, "AccessDeniedException", "UpdateAlias");
-    const result = await run(["deploy", "--function", name, ...FAST]);
+    const result = await cli(["deploy", "--function", name, ...FAST]);
     expect(result.code).toBe(3);
     expect(result.stderr).toMatch(/the deploying role needs lambda:UpdateAlias on/);
     expect(lambda.state(name).aliases.live?.version).toBe("1");
@@ -560,7 +582,7 @@ describe("AWS trouble", () => {
 describe("bad input", () => {
   it("lists every argument problem at once, exit 2, and calls no AWS API", async () => {
     const before = lambda.requests.length;
-    const result = await run([
+    const result = await cli([
       "deploy",
       "--function",
       "bad name",
@@ -585,12 +607,12 @@ describe("bad input", () => {
     const name = promotedFunction();
     const notZip = join(scratch.path, "not.zip");
     writeFileSync(notZip, "just text");
-    const a = await run(["deploy", "--function", name, "--zip", notZip, ...FAST]);
+    const a = await cli(["deploy", "--function", name, "--zip", notZip, ...FAST]);
     expect(a.code).toBe(2);
     expect(a.stderr).toMatch(/not a zip file/);
     const wrongZip = join(scratch.path, "wrong.zip");
     writeFileSync(wrongZip, bundleZip(join(ROOT, "test/fixtures/lambda-functions"), {}, "all"));
-    const b = await run(["deploy", "--function", name, "--zip", wrongZip, ...FAST]);
+    const b = await cli(["deploy", "--function", name, "--zip", wrongZip, ...FAST]);
     expect(b.code).toBe(2);
     expect(b.stderr).toMatch(
       /holds no dist\/lambda\/handler.js, .* for the function's handler dist\/lambda\/handler.handler/,

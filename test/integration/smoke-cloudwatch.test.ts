@@ -10,7 +10,8 @@ import { startFakeLambda } from "../support/fake-lambda.ts";
  * fails, its detail names the likely cause (a missing permission, no network).
  */
 
-const ENV = { AGENT_SMOKE_TOOLS: "bash", AGENT_DEADLINE_MARGIN_MS: "1000" };
+// A 5 s deadline for the checks, and 5 s of slack before the function's timeout.
+const ENV = { AGENT_SMOKE_TOOLS: "bash", AGENT_DEADLINE_MARGIN_MS: "5000" };
 
 /** A loopback port with nothing listening: connections are refused, as with no network. */
 async function closedPort(): Promise<number> {
@@ -34,7 +35,7 @@ async function smokeWith(endpoint: string): Promise<{ report: SmokeReport | null
   const lambda = await startFakeLambda({ extraEnv: { AWS_ENDPOINT_URL_CLOUDWATCH_LOGS: endpoint } });
   const client = new LambdaClient(lambda.clientConfig);
   try {
-    lambda.createFunction({ name: "jnlp-agent-cw", timeoutMs: 6_000, environment: ENV });
+    lambda.createFunction({ name: "jnlp-agent-cw", timeoutMs: 10_000, environment: ENV });
     const output = await client.send(
       new InvokeCommand({ FunctionName: "jnlp-agent-cw", Payload: Buffer.from('{"smoke":true}') }),
     );

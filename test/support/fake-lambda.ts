@@ -76,7 +76,8 @@ import { unzipSync, zipSync } from "fflate";
  * `timeoutSeconds` (default 3, as Lambda), `timeoutMs` (finer than Lambda allows, for deadline
  * tests; GetFunction shows it rounded up), `memoryMb`, `environment`, `reservedConcurrency`,
  * `maximumRetryAttempts` (2), `maximumEventAgeSeconds` (21,600), `asyncRetryDelaysMs`
- * ([60,000, 120,000]).
+ * ([60,000, 120,000]), `updateDelayMs` (a long one, ended by `completeUpdate(name)`, makes
+ * "update in progress" tests independent of timing).
  *
  * Observing: `requests` (every API call), `invocations` (every invoke: event, version run,
  * status, result or error, log, timings, and `done`), `waitForIdle()` (no invocation running,
@@ -178,6 +179,8 @@ export interface FunctionSetup {
   maximumRetryAttempts?: number;
   maximumEventAgeSeconds?: number;
   asyncRetryDelaysMs?: number[];
+  /** This function's time in `LastUpdateStatus: InProgress` (default: the fake's `updateDelayMs`). */
+  updateDelayMs?: number;
 }
 
 /** One API call as the fake saw it. */
@@ -264,6 +267,8 @@ export interface FakeLambda {
   ): void;
   /** Publish $LATEST as a version without an API call (as `osls deploy` with versionFunctions does). */
   publish(name: string): string;
+  /** Ends the function's code update in progress now (`LastUpdateStatus` becomes `Successful`). */
+  completeUpdate(name: string): void;
   /** Create or move an alias without an API call. */
   setAlias(name: string, alias: string, version: string, description?: string): void;
   state(name: string): FakeFunctionState;
@@ -347,6 +352,10 @@ interface Fn {
   arn: string;
   latest: Snapshot;
   lastUpdateStatus: "Successful" | "InProgress" | "Failed";
+  /** This function's own `updateDelayMs`, when its setup gave one. */
+  updateDelayMs: number | undefined;
+  /** Ends the code update in progress (set while one is). */
+  completeUpdate: (() => void) | undefined;
   versions: Map<string, Snapshot>;
   lastVersion: number;
   aliases: Map<string, Alias>;
@@ -1419,17 +1428,20 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
         };
         fn.lastUpdateStatus = "InProgress";
         const answer = configurationOf(fn, fn.latest);
-        const complete = () => {
-          fn.lastUpdateStatus = "Successful";
-          fn.latest.revisionId = randomUUID();
-        };
-        if (updateDelayMs > 0) later(updateDelayMs, complete);
-        else complete();
+        const updated = new Promise<void>((resolveUpdate) => {
+          fn.completeUpdate = () => {
+            fn.completeUpdate = undefined;
+            fn.lastUpdateStatus = "Successful";
+            fn.latest.revisionId = randomUUID();
+            resolveUpdate();
+          };
+        });
+        const delay = fn.updateDelayMs ?? updateDelayMs;
+        if (delay > 0) later(delay, () => fn.completeUpdate?.());
+        else fn.completeUpdate?.();
         if (body.Publish === true) {
           // Publishing waits for the update, as the service does.
-          if (updateDelayMs > 0) {
-            await new Promise((r) => later(updateDelayMs, () => r(undefined)));
-          }
+          await updated;
           const version = publishVersion(fn);
           return { status: 200, body: configurationOf(fn, version) };
         }
@@ -1711,6 +1723,8 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
           generation: ++generations,
         },
         lastUpdateStatus: "Successful",
+        updateDelayMs: setup.updateDelayMs,
+        completeUpdate: undefined,
         versions: new Map(),
         lastVersion: 0,
         aliases: new Map(),
@@ -1736,6 +1750,11 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
         lastModified: lastModified(),
         generation: ++generations,
       };
+    },
+    completeUpdate(name) {
+      const fn = functions.get(name);
+      if (!fn) throw new Error(`no function ${name}`);
+      fn.completeUpdate?.();
     },
     publish(name) {
       const fn = functions.get(name);
