@@ -139,6 +139,18 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
   let originalDescription = "";
   /** Set once the new version may have served traffic or failed its check: restoring then records a failure. */
   let exposed = false;
+  /** The hold's record while the deploy runs (`version`: the new version, `-` before it is published). */
+  const holding = (version: string) =>
+    encodeRecord(
+      deployingRecord(
+        ctx,
+        request,
+        result.previous!,
+        version,
+        carriedPrevious(before, result.previous),
+        started,
+      ),
+    );
   try {
     const fn = await getFunction(ctx.client, functionName);
     checkLease(request, fn, label);
@@ -154,21 +166,7 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
       result.live = result.previous;
       ctx.log(`${label} serves version ${result.previous}${before ? `: ${describeRecord(before)}` : ""}`);
       handle = new AliasHandle(ctx.client, functionName, aliasName, alias.RevisionId!);
-      await handle.update(
-        result.previous!,
-        {},
-        encodeRecord(
-          deployingRecord(
-            ctx,
-            request,
-            result.previous!,
-            "-",
-            carriedPrevious(before, result.previous),
-            started,
-          ),
-        ),
-        "hold the alias",
-      );
+      await handle.update(result.previous!, {}, holding("-"), "hold the alias");
     } else {
       ctx.log(
         `${label} does not exist yet: it will be created on the new version once that passes its check`,
@@ -178,23 +176,7 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
     const version = await publish(ctx, request, fn);
     result.version = version;
     ctx.signal?.throwIfAborted();
-    if (handle) {
-      await handle.update(
-        result.previous!,
-        {},
-        encodeRecord(
-          deployingRecord(
-            ctx,
-            request,
-            result.previous!,
-            version,
-            carriedPrevious(before, result.previous),
-            started,
-          ),
-        ),
-        "record the new version",
-      );
-    }
+    if (handle) await handle.update(result.previous!, {}, holding(version), "record the new version");
 
     exposed = true;
     await check(ctx, request, result, version);
@@ -221,18 +203,10 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
     }
     if (canStep) {
       for (const percent of request.steps) {
-        const deploying = deployingRecord(
-          ctx,
-          request,
-          previous,
-          version,
-          carriedPrevious(before, previous),
-          started,
-        );
         await handle!.update(
           previous,
           { [version]: percent / 100 },
-          encodeRecord(deploying),
+          holding(version),
           `send ${percent}% to version ${version}`,
         );
         result.live = previous;

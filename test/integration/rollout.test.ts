@@ -331,38 +331,19 @@ describe("deploy", () => {
       });
       images.publish("jnlp-agent-image");
       images.setAlias("jnlp-agent-image", "live", "1");
-      const child = spawn(
-        process.execPath,
-        [DEPLOY, "deploy", "--function", "jnlp-agent-image", "--image-uri", uri, ...FAST],
-        {
-          cwd: scratch.path,
-          env: { PATH: process.env.PATH ?? "", ...images.env },
-          stdio: ["ignore", "pipe", "pipe"],
-        },
+      const deployed = await run(
+        ["deploy", "--function", "jnlp-agent-image", "--image-uri", uri, ...FAST],
+        images.env,
       );
-      let stderr = "";
-      child.stderr.on("data", (d: Buffer) => {
-        stderr += d.toString();
-      });
-      const code = await new Promise((resolve) => child.once("close", resolve));
-      expect(code, stderr).toBe(0);
+      expect(deployed.code, deployed.stderr).toBe(0);
       expect(images.state("jnlp-agent-image").aliases.live?.version).toBe("2");
       // A zip is refused for an image function before anything changes.
-      const wrong = spawn(
-        process.execPath,
-        [DEPLOY, "deploy", "--function", "jnlp-agent-image", "--zip", zipFile("img"), ...FAST],
-        {
-          cwd: scratch.path,
-          env: { PATH: process.env.PATH ?? "", ...images.env },
-          stdio: ["ignore", "pipe", "pipe"],
-        },
+      const wrong = await run(
+        ["deploy", "--function", "jnlp-agent-image", "--zip", zipFile("img"), ...FAST],
+        images.env,
       );
-      let wrongErr = "";
-      wrong.stderr.on("data", (d: Buffer) => {
-        wrongErr += d.toString();
-      });
-      expect(await new Promise((resolve) => wrong.once("close", resolve))).toBe(2);
-      expect(wrongErr).toMatch(/packaged as Image: give --image-uri, not --zip/);
+      expect(wrong.code).toBe(2);
+      expect(wrong.stderr).toMatch(/packaged as Image: give --image-uri, not --zip/);
       expect(images.requests.filter((r) => r.operation === "UpdateFunctionCode")).toHaveLength(1);
     } finally {
       await images.close();

@@ -79,6 +79,13 @@ import { unzipSync, zipSync } from "fflate";
  * ([60,000, 120,000]), `updateDelayMs` (a long one, ended by `completeUpdate(name)`, makes
  * "update in progress" tests independent of timing).
  *
+ * Running the agent's handler (the default code) with a short timeout: the handler needs at
+ * least 2 s between `AGENT_DEADLINE_MARGIN_MS` and the timeout (e.g. `timeoutMs: 5_000` with
+ * `environment: { AGENT_DEADLINE_MARGIN_MS: "1000" }`); the sandbox looks like Lambda
+ * (`AWS_LAMBDA_FUNCTION_NAME` is set), so the CloudWatch copy of the job log is on: set
+ * `AGENT_CLOUDWATCH: "off"`, or `extraEnv: { AWS_ENDPOINT_URL_CLOUDWATCH_LOGS }` pointing at
+ * test/support/fake-cloudwatch.ts (with the group `/ephemeral-agent/lambda` created).
+ *
  * Observing: `requests` (every API call), `invocations` (every invoke: event, version run,
  * status, result or error, log, timings, and `done`), `waitForIdle()` (no invocation running,
  * queued or waiting for a retry), `onRequest` (called before each call is handled: a test can
@@ -802,6 +809,17 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
     return snapshot;
   }
 
+  /** UpdateFunctionCode and PublishVersion wait for the last update to end. */
+  function checkNotUpdating(fn: Fn): void {
+    if (fn.lastUpdateStatus === "InProgress") {
+      throw new ServiceError(
+        "ResourceConflictException",
+        `The operation cannot be performed at this time. An update is in progress for resource: ${fn.arn}`,
+        409,
+      );
+    }
+  }
+
   function checkRevision(current: string, given: unknown, what: string): void {
     if (given === undefined || given === null) return;
     if (given !== current) {
@@ -1389,13 +1407,7 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
         return { status: 200, body: configurationOf(fn, snapshotOf(fn, qualifier)) };
       case "UpdateFunctionCode": {
         unqualified(parsed, "UpdateFunctionCode");
-        if (fn.lastUpdateStatus === "InProgress") {
-          throw new ServiceError(
-            "ResourceConflictException",
-            `The operation cannot be performed at this time. An update is in progress for resource: ${fn.arn}`,
-            409,
-          );
-        }
+        checkNotUpdating(fn);
         checkRevision(fn.latest.revisionId, body.RevisionId, "GetFunction");
         const zip = typeof body.ZipFile === "string" ? Buffer.from(body.ZipFile, "base64") : undefined;
         const imageUri = typeof body.ImageUri === "string" ? body.ImageUri : undefined;
@@ -1449,13 +1461,7 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
       }
       case "PublishVersion": {
         unqualified(parsed, "PublishVersion");
-        if (fn.lastUpdateStatus === "InProgress") {
-          throw new ServiceError(
-            "ResourceConflictException",
-            `The operation cannot be performed at this time. An update is in progress for resource: ${fn.arn}`,
-            409,
-          );
-        }
+        checkNotUpdating(fn);
         checkRevision(fn.latest.revisionId, body.RevisionId, "GetFunction");
         if (body.CodeSha256 !== undefined && body.CodeSha256 !== fn.latest.code.sha256) {
           throw new ServiceError(
