@@ -569,4 +569,47 @@ describe("images", () => {
       await images.close();
     }
   });
+
+  it("runs an image through its own entrypoint over the Runtime API: the agent's bootstrap, errors posted, warm reuse", async () => {
+    const uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/jnlp-agent:2";
+    const images = await startFakeLambda({
+      images: {
+        [uri]: {
+          code: { zip: bundleZip(undefined, {}, "image") },
+          entrypoint: [process.execPath, "dist/lambda/bootstrap.js"],
+        },
+      },
+    });
+    const imageClient = new LambdaClient(images.clientConfig);
+    try {
+      images.createFunction({
+        name: "img",
+        code: { imageUri: uri },
+        timeoutSeconds: 30,
+        environment: AGENT_ENV,
+      });
+      const first = await imageClient.send(
+        new InvokeCommand({ FunctionName: "img", Payload: Buffer.from('{"smoke":true}') }),
+      );
+      expect(first.FunctionError).toBeUndefined();
+      expect(payloadOf(first)).toMatchObject({ smoke: true, ok: true, function: { name: "img" } });
+      // A bad event is the handler's ConfigError, posted to the Runtime API's error path.
+      const bad = await imageClient.send(
+        new InvokeCommand({ FunctionName: "img", Payload: Buffer.from('{"url":5}') }),
+      );
+      expect(bad.FunctionError).toBe("Unhandled");
+      expect(payloadOf(bad)).toMatchObject({
+        errorType: "ConfigError",
+        errorMessage: expect.stringMatching(/^AGENT_ERR_CONFIG: /),
+      });
+      // One warm sandbox served both.
+      expect(images.sandboxCount()).toBe(1);
+      expect(images.invocations.map((i) => i.log).join("")).toMatch(
+        /"component":"lambda-runtime"|START RequestId/,
+      );
+    } finally {
+      imageClient.destroy();
+      await images.close();
+    }
+  });
 });

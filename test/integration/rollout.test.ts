@@ -318,8 +318,15 @@ describe("deploy", () => {
     const images = await startFakeLambda({
       updateDelayMs: 20,
       images: {
-        "123456789012.dkr.ecr.us-east-1.amazonaws.com/jnlp-agent:1": { code: { zip: bundleZip() } },
-        [uri]: { code: { zip: bundleZip() } },
+        // The image's files and its entrypoint: the Runtime API loop around the same handler.
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/jnlp-agent:1": {
+          code: { zip: bundleZip(undefined, {}, "image") },
+          entrypoint: [process.execPath, "dist/lambda/bootstrap.js"],
+        },
+        [uri]: {
+          code: { zip: bundleZip(undefined, {}, "image") },
+          entrypoint: [process.execPath, "dist/lambda/bootstrap.js"],
+        },
       },
     });
     try {

@@ -6,6 +6,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { unzipSync, zipSync } from "fflate";
+import { type FakeLambdaRuntime, type PostedError, startFakeLambdaRuntime } from "./fake-lambda-runtime.ts";
 
 /**
  * A loopback AWS Lambda endpoint for the real `@aws-sdk/client-lambda` (REST-JSON protocol,
@@ -144,10 +145,16 @@ export type FakeLambdaFailure =
 /** Where a function's code comes from. */
 export type FunctionCode = { dir: string } | { zip: Uint8Array } | { imageUri: string };
 
-/** An image the fake can "pull": the code it runs (a directory or a zip) and its handler. */
+/**
+ * An image the fake can "pull": the code it runs (a directory or a zip, the image's files) and
+ * either its `entrypoint`, a command run in that directory that speaks the Lambda Runtime API
+ * (e.g. `[process.execPath, "dist/lambda/bootstrap.js"]`, the image's own loop), or a `handler`
+ * for the fake's Node.js runtime.
+ */
 export interface FakeImage {
   code: { dir: string } | { zip: Uint8Array };
   handler?: string;
+  entrypoint?: string[];
 }
 
 export interface FakeLambdaOptions {
@@ -321,6 +328,8 @@ interface Code {
   /** Directory the handler path is relative to. */
   root: string;
   handler: string;
+  /** An image's entrypoint that speaks the Runtime API (absent: the fake's own Node.js runtime runs `handler`). */
+  entrypoint?: string[];
   sha256: string;
   size: number;
   packageType: "Zip" | "Image";
@@ -402,14 +411,15 @@ function lastModified(): string {
 }
 
 /**
- * A zip of a directory's files as serverless.yml packages the agent: `package.json` and
- * `dist/lambda/**` without source maps (or every file under `root` with `include: "all"`).
- * `overrides` replace or add entries (path -> content), e.g. a broken handler.
+ * A zip of the agent's files: `zip` as serverless.yml packages it (`package.json` and
+ * `dist/lambda/**` without source maps or the image-only `bootstrap.js`); `image` the same with
+ * `bootstrap.js` (the image's Runtime API loop, for `images` with an `entrypoint`); `all` every
+ * file under `root`. `overrides` replace or add entries (path -> content), e.g. a broken handler.
  */
 export function bundleZip(
   root = ROOT,
   overrides: Record<string, string | Uint8Array> = {},
-  include: "bundle" | "all" = "bundle",
+  include: "zip" | "image" | "all" = "zip",
 ): Uint8Array {
   const files: Record<string, Uint8Array> = {};
   const add = (path: string) => {
@@ -426,6 +436,7 @@ export function bundleZip(
   else {
     add(join(root, "package.json"));
     walk(join(root, "dist/lambda"));
+    if (include === "zip") delete files["dist/lambda/bootstrap.js"];
   }
   for (const [path, content] of Object.entries(overrides)) {
     files[path] = typeof content === "string" ? Buffer.from(content) : content;
@@ -478,7 +489,30 @@ function signalTree(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** One warm execution environment: a runtime process for one version of one function. */
+/** What a sandbox answers for one invocation. */
+type SandboxAnswer = { ok: true; payload: string } | { ok: false; error: FunctionErrorPayload };
+
+/** What the handler's context carries besides the deadline. */
+interface InvocationInfo {
+  requestId: string;
+  payload: string;
+  deadlineAt: number;
+  context: {
+    functionName: string;
+    functionVersion: string;
+    invokedFunctionArn: string;
+    memoryLimitInMB: string;
+    logGroupName: string;
+    logStreamName: string;
+  };
+}
+
+/**
+ * One warm execution environment: a runtime process for one version of one function. Either the
+ * fake's own runtime (test/support/lambda-runtime.mjs, over IPC: the managed Node.js runtime of a
+ * zip function), or an image's entrypoint speaking the Lambda Runtime API to a loopback
+ * Runtime API of its own (test/support/fake-lambda-runtime.ts).
+ */
 class Sandbox {
   readonly child: ChildProcess;
   readonly ready: Promise<{ ok: true } | { ok: false; error: FunctionErrorPayload }>;
@@ -491,19 +525,43 @@ class Sandbox {
   private listeners = new Set<(message: SandboxMessage) => void>();
   private exitListeners = new Set<(code: number | null, signal: NodeJS.Signals | null) => void>();
 
-  constructor(
+  /** Starts a sandbox; with `entrypoint`, the Runtime API mode. */
+  static async start(
+    key: string,
+    tmp: string,
+    env: Record<string, string>,
+    cwd: string,
+    freeze: boolean,
+    entrypoint: string[] | undefined,
+  ): Promise<Sandbox> {
+    if (entrypoint === undefined) return new Sandbox(key, tmp, env, cwd, freeze, undefined, undefined);
+    const runtime = await startFakeLambdaRuntime();
+    return new Sandbox(
+      key,
+      tmp,
+      { ...env, AWS_LAMBDA_RUNTIME_API: runtime.address },
+      cwd,
+      freeze,
+      entrypoint,
+      runtime,
+    );
+  }
+
+  private constructor(
     readonly key: string,
-    readonly version: string,
     readonly tmp: string,
     env: Record<string, string>,
     cwd: string,
     private readonly freeze: boolean,
+    entrypoint: string[] | undefined,
+    private readonly runtime: FakeLambdaRuntime | undefined,
   ) {
     this.logStream = env.AWS_LAMBDA_LOG_STREAM_NAME!;
-    this.child = spawn(process.execPath, [RUNTIME], {
+    const [command, ...args] = entrypoint ?? [process.execPath, RUNTIME];
+    this.child = spawn(command!, args, {
       cwd,
       env,
-      stdio: ["ignore", "pipe", "pipe", "ipc"],
+      stdio: runtime ? ["ignore", "pipe", "pipe"] : ["ignore", "pipe", "pipe", "ipc"],
       detached: true,
     });
     const capture = (chunk: Buffer) => {
@@ -516,43 +574,88 @@ class Sandbox {
     });
     this.child.once("exit", (code, signal) => {
       this.dead = true;
+      void this.runtime?.close();
       for (const listener of this.exitListeners) listener(code, signal);
     });
     this.child.on("error", () => {
       this.dead = true;
     });
     this.ready = new Promise((resolveReady) => {
-      const timer = setTimeout(() => {
-        off();
-        resolveReady({
-          ok: false,
-          error: { errorType: "Runtime.InitTimeout", errorMessage: "the runtime did not initialise in 10 s" },
-        });
-      }, INIT_TIMEOUT_MS);
-      timer.unref();
-      const off = this.onMessage((message) => {
-        if (message.type === "ready") {
-          clearTimeout(timer);
-          off();
-          offExit();
-          resolveReady({ ok: true });
-        } else if (message.type === "init-error") {
-          clearTimeout(timer);
-          off();
-          offExit();
-          resolveReady({ ok: false, error: message.error });
-        }
-      });
-      const offExit = this.onExit((code, signal) => {
+      const settle = (result: { ok: true } | { ok: false; error: FunctionErrorPayload }) => {
         clearTimeout(timer);
         off();
-        resolveReady({
+        offExit();
+        resolveReady(result);
+      };
+      const timer = setTimeout(
+        () =>
+          settle({
+            ok: false,
+            error: {
+              errorType: "Runtime.InitTimeout",
+              errorMessage: "the runtime did not initialise in 10 s",
+            },
+          }),
+        INIT_TIMEOUT_MS,
+      );
+      timer.unref();
+      const off = this.onMessage((message) => {
+        if (message.type === "ready") settle({ ok: true });
+        else if (message.type === "init-error") settle({ ok: false, error: message.error });
+      });
+      const offExit = this.onExit((code, signal) =>
+        settle({
           ok: false,
           error: {
             errorType: "Runtime.ExitError",
             errorMessage: `Runtime exited during init with ${signal ?? `exit status ${code}`}`,
           },
+        }),
+      );
+      // Runtime API mode: ready at the runtime's first `next`, or its posted init error.
+      void this.runtime
+        ?.ready()
+        .then((state) =>
+          settle(state.kind === "next" ? { ok: true } : { ok: false, error: postedError(state.error) }),
+        );
+    });
+  }
+
+  /** Runs one invocation; never settles if the process dies first (`onExit` tells). */
+  invoke(invocation: InvocationInfo): Promise<SandboxAnswer> {
+    if (this.runtime) {
+      return this.runtime
+        .invoke(undefined, {
+          rawBody: invocation.payload,
+          timeoutMs: Math.max(1, invocation.deadlineAt - Date.now()),
+          functionArn: invocation.context.invokedFunctionArn,
+        })
+        .then((result): SandboxAnswer | Promise<never> => {
+          if (result.status === "response") return { ok: true, payload: result.raw };
+          if (result.status === "error") return { ok: false, error: postedError(result.error) };
+          return new Promise<never>(() => {}); // the deadline timer of the fake ends it
         });
+    }
+    return new Promise((resolveAnswer) => {
+      const off = this.onMessage((message) => {
+        if (message.type !== "result" || message.requestId !== invocation.requestId) return;
+        off();
+        resolveAnswer(
+          message.ok ? { ok: true, payload: message.payload } : { ok: false, error: message.error },
+        );
+      });
+      let event: unknown;
+      try {
+        event = JSON.parse(invocation.payload);
+      } catch {
+        event = invocation.payload;
+      }
+      this.child.send({
+        type: "invoke",
+        requestId: invocation.requestId,
+        event,
+        deadlineAt: invocation.deadlineAt,
+        context: invocation.context,
       });
     });
   }
@@ -588,7 +691,10 @@ class Sandbox {
 
   kill(): void {
     clearTimeout(this.idleTimer);
-    if (this.dead || this.child.pid === undefined) return;
+    if (this.dead || this.child.pid === undefined) {
+      void this.runtime?.close();
+      return;
+    }
     signalTree(this.child.pid, "SIGKILL");
   }
 
@@ -602,6 +708,10 @@ class Sandbox {
       channel?.unref?.();
     }
   }
+}
+
+function postedError(error: PostedError): FunctionErrorPayload {
+  return { errorType: error.errorType, errorMessage: error.errorMessage, trace: error.stackTrace };
 }
 
 type SandboxMessage =
@@ -713,6 +823,7 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
     const inner = codeOf(image.code, image.handler ?? handler);
     return {
       ...inner,
+      ...(image.entrypoint ? { entrypoint: image.entrypoint } : {}),
       sha256: sha256(`image:${source.imageUri}`),
       size: 0,
       packageType: "Image",
@@ -923,7 +1034,7 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
     };
   }
 
-  function takeSandbox(fn: Fn, snapshot: Snapshot): Sandbox {
+  async function takeSandbox(fn: Fn, snapshot: Snapshot): Promise<Sandbox> {
     const key = `${fn.name}\u0000${snapshot.version}\u0000${snapshot.generation}`;
     for (const sandbox of sandboxes) {
       if (sandbox.key === key && !sandbox.busy && !sandbox.dead) {
@@ -936,13 +1047,13 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
     const logStream = `${day}/[${snapshot.version}]${randomBytes(16).toString("hex")}`;
     const tmp = spareTmp.get(key)?.pop() ?? join(workDir, "sandboxes", randomBytes(6).toString("hex"), "tmp");
     mkdirSync(tmp, { recursive: true });
-    const sandbox = new Sandbox(
+    const sandbox = await Sandbox.start(
       key,
-      snapshot.version,
       tmp,
       sandboxEnv(fn, snapshot, tmp, logStream),
       snapshot.code.root,
       freeze,
+      snapshot.code.entrypoint,
     );
     sandbox.busy = true;
     sandboxes.add(sandbox);
@@ -973,7 +1084,7 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
     payload: string,
     invokedArn: string,
   ): Promise<RunOutcome> {
-    const sandbox = takeSandbox(fn, snapshot);
+    const sandbox = await takeSandbox(fn, snapshot);
     sandbox.ref(true);
     sandbox.thaw();
     const init = await sandbox.ready;
@@ -997,14 +1108,7 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
           },
         });
       }, snapshot.config.timeoutMs);
-      const offMessage = sandbox.onMessage((message) => {
-        if (message.type !== "result" || message.requestId !== record.requestId) return;
-        done(
-          message.ok
-            ? { ok: true, payload: message.payload, timedOut: false }
-            : { ok: false, error: message.error, timedOut: false },
-        );
-      });
+      let ended = false;
       const offExit = sandbox.onExit((code, signal) => {
         done({
           ok: false,
@@ -1016,31 +1120,33 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
         });
       });
       function done(result: Omit<RunOutcome, "log">) {
+        if (ended) return;
+        ended = true;
         clearTimeout(timer);
-        offMessage();
         offExit();
         settle(result);
       }
-      let event: unknown;
-      try {
-        event = JSON.parse(payload);
-      } catch {
-        event = payload;
-      }
-      sandbox.child.send({
-        type: "invoke",
-        requestId: record.requestId,
-        event,
-        deadlineAt,
-        context: {
-          functionName: fn.name,
-          functionVersion: snapshot.version,
-          invokedFunctionArn: invokedArn,
-          memoryLimitInMB: String(snapshot.config.memoryMb),
-          logGroupName: `/aws/lambda/${fn.name}`,
-          logStreamName: sandbox.logStream,
-        },
-      });
+      sandbox
+        .invoke({
+          requestId: record.requestId,
+          payload,
+          deadlineAt,
+          context: {
+            functionName: fn.name,
+            functionVersion: snapshot.version,
+            invokedFunctionArn: invokedArn,
+            memoryLimitInMB: String(snapshot.config.memoryMb),
+            logGroupName: `/aws/lambda/${fn.name}`,
+            logStreamName: sandbox.logStream,
+          },
+        })
+        .then((answer) =>
+          done(
+            answer.ok
+              ? { ok: true, payload: answer.payload, timedOut: false }
+              : { ok: false, error: answer.error, timedOut: false },
+          ),
+        );
     });
     if (outcome.timedOut) {
       sandbox.kill();
