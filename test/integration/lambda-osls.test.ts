@@ -394,6 +394,17 @@ describe("serverless.yml, image form (packageType=image), packaged offline", () 
     expect(existsSync(join(dir, "jnlp-agent.zip"))).toBe(false);
   });
 
+  it("publishes a version per deploy and keeps the live alias (with its async settings), as the zip form does", () => {
+    expect(resourcesOf(template, "AWS::Lambda::Version")).toHaveLength(FUNCTIONS.length);
+    const aliases = resourcesOf(template, "AWS::Lambda::Alias").map(([, a]) => a.Properties);
+    expect(aliases).toHaveLength(FUNCTIONS.length);
+    for (const alias of aliases) expect(alias).toMatchObject({ Name: "live", FunctionVersion: "$LATEST" });
+    const qualifiers = resourcesOf(template, "AWS::Lambda::EventInvokeConfig").map(
+      ([, c]) => c.Properties.Qualifier,
+    );
+    expect(qualifiers.sort()).toEqual(["$LATEST", "$LATEST", "live", "live"]);
+  });
+
   it("refuses an image form without an image URI, and an unknown package type", async () => {
     const cases: [string, RegExp][] = [
       ["--param=packageType=image", /functions\.jnlp-agent-git-bash\.image/],
