@@ -1,11 +1,10 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { cloudWatchSettings, ExitCode, runAgent } from "../../agent-core/index.ts";
 import { startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
 import {
   agentConfigFor,
   captureLogger,
-  ENTRYPOINT,
+  spawnEntrypoint,
   startController,
   type TestController,
 } from "../support/harness.ts";
@@ -14,33 +13,11 @@ import { slowPeer } from "../support/slow-peer.ts";
 
 /** Starts the real container entrypoint bundle with `env` (and nothing else of this process's environment). */
 function entrypoint(args: string[], env: Record<string, string>) {
-  const child: ChildProcess = spawn(process.execPath, [ENTRYPOINT, ...args], {
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", AGENT_GRACE_MS: "300", ...env },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const started = Date.now();
-  const done = new Promise<{
-    code: number | null;
-    ms: number;
-    stderr: string;
-    last: Record<string, unknown>;
-  }>((resolve) =>
-    child.once("close", (code) => {
-      const lines = stderr.trim().split("\n");
-      let last: Record<string, unknown> = {};
-      try {
-        last = JSON.parse(lines.at(-1) ?? "{}") as Record<string, unknown>;
-      } catch {
-        last = { text: lines.at(-1) };
-      }
-      resolve({ code, ms: Date.now() - started, stderr, last });
-    }),
-  );
-  return { child, done };
+  const run = spawnEntrypoint(args, { AGENT_GRACE_MS: "300", ...env });
+  return {
+    child: run.child,
+    done: run.done.then((result) => ({ ...result, last: result.lines.at(-1) ?? {} })),
+  };
 }
 
 describe("every connection attempt is bounded in total time", () => {
@@ -55,8 +32,10 @@ describe("every connection attempt is bounded in total time", () => {
       ).done;
       expect(code).toBe(ExitCode.controllerFailure);
       expect(last).toMatchObject({ msg: "agent finished", code: "AGENT_ERR_CONTROLLER_UNREACHABLE" });
-      // The bound is the connect timeout (a process start and a backoff pause of slack).
-      expect(ms).toBeLessThan(2_000 + 1_500);
+      // Bounded by the connect timeout: without a total deadline per attempt, the first attempt
+      // alone never ends while the bytes keep coming. (Slack: a process start on a busy machine.)
+      expect(ms).toBeLessThan(2_000 + 5_000);
+      expect(peer.connections).toBeGreaterThanOrEqual(1);
     } finally {
       await peer.close();
     }
@@ -75,7 +54,7 @@ describe("every connection attempt is bounded in total time", () => {
         { logger },
       );
       expect(outcome.error?.code).toBe("AGENT_ERR_CONTROLLER_UNREACHABLE");
-      expect(Date.now() - started).toBeLessThan(1_800);
+      expect(Date.now() - started).toBeLessThan(1_000 + 1_500);
       expect(peer.connections).toBe(1);
     } finally {
       await peer.close();
@@ -159,7 +138,7 @@ describe("proxies from the environment", () => {
     ["no_proxy (lower case) by suffix", (p: string) => ({ http_proxy: p, no_proxy: ".invalid" })],
     ["only HTTPS_PROXY, for a plain ws:// controller", (p: string) => ({ HTTPS_PROXY: p })],
   ])("%s: the agent connects directly, and fails on the name", async (_what, env) => {
-    const { code, last } = await launch("direct", env(proxy.url));
+    const { code, last } = await launch("direct", { ...env(proxy.url), AGENT_CONNECT_TIMEOUT_MS: "500" });
     expect(code).toBe(ExitCode.controllerFailure);
     expect(last).toMatchObject({ code: "AGENT_ERR_CONTROLLER_UNREACHABLE" });
     expect(proxy.handled).toEqual([]);

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { CloseCode, ExitCode, runAgent } from "../../agent-core/index.ts";
 import {
@@ -8,7 +7,7 @@ import {
   sendInOneRead,
   waitForType,
 } from "../support/fake-peers.ts";
-import { agentConfigFor, captureLogger, ENTRYPOINT } from "../support/harness.ts";
+import { agentConfigFor, captureLogger, spawnEntrypoint } from "../support/harness.ts";
 
 const jobOf = (id: string, run: string) => ({
   v: 1,
@@ -30,37 +29,11 @@ async function until(predicate: () => boolean, what: string, timeoutMs = 5_000):
 }
 
 /** Starts the real container entrypoint bundle (a fresh process: execa not loaded yet). */
-function entrypoint(url: string, name: string, env: Record<string, string> = {}) {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [ENTRYPOINT, "-url", url, "-secret", "secret-of-test", "-name", name],
-    {
-      env: {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
-        AGENT_GRACE_MS: "300",
-        AGENT_DRAIN_MS: "200",
-        ...env,
-      },
-      stdio: ["ignore", "ignore", "pipe"],
-    },
-  );
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => {
-    stderr += d.toString();
+function entrypoint(url: string, name: string) {
+  return spawnEntrypoint(["-url", url, "-secret", "secret-of-test", "-name", name], {
+    AGENT_GRACE_MS: "300",
+    AGENT_DRAIN_MS: "200",
   });
-  const done = new Promise<{ code: number | null; lines: Record<string, unknown>[] }>((resolve) =>
-    child.once("close", (code) =>
-      resolve({
-        code,
-        lines: stderr
-          .trim()
-          .split("\n")
-          .filter((l) => l.startsWith("{"))
-          .map((l) => JSON.parse(l) as Record<string, unknown>),
-      }),
-    ),
-  );
-  return { child, done };
 }
 
 describe("frames that arrive together meet the right state", () => {

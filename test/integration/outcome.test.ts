@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { CloseCode, ExitCode, RESUME_HEADER, runAgent } from "../../agent-core/index.ts";
@@ -9,47 +8,19 @@ import {
   rawAgent,
   waitForType,
 } from "../support/fake-peers.ts";
-import { agentConfigFor, captureLogger, ENTRYPOINT, startController } from "../support/harness.ts";
+import { agentConfigFor, captureLogger, spawnEntrypoint, startController } from "../support/harness.ts";
 
 /** The issue's step: a background process that ignores SIGTERM, and a foreground one. */
 const STUBBORN = "(trap '' TERM; exec sleep 30) & echo started $!; sleep 30";
 
 /** Starts the real container entrypoint bundle with short timings. */
-function entrypoint(url: string, secret: string, name: string, env: Record<string, string> = {}) {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [ENTRYPOINT, "-url", url, "-secret", secret, "-name", name],
-    {
-      env: {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
-        AGENT_GRACE_MS: "200",
-        AGENT_DRAIN_MS: "200",
-        AGENT_RECONNECT_TIMEOUT_MS: "300",
-        AGENT_CONNECT_TIMEOUT_MS: "3000",
-        ...env,
-      },
-      stdio: ["ignore", "ignore", "pipe"],
-    },
-  );
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => {
-    stderr += d.toString();
+function entrypoint(url: string, secret: string, name: string) {
+  return spawnEntrypoint(["-url", url, "-secret", secret, "-name", name], {
+    AGENT_GRACE_MS: "200",
+    AGENT_DRAIN_MS: "200",
+    AGENT_RECONNECT_TIMEOUT_MS: "300",
+    AGENT_CONNECT_TIMEOUT_MS: "3000",
   });
-  const done = new Promise<{ code: number | null; signal: string | null; lines: Record<string, unknown>[] }>(
-    (resolve) =>
-      child.once("close", (code, signal) =>
-        resolve({
-          code,
-          signal,
-          lines: stderr
-            .trim()
-            .split("\n")
-            .filter((l) => l.startsWith("{"))
-            .map((l) => JSON.parse(l) as Record<string, unknown>),
-        }),
-      ),
-  );
-  return { child, done };
 }
 
 /** True while `pid` is a live process (a zombie counts as gone). */

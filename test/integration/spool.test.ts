@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
 import {
   agentConfigFor,
+  canMountTmpfs,
   captureLogger,
   FIXTURES,
   startController,
@@ -12,18 +13,6 @@ import {
   tempDir,
 } from "../support/harness.ts";
 import { tcpProxy } from "../support/tcp-proxy.ts";
-
-const canMount = (() => {
-  try {
-    const probe = tempDir("mount-probe-");
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe.path], { stdio: "ignore" });
-    execFileSync("umount", [probe.path]);
-    probe.remove();
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 let ctl: TestController;
 let dir: ReturnType<typeof tempDir>;
@@ -37,7 +26,7 @@ afterEach(async () => {
 });
 
 describe("the output spool on a full filesystem", () => {
-  it.skipIf(!canMount)(
+  it.skipIf(!canMountTmpfs)(
     "the spool is never charged to the job's disk budget, acknowledged-but-not-yet-removed bytes included (skipped where a tmpfs cannot be mounted: needs root)",
     async () => {
       // A private filesystem: the agent and its job are its only writers.
@@ -86,7 +75,7 @@ describe("the output spool on a full filesystem", () => {
     },
   );
 
-  it.skipIf(!canMount)(
+  it.skipIf(!canMountTmpfs)(
     "ENOSPC while spilling is a typed failure (AGENT_ERR_IO), the job is still reported, reason disk, exit 5 (skipped where a tmpfs cannot be mounted: needs root)",
     async () => {
       const mountPoint = join(dir.path, "small");
