@@ -73,7 +73,8 @@ describe("every connection attempt is bounded in total time", () => {
       run.child.kill("SIGTERM");
       const { code, last } = await run.done;
       expect(code).toBe(ExitCode.sigterm);
-      expect(Date.now() - signalled).toBeLessThan(1_000);
+      // At once: not after the last-resort timer (grace 10 s + drain + 5 s), nor the 60 s connect timeout.
+      expect(Date.now() - signalled).toBeLessThan(5_000);
       expect(last).toMatchObject({
         msg: "agent finished",
         exitCode: ExitCode.sigterm,

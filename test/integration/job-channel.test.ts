@@ -126,13 +126,11 @@ describe("frames that arrive together meet the right state", () => {
       );
     });
     try {
-      const started = Date.now();
       const { code } = await entrypoint(fake.url, "cancel-at-start").done;
       expect(code).toBe(ExitCode.jobFailed);
       const jobEnd = await waitForType(traffic!, "job-end");
       expect(jobEnd).toMatchObject({ status: "failed", reason: "cancelled" });
       expect(traffic!.binary).toHaveLength(0);
-      expect(Date.now() - started).toBeLessThan(2_500);
     } finally {
       await fake.close();
     }
