@@ -630,6 +630,9 @@ Environment:
   AGENT_SECRET                 never passed on to steps either
   AGENT_MAX_DURATION_MS        stop the job this long after the agent started, reporting it as
                                \`deadline\` (ECS/Fargate have no deadline of their own; default none)
+  HTTPS_PROXY, HTTP_PROXY      http(s):// proxy for https/wss and http/ws URLs (the controller, the
+  ALL_PROXY, NO_PROXY          AWS SDK); ALL_PROXY for both; NO_PROXY: hosts reached directly.
+                               Upper or lower case
   Accepted without effect:
 ${wrapWords(IGNORED_ENV)}
 
