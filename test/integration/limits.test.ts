@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
 import {
   agentConfigFor,
+  canMountTmpfs,
   captureLogger,
   ENTRYPOINT,
   FIXTURES,
@@ -23,22 +24,6 @@ afterEach(async () => {
   await ctl.close();
   dir.remove();
 });
-
-/** Whether a tmpfs can be mounted here (root). */
-function canMountTmpfs(): boolean {
-  try {
-    const probe = tempDir("mount-probe-");
-    try {
-      execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe.path], { stdio: "ignore" });
-      execFileSync("umount", [probe.path]);
-      return true;
-    } finally {
-      probe.remove();
-    }
-  } catch {
-    return false;
-  }
-}
 
 const named = (prefix: string) => `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
 
@@ -129,7 +114,7 @@ describe("the disk budget", () => {
     expect(readdirSync(join(dir.path, "workspace"))).toEqual([]);
   });
 
-  it.skipIf(!canMountTmpfs())(
+  it.skipIf(!canMountTmpfs)(
     "reports a disk filled to the brim as disk, and still reports the job (skipped where a tmpfs cannot be mounted: needs root)",
     async () => {
       const mountPoint = join(dir.path, "small");
@@ -161,7 +146,7 @@ describe("the disk budget", () => {
   );
 });
 
-describe.skipIf(!canMountTmpfs())(
+describe.skipIf(!canMountTmpfs)(
   "the headroom at high write rates (skipped where a tmpfs cannot be mounted: needs root)",
   () => {
     let mountPoint: string;
