@@ -151,10 +151,7 @@ export class DiskWatcher {
     }
   }
 
-  /**
-   * Null while within budget; the figures once the job used more than its budget, the headroom
-   * is gone, or the filesystem is full.
-   */
+  /** Null while within budget; the figures once the job used more than its budget or the headroom is gone. */
   check(): DiskExceeded | null {
     const freeBytes = this.#measure();
     const usedBytes = Math.max(0, this.#freeAtStart - freeBytes - this.#ownBytes() + this.#released);
@@ -166,12 +163,9 @@ export class DiskWatcher {
     this.#last = { at: now, usedBytes, freeBytes };
     this.#peakUsedBytes = Math.max(this.#peakUsedBytes, usedBytes);
     this.#minFreeBytes = Math.min(this.#minFreeBytes, freeBytes);
-    const reserved = this.reservedBytes;
-    if (
-      usedBytes > this.budgetBytes ||
-      freeBytes + reserved < this.#headroomBytes ||
-      freeBytes < FULL_BYTES
-    ) {
+    // The agent's own files (the spool) filling the disk are not the job's doing: its own use
+    // and the headroom decide.
+    if (usedBytes > this.budgetBytes || freeBytes + this.reservedBytes < this.#headroomBytes) {
       return { usedBytes, budgetBytes: this.budgetBytes, freeBytes };
     }
     return null;
