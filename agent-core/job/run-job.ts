@@ -111,6 +111,8 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   }
   const trackingId = newTrackingId();
   const disk = watchDisk(options);
+  // Held before the first step: a step writing gigabytes per second fills a disk in milliseconds.
+  await disk?.reserving;
   const agentRss = { peak: process.memoryUsage.rss() };
 
   let failure: Failure | undefined;
@@ -199,8 +201,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
 
 /**
  * The job's disk watcher, its headroom being written to a file beside the workspace (removed
- * with it) while the first step starts; null (with a warning) when the work dir's filesystem
- * cannot be measured.
+ * with it); null (with a warning) when the work dir's filesystem cannot be measured.
  */
 function watchDisk(options: RunJobOptions): { watcher: DiskWatcher; reserving: Promise<void> } | null {
   if (options.disk === null) return null;
