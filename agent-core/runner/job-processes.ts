@@ -100,13 +100,16 @@ function signalAll(pids: readonly number[], signal: NodeJS.Signals): void {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref());
 
-/** How many times the SIGKILL sweep looks again for processes forked while it was killing. */
-const KILL_ROUNDS = 20;
+/**
+ * How long the SIGKILL sweep goes on looking for processes (forked while it was killing, or not
+ * yet gone: a killed process ends when the kernel next runs it, later on a busy machine).
+ */
+const KILL_SETTLE_MS = 2_000;
 
 /**
  * Stops every process `match` finds: SIGTERM, up to `graceMs` for them to exit, then SIGKILL,
  * scanning again until none is left (a process may fork between a scan and its kill). Bounded:
- * at most `graceMs` plus {@link KILL_ROUNDS} short sweeps. Resolves with the pids it signalled.
+ * at most `graceMs` plus {@link KILL_SETTLE_MS}. Resolves with the pids it signalled.
  *
  * @example
  * const stopped = await stopTrackedProcesses({ id: trackingId }, 2_000);
@@ -128,10 +131,15 @@ export async function stopTrackedProcesses(match: TrackingMatch, graceMs: number
       pids = findTrackedProcesses(match);
     }
   }
-  for (let round = 0; pids.length > 0 && round < KILL_ROUNDS; round++) {
+  const killedAt = Date.now();
+  for (
+    let pollMs = 2;
+    pids.length > 0 && Date.now() - killedAt < KILL_SETTLE_MS;
+    pollMs = Math.min(pollMs * 2, 20)
+  ) {
     for (const pid of pids) signalled.add(pid);
     signalAll(pids, "SIGKILL");
-    await sleep(5);
+    await sleep(pollMs);
     pids = findTrackedProcesses(match);
   }
   return [...signalled];
