@@ -11,20 +11,38 @@
  * found by binary search, failure links followed). A large set of secrets thus stays within a
  * few tens of megabytes and is built in a fraction of a second.
  *
- * With `lineBreaks`, the sequences are matched with one line break (LF, CR LF or CR) allowed
- * between any two of their characters, two line breaks being at least {@link MIN_WRAP_COLUMNS}
- * characters apart: the way `base64` (76 columns), `openssl base64` and PEM (64) and MIME (76,
- * CR LF) wrap text.
+ * With `lineBreaks`, the sequences (which must be base64 text) are also matched wrapped: with
+ * a line break (LF, CR LF or CR) between two of their characters where that line break ends a
+ * line of base64 text, that is follows at least {@link MIN_WRAP_COLUMNS} base64 characters.
+ * That is how `base64` (76 columns), `openssl base64` and PEM (64) and MIME (76, CR LF) wrap
+ * text; a short line of ordinary output ("done") ends no wrapped form, so its last characters
+ * are never held back for the line after it.
  */
 
 const LF = 10;
 const CR = 13;
 
-/** The shortest line of a wrapped form: two line breaks inside one occurrence are at least this many characters apart. */
+/** The shortest line of a wrapped form: a line break inside an occurrence follows at least this many base64 characters. */
 export const MIN_WRAP_COLUMNS = 16;
 
-/** Larger than any depth: no line break seen yet. */
-const NO_BREAK = 0x3fffffff;
+/** Bytes of the base64 alphabets (standard, URL-safe) and padding. */
+export const BASE64_BYTE = new Uint8Array(256);
+for (const char of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=") {
+  BASE64_BYTE[char.charCodeAt(0)] = 1;
+}
+
+/**
+ * How many base64 characters (at most {@link MIN_WRAP_COLUMNS}) come right before
+ * `input[position]`; `before` is that count at `input[0]`, carried over from earlier input.
+ */
+export function base64RunAt(input: Buffer, position: number, before: number): number {
+  let run = 0;
+  for (let i = position - 1; i >= 0 && run < MIN_WRAP_COLUMNS; i--) {
+    if (BASE64_BYTE[input[i]!] === 0) return run;
+    run++;
+  }
+  return Math.min(MIN_WRAP_COLUMNS, run + (run === position ? before : 0));
+}
 
 /** Largest dense part of the transition table, in entries of 4 bytes (4 MiB). */
 export const DENSE_MAX_ENTRIES = 1 << 20;
@@ -222,8 +240,11 @@ export class MaskAutomaton {
     }
   }
 
-  /** Runs the automaton over `input` from the root: every occurrence, and the state at the end. */
-  scan(input: Buffer): ScanResult {
+  /**
+   * Runs the automaton over `input` from the root: every occurrence, and the state at the end.
+   * `base64Before`: how many base64 characters came right before `input` (see {@link base64RunAt}).
+   */
+  scan(input: Buffer, base64Before = 0): ScanResult {
     const classOf = this.#classOf;
     const step = this.#step;
     const classCount = this.#classCount;
@@ -233,26 +254,24 @@ export class MaskAutomaton {
     let matches: number[] | undefined;
     let at = 0; // the state times classCount
     let pendingBreak = 0; // 0: none, 1: CR seen, 2: a whole line break seen
-    let sinceBreak = NO_BREAK; // characters since the last line break skipped
+    let run = Math.min(MIN_WRAP_COLUMNS, base64Before); // base64 characters right before this byte
     for (let i = 0; i < length; i++) {
       const byte = input[i]!;
-      if (lineBreaks && (byte === LF || byte === CR)) {
-        if (at === 0) continue;
-        if (pendingBreak === 0) {
-          at = this.#afterShortLine(at / classCount, sinceBreak) * classCount;
-          if (at === 0) continue;
-          pendingBreak = byte === CR ? 1 : 2;
-          sinceBreak = 0;
-        } else if (pendingBreak === 1 && byte === LF) pendingBreak = 2;
-        else {
-          // A second line break in a row: not a wrapped form; nothing under way can continue.
-          at = 0;
-          pendingBreak = 0;
+      if (lineBreaks) {
+        if (byte === LF || byte === CR) {
+          if (pendingBreak === 0 && run >= MIN_WRAP_COLUMNS) pendingBreak = byte === CR ? 1 : 2;
+          else if (pendingBreak === 1 && byte === LF) pendingBreak = 2;
+          else {
+            // Not the end of a base64 line (or a second line break): no occurrence spans it.
+            at = 0;
+            pendingBreak = 0;
+          }
+          run = 0;
+          continue;
         }
-        continue;
+        pendingBreak = 0;
+        run = BASE64_BYTE[byte] === 0 ? 0 : run + 1;
       }
-      pendingBreak = 0;
-      sinceBreak++;
       at = at < denseEnd ? step[at + classOf[byte]!]! : this.#deepStep(at / classCount, byte);
       if (at < 0) {
         at = -at;
@@ -261,17 +280,6 @@ export class MaskAutomaton {
       }
     }
     return { matches, endState: at / classCount };
-  }
-
-  /**
-   * At a line break: `state` if its occurrence may span it (it holds no earlier line break, or
-   * that one is at least {@link MIN_WRAP_COLUMNS} characters back); otherwise the longest suffix
-   * state that starts after the earlier line break (possibly the root).
-   */
-  #afterShortLine(state: number, sinceBreak: number): number {
-    if (sinceBreak >= MIN_WRAP_COLUMNS) return state;
-    while (this.#depth[state]! > sinceBreak) state = this.#fail[state]!;
-    return state;
   }
 
   /** Adds every sequence ending at `input[last]` in `state` as a (start, length) pair. */

@@ -8,10 +8,11 @@
  *
  * **Wrapped forms.** A variant of at least {@link MIN_WRAPPED_BYTES} bytes made only of base64
  * characters (`A-Z a-z 0-9 + / - _ =`: the base64 forms of a secret of 6 bytes or more, and a
- * raw token of that alphabet) also matches with a line break (LF, CR LF or CR) between any two
- * of its characters, line breaks being at least 16 characters apart: as `base64` (76 columns),
- * `openssl base64` and PEM (64) and MIME (76, CR LF) wrap it. Its mask keeps those line breaks:
- * `QUJD\nREVG` becomes `***\n`.
+ * raw token of that alphabet) also matches with a line break (LF, CR LF or CR) between two of
+ * its characters where that line break ends a line of base64 text (at least 16 base64
+ * characters before it): as `base64` (76 columns), `openssl base64` and PEM (64) and MIME (76,
+ * CR LF) wrap it. Its mask keeps those line breaks: `QUJD\nREVG` becomes `***\n`. A short line
+ * of ordinary output ends no wrapped form, so nothing of it is held for the next line.
  *
  * Overlaps are resolved **leftmost-longest, non-overlapping**: scanning from the left, at the
  * first position where some variant occurs, the one spanning the most bytes is replaced and the
@@ -26,7 +27,7 @@
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import { MAX_JOB_MASK_BYTES, MAX_JOB_MASK_VALUES } from "../protocol/messages.ts";
-import { MaskAutomaton } from "./mask-automaton.ts";
+import { BASE64_BYTE, base64RunAt, MaskAutomaton } from "./mask-automaton.ts";
 
 /** What a masked occurrence becomes. */
 export const MASK = "***";
@@ -194,12 +195,7 @@ function needlesOf(literal: readonly Buffer[], wrapped: readonly Buffer[]): Buff
 /** The compiled automata of each non-empty {@link MaskSet}, out of reach of its users. */
 const automata = new WeakMap<MaskSet, Engines>();
 
-/** Bytes of the base64 alphabets (standard, URL-safe) and padding: variants that may be wrapped. */
-const BASE64_BYTE = new Uint8Array(256);
-for (const char of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=") {
-  BASE64_BYTE[char.charCodeAt(0)] = 1;
-}
-
+/** Whether a variant is base64 text (A-Z a-z 0-9 + / - _ =): one that may be wrapped. */
 function isBase64Text(bytes: Buffer): boolean {
   for (const byte of bytes) if (BASE64_BYTE[byte] === 0) return false;
   return true;
@@ -282,6 +278,8 @@ export function checkMaskLimits(values: readonly string[], maxValues: number, ma
 export class StreamMasker {
   readonly #engines: Engines | undefined;
   #held: Buffer = EMPTY;
+  /** Base64 characters right before the held tail (a line break inside a wrapped form needs 16). */
+  #base64Before = 0;
   #ended = false;
 
   constructor(set: MaskSet) {
@@ -299,7 +297,8 @@ export class StreamMasker {
     const engines = this.#engines;
     if (engines === undefined || chunk.length === 0) return chunk;
     const input = this.#held.length === 0 ? chunk : Buffer.concat([this.#held, chunk]);
-    const { output, holdFrom } = maskBytes(engines, input, false);
+    const { output, holdFrom } = maskBytes(engines, input, false, this.#base64Before);
+    this.#base64Before = base64RunAt(input, holdFrom, this.#base64Before);
     // Copy the tail: `chunk` belongs to the caller.
     this.#held = holdFrom === input.length ? EMPTY : Buffer.from(input.subarray(holdFrom));
     return output;
@@ -312,7 +311,7 @@ export class StreamMasker {
     const held = this.#held;
     this.#held = EMPTY;
     if (this.#engines === undefined || held.length === 0) return held;
-    return maskBytes(this.#engines, held, true).output;
+    return maskBytes(this.#engines, held, true, this.#base64Before).output;
   }
 }
 
@@ -336,20 +335,27 @@ export function maskText(text: string, set: MaskSet): string {
 /**
  * Masks `input` scanned from the start. With `final`, every complete occurrence is masked and
  * nothing is held; otherwise `holdFrom` is where the undecided tail begins: the longest suffix,
- * after the last mask, that is a proper prefix of some variant.
+ * after the last mask, that is a proper prefix of some variant. `base64Before`: base64
+ * characters right before `input` (0 at the start of a stream).
  */
-function maskBytes(engines: Engines, input: Buffer, final: boolean): { output: Buffer; holdFrom: number } {
+function maskBytes(
+  engines: Engines,
+  input: Buffer,
+  final: boolean,
+  base64Before = 0,
+): { output: Buffer; holdFrom: number } {
   const length = input.length;
   const quiet = engines.needles?.every((needle) => input.indexOf(needle) === -1) ?? false;
   if (quiet && final) return { output: input, holdFrom: length };
   if (quiet && length > QUIET_TAIL_BYTES) {
     // Quick path: nothing to mask, and only the last few bytes can start a variant.
     const tailStart = length - QUIET_TAIL_BYTES;
-    const holdFrom = tailStart + maskBytes(engines, input.subarray(tailStart), false).holdFrom;
+    const before = base64RunAt(input, tailStart, base64Before);
+    const holdFrom = tailStart + maskBytes(engines, input.subarray(tailStart), false, before).holdFrom;
     return { output: input.subarray(0, holdFrom), holdFrom };
   }
   const searches = [engines.literal, engines.wrapped].flatMap((automaton) =>
-    automaton === undefined ? [] : [{ automaton, ...automaton.scan(input) }],
+    automaton === undefined ? [] : [{ automaton, ...automaton.scan(input, base64Before) }],
   );
   const holdFrom = (after: number) => {
     if (final) return length;

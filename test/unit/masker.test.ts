@@ -13,30 +13,37 @@ import {
   StreamMasker,
 } from "../../agent-core/logs/masker.ts";
 
-/** Wrapped forms: line breaks at least this many characters apart (the masker's rule). */
+/** Wrapped forms: a line break must end a line of at least this many base64 characters. */
 const MIN_WRAP_COLUMNS = 16;
+const BASE64_CHAR = /^[A-Za-z0-9+/\-_=]$/;
 
 /** Whether a variant is also matched wrapped: 7 bytes or more, all in the base64 alphabets. */
 const isWrappable = (variant: Buffer) =>
   variant.length >= 7 && /^[A-Za-z0-9+/\-_=]+$/.test(variant.toString("latin1"));
 
+/** Whether the line break at `text[at]` ends a line of base64 text (16 base64 characters before it). */
+function endsBase64Line(text: Buffer, at: number): boolean {
+  if (at < MIN_WRAP_COLUMNS) return false;
+  for (let i = at - MIN_WRAP_COLUMNS; i < at; i++) {
+    if (!BASE64_CHAR.test(String.fromCharCode(text[i]!))) return false;
+  }
+  return true;
+}
+
 /**
  * The span in bytes of `variant` at `text[at]`, or -1. A wrappable variant may have one line
- * break (CR LF, CR or LF) between two characters, two line breaks being at least
- * MIN_WRAP_COLUMNS characters apart.
+ * break (CR LF, CR or LF) between two characters where that line break ends a line of base64
+ * text.
  */
 function spanAt(text: Buffer, at: number, variant: Buffer, wrapped: boolean): number {
   let i = at;
-  let sinceBreak = Number.POSITIVE_INFINITY;
   for (let j = 0; j < variant.length; j++) {
     if (j > 0 && wrapped && (text[i] === 10 || text[i] === 13)) {
-      if (sinceBreak < MIN_WRAP_COLUMNS) return -1;
+      if (!endsBase64Line(text, i)) return -1;
       i += text[i] === 13 && text[i + 1] === 10 ? 2 : 1;
-      sinceBreak = 0;
     }
     if (i >= text.length || text[i] !== variant[j]) return -1;
     i++;
-    sinceBreak++;
   }
   return i - at;
 }
@@ -439,13 +446,26 @@ describe("wrapped base64 (coreutils base64, openssl base64, PEM, MIME)", () => {
     expect(decoded(masked.split("\n").slice(1, -2).join(""))).not.toContain("0123456789abcdef");
   });
 
-  it("does not join text across two line breaks in a row, nor across lines shorter than 16 characters", () => {
+  it("joins text only across a line break that ends a line of 16 base64 characters or more", () => {
     const secret = "token-abcdefghijklmnop";
     const set = buildMaskSet([secret]);
     expect(maskText("token-abcdefghij\nklmnop", set)).toBe("***\n");
+    expect(maskText("xxxxxxxxxxxxxtoken-abc\ndefghijklmnop", set)).toBe("xxxxxxxxxxxxx***\n");
     expect(maskText("token-abcdefghij\n\nklmnop", set)).toBe("token-abcdefghij\n\nklmnop");
-    expect(maskText("token-abc\ndefgh\nijklmnop", set)).toBe("token-abc\ndefgh\nijklmnop");
-    expect(maskText("t\noken-abcdefghijklmnop", set)).toBe("***\n");
+    expect(maskText("token-abc\ndefghijklmnop", set)).toBe("token-abc\ndefghijklmnop");
+    expect(maskText("a line: token-abc\ndefghijklmnop", set)).toBe("a line: token-abc\ndefghijklmnop");
+    expect(maskText("t\noken-abcdefghijklmnop", set)).toBe("t\noken-abcdefghijklmnop");
+  });
+
+  it("holds nothing of a short line of ordinary output for the next line", () => {
+    const set = buildMaskSet(["token-abcdefghijklmnop"]);
+    const masker = new StreamMasker(set);
+    // "tok" could begin the secret, but a line break after a short line ends no wrapped form.
+    expect(masker.write(Buffer.from("filling tok\n")).toString()).toBe("filling tok\n");
+    expect(masker.heldBytes).toBe(0);
+    // After a base64 line, the same tail may go on on the next line: it is held.
+    expect(masker.write(Buffer.from("QUJDREVGR0hJSktMtok\n")).toString()).toBe("QUJDREVGR0hJSktM");
+    expect(masker.write(Buffer.from("en-abcdefghijklmnop!")).toString()).toBe("***\n!");
   });
 
   it("a raw token of the base64 alphabet is masked wrapped too; other raw values only as they are", () => {
