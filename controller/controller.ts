@@ -34,6 +34,7 @@ import {
   TERMINAL_STATUSES,
 } from "./job-store.ts";
 import type { ProvisionedAgent, Provisioner } from "./provisioner.ts";
+import { defaultWebDir } from "./web-assets.ts";
 
 export interface ControllerOptions {
   /** Where jobs' records and logs are stored. */
@@ -57,6 +58,8 @@ export interface ControllerOptions {
   provisionTimeoutMs?: number;
   /** How long a job whose agent's connection dropped waits for it to resume before failing with agent-lost. */
   resumeWindowMs?: number;
+  /** The built web view served at `/` (default: `web/` beside the bundle, or the repository's `dist/web`). */
+  webDir?: string;
 }
 
 interface JobState {
@@ -103,7 +106,7 @@ const PLATFORM_REASONS: ReadonlySet<JobReason> = new Set([
  * await controller.waitForJob(job.id);
  */
 export class Controller {
-  readonly #options: Required<Omit<ControllerOptions, "provisioner" | "key" | "host" | "port">> & {
+  readonly #options: Required<Omit<ControllerOptions, "provisioner" | "key" | "host" | "port" | "webDir">> & {
     provisioner?: Provisioner;
   };
   readonly #key: string;
@@ -139,7 +142,7 @@ export class Controller {
       perMessageDeflate: false,
       maxPayload: this.#options.maxPayloadBytes,
     });
-    this.#server = createServer(createApiHandler(this));
+    this.#server = createServer(createApiHandler(this, { webDir: options.webDir ?? defaultWebDir() }));
     this.#server.on("upgrade", (req, socket: Socket, head) => this.#upgrade(req, socket, head));
   }
 

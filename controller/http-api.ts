@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Controller } from "./controller.ts";
 import { ControllerApiError } from "./errors.ts";
 import type { JobEvent } from "./job-store.ts";
+import { serveWebView } from "./web-assets.ts";
 
 const MAX_BODY_BYTES = 1_048_576;
 
@@ -14,20 +15,27 @@ const MAX_BODY_BYTES = 1_048_576;
  * - `GET /api/v1/jobs/:id/events[?follow=1]` -> NDJSON events (steps, output, statuses)
  * - `POST /api/v1/jobs/:id/cancel` -> 202 job record
  * - `GET /api/v1/agents`, `GET /healthz`
+ * - the web view's pages (`/`, `/jobs/:id`, `/agents`) and `/assets/*`, from `webDir`
  */
-export function createApiHandler(controller: Controller) {
+export function createApiHandler(controller: Controller, options: { webDir: string }) {
   return (req: IncomingMessage, res: ServerResponse): void => {
-    route(controller, req, res).catch((error: unknown) => sendError(res, error));
+    route(controller, options, req, res).catch((error: unknown) => sendError(res, error));
   };
 }
 
-async function route(controller: Controller, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function route(
+  controller: Controller,
+  options: { webDir: string },
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const url = new URL(req.url ?? "/", "http://localhost");
   const parts = url.pathname.split("/").filter(Boolean);
   const method = req.method ?? "GET";
   const follow = ["1", "true", "yes"].includes(url.searchParams.get("follow") ?? "");
 
   if (url.pathname === "/healthz" && method === "GET") return sendJson(res, 200, { ok: true });
+  if (serveWebView(options.webDir, method, url.pathname, res)) return;
   if (parts[0] !== "api" || parts[1] !== "v1") throw notFound(url.pathname);
   const [, , collection, id, action] = parts;
 

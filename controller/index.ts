@@ -3,9 +3,25 @@
 export { CLI_EXIT, exitCodeForJob } from "./cli.ts";
 export { ControllerClient } from "./client.ts";
 export { type AgentInfo, Controller, type ControllerOptions } from "./controller.ts";
+export {
+  CAUSE_WORDS,
+  describeFailure,
+  describeStepEnd,
+  formatByteCount,
+  formatMs,
+  REASON_WORDS,
+} from "./describe.ts";
 export { ControllerApiError, type ControllerErrorCode } from "./errors.ts";
 export { type JobSubmission, prepareJob, readJobFile } from "./job-spec.ts";
-export type { FailureCause, JobEvent, JobReason, JobRecord, JobStatus, StepRecord } from "./job-store.ts";
+export type {
+  FailureCause,
+  JobEvent,
+  JobReason,
+  JobRecord,
+  JobStatus,
+  StepRecord,
+  StepStatus,
+} from "./job-store.ts";
 export {
   LocalProvisioner,
   type LocalProvisionerOptions,

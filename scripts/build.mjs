@@ -1,6 +1,8 @@
-// Bundles the three programs with esbuild: self-contained ESM files that need no node_modules.
+// Bundles the three programs with esbuild: self-contained ESM files that need no node_modules;
+// and the controller's web view (dist/web: index.html, assets/app.js, assets/app.css), which
+// the controller serves: nothing is fetched from elsewhere at run time.
 import { readFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { copyFile, mkdir, rm } from "node:fs/promises";
 import { build } from "esbuild";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
@@ -42,4 +44,24 @@ await Promise.all([
   build(split("controller/bin.ts", "dist", "controller", ".mjs")),
   // osls invoke local loads the handler with require(): a .js file in this "type": "module" package.
   build(split("lambda-handler/index.ts", "dist/lambda", "handler", ".js")),
+  buildWeb(),
 ]);
+
+async function buildWeb() {
+  await build({
+    entryPoints: { app: "controller/web/main.tsx" },
+    outdir: "dist/web/assets",
+    bundle: true,
+    platform: "browser",
+    target: ["chrome111", "firefox111", "safari16.4"],
+    format: "esm",
+    minify: true,
+    sourcemap: "linked",
+    legalComments: "linked",
+    jsx: "automatic",
+    jsxImportSource: "preact",
+    logLevel: "warning",
+  });
+  await mkdir("dist/web", { recursive: true });
+  await copyFile("controller/web/index.html", "dist/web/index.html");
+}
