@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pattern } from "../fixtures/pattern.mjs";
-import { artifactPath, launchChromium } from "../support/browser.ts";
+import { artifactPath, computedStyle, launchChromium } from "../support/browser.ts";
 import { FIXTURES, startController, type TestController, tempDir } from "../support/harness.ts";
 
 // A real controller on loopback launching real agents (the container entrypoint bundle), and
@@ -71,11 +71,11 @@ describe("the web view in a real browser", () => {
     await stepHeader(page, "colours").click();
     const green = page.locator(".log .row.line .ansi-green-fg", { hasText: "green ok" });
     await green.waitFor();
-    expect(await green.evaluate((el) => getComputedStyle(el).color)).toBe("rgb(63, 185, 80)");
+    expect(await computedStyle(green, "color")).toBe("rgb(63, 185, 80)");
     const red = page.locator(".log .row.line .ansi-red-fg", { hasText: "bold red" });
-    expect(await red.evaluate((el) => getComputedStyle(el).fontWeight)).toBe("700");
+    expect(await computedStyle(red, "fontWeight")).toBe("700");
     // The escape codes themselves never reach the page.
-    expect(await page.locator(".log").innerText()).not.toContain("[32m");
+    expect(await page.locator(".log").textContent()).not.toContain("[32m");
 
     await page.getByLabel("Timestamps").check();
     await expect.poll(() => page.locator(".log .row.line time.ts").count()).toBeGreaterThan(0);
@@ -102,7 +102,7 @@ describe("the web view in a real browser", () => {
     const agents = await openPage("/agents");
     const agentRow = agents.page.locator("table.agents tbody tr", { hasText: job.id });
     await agentRow.waitFor({ timeout: 10_000 });
-    expect(await agentRow.locator(".badge").innerText()).toBe("busy");
+    expect(await agentRow.locator(".badge").textContent()).toBe("busy");
     await agents.page.close();
 
     await page.getByRole("button", { name: "Cancel" }).click();
@@ -116,7 +116,7 @@ describe("the web view in a real browser", () => {
     await page.getByRole("link", { name: "Jobs", exact: true }).click();
     const row = page.locator(`table.jobs tr[data-job="${job.id}"]`);
     await row.waitFor();
-    expect(await row.locator(".badge").innerText()).toBe("cancelled");
+    expect(await row.locator(".badge").textContent()).toBe("cancelled");
     await row.getByRole("link", { name: "to-cancel" }).click();
     await page.locator(".job-header h1", { hasText: "to-cancel" }).waitFor();
     expect(errors).toEqual([]);
@@ -144,7 +144,7 @@ describe("the web view in a real browser", () => {
     await page.locator(".log").evaluate((el) => {
       el.scrollTop = 0;
     });
-    expect(await stepHeader(page, "big").locator(".lines").innerText()).toBe(`${expectedLines} lines`);
+    expect(await stepHeader(page, "big").locator(".lines").textContent()).toBe(`${expectedLines} lines`);
     expect(await page.locator(".log .row").count()).toBeLessThan(200);
     expect(errors).toEqual([]);
     await page.close();

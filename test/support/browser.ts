@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type BrowserContext, chromium } from "playwright-core";
+import { type BrowserContext, chromium, type Locator } from "playwright-core";
 import { ROOT } from "./harness.ts";
 
 /** Debian's Chromium (`apt-get install chromium`; `.ci/run` installs it). Playwright downloads no browser. */
@@ -45,4 +45,12 @@ export async function launchChromium(): Promise<{ context: BrowserContext; close
 export function artifactPath(name: string): string {
   mkdirSync(ARTIFACTS_DIR, { recursive: true });
   return join(ARTIFACTS_DIR, name);
+}
+
+/** The element's computed style `property` (e.g. `color`, `fontWeight`), read in the page. */
+export function computedStyle(locator: Locator, property: string): Promise<string> {
+  return locator.evaluate((element, name) => {
+    const page = globalThis as unknown as { getComputedStyle(e: unknown): Record<string, string> };
+    return page.getComputedStyle(element)[name] ?? "";
+  }, property);
 }
