@@ -11,6 +11,7 @@ import { readJobFile } from "./job-spec.ts";
 import type { JobRecord } from "./job-store.ts";
 import { LocalProvisioner } from "./provisioner.ts";
 import { createRenderer } from "./render.ts";
+import { defaultWebDir, webViewRoutes } from "./web-assets.ts";
 
 export const CLI_EXIT = {
   ok: 0,
@@ -144,6 +145,7 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     host: values.host,
     port,
     logger,
+    routes: webViewRoutes(defaultWebDir()),
     ...(env.CONTROLLER_KEY ? { key: env.CONTROLLER_KEY } : {}),
     ...(provisioner ? { provisioner } : {}),
   });
@@ -193,6 +195,7 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     dataDir,
     provisioner,
     logger: stderrLogger(env.CONTROLLER_LOG_LEVEL ?? "warn"),
+    routes: webViewRoutes(defaultWebDir()),
   });
   const out = (text: string) => process.stdout.write(text);
   try {

@@ -12,6 +12,7 @@ export {
   REASON_WORDS,
 } from "./describe.ts";
 export { ControllerApiError, type ControllerErrorCode } from "./errors.ts";
+export { API_ROUTES, type ControllerApi, type Route, type RouteContext } from "./http-api.ts";
 export { type JobSubmission, prepareJob, readJobFile } from "./job-spec.ts";
 export type {
   FailureCause,
@@ -30,3 +31,4 @@ export {
   type ProvisionRequest,
 } from "./provisioner.ts";
 export { createRenderer } from "./render.ts";
+export { defaultWebDir, WEB_SECURITY_HEADERS, webViewRoutes } from "./web-assets.ts";

@@ -1,11 +1,9 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import type { ServerResponse } from "node:http";
-import { dirname, join } from "node:path";
+import { basename, dirname, extname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-
-/** Pages of the web view: each answers with index.html, and the page's script shows the right view. */
-const PAGE_PATHS = /^\/(?:|jobs\/?|jobs\/[^/]+\/?|agents\/?)$/;
-const ASSET_PATH = /^\/assets\/([A-Za-z0-9._-]+)$/;
+import { ControllerApiError } from "./errors.ts";
+import type { Route } from "./http-api.ts";
 
 const CONTENT_TYPES: Record<string, string> = {
   ".js": "text/javascript; charset=utf-8",
@@ -37,38 +35,54 @@ export function defaultWebDir(): string {
   return join(here, "..", "dist", "web");
 }
 
+/** The web view's pages: each answers with index.html, and the page's script shows the right view. */
+const PAGE_PATHS = ["/", "/jobs", "/jobs/:id", "/agents"];
+
 /**
- * Serves the web view from `dir` when `pathname` is one of its pages or assets; returns false for
- * any other path (the API's). Files are read on each request: they are small, and a rebuilt view
- * is served without a restart.
+ * Routes serving the web view built in `dir` (see `defaultWebDir`): its pages and
+ * `/assets/:file`. Pass them to `Controller.start({ routes })`. Files are read on each request:
+ * they are small, and a rebuilt view is served without a restart.
+ *
+ * @example
+ * await Controller.start({ dataDir, routes: webViewRoutes(defaultWebDir()) });
  */
-export function serveWebView(dir: string, method: string, pathname: string, res: ServerResponse): boolean {
-  if (method !== "GET" && method !== "HEAD") return false;
-  const asset = ASSET_PATH.exec(pathname);
-  let file: string;
-  if (PAGE_PATHS.test(pathname)) file = join(dir, "index.html");
-  else if (asset !== null) file = join(dir, "assets", asset[1]!);
-  else return false;
+export function webViewRoutes(dir: string): Route[] {
+  const page: Route["handle"] = ({ res }) => sendFile(res, join(dir, "index.html"), true);
+  return [
+    ...PAGE_PATHS.map((path): Route => ({ method: "GET", path, handle: page })),
+    {
+      method: "GET",
+      path: "/assets/:file",
+      handle: ({ res, params }) => {
+        const name = params.file!;
+        if (!SAFE_NAME.test(name)) throw noAsset(name);
+        sendFile(res, join(dir, "assets", name), false);
+      },
+    },
+  ];
+}
+
+const SAFE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+function noAsset(name: string): ControllerApiError {
+  return new ControllerApiError(404, "CONTROLLER_ERR_NOT_FOUND", `no asset ${JSON.stringify(name)}`);
+}
+
+function sendFile(res: ServerResponse, file: string, isPage: boolean): void {
   if (!existsSync(file) || !statSync(file).isFile()) {
-    const text =
-      asset === null
-        ? `The web view is not built (no ${file}): run \`npm run build\`.\n`
-        : `No asset ${asset[1]}.\n`;
-    res.writeHead(asset === null ? 503 : 404, {
-      "Content-Type": "text/plain; charset=utf-8",
-      "Content-Length": Buffer.byteLength(text),
-    });
-    res.end(method === "HEAD" ? undefined : text);
-    return true;
+    if (!isPage) throw noAsset(basename(file));
+    throw new ControllerApiError(
+      404,
+      "CONTROLLER_ERR_NOT_FOUND",
+      `the web view is not built (no ${file}): run \`npm run build\``,
+    );
   }
   const body = readFileSync(file);
-  const extension = file.slice(file.lastIndexOf("."));
   res.writeHead(200, {
     ...WEB_SECURITY_HEADERS,
-    "Content-Type": CONTENT_TYPES[extension] ?? "application/octet-stream",
+    "Content-Type": CONTENT_TYPES[extname(file)] ?? "application/octet-stream",
     "Content-Length": body.length,
     "Cache-Control": "no-cache",
   });
-  res.end(method === "HEAD" ? undefined : body);
-  return true;
+  res.end(body);
 }

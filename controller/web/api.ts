@@ -3,7 +3,7 @@
  * controller asks for it, is the HttpOnly cookie set by `POST /login`: the page never holds the
  * token.
  */
-import type { AgentInfo } from "../controller.ts";
+import type { AgentInfo } from "../http-api.ts";
 import type { JobRecord } from "../job-store.ts";
 import type { LogEvent } from "./log-model.ts";
 

@@ -1,7 +1,7 @@
 /** The jobs list and the agents list. */
 
-import type { AgentInfo } from "../controller.ts";
 import { formatMs } from "../describe.ts";
+import type { AgentInfo } from "../http-api.ts";
 import { api } from "./api.ts";
 import { formatAgo, formatDateTime } from "./format.ts";
 import { type JobView, jobPhases, runMs, waitMs } from "./phases.ts";

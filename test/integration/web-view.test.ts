@@ -2,6 +2,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { defaultWebDir, webViewRoutes } from "../../controller/index.ts";
 import { pattern } from "../fixtures/pattern.mjs";
 import { artifactPath, computedStyle, launchChromium } from "../support/browser.ts";
 import { FIXTURES, startController, type TestController, tempDir } from "../support/harness.ts";
@@ -14,7 +15,10 @@ let scratch: ReturnType<typeof tempDir>;
 
 beforeAll(async () => {
   scratch = tempDir("web-view-");
-  [ctl, browser] = await Promise.all([startController({ provision: true }), launchChromium()]);
+  [ctl, browser] = await Promise.all([
+    startController({ provision: true, overrides: { routes: webViewRoutes(defaultWebDir()) } }),
+    launchChromium(),
+  ]);
 });
 afterAll(async () => {
   await browser?.close();
