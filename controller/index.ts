@@ -1,7 +1,8 @@
 /** The reference controller's public face. */
 
 export { CLI_EXIT, exitCodeForJob } from "./cli.ts";
-export { ControllerClient } from "./client.ts";
+export { CLI_EXIT_MEANINGS, COMMAND_HELP } from "./cli-help.ts";
+export { ControllerClient, describeConnectError } from "./client.ts";
 export { type AgentInfo, Controller, type ControllerOptions } from "./controller.ts";
 export {
   CAUSE_WORDS,
@@ -30,5 +31,5 @@ export {
   type Provisioner,
   type ProvisionRequest,
 } from "./provisioner.ts";
-export { createRenderer } from "./render.ts";
+export { type ColorTarget, colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
 export { defaultWebDir, WEB_SECURITY_HEADERS, webViewRoutes } from "./web-assets.ts";
