@@ -44,9 +44,17 @@ Options:
                       derive from is D/controller.key (or CONTROLLER_KEY).
   --no-provision      Do not launch local agents; wait for agents to connect.
   --log-level L       debug | info | warn | error (default info). Diagnostics go to stderr.
+  --token-file F      The API token (at least 16 characters) is the contents of F. With a
+                      token, the API and the web view need it; agents keep their HMAC secrets.
+  --insecure          Listen beyond loopback without a token (something else guards the port).
+                      Without it, a --host other than loopback needs a token.
+  --tls-cert F        Serve HTTPS and WSS with the certificate (chain) in PEM file F...
+  --tls-key F         ...and its private key. Agents and clients verify it: for a private CA,
+                      give them NODE_EXTRA_CA_CERTS=<CA PEM file> (local agents inherit it).
   -h, --help          Show this help.
 
 Environment:
+  CONTROLLER_TOKEN    The API token, when --token-file is not given.
   CONTROLLER_KEY      The HMAC key (instead of D/controller.key).
   CONTROLLER_LOG_LEVEL  The log level when --log-level is not given.
 `,
@@ -58,9 +66,12 @@ A job that fails is summed up at the end: the step that failed, the steps skippe
 Options:
   --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
   --no-follow         Print the job id and return at once.
+  --token-file F      Send the API token in file F (when the controller asks for one).
   -h, --help          Show this help.
 
 ${ENVIRONMENT}  CONTROLLER_URL      The controller URL when --url is not given.
+  CONTROLLER_TOKEN    The API token, when --token-file is not given.
+  NODE_EXTRA_CA_CERTS A PEM file of CAs to trust beyond the system's (a private CA's https URL).
 
 ${EXIT_TEXT}`,
   demo: `Usage: controller demo [FILE] [options]

@@ -75,7 +75,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       return CLI_EXIT.usage;
     }
     if (error instanceof ControllerApiError) {
-      process.stderr.write(`controller: ${error.message}\n`);
+      const hint =
+        error.code === "CONTROLLER_ERR_UNAUTHORIZED"
+          ? " (the CLI sends CONTROLLER_TOKEN, or the contents of --token-file)"
+          : "";
+      process.stderr.write(`controller: ${error.message}${hint}\n`);
       return error.code === "CONTROLLER_ERR_UNREACHABLE" ? CLI_EXIT.platform : CLI_EXIT.usage;
     }
     throw error;
@@ -122,6 +126,26 @@ function stderrLogger(command: CommandName, level: string | undefined): Logger {
   });
 }
 
+/** A file an option names, read whole; a usage error names the option when it cannot be read. */
+function readOptionFile(command: CommandName, option: string, path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw new UsageError(command, `cannot read ${option} ${path}: ${(error as Error).message}`);
+  }
+}
+
+/** The API token: the contents of `--token-file` (trailing whitespace dropped), else CONTROLLER_TOKEN. */
+function readToken(
+  command: CommandName,
+  file: string | undefined,
+  env: NodeJS.ProcessEnv,
+): string | undefined {
+  const token =
+    file !== undefined ? readOptionFile(command, "--token-file", file).trimEnd() : env.CONTROLLER_TOKEN;
+  return token === "" ? undefined : token;
+}
+
 /** The container entrypoint bundle that sits beside this CLI bundle in dist/. */
 function entrypointCommand(env: NodeJS.ProcessEnv): string[] {
   const path =
@@ -143,7 +167,21 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     "data-dir": { type: "string", default: ".data" },
     "no-provision": { type: "boolean", default: false },
     "log-level": { type: "string" },
+    "token-file": { type: "string" },
+    insecure: { type: "boolean", default: false },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
   });
+  const token = readToken("serve", values["token-file"], env);
+  if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined))
+    throw new UsageError("serve", "--tls-cert and --tls-key go together: give both or neither");
+  const tls =
+    values["tls-cert"] !== undefined && values["tls-key"] !== undefined
+      ? {
+          cert: readOptionFile("serve", "--tls-cert", values["tls-cert"]),
+          key: readOptionFile("serve", "--tls-key", values["tls-key"]),
+        }
+      : undefined;
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535)
     throw new UsageError(
@@ -161,10 +199,19 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     port,
     logger,
     routes: webViewRoutes(defaultWebDir()),
+    insecure: values.insecure,
+    ...(token !== undefined ? { apiToken: token } : {}),
+    ...(tls !== undefined ? { tls } : {}),
     ...(env.CONTROLLER_KEY ? { key: env.CONTROLLER_KEY } : {}),
     ...(provisioner ? { provisioner } : {}),
   });
-  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir})\n`);
+  const guard =
+    token !== undefined
+      ? "API token required"
+      : values.insecure
+        ? "no API token (--insecure)"
+        : "loopback only";
+  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir}; ${guard})\n`);
   const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
     process.once("SIGINT", () => resolveSignal("SIGINT"));
     process.once("SIGTERM", () => resolveSignal("SIGTERM"));
@@ -178,12 +225,19 @@ async function submit(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values, positionals } = parse(
     "submit",
     argv,
-    { url: { type: "string" }, "no-follow": { type: "boolean", default: false } },
+    {
+      url: { type: "string" },
+      "no-follow": { type: "boolean", default: false },
+      "token-file": { type: "string" },
+    },
     true,
   );
   if (positionals.length !== 1)
     throw new UsageError("submit", `expected one job file, got ${positionals.length} arguments`);
-  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/");
+  const token = readToken("submit", values["token-file"], env);
+  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/", {
+    ...(token !== undefined ? { token } : {}),
+  });
   const job = await client.submit(await readJobFile(positionals[0]!));
   if (values["no-follow"]) {
     process.stdout.write(`${job.id}\n`);

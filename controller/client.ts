@@ -1,12 +1,19 @@
 import { ControllerApiError } from "./errors.ts";
 import type { JobEvent, JobRecord } from "./job-store.ts";
 
+export interface ControllerClientOptions {
+  /** The controller's API token, sent as `Authorization: Bearer`. */
+  token?: string;
+}
+
 /** A small HTTP client of the controller's API (used by the CLI and tests). */
 export class ControllerClient {
   readonly #base: string;
+  readonly #headers: Record<string, string>;
 
-  constructor(baseUrl: string) {
+  constructor(baseUrl: string, options: ControllerClientOptions = {}) {
     this.#base = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
+    this.#headers = options.token !== undefined ? { Authorization: `Bearer ${options.token}` } : {};
   }
 
   async submit(job: unknown): Promise<JobRecord> {
@@ -19,6 +26,16 @@ export class ControllerClient {
 
   async cancel(id: string): Promise<JobRecord> {
     return (await this.#request("POST", `api/v1/jobs/${encodeURIComponent(id)}/cancel`)) as JobRecord;
+  }
+
+  /** Runs the ended job again as a new job. */
+  async retry(id: string): Promise<JobRecord> {
+    return (await this.#request("POST", `api/v1/jobs/${encodeURIComponent(id)}/retry`)) as JobRecord;
+  }
+
+  /** Any GET of the API as text (e.g. `api/v1/metrics?format=prometheus`). */
+  async text(path: string): Promise<string> {
+    return (await this.#fetch("GET", path)).text();
   }
 
   /** The job's raw output, byte for byte. */
@@ -70,9 +87,8 @@ export class ControllerClient {
     try {
       res = await fetch(new URL(path, this.#base), {
         method,
-        ...(body !== undefined
-          ? { body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }
-          : {}),
+        headers: { ...this.#headers, ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       });
     } catch (error) {
       throw new ControllerApiError(

@@ -1,5 +1,15 @@
 /** The reference controller's public face. */
 
+export {
+  type ApiAuth,
+  authorize,
+  checkListenSecurity,
+  isLoopbackHost,
+  MIN_TOKEN_CHARS,
+  SESSION_COOKIE,
+  sessionRoutes,
+  sessionValue,
+} from "./auth.ts";
 export { CLI_EXIT, exitCodeForJob } from "./cli.ts";
 export { CLI_EXIT_MEANINGS, COMMAND_HELP } from "./cli-help.ts";
 export { ControllerClient, describeConnectError } from "./client.ts";
@@ -25,6 +35,14 @@ export type {
   StepStatus,
 } from "./job-store.ts";
 export {
+  computeMetrics,
+  type LatencySummary,
+  type Metrics,
+  type MetricsGroup,
+  prometheusText,
+  summarize,
+} from "./metrics.ts";
+export {
   LocalProvisioner,
   type LocalProvisionerOptions,
   type ProvisionedAgent,
@@ -32,4 +50,5 @@ export {
   type ProvisionRequest,
 } from "./provisioner.ts";
 export { type ColorTarget, colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
+export type { TlsFiles } from "./server.ts";
 export { defaultWebDir, WEB_SECURITY_HEADERS, webViewRoutes } from "./web-assets.ts";

@@ -40,8 +40,9 @@ const PAGE_PATHS = ["/", "/jobs", "/jobs/:id", "/agents"];
 
 /**
  * Routes serving the web view built in `dir` (see `defaultWebDir`): its pages and
- * `/assets/:file`. Pass them to `Controller.start({ routes })`. Files are read on each request:
- * they are small, and a rebuilt view is served without a restart.
+ * `/assets/:file`. Pass them to `Controller.start({ routes })`. They are public (they hold no
+ * data; the page asks the API, which wants the token when there is one). Files are read on each
+ * request: they are small, and a rebuilt view is served without a restart.
  *
  * @example
  * await Controller.start({ dataDir, routes: webViewRoutes(defaultWebDir()) });
@@ -49,10 +50,11 @@ const PAGE_PATHS = ["/", "/jobs", "/jobs/:id", "/agents"];
 export function webViewRoutes(dir: string): Route[] {
   const page: Route["handle"] = ({ res }) => sendFile(res, join(dir, "index.html"), true);
   return [
-    ...PAGE_PATHS.map((path): Route => ({ method: "GET", path, handle: page })),
+    ...PAGE_PATHS.map((path): Route => ({ method: "GET", path, public: true, handle: page })),
     {
       method: "GET",
       path: "/assets/:file",
+      public: true,
       handle: ({ res, params }) => {
         const name = params.file!;
         if (!SAFE_NAME.test(name)) throw noAsset(name);

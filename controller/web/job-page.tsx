@@ -114,6 +114,12 @@ export function JobPage(props: { id: string }) {
             {wait !== undefined ? ` · waited ${formatMs(wait)}` : ""}
             {run !== undefined ? ` · ran ${formatMs(run)}` : ""}
             {record.labels.length > 0 ? ` · labels ${record.labels.join(", ")}` : ""}
+            {record.retryOf ? (
+              <>
+                {" · runs again "}
+                <Link href={`/jobs/${encodeURIComponent(record.retryOf)}`}>{record.retryOf}</Link>
+              </>
+            ) : null}
           </p>
           <p class="sub">
             {record.agent
@@ -165,11 +171,6 @@ export function JobPage(props: { id: string }) {
           {skipped.length > 0 ? (
             <div class="skipped">
               Skipped: {skipped.map((step) => step.name ?? `step ${step.id}`).join(", ")}
-            </div>
-          ) : null}
-          {record.retryOf ? (
-            <div>
-              Retry of <Link href={`/jobs/${encodeURIComponent(record.retryOf)}`}>{record.retryOf}</Link>
             </div>
           ) : null}
         </div>

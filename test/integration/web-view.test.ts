@@ -81,8 +81,11 @@ describe("the web view in a real browser", () => {
     // The escape codes themselves never reach the page.
     expect(await page.locator(".log").textContent()).not.toContain("[32m");
 
+    // Each line shows when the controller received it, on demand.
+    expect(await page.locator(".log .row.line time.ts").count()).toBe(0);
     await page.getByLabel("Timestamps").check();
-    await expect.poll(() => page.locator(".log .row.line time.ts").count()).toBeGreaterThan(0);
+    const stamp = logLine(page, "line B").locator("time.ts");
+    expect(await stamp.textContent()).toMatch(/^\d\d:\d\d:\d\d\.\d{3}$/);
 
     const screenshot = artifactPath("web-view-job.png");
     await page.screenshot({ path: screenshot });
@@ -125,6 +128,61 @@ describe("the web view in a real browser", () => {
     await page.locator(".job-header h1", { hasText: "to-cancel" }).waitFor();
     expect(errors).toEqual([]);
     await page.close();
+  });
+
+  it("runs a failed job again from its page, and never shows the job's secrets", async () => {
+    const secret = "page-secret-5c4b3a2918";
+    const job = await ctl.client.submit({
+      name: "flaky",
+      secrets: { DEPLOY_KEY: secret },
+      steps: [{ id: "only", run: 'echo "using $DEPLOY_KEY"; exit 1' }],
+    });
+    await ctl.controller.waitForJob(job.id);
+    const { page, errors } = await openPage(`/jobs/${job.id}`);
+    await logLine(page, "using ***").waitFor({ timeout: 20_000 });
+    await page.locator(".failure", { hasText: "a step exited with a non-zero code" }).waitFor();
+    expect(await page.locator("body").textContent()).not.toContain(secret);
+
+    await page.getByRole("button", { name: "Retry" }).click();
+    await page.locator(".job-header .sub a", { hasText: job.id }).waitFor({ timeout: 10_000 });
+    const retryId = decodeURIComponent(new URL(page.url()).pathname.split("/").pop()!);
+    expect(retryId).not.toBe(job.id);
+    expect(await ctl.controller.waitForJob(retryId)).toMatchObject({ retryOf: job.id, status: "failed" });
+    await logLine(page, "using ***").waitFor({ timeout: 20_000 });
+    expect(await page.locator("body").textContent()).not.toContain(secret);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("asks for the API token when the controller has one, and shows the jobs once signed in", async () => {
+    const token = "web-token-0123456789abcdef";
+    const guarded = await startController({
+      overrides: { apiToken: token, routes: webViewRoutes(defaultWebDir()) },
+    });
+    const page = await browser.context.newPage();
+    try {
+      const job = guarded.controller.submit({
+        name: "guarded-job",
+        labels: ["nobody"],
+        steps: [{ run: "true" }],
+      });
+      await page.goto(guarded.controller.url);
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      await page.getByPlaceholder("token").fill("wrong-token-0000000000");
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.locator(".sign-in .error", { hasText: "wrong token" }).waitFor();
+      await page.getByPlaceholder("token").fill(token);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.locator(`table.jobs tr[data-job="${job.id}"]`, { hasText: "guarded-job" }).waitFor();
+      const cookies = await browser.context.cookies(guarded.controller.url);
+      expect(cookies.map((c) => [c.name, c.httpOnly, c.sameSite, c.value === token])).toEqual([
+        ["controller_session", true, "Strict", false],
+      ]);
+      guarded.controller.cancel(job.id);
+    } finally {
+      await page.close();
+      await guarded.close();
+    }
   });
 
   it("shows a large log without putting it all in the page: only the rows on screen are rendered", async () => {
