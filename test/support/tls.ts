@@ -19,80 +19,27 @@ export interface TestPki {
  */
 export function makeTestPki(dir: string): TestPki {
   const path = (name: string) => join(dir, name);
-  const openssl = (...args: string[]) =>
-    execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
+  // Arguments as one line each, `{name}` standing for a file in `dir`.
+  const openssl = (args: string, ...extra: string[]) =>
+    execFileSync(
+      "openssl",
+      [...args.split(" ").map((arg) => arg.replace(/^\{(.+)\}$/, (_, name: string) => path(name))), ...extra],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+  const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
   const san = "subjectAltName=IP:127.0.0.1,DNS:localhost";
   openssl(
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    path("ca.key"),
-    "-out",
-    path("ca.pem"),
-    "-days",
-    "2",
+    `req -x509 ${ec} -keyout {ca.key} -out {ca.pem} -days 2 -addext basicConstraints=critical,CA:TRUE`,
     "-subj",
     "/CN=Test CI CA",
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
   );
-  openssl(
-    "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    path("server.key"),
-    "-out",
-    path("server.csr"),
-    "-subj",
-    "/CN=127.0.0.1",
-  );
+  openssl(`req ${ec} -keyout {server.key} -out {server.csr} -subj /CN=127.0.0.1`);
   writeFileSync(path("server.ext"), `${san}\nextendedKeyUsage=serverAuth\n`);
   openssl(
-    "x509",
-    "-req",
-    "-in",
-    path("server.csr"),
-    "-CA",
-    path("ca.pem"),
-    "-CAkey",
-    path("ca.key"),
-    "-CAcreateserial",
-    "-out",
-    path("server.pem"),
-    "-days",
-    "2",
-    "-extfile",
-    path("server.ext"),
+    "x509 -req -in {server.csr} -CA {ca.pem} -CAkey {ca.key} -CAcreateserial -out {server.pem} -days 2 -extfile {server.ext}",
   );
   openssl(
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    path("untrusted.key"),
-    "-out",
-    path("untrusted.pem"),
-    "-days",
-    "2",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-addext",
-    san,
+    `req -x509 ${ec} -keyout {untrusted.key} -out {untrusted.pem} -days 2 -subj /CN=127.0.0.1 -addext ${san}`,
   );
   return {
     caCert: path("ca.pem"),
