@@ -1,6 +1,6 @@
 /** One job: its state, timeline, and log following live, with cancel and retry. */
 import { useEffect, useRef, useState } from "preact/hooks";
-import { describeFailure, formatByteCount, formatMs } from "../describe.ts";
+import { describeFailure, describeStepEnd, formatByteCount, formatMs } from "../describe.ts";
 import { api, followEvents } from "./api.ts";
 import { formatDateTime } from "./format.ts";
 import { LogModel, safeUrl } from "./log-model.ts";
@@ -99,6 +99,7 @@ export function JobPage(props: { id: string }) {
 
   const failed = record.status !== "succeeded" && TERMINAL.has(record.status);
   const skipped = record.steps.filter((step) => step.status === "skipped");
+  const failedSteps = record.steps.filter((step) => step.status === "failed");
   const cloudWatch = safeUrl(record.agent?.logs?.url);
   const wait = waitMs(record, now);
   const run = runMs(record, now);
@@ -168,6 +169,14 @@ export function JobPage(props: { id: string }) {
         <div class="failure" role="alert">
           <strong>Job {record.status}:</strong> {describeFailure(record.reason, record.cause)}.
           {record.message ? <div class="message">{record.message}</div> : null}
+          {failedSteps.length > 0 ? (
+            <div class="failed-steps">
+              Failed:{" "}
+              {failedSteps
+                .map((step) => `${step.name ?? `step ${step.id}`} (${describeStepEnd(step)})`)
+                .join(", ")}
+            </div>
+          ) : null}
           {skipped.length > 0 ? (
             <div class="skipped">
               Skipped: {skipped.map((step) => step.name ?? `step ${step.id}`).join(", ")}

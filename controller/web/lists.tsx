@@ -4,7 +4,7 @@ import { formatMs } from "../describe.ts";
 import type { AgentInfo } from "../http-api.ts";
 import { api } from "./api.ts";
 import { formatAgo, formatDateTime } from "./format.ts";
-import { type JobView, jobPhases, runMs, waitMs } from "./phases.ts";
+import { firstOutputMs, type JobView, jobPhases, runMs, waitMs } from "./phases.ts";
 import { Link, StatusBadge, useNow, usePoll } from "./ui.tsx";
 
 const POLL_MS = 2_000;
@@ -99,7 +99,11 @@ function PhaseStrip(props: { job: JobView; now: number }) {
   if (phases.length === 0) return null;
   const start = phases[0]!.from;
   const span = Math.max(1, Math.max(...phases.map((p) => p.to)) - start);
-  const title = phases.map((p) => `${p.label}: ${formatMs(p.to - p.from)}`).join("\n");
+  const first = firstOutputMs(props.job);
+  const title = [
+    ...phases.map((p) => `${p.label}: ${formatMs(p.to - p.from)}`),
+    ...(first !== undefined ? [`first output after ${formatMs(first - start)}`] : []),
+  ].join("\n");
   return (
     <svg class="strip" viewBox="0 0 200 10" preserveAspectRatio="none" role="img" aria-label={title}>
       <title>{title}</title>
@@ -113,6 +117,9 @@ function PhaseStrip(props: { job: JobView; now: number }) {
           height={10}
         />
       ))}
+      {first !== undefined ? (
+        <rect class="first-output" x={((first - start) / span) * 200} width={1.5} y={0} height={10} />
+      ) : null}
     </svg>
   );
 }

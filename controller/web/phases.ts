@@ -63,7 +63,7 @@ export function jobPhases(record: JobView, now: number): Phase[] {
     add("launch", "launching agent", launched, firstOf(connected, assigned, started));
   const ready = firstOf(connected, assigned);
   if (ready !== undefined && (started !== undefined || ended === undefined))
-    add("start", "agent ready, first step starting", ready, started);
+    add("start", "agent ready", ready, started);
   for (const step of record.steps) {
     const from = time(step.startedAt);
     if (from === undefined) continue;
@@ -75,6 +75,11 @@ export function jobPhases(record: JobView, now: number): Phase[] {
     add("step", step.name ?? `step ${step.id}`, from, to, step.status);
   }
   return phases;
+}
+
+/** When the first output byte arrived (epoch ms), if it did. */
+export function firstOutputMs(record: JobView): number | undefined {
+  return time(record.firstOutputAt);
 }
 
 /** Milliseconds from submission to the first step, or to now while the job waits; undefined when unknown. */

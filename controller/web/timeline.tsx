@@ -1,7 +1,7 @@
 /** A job's timeline as a picture: one bar per phase (queue, launch, start, each step) on one time axis. */
 import { formatMs } from "../describe.ts";
 import { formatClock } from "./format.ts";
-import { type JobView, jobPhases, type Phase } from "./phases.ts";
+import { firstOutputMs, type JobView, jobPhases, type Phase } from "./phases.ts";
 
 const LABEL_PX = 190;
 const WIDTH_PX = 900;
@@ -20,6 +20,7 @@ function tickStep(spanMs: number, maxTicks: number): number {
 export function Timeline(props: { record: JobView; now: number }) {
   const phases = jobPhases(props.record, props.now);
   if (phases.length === 0) return null;
+  const firstOutput = firstOutputMs(props.record);
   const start = phases[0]!.from;
   const end = Math.max(...phases.map((p) => p.to), start + 1);
   const span = end - start;
@@ -48,6 +49,13 @@ export function Timeline(props: { record: JobView; now: number }) {
         {phases.map((phase, i) => (
           <PhaseBar key={`${phase.kind}-${i}`} phase={phase} y={AXIS_PX + i * (BAR_PX + GAP_PX)} x={x} />
         ))}
+        {firstOutput !== undefined && firstOutput <= end ? (
+          <g class="first-output">
+            <title>{`first output after ${formatMs(firstOutput - start)}`}</title>
+            <line x1={x(firstOutput)} x2={x(firstOutput)} y1={AXIS_PX - 4} y2={height} />
+            <path d={`M ${x(firstOutput) - 4} ${AXIS_PX - 6} h 8 l -4 6 z`} />
+          </g>
+        ) : null}
       </svg>
     </figure>
   );

@@ -224,7 +224,7 @@ describe("web view job phases", () => {
     );
     expect(phases.map((p) => [p.kind, p.label, p.to - p.from, p.open])).toEqual([
       ["queue", "queued", 2000, false],
-      ["start", "agent ready, first step starting", 500, false],
+      ["start", "agent ready", 500, false],
       ["step", "Build", 1500, false],
     ]);
   });
