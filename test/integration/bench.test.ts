@@ -34,6 +34,12 @@ const FIGURE_IDS = [
   "bundle-controller-total-bytes",
   "bundle-controller-total-gzip",
   "shutdown-sigterm",
+  "image-default-compressed",
+  "image-default-uncompressed",
+  "image-jenkins-compressed",
+  "image-jenkins-uncompressed",
+  "image-build-default",
+  "image-build-jenkins",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];
