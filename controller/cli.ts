@@ -17,7 +17,7 @@ import { ControllerApiError } from "./errors.ts";
 import { readJobFile } from "./job-spec.ts";
 import type { JobRecord } from "./job-store.ts";
 import { LocalProvisioner } from "./provisioner.ts";
-import { colorEnabled, createRenderer, renderOutcome } from "./render.ts";
+import { colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
 import { defaultWebDir, webViewRoutes } from "./web-assets.ts";
 
 export { CLI_EXIT, CLI_HELP };
@@ -295,6 +295,9 @@ async function followToTerminal(
 ): Promise<number> {
   const color = colorEnabled(process.stdout, env);
   const render = createRenderer({ write: (text) => process.stdout.write(text), color });
+  process.stdout.write(
+    `${paint(color, "dim", `--- job ${job.id}: ${client.baseUrl}jobs/${encodeURIComponent(job.id)}`)}\n`,
+  );
   let interrupted = false;
   const onSigint = () => {
     interrupted = true;

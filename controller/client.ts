@@ -16,6 +16,11 @@ export class ControllerClient {
     this.#headers = options.token !== undefined ? { Authorization: `Bearer ${options.token}` } : {};
   }
 
+  /** The controller's URL, ending in `/`. */
+  get baseUrl(): string {
+    return this.#base;
+  }
+
   async submit(job: unknown): Promise<JobRecord> {
     return (await this.#request("POST", "api/v1/jobs", job)) as JobRecord;
   }

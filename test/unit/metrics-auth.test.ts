@@ -1,4 +1,6 @@
+import { readFileSync } from "node:fs";
 import type { IncomingMessage } from "node:http";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   authorize,
@@ -183,5 +185,17 @@ describe("authorize", () => {
   it("derives the session from the token: another token, another session", () => {
     expect(sessionValue("a".repeat(16))).not.toBe(sessionValue("b".repeat(16)));
     expect(sessionValue("a".repeat(16))).toMatch(/^[0-9a-f]{64}$/);
+  });
+});
+
+describe("README", () => {
+  it("lists every controller error code", () => {
+    const root = join(import.meta.dirname, "../..");
+    const codes = [
+      ...readFileSync(join(root, "controller/errors.ts"), "utf8").matchAll(/"(CONTROLLER_ERR_[A-Z_]+)"/g),
+    ].map((m) => m[1]!);
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    expect(codes.length).toBeGreaterThan(8);
+    expect(codes.filter((code) => !readme.includes(`| \`${code}\``))).toEqual([]);
   });
 });
