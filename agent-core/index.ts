@@ -3,15 +3,10 @@ export { type AgentOutcome, type AgentTimings, type RunAgentOptions, runAgent } 
 export * from "./config/index.ts";
 export * from "./errors.ts";
 export * from "./exit-codes.ts";
+export { formatBytes } from "./format.ts";
 export { type JobOutcome, type JobSink, runJob, type StepOutcome } from "./job/run-job.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
-export {
-  DiskWatcher,
-  diskBudgetBytes,
-  filesystemSpace,
-  formatBytes,
-  largestDirectories,
-} from "./limits/disk-budget.ts";
+export { DiskWatcher, diskBudgetBytes, filesystemSpace, largestDirectories } from "./limits/disk-budget.ts";
 export { groupRssBytes } from "./limits/memory.ts";
 export {
   createLogger,

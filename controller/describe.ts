@@ -4,6 +4,10 @@
  */
 import type { FailureCause, JobReason, StepRecord } from "./job-store.ts";
 
+// agent-core's one byte formatter, by its own path: it imports nothing, so the browser bundle can
+// take it, where agent-core's index pulls in Node built-ins.
+export { formatBytes } from "../agent-core/format.ts";
+
 /** What each reason a job or step ended for means, in words (the closed set of `JobReason`). */
 export const REASON_WORDS: Readonly<Record<JobReason, string>> = {
   exit: "a step exited with a non-zero code",
@@ -54,19 +58,6 @@ export function formatMs(ms: number): string {
     return `${Math.floor(totalSeconds / 60)} m ${String(totalSeconds % 60).padStart(2, "0")} s`;
   const totalMinutes = Math.floor(totalSeconds / 60);
   return `${Math.floor(totalMinutes / 60)} h ${String(totalMinutes % 60).padStart(2, "0")} m`;
-}
-
-/** Bytes for people, in binary units: `512 B`, `1.5 KiB`, `3.2 GiB`. */
-export function formatByteCount(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** A step's title as the logs show it: its name, else `step <id>`. */

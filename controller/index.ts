@@ -18,7 +18,7 @@ export {
   CAUSE_WORDS,
   describeFailure,
   describeStepEnd,
-  formatByteCount,
+  formatBytes,
   formatMs,
   REASON_WORDS,
 } from "./describe.ts";

@@ -1,5 +1,5 @@
 import { styleText } from "node:util";
-import { describeFailure, describeStepEnd, formatByteCount, formatMs, stepTitle } from "./describe.ts";
+import { describeFailure, describeStepEnd, formatBytes, formatMs, stepTitle } from "./describe.ts";
 import type { JobEvent, JobRecord } from "./job-store.ts";
 
 export interface RenderOptions {
@@ -85,9 +85,7 @@ export function createRenderer(options: RenderOptions): (event: JobEvent) => voi
       case "step-end": {
         ensureNewline();
         const peak =
-          typeof event.peakRssBytes === "number"
-            ? `, peak memory ${formatByteCount(event.peakRssBytes)}`
-            : "";
+          typeof event.peakRssBytes === "number" ? `, peak memory ${formatBytes(event.peakRssBytes)}` : "";
         const extra = `${peak}${event.message ? ` - ${event.message}` : ""}`;
         line(
           event.status === "succeeded" ? "green" : ["bold", "red"],

@@ -77,6 +77,8 @@ export const api = {
 
 /** Longest stretch of event handling before the page gets the main thread back. */
 const SLICE_MS = 12;
+/** Events handled between two looks at the clock (an output event holds at most 16 KiB). */
+const BATCH_EVENTS = 8;
 
 /**
  * Follows `GET /api/v1/jobs/:id/events?follow=1`: calls `onEvents` with each batch of events as
@@ -107,12 +109,17 @@ export async function followEvents(
       if (lastNewline < 0) continue;
       const lines = buffered.slice(0, lastNewline).split("\n");
       buffered = buffered.slice(lastNewline + 1);
-      const events: LogEvent[] = [];
-      for (const line of lines) if (line !== "") events.push(JSON.parse(line) as LogEvent);
-      onEvents(events);
-      if (performance.now() - sliceStart > SLICE_MS) {
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        sliceStart = performance.now();
+      // A read can hold megabytes of events (a long log replaying): they are handed over a few at
+      // a time, and the page gets the main thread back whenever a slice is used up.
+      for (let first = 0; first < lines.length; first += BATCH_EVENTS) {
+        const events: LogEvent[] = [];
+        for (const line of lines.slice(first, first + BATCH_EVENTS))
+          if (line !== "") events.push(JSON.parse(line) as LogEvent);
+        onEvents(events);
+        if (performance.now() - sliceStart > SLICE_MS) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          sliceStart = performance.now();
+        }
       }
     }
   } catch (error) {

@@ -1,6 +1,6 @@
 /** One job: its state, timeline, and log following live, with cancel and retry. */
 import { useEffect, useRef, useState } from "preact/hooks";
-import { describeFailure, describeStepEnd, formatByteCount, formatMs } from "../describe.ts";
+import { describeFailure, describeStepEnd, formatBytes, formatMs } from "../describe.ts";
 import { api, followEvents } from "./api.ts";
 import { formatDateTime } from "./format.ts";
 import { LogModel, safeUrl } from "./log-model.ts";
@@ -224,7 +224,7 @@ export function JobPage(props: { id: string }) {
           Raw log
         </a>
         <span class="sub" data-testid="log-state">
-          {streaming ? "live" : "complete"} · {model.lineCount} lines · {formatByteCount(record.logBytes)}
+          {streaming ? "live" : "complete"} · {model.lineCount} lines · {formatBytes(record.logBytes)}
         </span>
       </div>
       <LogView

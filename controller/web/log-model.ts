@@ -9,7 +9,7 @@
  * only the rows on screen. A 50 MB log is about 700k lines: a few arrays of that length.
  */
 import { AnsiUp } from "ansi_up";
-import { formatByteCount, formatMs, stepTitle } from "../describe.ts";
+import { formatBytes, formatMs, stepTitle } from "../describe.ts";
 import type { JobEvent, JobStatus, StepRecord, StepStatus } from "../job-store.ts";
 
 /**
@@ -250,7 +250,7 @@ export class LogModel {
           : `${section.reason}${section.signal ? ` (${section.signal})` : ""}`,
       );
     if (section.durationMs !== undefined) parts.push(formatMs(section.durationMs));
-    if (typeof section.peakRssBytes === "number") parts.push(`peak ${formatByteCount(section.peakRssBytes)}`);
+    if (typeof section.peakRssBytes === "number") parts.push(`peak ${formatBytes(section.peakRssBytes)}`);
     return parts;
   }
 

@@ -1,42 +1,21 @@
-import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI_EXIT } from "../../controller/index.ts";
-import { ROOT, startController, type TestController, tempDir } from "../support/harness.ts";
+import {
+  closedPort,
+  ROOT,
+  runNode,
+  startController,
+  type TestController,
+  tempDir,
+} from "../support/harness.ts";
 
 const CLI = join(ROOT, "dist/controller.mjs");
 const ESC = "\u001b";
 
 /** Runs the controller CLI bundle with exactly `env` (plus PATH and HOME). */
-function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-/** A loopback port nothing listens on (bound, then released). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+const cli = (args: string[], env: Record<string, string> = {}) => runNode(CLI, args, env);
 
 describe("controller CLI conventions", () => {
   it("prints its version with --version and -V", async () => {

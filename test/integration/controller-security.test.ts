@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,7 +9,7 @@ import {
   defaultWebDir,
   webViewRoutes,
 } from "../../controller/index.ts";
-import { ROOT, startController, type TestController, tempDir } from "../support/harness.ts";
+import { ROOT, runNode, startController, type TestController, tempDir } from "../support/harness.ts";
 import { makeTestPki, type TestPki } from "../support/tls.ts";
 
 const TOKEN = "tok-3f9a1c7e5b2d4a6f8e0c";
@@ -204,19 +203,7 @@ describe("listening beyond loopback", () => {
   });
 
   it("`serve --host 0.0.0.0` without a token exits 2 and says why", async () => {
-    const run = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(
-        process.execPath,
-        [join(ROOT, "dist/controller.mjs"), "serve", "--host", "0.0.0.0"],
-        {
-          env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
-          stdio: ["ignore", "ignore", "pipe"],
-        },
-      );
-      let stderr = "";
-      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      child.once("close", (code) => resolve({ code, stderr }));
-    });
+    const run = await runNode(join(ROOT, "dist/controller.mjs"), ["serve", "--host", "0.0.0.0"]);
     expect(run.code).toBe(CLI_EXIT.usage);
     expect(run.stderr).toContain("refusing to listen on 0.0.0.0 without an API token");
   });
@@ -245,17 +232,9 @@ describe("TLS", () => {
       const jobFile = join(dir.path, "job.json");
       writeFileSync(jobFile, JSON.stringify({ steps: [{ run: "echo over tls" }] }));
       const cli = (env: Record<string, string>) =>
-        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-          const child = spawn(
-            process.execPath,
-            [join(ROOT, "dist/controller.mjs"), "submit", jobFile, "--url", ctl.controller.url],
-            { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CONTROLLER_TOKEN: TOKEN, ...env } },
-          );
-          let stdout = "";
-          let stderr = "";
-          child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-          child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-          child.once("close", (code) => resolve({ code, stdout, stderr }));
+        runNode(join(ROOT, "dist/controller.mjs"), ["submit", jobFile, "--url", ctl.controller.url], {
+          CONTROLLER_TOKEN: TOKEN,
+          ...env,
         });
       // The launched agent connects over wss, verifying the certificate against the CA.
       const trusted = await cli({ NODE_EXTRA_CA_CERTS: pki.caCert });
@@ -279,22 +258,14 @@ describe("TLS", () => {
       },
     });
     try {
-      const run = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, [join(ROOT, "dist/container-entrypoint.mjs")], {
-          env: {
-            PATH: process.env.PATH ?? "/usr/bin:/bin",
-            HOME: dir.path,
-            JENKINS_URL: ctl.controller.url,
-            JENKINS_SECRET: ctl.controller.secretFor("tls-agent"),
-            JENKINS_AGENT_NAME: "tls-agent",
-            JENKINS_AGENT_WORKDIR: join(dir.path, "agent"),
-            AGENT_CONNECT_TIMEOUT_MS: "1000",
-            NODE_EXTRA_CA_CERTS: pki.caCert,
-          },
-        });
-        let stderr = "";
-        child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-        child.once("close", (code) => resolve({ code, stderr }));
+      const run = await runNode(join(ROOT, "dist/container-entrypoint.mjs"), [], {
+        HOME: dir.path,
+        JENKINS_URL: ctl.controller.url,
+        JENKINS_SECRET: ctl.controller.secretFor("tls-agent"),
+        JENKINS_AGENT_NAME: "tls-agent",
+        JENKINS_AGENT_WORKDIR: join(dir.path, "agent"),
+        AGENT_CONNECT_TIMEOUT_MS: "1000",
+        NODE_EXTRA_CA_CERTS: pki.caCert,
       });
       expect(run.code).toBe(3);
       expect(run.stderr).toContain("self-signed certificate");
