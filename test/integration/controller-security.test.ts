@@ -9,7 +9,14 @@ import {
   defaultWebDir,
   webViewRoutes,
 } from "../../controller/index.ts";
-import { ROOT, runNode, startController, type TestController, tempDir } from "../support/harness.ts";
+import {
+  ROOT,
+  runNode,
+  spawnEntrypoint,
+  startController,
+  type TestController,
+  tempDir,
+} from "../support/harness.ts";
 import { makeTestPki, type TestPki } from "../support/tls.ts";
 
 const TOKEN = "tok-3f9a1c7e5b2d4a6f8e0c";
@@ -258,7 +265,7 @@ describe("TLS", () => {
       },
     });
     try {
-      const run = await runNode(join(ROOT, "dist/container-entrypoint.mjs"), [], {
+      const run = await spawnEntrypoint([], {
         HOME: dir.path,
         JENKINS_URL: ctl.controller.url,
         JENKINS_SECRET: ctl.controller.secretFor("tls-agent"),
@@ -266,7 +273,7 @@ describe("TLS", () => {
         JENKINS_AGENT_WORKDIR: join(dir.path, "agent"),
         AGENT_CONNECT_TIMEOUT_MS: "1000",
         NODE_EXTRA_CA_CERTS: pki.caCert,
-      });
+      }).done;
       expect(run.code).toBe(3);
       expect(run.stderr).toContain("self-signed certificate");
       expect(ctl.controller.listAgents()).toEqual([]);
