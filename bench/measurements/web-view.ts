@@ -46,7 +46,7 @@ export const webView: Measurement = {
       return Object.values(ROWS).map((row) =>
         notAvailable(row.id, row.title, row.unit, `needs ${CHROMIUM} and a built dist/web`),
       );
-    const bytes = ctx.quick ? 10_000_000 : 50_000_000;
+    const bytes = ctx.quick ? 4_000_000 : 50_000_000;
     const runs = ctx.quick ? 1 : 3;
     const data = tempDir("bench-web-");
     const controller = await Controller.start({
