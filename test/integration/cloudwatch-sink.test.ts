@@ -240,7 +240,8 @@ describe("CloudWatchSink against a fake CloudWatch Logs (real SDK client)", () =
     // floor(0.999 * 10 * 2^(n-1)) ms before attempt n + 1.
     const gaps = starts.slice(1).map((t, k) => t - starts[k]!);
     expect(gaps).toHaveLength(5);
-    for (const [k, gap] of gaps.entries()) expect(gap).toBeGreaterThanOrEqual(Math.floor(0.999 * 10 * 2 ** k));
+    for (const [k, gap] of gaps.entries())
+      expect(gap).toBeGreaterThanOrEqual(Math.floor(0.999 * 10 * 2 ** k));
 
     expect(summary).toMatchObject({ writtenEvents: 100, sentEvents: 100, droppedEvents: 0 });
     expect(puts().map((r) => r.errorType ?? r.status)).toEqual([
