@@ -14,7 +14,7 @@
  * both, but neither Lambda nor Fargate lets a task create one.
  */
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
 
 /** The variable that marks a job's processes. Its value is `<agent pid>.<random hex>`. */
 export const TRACKING_VARIABLE = "AGENT_TRACKING_ID";
@@ -33,32 +33,29 @@ export type TrackingMatch = { id: string } | { orphaned: true };
 /**
  * Pids of the live processes marked as `match` says, never this process itself. Processes that
  * cannot be read (another user's, gone while looking) and zombies (no environment left) are not
- * listed. Linux only: elsewhere, an empty list.
+ * listed. Linux only: elsewhere, an empty list. Reads asynchronously: a scan never holds up
+ * the agent's event loop (the output of a step running meanwhile).
  */
-export function findTrackedProcesses(match: TrackingMatch): number[] {
+export async function findTrackedProcesses(match: TrackingMatch): Promise<number[]> {
   let names: string[];
   try {
-    names = readdirSync("/proc");
+    names = await readdir("/proc");
   } catch {
     return [];
   }
   const prefix = Buffer.from(`${TRACKING_VARIABLE}=`);
-  const found: number[] = [];
-  for (const name of names) {
-    const first = name.charCodeAt(0);
-    if (first < 48 || first > 57) continue;
-    const pid = Number(name);
-    if (pid === process.pid) continue;
-    let environ: Buffer;
-    try {
-      environ = readFileSync(`/proc/${name}/environ`);
-    } catch {
-      continue;
-    }
-    const value = markerValue(environ, prefix);
-    if (value !== undefined && matches(value, match)) found.push(pid);
-  }
-  return found;
+  const pids = names
+    .filter((name) => name.charCodeAt(0) >= 48 && name.charCodeAt(0) <= 57)
+    .map(Number)
+    .filter((pid) => pid !== process.pid);
+  const marked = await Promise.all(
+    pids.map(async (pid) => {
+      const environ = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
+      const value = environ === undefined ? undefined : markerValue(environ, prefix);
+      return value !== undefined && matches(value, match) ? pid : undefined;
+    }),
+  );
+  return marked.filter((pid): pid is number => pid !== undefined);
 }
 
 /** The marker's value in a NUL-separated environment block, if it is there. */
@@ -116,7 +113,7 @@ const KILL_SETTLE_MS = 2_000;
  */
 export async function stopTrackedProcesses(match: TrackingMatch, graceMs: number): Promise<number[]> {
   const signalled = new Set<number>();
-  let pids = findTrackedProcesses(match);
+  let pids = await findTrackedProcesses(match);
   if (pids.length === 0) return [];
   for (const pid of pids) signalled.add(pid);
   if (graceMs > 0) {
@@ -128,7 +125,7 @@ export async function stopTrackedProcesses(match: TrackingMatch, graceMs: number
       pollMs = Math.min(pollMs * 2, 50)
     ) {
       await sleep(Math.min(pollMs, graceMs));
-      pids = findTrackedProcesses(match);
+      pids = await findTrackedProcesses(match);
     }
   }
   const killedAt = Date.now();
@@ -140,7 +137,7 @@ export async function stopTrackedProcesses(match: TrackingMatch, graceMs: number
     for (const pid of pids) signalled.add(pid);
     signalAll(pids, "SIGKILL");
     await sleep(pollMs);
-    pids = findTrackedProcesses(match);
+    pids = await findTrackedProcesses(match);
   }
   return [...signalled];
 }

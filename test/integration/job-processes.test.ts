@@ -157,12 +157,7 @@ describe("stopTrackedProcesses", () => {
   it("finds only the processes carrying the job's value, never the agent itself", async () => {
     const mine = marked(`${process.pid}.aaaa`);
     const other = marked(`${process.pid}.bbbb`);
-    await until(
-      () => findTrackedProcesses({ id: `${process.pid}.aaaa` }).length === 1,
-      5_000,
-      "the marked process",
-    );
-    expect(findTrackedProcesses({ id: `${process.pid}.aaaa` })).toEqual([mine]);
+    await expect.poll(() => findTrackedProcesses({ id: `${process.pid}.aaaa` })).toEqual([mine]);
     expect(await stopTrackedProcesses({ id: `${process.pid}.aaaa` }, 200)).toEqual([mine]);
     await until(() => !isRunning(mine), 5_000, "the marked process to end");
     expect(isRunning(other)).toBe(true);
@@ -176,8 +171,8 @@ describe("stopTrackedProcesses", () => {
     await new Promise((resolve) => gone.once("exit", resolve));
     const orphan = marked(`${gone.pid}.cccc`);
     const live = marked(`${process.pid}.dddd`);
-    await until(() => findTrackedProcesses({ orphaned: true }).includes(orphan), 5_000, "the orphan");
-    expect(findTrackedProcesses({ orphaned: true })).not.toContain(live);
+    await expect.poll(() => findTrackedProcesses({ orphaned: true })).toContain(orphan);
+    expect(await findTrackedProcesses({ orphaned: true })).not.toContain(live);
     expect(await stopTrackedProcesses({ orphaned: true }, 0)).toContain(orphan);
     await until(() => !isRunning(orphan), 5_000, "the orphan to end");
     expect(isRunning(live)).toBe(true);
@@ -186,7 +181,7 @@ describe("stopTrackedProcesses", () => {
 
   it("SIGKILLs after the grace a process that ignores SIGTERM, within grace plus the sweeps", async () => {
     const stubborn = marked(`${process.pid}.eeee`, "trap '' TERM; while :; do sleep 1; done");
-    await until(() => findTrackedProcesses({ id: `${process.pid}.eeee` }).length > 0, 5_000, "the process");
+    await expect.poll(() => findTrackedProcesses({ id: `${process.pid}.eeee` })).toEqual([stubborn]);
     const started = Date.now();
     await stopTrackedProcesses({ id: `${process.pid}.eeee` }, 300);
     expect(Date.now() - started).toBeGreaterThanOrEqual(290);
