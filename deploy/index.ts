@@ -8,6 +8,7 @@ export {
   decodeRecord,
   describeRecord,
   encodeRecord,
+  holdExpired,
   MAX_DESCRIPTION_LENGTH,
   RECORD_TAG,
   type RecordState,
