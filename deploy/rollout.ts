@@ -304,14 +304,16 @@ export async function rollbackFunction(
     const current = alias.FunctionVersion!;
     result.previous = current;
     result.live = current;
-    // A deploy that died (hold expired or broken) is what this rollback undoes.
-    const unfinished = record?.state === "deploying" && request.to === undefined ? record : null;
+    // A deploy that died (hold expired or broken) is what this rollback undoes; with --to, its hold
+    // is released all the same.
+    const held = record?.state === "deploying" ? record : null;
+    const unfinished = held && request.to === undefined ? held : null;
     const target =
       request.to ??
       (unfinished ? unfinishedTarget(unfinished, current, label) : recordedTarget(record, current, label));
     result.version = target;
     const weights = alias.RoutingConfig?.AdditionalVersionWeights ?? {};
-    if (target === current && Object.keys(weights).length === 0 && !unfinished) {
+    if (target === current && Object.keys(weights).length === 0 && !held) {
       ctx.log(`${label} already serves version ${target}`);
       result.outcome = "unchanged";
       result.record = record;
@@ -762,9 +764,17 @@ async function restore(
       error instanceof DeployError ? error : awsError("UpdateAlias", result.functionName, error);
     result.outcome = "restore-failed";
     result.live = null;
+    // What the alias does now, as far as this run wrote it: the hold keeps the old version; only a
+    // step sends traffic to the new one.
+    const split = Object.entries(handle.weights)
+      .map(([version, weight]) => `${Math.round(weight * 100)}% of invocations to version ${version}`)
+      .join(", ");
+    const now = split
+      ? `it may still send ${split}`
+      : `it still serves version ${previous} to every invocation, but its record still holds it`;
     result.error = {
       code: "DEPLOY_ERR_RESTORE_FAILED",
-      message: `could not put ${result.functionName}:${result.alias} back on version ${previous} (${failure.message}); it may still send invocations to version ${result.version ?? "?"}: check it with \`status\` and fix it with \`rollback --to ${previous}\``,
+      message: `could not put ${result.functionName}:${result.alias} back on version ${previous} (${failure.message}); ${now}: check it with \`npm run rollout -- status --function ${result.functionName}\` and fix it with \`npm run rollout -- rollback --function ${result.functionName} --to ${previous} --break-hold ${ctx.runId}\``,
     };
     ctx.log(`${result.functionName}:${result.alias}: ${result.error.message}`);
   }
@@ -779,6 +789,8 @@ async function restore(
 class AliasHandle {
   /** Whether this run holds the alias (its last write succeeded and nobody else wrote since). */
   held = false;
+  /** The routing weights of this run's last successful write. */
+  weights: Record<string, number> = {};
 
   constructor(
     private readonly client: LambdaClient,
@@ -806,6 +818,7 @@ class AliasHandle {
       );
       this.revisionId = output.RevisionId!;
       this.held = true;
+      this.weights = weights;
     } catch (error) {
       if (!isAwsError(error, "PreconditionFailedException")) {
         throw awsError("UpdateAlias", `${this.functionName}:${this.alias} (${what})`, error);
@@ -816,6 +829,7 @@ class AliasHandle {
       if (now && now.FunctionVersion === version && now.Description === description && sameWeights) {
         this.revisionId = now.RevisionId!;
         this.held = true;
+        this.weights = weights;
         return;
       }
       this.held = false;

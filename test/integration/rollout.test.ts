@@ -672,6 +672,34 @@ describe("AWS trouble", () => {
     expect(recordOf(name)).toMatchObject({ state: "failed", live: "1" });
   });
 
+  it("when live cannot be put back (exit 5), the command it prints is the one that fixes it", async () => {
+    const name = promotedFunction();
+    lambda.updateConfiguration(name, {
+      environment: { ...AGENT_ENV, AGENT_SMOKE_TOOLS: "bash,definitely-not-installed" },
+    });
+    // Alias writes are throttled from the failed smoke check on: the put-back fails too.
+    lambda.onRequest = (operation, input) => {
+      if (operation === "Invoke" && input.functionName === name) {
+        lambda.failNext(100, "TooManyRequestsException", "UpdateAlias");
+        lambda.onRequest = undefined;
+      }
+    };
+    const result = await cli(["deploy", "--function", name, ...FAST, "--max-attempts", "2"]);
+    expect(result.code).toBe(5);
+    // No step was reached: every invocation still goes to version 1, and the message says so.
+    expect(result.stderr).toMatch(/it still serves version 1 to every invocation/);
+    const fix =
+      /fix it with `npm run rollout -- (rollback --function \S+ --to 1 --break-hold [0-9a-f]+)`/.exec(
+        result.stderr,
+      );
+    expect(fix, result.stderr).not.toBeNull();
+    lambda.clearFailures();
+    const fixed = await cli(fix![1]!.split(" "));
+    expect(fixed.code, fixed.stderr).toBe(0);
+    expect(lambda.state(name).aliases.live).toMatchObject({ version: "1", weights: {} });
+    expect(recordOf(name)).toMatchObject({ state: "rolled-back", live: "1" });
+  });
+
   it("recognises its own alias update whose answer was lost", async () => {
     const name = promotedFunction();
     lambda.failNext(1, "ConnectionReset", "UpdateAlias", { afterHandling: true });
