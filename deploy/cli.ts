@@ -11,7 +11,9 @@ import { createLambdaClient } from "./lambda-api.ts";
 import {
   type AliasStatus,
   aliasStatus,
+  type DeployRequest,
   deployFunction,
+  preflightDeploy,
   type RolloutContext,
   type RolloutResult,
   rollbackFunction,
@@ -192,7 +194,8 @@ export async function parseRolloutArgs(
     values.function === undefined,
     problems,
   );
-  const functions = values.function ?? config.functions;
+  // A function named twice is deployed once.
+  const functions = [...new Set(values.function ?? config.functions)];
   for (const name of functions) {
     if (!FUNCTION_NAME.test(name))
       problems.push(`--function ${JSON.stringify(name)}: not a Lambda function name`);
@@ -284,22 +287,36 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): P
     maxWaitSeconds: command.maxWaitMs / 1000,
     ...(io.signal ? { signal: io.signal } : {}),
   };
+  const deployRequest = (functionName: string): DeployRequest => ({
+    functionName,
+    alias: command.alias,
+    ...(command.artifact ? { artifact: command.artifact } : {}),
+    smoke: command.smoke,
+    steps: command.steps,
+    stepWaitMs: command.stepWaitMs,
+    leaseMs: command.leaseMs,
+    ...(command.breakHold !== undefined ? { breakHold: command.breakHold } : {}),
+  });
   try {
     if (command.command === "status") return await status(ctx, command, io);
+    if (command.command === "deploy") {
+      // Every function is checked before any changes: a bad input leaves all of them alone.
+      for (const functionName of command.functions) {
+        try {
+          await preflightDeploy(ctx, deployRequest(functionName));
+        } catch (error) {
+          if (!(error instanceof DeployError)) throw error;
+          io.stderr(`rollout: ${error.code}: ${error.message}; nothing was deployed\n`);
+          if (command.json) io.stdout(`${jsonError(error)}\n`);
+          return exitCodeOf(error.code);
+        }
+      }
+    }
     const results: RolloutResult[] = [];
     for (const functionName of command.functions) {
       const result =
         command.command === "deploy"
-          ? await deployFunction(ctx, {
-              functionName,
-              alias: command.alias,
-              ...(command.artifact ? { artifact: command.artifact } : {}),
-              smoke: command.smoke,
-              steps: command.steps,
-              stepWaitMs: command.stepWaitMs,
-              leaseMs: command.leaseMs,
-              ...(command.breakHold !== undefined ? { breakHold: command.breakHold } : {}),
-            })
+          ? await deployFunction(ctx, deployRequest(functionName))
           : await rollbackFunction(ctx, {
               functionName,
               alias: command.alias,

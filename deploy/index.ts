@@ -19,6 +19,7 @@ export {
   aliasStatus,
   type DeployRequest,
   deployFunction,
+  preflightDeploy,
   type RollbackRequest,
   type RolloutContext,
   type RolloutResult,

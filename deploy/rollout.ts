@@ -162,11 +162,7 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
       ),
     );
   try {
-    const fn = await getFunction(ctx.client, functionName);
-    checkLease(request, fn, label);
-    if (request.artifact) {
-      checkArtifactFits(request.artifact, functionName, fn.PackageType, fn.Handler);
-    }
+    const fn = await preflightDeploy(ctx, request);
     const alias = await getAlias(ctx.client, functionName, aliasName);
     if (alias) {
       originalDescription = alias.Description ?? "";
@@ -272,6 +268,25 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
   } finally {
     result.durationMs = now() - started;
   }
+}
+
+/**
+ * Checks, before anything changes, that a deploy of `request` can run: the function exists, the
+ * hold (`leaseMs`) outlasts a step's wait and a smoke invocation, and the artifact, if any, fits
+ * the function's package type and handler. Run it for every function before deploying any, so
+ * that a bad input leaves all of them alone. Returns the function's configuration; throws a
+ * DeployError (DEPLOY_ERR_USAGE, DEPLOY_ERR_ARTIFACT, DEPLOY_ERR_AWS).
+ */
+export async function preflightDeploy(
+  ctx: RolloutContext,
+  request: DeployRequest,
+): Promise<FunctionConfiguration> {
+  const fn = await getFunction(ctx.client, request.functionName);
+  checkLease(request, fn, `${request.functionName}:${request.alias}`);
+  if (request.artifact) {
+    checkArtifactFits(request.artifact, request.functionName, fn.PackageType, fn.Handler);
+  }
+  return fn;
 }
 
 /**

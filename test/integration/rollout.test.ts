@@ -807,6 +807,37 @@ describe("bad input", () => {
     expect(lambda.requests.length).toBe(before);
   });
 
+  it("checks every function selected before it changes any: a later one's unfit zip or too short a lease leaves the first alone", async () => {
+    const first = promotedFunction();
+    const otherHandler = `jnlp-agent-test-${++seq}`;
+    lambda.createFunction({ name: otherHandler, timeoutSeconds: 30, handler: "other/main.handler" });
+    const slow = `jnlp-agent-test-${++seq}`;
+    lambda.createFunction({ name: slow, timeoutSeconds: 90 }); // needs a lease over 150 s
+    for (const [second, rule] of [
+      [otherHandler, /holds no other\/main\.js/],
+      [slow, /--lease 120000 ms is too short/],
+    ] as const) {
+      const result = await cli([
+        "deploy",
+        "--function",
+        first,
+        "--function",
+        second,
+        "--zip",
+        zipFile(`preflight-${second}`),
+        ...FAST,
+        "--json",
+      ]);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toMatch(rule);
+      expect(result.stderr).toMatch(/nothing was deployed/);
+      expect(JSON.parse(result.stdout).error.code).toMatch(/^DEPLOY_ERR_(ARTIFACT|USAGE)$/);
+    }
+    expect(callsOf(first, "UpdateFunctionCode")).toHaveLength(0);
+    expect(callsOf(first, "UpdateAlias")).toHaveLength(0);
+    expect(recordOf(first)).toMatchObject({ state: "promoted", live: "1" });
+  });
+
   it("with --json, a usage error is JSON on stdout too, with its code", async () => {
     const result = await cli(["deploy", "--steps", "50,10", "--json"]);
     expect(result.code).toBe(2);
