@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LambdaClient, UpdateAliasCommand } from "@aws-sdk/client-lambda";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -780,6 +780,62 @@ describe("AWS trouble", () => {
       live: "1",
       reason: expect.stringContaining("SIGINT"),
     });
+  });
+});
+
+describe("IAM", () => {
+  it("every Lambda call deploy, rollback and status make is an action the policy in docs/deploy.md allows", async () => {
+    const doc = readFileSync(join(ROOT, "docs/deploy.md"), "utf8");
+    const section = doc.slice(doc.indexOf("## IAM for deploying"));
+    const policy = JSON.parse(/```json\n([\s\S]*?)\n```/.exec(section)![1]!) as {
+      Statement: { Action: string[]; Resource: string[] }[];
+    };
+    const allowed = new Set(policy.Statement.flatMap((statement) => statement.Action));
+    // A function with no alias yet (CreateAlias), a stepped zip deploy, a checked rollback, status.
+    const fresh = `jnlp-agent-test-${++seq}`;
+    lambda.createFunction({ name: fresh, timeoutSeconds: 30, environment: AGENT_ENV });
+    const name = promotedFunction();
+    const since = lambda.requests.length;
+    for (const args of [
+      ["deploy", "--function", fresh, ...FAST],
+      [
+        "deploy",
+        "--function",
+        name,
+        "--zip",
+        zipFile("iam"),
+        "--steps",
+        "50",
+        "--step-wait",
+        "10ms",
+        ...FAST,
+      ],
+      ["rollback", "--function", name, "--check"],
+      ["status", "--function", name],
+    ]) {
+      const result = await cli(args);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const operations = new Set(
+      lambda.requests
+        .slice(since)
+        .filter((r) => r.functionName === fresh || r.functionName === name)
+        .map((r) => r.operation),
+    );
+    expect(operations).toEqual(
+      new Set([
+        "GetFunction",
+        "GetAlias",
+        "CreateAlias",
+        "UpdateAlias",
+        "UpdateFunctionCode",
+        "PublishVersion",
+        "Invoke",
+      ]),
+    );
+    for (const operation of operations) {
+      expect(allowed, operation).toContain(`lambda:${operation === "Invoke" ? "InvokeFunction" : operation}`);
+    }
   });
 });
 
