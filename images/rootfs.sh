@@ -233,6 +233,10 @@ agent:x:$gid:
 nogroup:x:65534:
 EOF
   printf '%s\n' /bin/sh /bin/bash /usr/bin/bash >"$dest/etc/shells"
+  # What container runtimes bind-mount over (resolv.conf, hostname), or may leave as the image has it.
+  printf '%s\n' "127.0.0.1 localhost" "::1 localhost ip6-localhost ip6-loopback" >"$dest/etc/hosts"
+  : >"$dest/etc/resolv.conf"
+  : >"$dest/etc/hostname"
   ln -sfn /usr/share/zoneinfo/Etc/UTC "$dest/etc/localtime"
   install -d -m 0700 "$dest/root"
   install -d -m 0755 -o "$uid" -g "$gid" "$dest/home/agent"

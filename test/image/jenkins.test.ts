@@ -73,7 +73,7 @@ describe("the jenkins image", () => {
     const { code, stdout, stderr } = await probe.exited;
     expect(code, stderr).toBe(0);
     expect(stdout).toBe(
-      "https 200 true\ncacerts true\nxml 2\nzip true\nbeans true\njmx true\nunsafe true\nstep 42\nexit 0\n",
+      "https 200 EC\ncacerts true\nxml 2\nzip true\nbeans true\njmx true\nunsafe true\nstep 42\nexit 0\n",
     );
   });
 

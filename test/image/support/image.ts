@@ -55,7 +55,10 @@ export interface StartOptions {
   lambda?: boolean;
   /** Run as this `uid:gid` instead of the image's USER (`docker run --user`). */
   user?: string;
-  /** Files written into the container before it starts (path in the image: content, mode), owned by uid 1000. */
+  /**
+   * Files written into the container before it starts (path in the image: content, mode), owned
+   * by uid 1000 with the directories made for them.
+   */
   files?: Record<string, { content: string | Uint8Array; mode: number }>;
 }
 
@@ -94,7 +97,11 @@ export async function startContainer(tag: string, options: StartOptions = {}): P
   const root = (await exec("buildah", ["mount", id])).stdout.trim();
   for (const [path, file] of Object.entries(options.files ?? {})) {
     const target = join(root, path);
-    mkdirSync(dirname(target), { recursive: true });
+    // The directories it creates belong to the image's user too (as a volume mounted for it would).
+    const created = mkdirSync(dirname(target), { recursive: true });
+    for (let dir = dirname(target); created !== undefined && dir.startsWith(created); dir = dirname(dir)) {
+      chownSync(dir, 1000, 1000);
+    }
     writeFileSync(target, file.content, { mode: file.mode });
     chownSync(target, 1000, 1000);
   }
