@@ -30,6 +30,9 @@ export function newTrackingId(): string {
  */
 export type TrackingMatch = { id: string } | { orphaned: true };
 
+/** How many /proc files a scan reads at once. */
+const SCAN_BATCH = 16;
+
 /**
  * Pids of the live processes marked as `match` says, never this process itself. Processes that
  * cannot be read (another user's, gone while looking) and zombies (no environment left) are not
@@ -48,14 +51,19 @@ export async function findTrackedProcesses(match: TrackingMatch): Promise<number
     .filter((name) => name.charCodeAt(0) >= 48 && name.charCodeAt(0) <= 57)
     .map(Number)
     .filter((pid) => pid !== process.pid);
-  const marked = await Promise.all(
-    pids.map(async (pid) => {
-      const environ = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
-      const value = environ === undefined ? undefined : markerValue(environ, prefix);
-      return value !== undefined && matches(value, match) ? pid : undefined;
-    }),
-  );
-  return marked.filter((pid): pid is number => pid !== undefined);
+  // A few reads at a time: hundreds of open files at once could run out of descriptors.
+  const found: number[] = [];
+  for (let at = 0; at < pids.length; at += SCAN_BATCH) {
+    const batch = await Promise.all(
+      pids.slice(at, at + SCAN_BATCH).map(async (pid) => {
+        const environ = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
+        const value = environ === undefined ? undefined : markerValue(environ, prefix);
+        return value !== undefined && matches(value, match) ? pid : undefined;
+      }),
+    );
+    for (const pid of batch) if (pid !== undefined) found.push(pid);
+  }
+  return found;
 }
 
 /** The marker's value in a NUL-separated environment block, if it is there. */
