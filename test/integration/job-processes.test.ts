@@ -181,8 +181,11 @@ describe("stopTrackedProcesses", () => {
 
   it("SIGKILLs after the grace a process that ignores SIGTERM, within grace plus the sweeps", async () => {
     const stubborn = marked(`${process.pid}.eeee`, "trap '' TERM; while :; do sleep 1; done");
-    // The shell and its `sleep`, both marked.
-    await expect.poll(() => findTrackedProcesses({ id: `${process.pid}.eeee` })).toContain(stubborn);
+    // The shell and its `sleep`, both marked: once the sleep runs, the trap is set.
+    await expect
+      .poll(async () => (await findTrackedProcesses({ id: `${process.pid}.eeee` })).length)
+      .toBeGreaterThanOrEqual(2);
+    expect(await findTrackedProcesses({ id: `${process.pid}.eeee` })).toContain(stubborn);
     const started = Date.now();
     await stopTrackedProcesses({ id: `${process.pid}.eeee` }, 300);
     expect(Date.now() - started).toBeGreaterThanOrEqual(290);
