@@ -7,9 +7,9 @@ import { createLogger, deriveAgentSecret, isLogLevel, type Logger } from "../age
 import { ControllerClient } from "./client.ts";
 import { Controller } from "./controller.ts";
 import { ControllerApiError } from "./errors.ts";
+import type { JobRecord } from "./job-record.ts";
 import { readJobFile } from "./job-spec.ts";
-import type { JobRecord } from "./job-store.ts";
-import { LocalProvisioner } from "./provisioner.ts";
+import { LocalProvisioner } from "./provisioners/local.ts";
 import { createRenderer } from "./render.ts";
 
 export const CLI_EXIT = {
@@ -208,7 +208,7 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     out(`agent: ${record.agent?.name ?? "none"} (${where})\n`);
     return code;
   } finally {
-    await controller.stop();
+    await controller.stop({ endJobs: true });
     if (!values["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }
 }

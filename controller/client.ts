@@ -1,5 +1,5 @@
 import { ControllerApiError } from "./errors.ts";
-import type { JobEvent, JobRecord } from "./job-store.ts";
+import type { JobEvent, JobRecord } from "./job-record.ts";
 
 /** A small HTTP client of the controller's API (used by the CLI and tests). */
 export class ControllerClient {

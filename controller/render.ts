@@ -1,5 +1,5 @@
 import { formatBytes } from "../agent-core/index.ts";
-import type { JobEvent } from "./job-store.ts";
+import type { JobEvent } from "./job-record.ts";
 
 export interface RenderOptions {
   write: (text: string) => void;

@@ -101,21 +101,27 @@ export class BenchController {
     onEvent: (event: JobEvent, data: Buffer | undefined, at: number) => void,
   ): JobWatch {
     const record = this.controller.submit(submission);
-    const unsubscribe = this.controller.follow(
-      record.id,
-      {
-        event: (event, data) => onEvent(event, data, performance.now()),
-        end: () => {},
-      },
-      true,
-    );
-    const done = this.controller.waitForJob(record.id).finally(unsubscribe);
+    const abort = new AbortController();
+    const reading = (async () => {
+      for await (const { event, data } of this.controller.readEvents(record.id, {
+        follow: true,
+        signal: abort.signal,
+      }))
+        onEvent(event, data, performance.now());
+    })();
+    const done = this.controller
+      .waitForJob(record.id)
+      .then(async (final) => {
+        await reading;
+        return final;
+      })
+      .finally(() => abort.abort());
     return { id: record.id, done, outputPath: this.controller.outputPath(record.id) };
   }
 
   async stop(): Promise<void> {
     try {
-      await this.controller.stop();
+      await this.controller.stop({ endJobs: true });
     } finally {
       this.#data.remove();
     }
