@@ -3,11 +3,15 @@ import WebSocket, { WebSocketServer } from "ws";
 import { AGENT_WS_PATH, encodeOutputFrame, NAME_HEADER, SECRET_HEADER } from "../../agent-core/index.ts";
 
 /** A hand-driven agent: a raw WebSocket to a real controller, for sending whatever a test needs. */
-export async function rawAgent(controller: { url: string; secretFor(name: string): string }, name: string) {
+export async function rawAgent(
+  controller: { url: string; secretFor(name: string): string },
+  name: string,
+  headers: Record<string, string> = {},
+) {
   const url = `${controller.url.replace(/^http/, "ws")}${AGENT_WS_PATH}`;
   const socket = new WebSocket(url, {
     perMessageDeflate: false,
-    headers: { [NAME_HEADER]: name, [SECRET_HEADER]: controller.secretFor(name) },
+    headers: { [NAME_HEADER]: name, [SECRET_HEADER]: controller.secretFor(name), ...headers },
   });
   const received: unknown[] = [];
   socket.on("message", (data) => received.push(JSON.parse(data.toString())));
