@@ -7,6 +7,8 @@ export type ControllerErrorCode =
   | "CONTROLLER_ERR_BAD_REQUEST"
   | "CONTROLLER_ERR_CONFLICT"
   | "CONTROLLER_ERR_UNREACHABLE"
+  | "CONTROLLER_ERR_LISTEN"
+  | "CONTROLLER_ERR_CONFIG"
   | "CONTROLLER_ERR_INTERNAL";
 
 /** An error the HTTP API returns as `{ "error": { "code", "message", "problems" } }` with `status`. */

@@ -1,5 +1,6 @@
 import { createServer, type RequestListener, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { ControllerApiError } from "./errors.ts";
 import type { AgentGate } from "./upgrade.ts";
 
 export interface ServerOptions {
@@ -28,9 +29,10 @@ export class ControllerServer {
     const server = createServer(options.api);
     server.on("upgrade", (req, socket: Socket, head) => options.gate.handle(req, socket, head));
     await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
+      const failed = (error: NodeJS.ErrnoException) => reject(listenError(error, options.host, options.port));
+      server.once("error", failed);
       server.listen(options.port, options.host, () => {
-        server.off("error", reject);
+        server.off("error", failed);
         resolve();
       });
     });
@@ -44,4 +46,21 @@ export class ControllerServer {
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
+}
+
+const LISTEN_PROBLEMS: Record<string, string> = {
+  EADDRINUSE: "the port is in use by another process",
+  EACCES: "permission denied (ports below 1024 need privileges)",
+  EADDRNOTAVAIL: "the address is not one of this machine's",
+};
+
+/** A listen failure as a clear error (`CONTROLLER_ERR_LISTEN`) naming the address, the problem and the fix. */
+function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
+  const problem = LISTEN_PROBLEMS[error.code ?? ""];
+  if (problem === undefined) return error;
+  return new ControllerApiError(
+    0,
+    "CONTROLLER_ERR_LISTEN",
+    `cannot listen on ${host}:${port}: ${problem} (${error.code}); choose another with --host/--port`,
+  );
 }
