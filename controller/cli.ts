@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { createLogger, deriveAgentSecret, isLogLevel, type Logger } from "../agent-core/index.ts";
 import { ControllerClient } from "./client.ts";
+import { buildTemplates, parseControllerConfig, readControllerConfig } from "./config.ts";
 import { Controller } from "./controller.ts";
 import { ControllerApiError } from "./errors.ts";
 import type { JobRecord } from "./job-record.ts";
@@ -27,12 +28,16 @@ export const CLI_HELP = `Usage: controller <command> [options]
 The reference controller of the ephemeral build agent (protocol v1).
 
 Commands:
-  serve                 Run the controller until SIGINT/SIGTERM.
+  serve                 Run the controller until SIGINT/SIGTERM; unfinished jobs survive a
+                        restart (their agents resume).
+      --config FILE       Controller config (YAML or JSON): clouds, launch templates, labels,
+                          retry policy, log cap (docs/controller.md). Without it, one local
+                          template launches the container entrypoint for every job.
       --host H            Interface to listen on (default 127.0.0.1).
       --port P            Port (default 8080; 0 picks a free one).
       --data-dir D        Job records and logs (default ./.data). The HMAC key agents'
                           secrets derive from is D/controller.key (or CONTROLLER_KEY).
-      --no-provision      Do not launch local agents; wait for agents to connect.
+      --no-provision      Launch no agents; wait for agents to connect.
       --log-level L       debug | info | warn | error (default info). Diagnostics go to stderr.
   submit FILE           Submit a job file (YAML or JSON) and follow its log.
       --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
@@ -119,14 +124,16 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      host: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "8080" },
-      "data-dir": { type: "string", default: ".data" },
+      config: { type: "string" },
+      host: { type: "string" },
+      port: { type: "string" },
+      "data-dir": { type: "string" },
       "no-provision": { type: "boolean", default: false },
       "log-level": { type: "string" },
     },
   });
-  const port = Number(values.port);
+  const config = values.config ? await readControllerConfig(values.config) : parseControllerConfig({});
+  const port = values.port === undefined ? (config.listen?.port ?? 8080) : Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535) {
     throw new ControllerApiError(
       400,
@@ -134,25 +141,42 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       `Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`,
     );
   }
-  const dataDir = resolve(values["data-dir"]);
+  const dataDir = resolve(values["data-dir"] ?? config.dataDir ?? ".data");
   const logger = stderrLogger(values["log-level"] ?? env.CONTROLLER_LOG_LEVEL);
-  const provisioner = values["no-provision"]
-    ? undefined
-    : new LocalProvisioner({ command: entrypointCommand(env), logDir: join(dataDir, "agents") });
+  const agentLogDir = join(dataDir, "agents");
+  const templates = values["no-provision"]
+    ? []
+    : values.config
+      ? await buildTemplates(config, {
+          logger,
+          defaultLocalCommand: () => entrypointCommand(env),
+          agentLogDir,
+        })
+      : [
+          {
+            name: "local",
+            provisioner: new LocalProvisioner({ command: entrypointCommand(env), logDir: agentLogDir }),
+          },
+        ];
   const controller = await Controller.start({
     dataDir,
-    host: values.host,
+    host: values.host ?? config.listen?.host ?? "127.0.0.1",
     port,
     logger,
+    templates,
+    ...(config.url ? { agentUrl: config.url } : {}),
+    ...(config.retry ? { retry: config.retry } : {}),
+    ...(config.maxLogBytes !== undefined ? { maxLogBytes: config.maxLogBytes } : {}),
+    ...(config.connectTimeout !== undefined ? { connectTimeoutMs: config.connectTimeout } : {}),
+    ...(config.resumeWindow !== undefined ? { resumeWindowMs: config.resumeWindow } : {}),
     ...(env.CONTROLLER_KEY ? { key: env.CONTROLLER_KEY } : {}),
-    ...(provisioner ? { provisioner } : {}),
   });
   process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir})\n`);
   const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
     process.once("SIGINT", () => resolveSignal("SIGINT"));
     process.once("SIGTERM", () => resolveSignal("SIGTERM"));
   });
-  logger.info("stopping", { signal });
+  logger.info("stopping; unfinished jobs resume at the next start", { signal });
   await controller.stop();
   return CLI_EXIT.ok;
 }
