@@ -120,57 +120,61 @@ export const controllerConfigSchema = z
     clouds: z.array(z.discriminatedUnion("type", [awsCloudSchema, localCloudSchema])).default([]),
     templates: z.array(templateSchema).default([]),
   })
-  .strict()
-  .superRefine((config, ctx) => {
-    const clouds = new Map(config.clouds.map((cloud) => [cloud.name, cloud]));
-    if (clouds.size !== config.clouds.length)
-      ctx.addIssue({ code: "custom", path: ["clouds"], message: "cloud names must be unique" });
-    if (new Set(config.templates.map((t) => t.name)).size !== config.templates.length)
-      ctx.addIssue({ code: "custom", path: ["templates"], message: "template names must be unique" });
-    config.templates.forEach((template, index) => {
-      const cloud = clouds.get(template.cloud);
-      const at = (field: string) => ["templates", index, field];
-      if (cloud === undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: at("cloud"),
-          message: `no cloud named ${JSON.stringify(template.cloud)}`,
+  .strict();
+
+/**
+ * The rules between fields (names unique, a template's cloud exists and suits its platform, an
+ * overflow label is served elsewhere), checked on the raw input so that they are reported
+ * together with the schema's own problems.
+ */
+function crossProblems(input: unknown): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const config = (input ?? {}) as { clouds?: unknown; templates?: unknown };
+  const clouds = Array.isArray(config.clouds) ? (config.clouds as { name?: unknown; type?: unknown }[]) : [];
+  const templates = Array.isArray(config.templates) ? (config.templates as Record<string, unknown>[]) : [];
+  const cloudNames = clouds.map((cloud) => cloud?.name);
+  if (new Set(cloudNames).size !== cloudNames.length)
+    problems.push({ field: "clouds", message: "cloud names must be unique" });
+  const templateNames = templates.map((template) => template?.name);
+  if (new Set(templateNames).size !== templateNames.length)
+    problems.push({ field: "templates", message: "template names must be unique" });
+  templates.forEach((template, index) => {
+    if (template === null || typeof template !== "object") return;
+    const at = (field: string) => `templates.${index}.${field}`;
+    const cloud = clouds.find((c) => c?.name === template.cloud);
+    if (cloud === undefined) {
+      problems.push({ field: at("cloud"), message: `no cloud named ${JSON.stringify(template.cloud)}` });
+      return;
+    }
+    const platforms = [template.ecs && "ecs", template.lambda && "lambda"].filter(Boolean);
+    if (cloud.type === "aws" && platforms.length !== 1)
+      problems.push({
+        field: at("cloud"),
+        message: "an aws template needs exactly one of `ecs` and `lambda`",
+      });
+    if (cloud.type === "local" && platforms.length > 0)
+      problems.push({ field: at("cloud"), message: "a local template takes no `ecs` or `lambda`" });
+    const ecs = template.ecs as { subnets?: unknown; launchType?: unknown } | undefined;
+    if (ecs && typeof ecs === "object" && ecs.subnets === undefined && ecs.launchType !== "EC2")
+      problems.push({ field: `${at("ecs")}.subnets`, message: "Fargate (awsvpc) needs `subnets`" });
+    const overflow = template.overflowLabel;
+    if (typeof overflow === "string") {
+      const served = templates.some(
+        (other) =>
+          other !== template &&
+          other !== null &&
+          typeof other === "object" &&
+          (other.labels === undefined || (Array.isArray(other.labels) && other.labels.includes(overflow))),
+      );
+      if (!served)
+        problems.push({
+          field: at("overflowLabel"),
+          message: `no other template serves the label ${JSON.stringify(overflow)}`,
         });
-        return;
-      }
-      const platforms = [template.ecs && "ecs", template.lambda && "lambda"].filter(Boolean);
-      if (cloud.type === "aws" && platforms.length !== 1)
-        ctx.addIssue({
-          code: "custom",
-          path: at("cloud"),
-          message: "an aws template needs exactly one of `ecs` and `lambda`",
-        });
-      if (cloud.type === "local" && platforms.length > 0)
-        ctx.addIssue({
-          code: "custom",
-          path: at("cloud"),
-          message: "a local template takes no `ecs` or `lambda`",
-        });
-      if (template.ecs && template.ecs.subnets === undefined && template.ecs.launchType !== "EC2")
-        ctx.addIssue({
-          code: "custom",
-          path: [...at("ecs"), "subnets"],
-          message: "Fargate (awsvpc) needs `subnets`",
-        });
-      const overflow = template.overflowLabel;
-      if (overflow !== undefined) {
-        const target = config.templates.find(
-          (other) => other !== template && (other.labels === undefined || other.labels.includes(overflow)),
-        );
-        if (target === undefined)
-          ctx.addIssue({
-            code: "custom",
-            path: at("overflowLabel"),
-            message: `no other template serves the label ${JSON.stringify(overflow)}`,
-          });
-      }
-    });
+    }
   });
+  return problems;
+}
 
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 
@@ -179,7 +183,8 @@ export function parseControllerConfig(input: unknown, source = "the controller c
   if (nestingDepth(input, 16) > 16)
     throw configError(source, [{ field: "(config)", message: "Expected at most 16 levels of nesting" }]);
   const parsed = controllerConfigSchema.safeParse(input ?? {}, { reportInput: true });
-  if (!parsed.success) throw configError(source, zodProblems(parsed.error, new Set()));
+  const problems = [...(parsed.success ? [] : zodProblems(parsed.error, new Set())), ...crossProblems(input)];
+  if (problems.length > 0 || !parsed.success) throw configError(source, problems);
   return parsed.data;
 }
 
