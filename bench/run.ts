@@ -19,6 +19,7 @@ import {
 import { ROOT, removeTempDirs, tempDir } from "./lib/peers.ts";
 import { killStartedChildren } from "./lib/proc.ts";
 import { bundles } from "./measurements/bundles.ts";
+import { controllerScale } from "./measurements/controller-scale.ts";
 import { disk } from "./measurements/disk.ts";
 import { latency } from "./measurements/latency.ts";
 import { memory } from "./measurements/memory.ts";
@@ -49,6 +50,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   disk,
   bundles,
   shutdown,
+  controllerScale,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 

@@ -479,7 +479,7 @@ export class Controller implements ControllerApi {
     run.agent = agent;
     const record = run.recorder.record;
     record.reconnects = (record.reconnects ?? 0) + 1;
-    run.recorder.files.saveRecord(record);
+    run.recorder.files.saveRecordSoon(record);
     this.#logger.info("agent resumed its job", {
       agent: agent.name,
       job: jobId,
@@ -522,6 +522,8 @@ export class Controller implements ControllerApi {
     agent.assign(run.job);
     run.stream = agent.stream;
     run.recorder.setStatus("assigned", agent.name, record.agent.logs);
+    // A restart must know that this agent has the job (it will resume it).
+    run.recorder.save();
     this.#logger.info("job assigned", { job: run.id, agent: agent.name });
   }
 

@@ -139,7 +139,7 @@ export class JobFiles {
    * steps does not rewrite its record at every step (the journal has every step already).
    */
   saveRecordSoon(record: JobRecord): void {
-    if (this.#saveTimer !== undefined || this.#closed) return;
+    if (this.#saveTimer !== undefined) return;
     this.#saveTimer = setTimeout(() => this.saveRecord(record), SAVE_DELAY_MS);
     this.#saveTimer.unref();
   }

@@ -106,6 +106,15 @@ export class JobRecorder {
       ...(agent ? { agent } : {}),
       ...(agent && logs ? { logs } : {}),
     });
+    this.files.saveRecordSoon(this.record);
+  }
+
+  /**
+   * Writes the record now. The journal holds every message already; the record is written
+   * lazily (`saveRecordSoon`) except where a restart depends on it: a launch (its agent name and
+   * platform id) and an assignment (the agent that has the job), which callers save at once.
+   */
+  save(): void {
     this.files.saveRecord(this.record);
   }
 
@@ -139,6 +148,7 @@ export class JobRecorder {
           }
         : {}),
     });
+    // A restart must know every launched name (a lease), even one whose launch is on its way.
     this.files.saveRecord(this.record);
     return record;
   }
@@ -148,7 +158,7 @@ export class JobRecorder {
     const attempt = this.currentAttempt;
     if (attempt === undefined) return;
     Object.assign(attempt, fields);
-    this.files.saveRecord(this.record);
+    this.files.saveRecordSoon(this.record);
   }
 
   /** Ends the current attempt with its cause; returns it. */
@@ -158,7 +168,7 @@ export class JobRecorder {
     attempt.endedAt = this.#now();
     attempt.cause = cause;
     if (message !== undefined) attempt.message = message;
-    this.files.saveRecord(this.record);
+    this.files.saveRecordSoon(this.record);
     return attempt;
   }
 
@@ -305,6 +315,8 @@ export class JobRecorder {
   recover(events: readonly StoredEvent[], job: Job): JobStream | undefined {
     const attempt = this.currentAttempt;
     this.record.logBytes = this.files.outputBytes;
+    const lastStatus = events.findLast((event) => event.type === "status");
+    if (lastStatus?.type === "status") this.record.status = lastStatus.status;
     if (attempt?.assignedAt === undefined) return undefined;
     const stream = newJobStream(job);
     for (const step of this.record.steps) {

@@ -104,6 +104,8 @@ export class Provisioning {
             return;
           }
           run.recorder.noteAttempt({ platformRef: handle.ref });
+          // A restart must find the launch (its agent name and the platform's id) to hold it again.
+          run.recorder.save();
           this.#hold(run, launch, handle, this.#connectTimeoutMs(template));
         },
         (error: unknown) =>

@@ -42,8 +42,10 @@ export class JobStore {
   /** Stores a new job: its record, its submission as shown, and the sealed job. */
   create(record: JobRecord, job: Job, submission: unknown): JobFiles {
     const files = JobFiles.create(join(this.#jobsDir, record.id));
+    // The record last: a job whose record is missing or torn (the controller died while it was
+    // submitted, before answering) is skipped at the next start.
     writeFileSync(join(files.dir, "submission.json"), `${JSON.stringify(submission, null, 2)}\n`);
-    this.#writeAtomic(join(files.dir, SEALED_JOB), this.#seal(JSON.stringify(job)));
+    writeFileSync(join(files.dir, SEALED_JOB), this.#seal(JSON.stringify(job)), { mode: 0o600 });
     files.saveRecord(record);
     return files;
   }
@@ -92,10 +94,5 @@ export class JobStore {
     decipher.setAuthTag(sealed.subarray(12, 28));
     const text = Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString("utf8");
     return jobSchema.parse(JSON.parse(text));
-  }
-
-  #writeAtomic(path: string, data: Buffer): void {
-    writeFileSync(`${path}.tmp`, data, { mode: 0o600 });
-    renameSync(`${path}.tmp`, path);
   }
 }

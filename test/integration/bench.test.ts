@@ -34,6 +34,12 @@ const FIGURE_IDS = [
   "bundle-controller-total-bytes",
   "bundle-controller-total-gzip",
   "shutdown-sigterm",
+  "controller-dispatch-p50",
+  "controller-dispatch-p99",
+  "controller-stored-rate",
+  "controller-cpu",
+  "controller-rss",
+  "controller-limit",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];
