@@ -19,6 +19,7 @@ import type { ReadEvent } from "./job-files.ts";
 import {
   type AttemptCause,
   type AttemptRecord,
+  type JobEvent,
   type JobRecord,
   type JobStatus,
   RETRYABLE_CAUSES,
@@ -261,6 +262,14 @@ export class Controller implements ControllerApi {
     return this.#recorder(id).files.read(options);
   }
 
+  /**
+   * Tells `watcher` synchronously of each event of the job stored from now on, until the returned
+   * function is called or the job ends. For in-process observers that neither block nor buffer.
+   */
+  watchJob(id: string, watcher: (event: JobEvent, data?: Buffer) => void): () => void {
+    return this.#recorder(id).files.watch(watcher);
+  }
+
   /** Path of the job's raw output (every byte the steps wrote, in arrival order). */
   outputPath(id: string): string {
     return join(this.#recorder(id).files.dir, "output.log");
@@ -498,12 +507,16 @@ export class Controller implements ControllerApi {
         run.recorder.endAttempt("released", `agent ${agent.name} took the job first`);
         this.#spend(launched, run.id);
       }
-      run.recorder.beginAttempt({
-        agent: agent.name,
-        platform: hello.agent.runtime,
-        labels: [...run.labels],
-        connectedAt: run.recorder.now(),
-      });
+      // Not durable yet: the assignment below is saved at once.
+      run.recorder.beginAttempt(
+        {
+          agent: agent.name,
+          platform: hello.agent.runtime,
+          labels: [...run.labels],
+          connectedAt: run.recorder.now(),
+        },
+        false,
+      );
     } else {
       delete run.launch;
     }
@@ -569,7 +582,11 @@ export class Controller implements ControllerApi {
       reason,
       superseded: agent.superseded,
     });
-    const run = agent.job === undefined ? undefined : this.#runs.get(agent.job.id);
+    if (agent.job === undefined) {
+      this.#leasedAgentLeft(agent, code, reason);
+      return;
+    }
+    const run = this.#runs.get(agent.job.id);
     if (agent.superseded || run === undefined || run.agent !== agent) return;
     delete run.agent;
     const closeText = `close code ${code}${reason ? `: ${reason}` : ""}`;
@@ -583,6 +600,19 @@ export class Controller implements ControllerApi {
       run,
       "agent-lost",
       `agent ${agent.name} disconnected before the job ended (${closeText})`,
+    );
+  }
+
+  /** A launched agent that said hello but left before it was given its job: the attempt is lost. */
+  #leasedAgentLeft(agent: AgentConnection, code: number, reason: string): void {
+    const jobId = this.#dispatcher.leases.get(agent.name);
+    const run = jobId === undefined ? undefined : this.#runs.get(jobId);
+    if (agent.superseded || this.#stopping || run?.launch?.agentName !== agent.name) return;
+    this.#provisioning.release(run, "it left before taking its job");
+    this.#attemptEnded(
+      run,
+      "agent-lost",
+      `agent ${agent.name} closed before taking its job (close code ${code}${reason ? `: ${reason}` : ""})`,
     );
   }
 

@@ -71,6 +71,8 @@ export class JobFiles {
   #saveTimer: NodeJS.Timeout | undefined;
   /** Readers waiting for the journal to grow (or close). */
   readonly #wakers = new Set<() => void>();
+  /** In-process observers told of each event as it is stored. */
+  readonly #watchers = new Set<(event: JobEvent, data?: Buffer) => void>();
 
   private constructor(dir: string, outputBytes: number, eventsBytes: number) {
     this.dir = dir;
@@ -152,6 +154,12 @@ export class JobFiles {
     const offset = this.#outputBytes;
     writeAll(this.#outputFd, frame.data);
     this.#outputBytes += frame.data.length;
+    // Decoding costs on every frame: only when someone watches the job in process.
+    if (this.#watchers.size > 0 && frame.data.length > 0) {
+      const text = frame.data.toString("utf8");
+      const event: JobEvent = { type: "output", stepId: frame.stepId, stream: frame.stream, text };
+      for (const watcher of this.#watchers) watcher(event, frame.data);
+    }
     this.appendEvent({
       type: "output",
       stepId: frame.stepId,
@@ -170,6 +178,20 @@ export class JobFiles {
     writeAll(this.#eventsFd, line);
     this.#eventsBytes += line.length;
     this.#wake();
+    if (this.#watchers.size > 0 && event.type !== "output") {
+      const shown = publicEvent(event);
+      for (const watcher of this.#watchers) watcher(shown);
+    }
+  }
+
+  /**
+   * Tells `watcher` synchronously of every event stored from now on (output with its bytes),
+   * until the returned function is called. For in-process observers that neither block nor
+   * buffer (metrics, benchmarks); a reader that can fall behind uses `read`.
+   */
+  watch(watcher: (event: JobEvent, data?: Buffer) => void): () => void {
+    this.#watchers.add(watcher);
+    return () => this.#watchers.delete(watcher);
   }
 
   /**
@@ -235,6 +257,7 @@ export class JobFiles {
     this.#closed = true;
     closeSync(this.#outputFd);
     closeSync(this.#eventsFd);
+    this.#watchers.clear();
     this.#wake();
   }
 

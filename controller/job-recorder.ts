@@ -118,8 +118,12 @@ export class JobRecorder {
     this.files.saveRecord(this.record);
   }
 
-  /** Starts a new attempt (a launch, or an agent that was already connected taking the job). */
-  beginAttempt(attempt: Omit<AttemptRecord, "n" | "logOffset">): AttemptRecord {
+  /**
+   * Starts a new attempt (a launch, or an agent that was already connected taking the job). With
+   * `durable`, the record is written at once: a restart must know every launched name (a lease),
+   * even one whose launch is on its way; an attempt whose assignment is saved right after need not.
+   */
+  beginAttempt(attempt: Omit<AttemptRecord, "n" | "logOffset">, durable = true): AttemptRecord {
     const previous = this.record.attempts.at(-1);
     const record: AttemptRecord = {
       n: this.record.attempts.length + 1,
@@ -148,8 +152,8 @@ export class JobRecorder {
           }
         : {}),
     });
-    // A restart must know every launched name (a lease), even one whose launch is on its way.
-    this.files.saveRecord(this.record);
+    if (durable) this.files.saveRecord(this.record);
+    else this.files.saveRecordSoon(this.record);
     return record;
   }
 

@@ -101,21 +101,10 @@ export class BenchController {
     onEvent: (event: JobEvent, data: Buffer | undefined, at: number) => void,
   ): JobWatch {
     const record = this.controller.submit(submission);
-    const abort = new AbortController();
-    const reading = (async () => {
-      for await (const { event, data } of this.controller.readEvents(record.id, {
-        follow: true,
-        signal: abort.signal,
-      }))
-        onEvent(event, data, performance.now());
-    })();
-    const done = this.controller
-      .waitForJob(record.id)
-      .then(async (final) => {
-        await reading;
-        return final;
-      })
-      .finally(() => abort.abort());
+    const unwatch = this.controller.watchJob(record.id, (event, data) =>
+      onEvent(event, data, performance.now()),
+    );
+    const done = this.controller.waitForJob(record.id).finally(unwatch);
     return { id: record.id, done, outputPath: this.controller.outputPath(record.id) };
   }
 

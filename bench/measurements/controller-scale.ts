@@ -28,6 +28,7 @@ import { percentile, round3 } from "../lib/stats.ts";
 const ROWS = {
   dispatchP50: { id: "controller-dispatch-p50", title: "controller dispatch p50, 500 sessions", unit: "ms" },
   dispatchP99: { id: "controller-dispatch-p99", title: "controller dispatch p99, 500 sessions", unit: "ms" },
+  // (quick runs use 50 sessions; the details say how many)
   stored: { id: "controller-stored-rate", title: "controller stored rate, 500 x 10 KB/s", unit: "MB/s" },
   cpu: { id: "controller-cpu", title: "controller CPU, 500 x 10 KB/s", unit: "% of a core" },
   rss: { id: "controller-rss", title: "controller peak RSS, 500 x 10 KB/s", unit: "MB" },
@@ -36,6 +37,8 @@ const ROWS = {
 
 const CONTROLLER = join(ROOT, "dist/controller.mjs");
 const FRAME_BYTES = 10 * 1024;
+/** Jobs are submitted evenly over this long; then every session streams for its duration. */
+const RAMP_MS = 2_000;
 
 /**
  * (9) One controller (the built bundle, its own process) with many light simulated agents in
@@ -66,25 +69,27 @@ export const controllerScale: Measurement = {
     try {
       await waitUntil(() => /listening on (\S+)/.test(run.stdout()), 15_000, "the controller to listen");
       const url = /listening on (\S+)/.exec(run.stdout())![1]!;
-      ctx.progress(`controller scale: ${sessions} sessions, dispatch`);
+      ctx.progress(
+        `controller scale: ${sessions} jobs over ${RAMP_MS / 1000} s, each streaming 10 KB/s for ${seconds} s`,
+      );
       const dispatch = await measureDispatch(url, key, sessions, 0, seconds * 1000, run.pid);
-      const baseline = await bareDispatch(sessions);
-      ctx.progress(`controller scale: ${sessions} x 10 KB/s for ${seconds} s`);
+      const latencies = [...dispatch.latencies].sort((a, b) => a - b);
+      const baseline = (await bareDispatch(sessions)).sort((a, b) => a - b);
       const steady = dispatch.stream;
       const figures: Figure[] = [
         measured({
           ...ROWS.dispatchP50,
-          samples: [percentile(dispatch.latencies, 50)],
+          samples: [percentile(latencies, 50)],
           baseline: {
             title: "a bare ws server sending the job message",
             samples: [percentile(baseline, 50)],
           },
           target: { text: "p50 <= 50 ms", actual: (f) => f.value?.median ?? null, op: "<=", limit: 50 },
-          details: { sessions, latencies: summary(dispatch.latencies), bare: summary(baseline) },
+          details: { sessions, latencies: summary(latencies), bare: summary(baseline) },
         }),
         measured({
           ...ROWS.dispatchP99,
-          samples: [percentile(dispatch.latencies, 99)],
+          samples: [percentile(latencies, 99)],
           baseline: {
             title: "a bare ws server sending the job message",
             samples: [percentile(baseline, 99)],
@@ -94,7 +99,10 @@ export const controllerScale: Measurement = {
         measured({
           ...ROWS.stored,
           samples: [steady.storedMBps],
-          baseline: { title: "offered (sessions x 10 KB/s)", samples: [steady.offeredMBps] },
+          baseline: {
+            title: "offered: sessions x 10 KB/s, averaged over the ramp and the streaming",
+            samples: [steady.offeredMBps],
+          },
           target: { text: "ratio >= 0.95", actual: (f) => f.ratio, op: ">=", limit: 0.95 },
           details: { ...steady },
         }),
@@ -165,7 +173,7 @@ interface StreamResult {
 
 function limitReached(result: StreamResult): boolean {
   return (
-    result.storedMBps < 0.9 * result.offeredMBps ||
+    result.storedMBps < 0.9 * result.sentMBps ||
     result.controllerCpuPercent >= 95 ||
     result.sentMBps < 0.9 * result.offeredMBps
   );
@@ -174,8 +182,8 @@ function limitReached(result: StreamResult): boolean {
 function describeLimit(result: StreamResult): string {
   if (result.sentMBps < 0.9 * result.offeredMBps)
     return `the simulator could offer only ${result.sentMBps.toFixed(1)} of ${result.offeredMBps.toFixed(1)} MB/s (it shares the 2 cores; simulator ${result.simulatorCpuPercent.toFixed(0)}% CPU)`;
-  if (result.storedMBps < 0.9 * result.offeredMBps || result.controllerCpuPercent >= 95)
-    return `the controller stored ${result.storedMBps.toFixed(1)} of ${result.offeredMBps.toFixed(1)} MB/s at ${result.controllerCpuPercent.toFixed(0)}% of a core`;
+  if (result.storedMBps < 0.9 * result.sentMBps || result.controllerCpuPercent >= 95)
+    return `the controller stored ${result.storedMBps.toFixed(1)} of ${result.sentMBps.toFixed(1)} MB/s sent at ${result.controllerCpuPercent.toFixed(0)}% of a core`;
   return `not reached: stored ${result.storedMBps.toFixed(1)} MB/s at ${result.controllerCpuPercent.toFixed(0)}% of a core`;
 }
 
@@ -195,6 +203,8 @@ class SimulatedAgent {
   readonly socket: WebSocket;
   jobReceivedAt: number | undefined;
   jobName: string | undefined;
+  /** Called when the job arrives. */
+  onJob: (() => void) | undefined;
   sentBytes = 0;
   ackedBytes = 0;
   done: Promise<void>;
@@ -222,6 +232,7 @@ class SimulatedAgent {
         this.jobReceivedAt = performance.now();
         this.jobName = message.job?.name;
         this.#jobId = message.job?.id;
+        this.onJob?.();
       } else if (message.type === "ack") {
         const seq = message.seq ?? 0;
         for (const [at, bytes] of this.#bytesAtSeq) {
@@ -311,8 +322,10 @@ class SimulatedAgent {
 }
 
 /**
- * Connects `sessions` agents, submits one job each, measures submit-to-job latency, then streams
- * and returns the stored rate and the controller's CPU and RSS over the streaming phase.
+ * Connects `sessions` idle agents, then submits one job per agent, spread evenly over `rampMs`
+ * (so later jobs are dispatched while earlier agents stream); each agent streams as soon as its
+ * job arrives. Returns each job's submit-to-`job` latency, and the stored rate and the
+ * controller's CPU and RSS over the whole phase.
  */
 async function measureDispatch(
   url: string,
@@ -322,6 +335,7 @@ async function measureDispatch(
   durationMs: number,
   pid: number,
   bytesPerSecond = FRAME_BYTES,
+  rampMs = RAMP_MS,
 ): Promise<{ latencies: number[]; stream: StreamResult }> {
   const agents = Array.from(
     { length: sessions },
@@ -331,8 +345,27 @@ async function measureDispatch(
   // Let every hello land: all agents idle before the first job.
   await sleep(500);
   const submittedAt = new Map<string, number>();
+  const byJob = new Map<string, SimulatedAgent>();
+  const cpuBefore = procCpuSeconds(pid);
+  const selfBefore = process.cpuUsage();
+  const rss = sampleEvery(() => procRssBytes(pid), 250);
+  const started = performance.now();
+  let lastAckAt = started;
+  const streams: Promise<void>[] = [];
+  for (const agent of agents) {
+    agent.onJob = () => {
+      byJob.set(agent.jobName!, agent);
+      streams.push(
+        agent.stream(bytesPerSecond, durationMs).then(async () => {
+          await Promise.race([agent.done, sleep(30_000)]);
+          lastAckAt = Math.max(lastAckAt, performance.now());
+        }),
+      );
+    };
+  }
   await Promise.all(
     agents.map(async (_, i) => {
+      await sleep(started + (i * rampMs) / sessions - performance.now());
       const name = `scale-${stage}-${i}`;
       submittedAt.set(name, performance.now());
       const res = await fetch(new URL("api/v1/jobs", url), {
@@ -348,24 +381,10 @@ async function measureDispatch(
       if (res.status !== 201) throw new Error(`submit answered ${res.status}: ${await res.text()}`);
     }),
   );
-  await waitUntil(() => agents.every((a) => a.jobReceivedAt !== undefined), 30_000, "every agent's job");
+  await waitUntil(() => agents.every((a) => a.jobReceivedAt !== undefined), 60_000, "every agent's job");
   const latencies = agents.map((a) => a.jobReceivedAt! - submittedAt.get(a.jobName!)!);
-
-  const cpuBefore = procCpuSeconds(pid);
-  const selfBefore = process.cpuUsage();
-  const rss = sampleEvery(() => procRssBytes(pid), 250);
-  const started = performance.now();
-  let lastAckAt = started;
-  const acked = agents.map((agent) =>
-    agent.done.then(() => {
-      lastAckAt = Math.max(lastAckAt, performance.now());
-    }),
-  );
-  await Promise.all(agents.map((agent) => agent.stream(bytesPerSecond, durationMs)));
-  await Promise.race([Promise.all(acked), sleep(30_000)]);
-  // Sent over the nominal window; stored over the window or until the last job-end was acked,
-  // whichever is longer: a controller that falls behind stretches the second.
-  const windowS = durationMs / 1000;
+  await Promise.all(streams);
+  const windowS = (rampMs + durationMs) / 1000;
   const elapsedS = Math.max(windowS, (lastAckAt - started) / 1000);
   const cpu = procCpuSeconds(pid) - cpuBefore;
   const self = process.cpuUsage(selfBefore);
@@ -373,14 +392,14 @@ async function measureDispatch(
   for (const agent of agents) agent.socket.close();
   const sent = agents.reduce((sum, a) => sum + a.sentBytes, 0);
   const stored = agents.reduce((sum, a) => sum + a.ackedBytes, 0);
-  const offered = (sessions * bytesPerSecond) / 1e6;
   return {
     latencies,
     stream: {
       sessions,
       perSessionKBps: bytesPerSecond / 1024,
       seconds: round3(elapsedS),
-      offeredMBps: round3(offered),
+      // Each session streams for `durationMs` inside the window (they start over the ramp).
+      offeredMBps: round3((sessions * bytesPerSecond * durationMs) / 1000 / 1e6 / windowS),
       sentMBps: round3(sent / 1e6 / windowS),
       storedMBps: round3(stored / 1e6 / elapsedS),
       controllerCpuPercent: round3((cpu / elapsedS) * 100),

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
+import { buildTemplates, parseControllerConfig } from "../../controller/config.ts";
 import { LocalProvisioner } from "../../controller/index.ts";
 import { rawAgent } from "../support/fake-peers.ts";
 import {
@@ -218,5 +219,58 @@ describe("the per-job log cap", () => {
     expect(final.message).toMatch(/cap of 262144 bytes/);
     expect(final.attempts).toHaveLength(1);
     expect((await ctl.client.log(record.id)).length).toBe(256 * 1024);
+  });
+});
+
+describe("overflow of a deadline", () => {
+  /** Two local templates: `short` agents stop at a 4 s deadline (as a Lambda would), `long` ones have none. */
+  async function shortAndLong(overflow: boolean) {
+    const dir = tempDir("overflow-");
+    cleanups.push(dir.remove);
+    const { logger } = captureLogger();
+    const env = { AGENT_GRACE_MS: "300", AGENT_DRAIN_MS: "200" };
+    const config = parseControllerConfig({
+      clouds: [
+        { name: "brief", type: "local", env: { ...env, AGENT_MAX_DURATION_MS: "4000" } },
+        { name: "roomy", type: "local", env },
+      ],
+      templates: [
+        { name: "short", cloud: "brief", labels: ["short"], ...(overflow ? { overflowLabel: "long" } : {}) },
+        { name: "long", cloud: "roomy", labels: ["long"] },
+      ],
+    });
+    const templates = await buildTemplates(config, {
+      logger,
+      defaultLocalCommand: () => [process.execPath, ENTRYPOINT],
+      agentLogDir: join(dir.path, "agents"),
+    });
+    return controllerWith({ overrides: { templates } });
+  }
+
+  it("moves a job that outlives its template's deadline to the overflow label, where it succeeds", async () => {
+    const ctl = await shortAndLong(true);
+    const record = ctl.controller.submit({
+      labels: ["short"],
+      retry: { infrastructure: 0 },
+      steps: [{ run: "echo start; sleep 6; echo finished" }],
+    });
+    const final = await ctl.controller.waitForJob(record.id);
+    expect(final.status).toBe("succeeded");
+    expect(final.overflow).toEqual({ from: "short", label: "long" });
+    expect(final.attempts.map((a) => [a.template, a.cause, a.labels])).toEqual([
+      ["short", "deadline", ["short"]],
+      ["long", "succeeded", ["long"]],
+    ]);
+    // The whole job ran again on the long agent; what the short one wrote before its deadline comes first.
+    expect((await ctl.client.log(record.id)).toString()).toMatch(/^(start\n)?start\nfinished\n$/);
+    expect(final.attempts[1]!.logOffset).toBe(final.logBytes - 15);
+  });
+
+  it("fails a job with reason deadline when its template has no overflow label", async () => {
+    const ctl = await shortAndLong(false);
+    const record = ctl.controller.submit({ labels: ["short"], steps: [{ run: "sleep 6" }] });
+    const final = await ctl.controller.waitForJob(record.id);
+    expect(final).toMatchObject({ status: "failed", reason: "deadline", cause: "platform" });
+    expect(final.attempts).toHaveLength(1);
   });
 });
