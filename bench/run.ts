@@ -21,6 +21,7 @@ import { killStartedChildren } from "./lib/proc.ts";
 import { bundles } from "./measurements/bundles.ts";
 import { controllerScale } from "./measurements/controller-scale.ts";
 import { disk } from "./measurements/disk.ts";
+import { images } from "./measurements/images.ts";
 import { latency } from "./measurements/latency.ts";
 import { memory } from "./measurements/memory.ts";
 import { shutdown } from "./measurements/shutdown.ts";
@@ -50,6 +51,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   disk,
   bundles,
   shutdown,
+  images,
   controllerScale,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];

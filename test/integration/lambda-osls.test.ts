@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { inflateRawSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -161,12 +161,51 @@ describe("serverless.yml, packaged offline with osls", () => {
     });
   });
 
-  it("never retries an async invocation, and drops events older than the plugin waits", () => {
+  it("never retries an async invocation, and drops events older than the plugin waits: on $LATEST and on live", () => {
     const configs = resourcesOf(template, "AWS::Lambda::EventInvokeConfig").map(([, r]) => r.Properties);
-    expect(configs).toHaveLength(FUNCTIONS.length);
+    // Async settings are per qualifier: callers invoke the live alias, so it needs its own.
+    expect(configs.map((c) => c.Qualifier).sort()).toEqual(["$LATEST", "$LATEST", "live", "live"]);
     for (const config of configs) {
       expect(config).toMatchObject({ MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 });
     }
+  });
+
+  it("publishes a version per deploy, kept for rollbacks, and a live alias per function that CloudFormation never moves", () => {
+    const functionIds = Object.fromEntries(
+      resourcesOf(template, "AWS::Lambda::Function").map(([id, r]) => [
+        r.Properties.FunctionName as string,
+        id,
+      ]),
+    );
+    const versions = resourcesOf(template, "AWS::Lambda::Version");
+    expect(versions).toHaveLength(FUNCTIONS.length);
+    for (const [, version] of versions) {
+      expect((version as unknown as { DeletionPolicy: string }).DeletionPolicy).toBe("Retain");
+    }
+    const aliases = resourcesOf(template, "AWS::Lambda::Alias");
+    expect(aliases).toHaveLength(FUNCTIONS.length);
+    for (const name of FUNCTIONS) {
+      const alias = aliases.find(
+        ([, a]) => (a.Properties.FunctionName as { Ref: string }).Ref === functionIds[name],
+      );
+      // Created on $LATEST and never changed by a stack update: the deploy command moves it.
+      expect(alias?.[1].Properties).toEqual({
+        FunctionName: { Ref: functionIds[name] },
+        Name: "live",
+        FunctionVersion: "$LATEST",
+      });
+      const evConf = resourcesOf(template, "AWS::Lambda::EventInvokeConfig").find(
+        ([, c]) =>
+          c.Properties.Qualifier === "live" &&
+          (c.Properties.FunctionName as { Ref: string }).Ref === functionIds[name],
+      );
+      expect(evConf).toBeDefined();
+      expect((evConf![1] as unknown as { DependsOn: string[] }).DependsOn).toEqual([alias![0]]);
+    }
+    const outputs = (template as unknown as { Outputs: Record<string, { Value: unknown }> }).Outputs;
+    expect(Object.values(outputs).map((o) => o.Value)).toEqual(
+      expect.arrayContaining(aliases.map(([id]) => ({ Ref: id }))),
+    );
   });
 
   it("grants the functions' role CloudWatch Logs actions only", () => {
@@ -280,11 +319,105 @@ describe("serverless.yml, packaged offline with osls", () => {
     )![1].Properties;
     expect(gitBash).toMatchObject({ MemorySize: 512, ReservedConcurrentExecutions: 5 });
     expect(gitBash.Layers).toEqual([{ "Fn::If": ["HasGitLayer", layer, { Ref: "AWS::NoValue" }] }]);
-    expect(t.Conditions.HasGitLayer).toEqual({ "Fn::Not": [{ "Fn::Equals": [layer, ""] }] });
+    expect(t.Conditions.HasGitLayer).toEqual({
+      "Fn::And": [{ "Fn::Not": [{ "Fn::Equals": [layer, ""] }] }, { "Fn::Equals": ["zip", "zip"] }],
+    });
     // Without the param the condition is false: no layer at all.
     expect((template as unknown as { Conditions: Record<string, unknown> }).Conditions.HasGitLayer).toEqual({
-      "Fn::Not": [{ "Fn::Equals": ["", ""] }],
+      "Fn::And": [{ "Fn::Not": [{ "Fn::Equals": ["", ""] }] }, { "Fn::Equals": ["zip", "zip"] }],
     });
+  }, 90_000);
+});
+
+describe("serverless.yml, image form (packageType=image), packaged offline", () => {
+  const IMAGE_URI =
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/ephemeral-agent@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  let template: Template & { Conditions: Record<string, unknown> };
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = join(scratch.path, "package-image");
+    const run = await osls(
+      [
+        "package",
+        "--package",
+        dir,
+        "--stage",
+        "test",
+        "--param=packageType=image",
+        `--param=imageUri=${IMAGE_URI}`,
+        "--param=architecture=x86_64",
+        // Ignored for images: the condition leaves the layer out.
+        "--param=gitLayerArn=arn:aws:lambda:us-east-1:123456789012:layer:git:1",
+      ],
+      scratch.path,
+    );
+    expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
+    template = JSON.parse(
+      readFileSync(join(dir, "cloudformation-template-update-stack.json"), "utf8"),
+    ) as typeof template;
+  }, 90_000);
+
+  it("deploys the same two functions from the image: package type Image, the digest-pinned URI, no handler or runtime", () => {
+    const functions = resourcesOf(template, "AWS::Lambda::Function").map(([, r]) => r.Properties);
+    expect(functions.map((f) => f.FunctionName).sort()).toEqual([...FUNCTIONS]);
+    for (const f of functions) {
+      expect(f).toMatchObject({
+        PackageType: "Image",
+        Code: { ImageUri: IMAGE_URI },
+        Architectures: ["x86_64"],
+        Timeout: 900,
+        Environment: { Variables: expect.objectContaining({ AGENT_DEADLINE_MARGIN_MS: "20000" }) },
+      });
+      expect(f).not.toHaveProperty("Handler");
+      expect(f).not.toHaveProperty("Runtime");
+    }
+    const byName = Object.fromEntries(functions.map((f) => [f.FunctionName, f]));
+    expect(byName["jnlp-agent-git-bash"]).toMatchObject({
+      MemorySize: 256,
+      EphemeralStorage: { Size: 2048 },
+    });
+    expect(byName["jnlp-agent-git-bash-node"]).toMatchObject({
+      MemorySize: 1024,
+      EphemeralStorage: { Size: 4096 },
+    });
+    // A layer cannot be attached to an image function: the condition is false whatever the ARN.
+    expect(template.Conditions.HasGitLayer).toMatchObject({
+      "Fn::And": [expect.anything(), { "Fn::Equals": ["image", "zip"] }],
+    });
+  });
+
+  it("keeps retries off, and builds no zip", () => {
+    for (const [, r] of resourcesOf(template, "AWS::Lambda::EventInvokeConfig")) {
+      expect(r.Properties).toMatchObject({ MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 });
+    }
+    expect(existsSync(join(dir, "jnlp-agent.zip"))).toBe(false);
+  });
+
+  it("publishes a version per deploy and keeps the live alias (with its async settings), as the zip form does", () => {
+    expect(resourcesOf(template, "AWS::Lambda::Version")).toHaveLength(FUNCTIONS.length);
+    const aliases = resourcesOf(template, "AWS::Lambda::Alias").map(([, a]) => a.Properties);
+    expect(aliases).toHaveLength(FUNCTIONS.length);
+    for (const alias of aliases) expect(alias).toMatchObject({ Name: "live", FunctionVersion: "$LATEST" });
+    const qualifiers = resourcesOf(template, "AWS::Lambda::EventInvokeConfig").map(
+      ([, c]) => c.Properties.Qualifier,
+    );
+    expect(qualifiers.sort()).toEqual(["$LATEST", "$LATEST", "live", "live"]);
+  });
+
+  it("refuses an image form without an image URI, and an unknown package type", async () => {
+    const cases: [string, RegExp][] = [
+      ["--param=packageType=image", /functions\.jnlp-agent-git-bash\.image/],
+      ["--param=packageType=docker", /Either "handler" or "image" property needs to be set/],
+    ];
+    for (const [param, message] of cases) {
+      const run = await osls(
+        ["package", "--package", join(scratch.path, "bad"), "--stage", "test", param],
+        scratch.path,
+      );
+      expect(run.code, param).not.toBe(0);
+      expect(`${run.stdout}${run.stderr}`, param).toMatch(message);
+    }
   }, 90_000);
 });
 
