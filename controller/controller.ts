@@ -324,6 +324,8 @@ export class Controller implements ControllerApi {
     );
     this.#gate.close();
     await this.#server?.close();
+    // Records written lazily are written now: the store is complete when stop resolves.
+    for (const recorder of this.#records.values()) recorder.files.flush();
   }
 
   #recorderOptions() {

@@ -74,25 +74,39 @@ export class JobFiles {
   /** In-process observers told of each event as it is stored. */
   readonly #watchers = new Set<(event: JobEvent, data?: Buffer) => void>();
 
-  private constructor(dir: string, outputBytes: number, eventsBytes: number) {
+  readonly #onSaveError: (error: unknown) => void;
+
+  private constructor(
+    dir: string,
+    outputBytes: number,
+    eventsBytes: number,
+    onSaveError: (error: unknown) => void,
+  ) {
     this.dir = dir;
+    this.#onSaveError = onSaveError;
     this.#outputFd = openSync(join(dir, "output.log"), "a");
     this.#eventsFd = openSync(join(dir, "events.jsonl"), "a");
     this.#outputBytes = outputBytes;
     this.#eventsBytes = eventsBytes;
   }
 
-  /** Creates the files of a new job in `dir`. */
-  static create(dir: string): JobFiles {
+  /**
+   * Creates the files of a new job in `dir`. `onSaveError` hears of a lazy record write that
+   * failed (the record is written again at the next change, and at the end).
+   */
+  static create(dir: string, onSaveError: (error: unknown) => void = () => {}): JobFiles {
     mkdirSync(dir, { recursive: true });
-    return new JobFiles(dir, 0, 0);
+    return new JobFiles(dir, 0, 0, onSaveError);
   }
 
   /**
    * Opens an existing job's files after a restart: repairs a torn journal tail and output written
    * past the last committed frame, and returns the committed events in order.
    */
-  static open(dir: string, options: { ended: boolean }): { files: JobFiles; events: StoredEvent[] } {
+  static open(
+    dir: string,
+    options: { ended: boolean; onSaveError?: (error: unknown) => void },
+  ): { files: JobFiles; events: StoredEvent[] } {
     const eventsPath = join(dir, "events.jsonl");
     const outputPath = join(dir, "output.log");
     const text = existsSync(eventsPath) ? readFileSync(eventsPath) : Buffer.alloc(0);
@@ -114,7 +128,7 @@ export class JobFiles {
     }
     repairLength(eventsPath, committed);
     repairLength(outputPath, outputEnd);
-    const files = new JobFiles(dir, outputEnd, committed);
+    const files = new JobFiles(dir, outputEnd, committed, options.onSaveError ?? (() => {}));
     if (options.ended) files.close();
     return { files, events };
   }
@@ -142,9 +156,24 @@ export class JobFiles {
    */
   saveRecordSoon(record: JobRecord): void {
     if (this.#saveTimer !== undefined) return;
-    this.#saveTimer = setTimeout(() => this.saveRecord(record), SAVE_DELAY_MS);
+    this.#pendingRecord = record;
+    this.#saveTimer = setTimeout(() => {
+      try {
+        this.saveRecord(record);
+      } catch (error) {
+        this.#onSaveError(error);
+      }
+    }, SAVE_DELAY_MS);
     this.#saveTimer.unref();
   }
+
+  /** Writes a record whose lazy write is pending, now (the controller stops). */
+  flush(): void {
+    if (this.#saveTimer !== undefined && this.#pendingRecord !== undefined)
+      this.saveRecord(this.#pendingRecord);
+  }
+
+  #pendingRecord: JobRecord | undefined;
 
   /** Stores an output frame: its bytes, then its journal line. */
   appendOutput(

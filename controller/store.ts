@@ -41,7 +41,9 @@ export class JobStore {
 
   /** Stores a new job: its record, its submission as shown, and the sealed job. */
   create(record: JobRecord, job: Job, submission: unknown): JobFiles {
-    const files = JobFiles.create(join(this.#jobsDir, record.id));
+    const files = JobFiles.create(join(this.#jobsDir, record.id), (error) =>
+      this.#saveFailed(record.id, error),
+    );
     // The record last: a job whose record is missing or torn (the controller died while it was
     // submitted, before answering) is skipped at the next start.
     writeFileSync(join(files.dir, "submission.json"), `${JSON.stringify(submission, null, 2)}\n`);
@@ -68,7 +70,10 @@ export class JobStore {
         if (!existsSync(recordPath)) continue;
         const record = JSON.parse(readFileSync(recordPath, "utf8")) as JobRecord;
         const ended = TERMINAL_STATUSES.has(record.status);
-        const { files, events } = JobFiles.open(dir, { ended });
+        const { files, events } = JobFiles.open(dir, {
+          ended,
+          onSaveError: (error) => this.#saveFailed(id, error),
+        });
         const sealedPath = join(dir, SEALED_JOB);
         const job = ended || !existsSync(sealedPath) ? undefined : this.#unsealJob(readFileSync(sealedPath));
         found.push({ record, files, events: ended ? [] : events, job });
@@ -80,6 +85,13 @@ export class JobStore {
       (a, b) =>
         a.record.submittedAt.localeCompare(b.record.submittedAt) || a.record.id.localeCompare(b.record.id),
     );
+  }
+
+  #saveFailed(jobId: string, error: unknown): void {
+    this.#logger.warn("a job's record could not be written; it is written again at its next change", {
+      job: jobId,
+      error,
+    });
   }
 
   #seal(text: string): Buffer {
