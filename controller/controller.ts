@@ -160,7 +160,10 @@ export class Controller implements ControllerApi {
         secretFor: (name) => this.secretFor(name),
       },
       this.#dispatcher,
-      { failed: (run, cause, message) => this.#attemptEnded(run, cause, message) },
+      {
+        failed: (run, cause, message) => this.#attemptEnded(run, cause, message),
+        gone: (run, agentName, detail) => this.#agentGone(run, agentName, detail),
+      },
     );
     const controller = this;
     this.#gate = new AgentGate({
@@ -509,16 +512,12 @@ export class Controller implements ControllerApi {
         run.recorder.endAttempt("released", `agent ${agent.name} took the job first`);
         this.#spend(launched, run.id);
       }
-      // Not durable yet: the assignment below is saved at once.
-      run.recorder.beginAttempt(
-        {
-          agent: agent.name,
-          platform: hello.agent.runtime,
-          labels: [...run.labels],
-          connectedAt: run.recorder.now(),
-        },
-        false,
-      );
+      run.recorder.beginAttempt({
+        agent: agent.name,
+        platform: hello.agent.runtime,
+        labels: [...run.labels],
+        connectedAt: run.recorder.now(),
+      });
     } else {
       delete run.launch;
     }
@@ -536,9 +535,8 @@ export class Controller implements ControllerApi {
     run.recorder.noteAttempt({ assignedAt: record.assignedAt });
     agent.assign(run.job);
     run.stream = agent.stream;
+    // Its journal line tells a restart that this agent has the job (it will resume it).
     run.recorder.setStatus("assigned", agent.name, record.agent.logs);
-    // A restart must know that this agent has the job (it will resume it).
-    run.recorder.save();
     this.#logger.info("job assigned", { job: run.id, agent: agent.name });
   }
 
@@ -592,6 +590,10 @@ export class Controller implements ControllerApi {
     if (agent.superseded || run === undefined || run.agent !== agent) return;
     delete run.agent;
     const closeText = `close code ${code}${reason ? `: ${reason}` : ""}`;
+    if (run.agentGone !== undefined && !this.#stopping) {
+      this.#attemptEnded(run, "agent-lost", `agent ${agent.name} is gone (${closeText}): ${run.agentGone}`);
+      return;
+    }
     if (isResumableClose(code) && !this.#stopping) {
       // The connection dropped mid-job: the agent keeps running it and resumes within the window.
       this.#awaitResume(run, agent.name, closeText);
@@ -616,6 +618,17 @@ export class Controller implements ControllerApi {
       "agent-lost",
       `agent ${agent.name} closed before taking its job (close code ${code}${reason ? `: ${reason}` : ""})`,
     );
+  }
+
+  /**
+   * The platform says the current attempt's agent is gone (a task STOPPED: Spot reclaimed it, OOM):
+   * it cannot resume, so a job waiting for it does not wait out the resume window.
+   */
+  #agentGone(run: JobRun, agentName: string, detail: string): void {
+    if (run.recorder.ended || run.recorder.currentAttempt?.agent !== agentName) return;
+    run.agentGone = detail;
+    if (run.agent === undefined && run.lostTimer !== undefined)
+      this.#attemptEnded(run, "agent-lost", `agent ${agentName} is gone: ${detail}`);
   }
 
   /** Holds the job for its agent to resume; the attempt is lost when the window passes. */
@@ -659,6 +672,7 @@ export class Controller implements ControllerApi {
       delete run.agent;
     }
     delete run.stream;
+    delete run.agentGone;
     const record = run.recorder.record;
     const next = this.#retryPlan(run, ended, cause);
     if (next !== undefined && !run.cancelRequested && !this.#stopping) {

@@ -146,6 +146,9 @@ export type JobEvent =
       agent: string;
       platform: string;
       template?: string;
+      labels: string[];
+      /** Where the attempt's output begins in the log (bytes). */
+      logOffset: number;
       /** Why the previous attempt ended, when this one is a retry. */
       retryOf?: { cause: AttemptCause; message?: string };
     }

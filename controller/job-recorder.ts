@@ -119,11 +119,11 @@ export class JobRecorder {
   }
 
   /**
-   * Starts a new attempt (a launch, or an agent that was already connected taking the job). With
-   * `durable`, the record is written at once: a restart must know every launched name (a lease),
-   * even one whose launch is on its way; an attempt whose assignment is saved right after need not.
+   * Starts a new attempt (a launch, or an agent that was already connected taking the job). Its
+   * journal line makes it durable (a restart rebuilds attempts from the journal); the record
+   * follows lazily.
    */
-  beginAttempt(attempt: Omit<AttemptRecord, "n" | "logOffset">, durable = true): AttemptRecord {
+  beginAttempt(attempt: Omit<AttemptRecord, "n" | "logOffset">): AttemptRecord {
     const previous = this.record.attempts.at(-1);
     const record: AttemptRecord = {
       n: this.record.attempts.length + 1,
@@ -143,6 +143,8 @@ export class JobRecorder {
       agent: record.agent,
       platform: record.platform,
       ...(record.template !== undefined ? { template: record.template } : {}),
+      labels: record.labels,
+      logOffset: record.logOffset,
       ...(previous?.cause !== undefined
         ? {
             retryOf: {
@@ -152,8 +154,7 @@ export class JobRecorder {
           }
         : {}),
     });
-    if (durable) this.files.saveRecord(this.record);
-    else this.files.saveRecordSoon(this.record);
+    this.files.saveRecordSoon(this.record);
     return record;
   }
 
@@ -317,6 +318,7 @@ export class JobRecorder {
    * Returns the stream, or undefined when the current attempt had not been given the job.
    */
   recover(events: readonly StoredEvent[], job: Job): JobStream | undefined {
+    this.#reconcileAttempts(events);
     const attempt = this.currentAttempt;
     this.record.logBytes = this.files.outputBytes;
     const lastStatus = events.findLast((event) => event.type === "status");
@@ -350,6 +352,46 @@ export class JobRecorder {
     }
     this.files.saveRecord(this.record);
     return stream;
+  }
+
+  /**
+   * The record's attempts brought up to the journal: an attempt begun, or given the job
+   * (`assigned`), after the record was last written. An attempt followed by a later one whose end
+   * the record missed is ended `agent-lost`.
+   */
+  #reconcileAttempts(events: readonly StoredEvent[]): void {
+    const attempts = this.record.attempts;
+    let current: AttemptRecord | undefined;
+    for (const event of events) {
+      if (event.type === "attempt") {
+        current = attempts[event.attempt - 1];
+        if (current === undefined) {
+          const previous = attempts.at(-1);
+          if (previous !== undefined && previous.cause === undefined) {
+            previous.cause = "agent-lost";
+            previous.message = "ended before a controller restart; its end was not recorded";
+          }
+          current = {
+            n: event.attempt,
+            agent: event.agent,
+            platform: event.platform,
+            ...(event.template !== undefined
+              ? { template: event.template, launchedAt: event.at }
+              : { connectedAt: event.at }),
+            labels: event.labels,
+            logOffset: event.logOffset,
+          };
+          attempts.push(current);
+        }
+      } else if (
+        event.type === "status" &&
+        event.status === "assigned" &&
+        current !== undefined &&
+        current.agent === event.agent
+      ) {
+        current.assignedAt ??= event.at;
+      }
+    }
   }
 
   #attemptNumber(): number {

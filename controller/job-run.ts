@@ -32,5 +32,7 @@ export interface JobRun {
   stream?: JobStream;
   /** Ends the attempt as agent-lost unless its agent resumes first. */
   lostTimer?: NodeJS.Timeout;
+  /** The platform reported the current attempt's agent gone (it cannot resume): why. */
+  agentGone?: string;
   cancelRequested: boolean;
 }

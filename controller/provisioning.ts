@@ -30,6 +30,8 @@ export type LaunchFailure = Extract<
 export interface ProvisioningEvents {
   /** The launch failed, its agent went away before connecting, or did not connect in time. */
   failed(run: JobRun, cause: LaunchFailure, message: string): void;
+  /** The platform reports a launched agent gone after it connected (a task STOPPED, a process exit). */
+  gone(run: JobRun, agentName: string, detail: string): void;
 }
 
 /**
@@ -171,9 +173,10 @@ export class Provisioning {
     }, timeoutMs);
     launch.timer.unref();
     void handle?.exited.then(({ detail }) => {
-      if (run.launch !== launch || launch.connected) return;
-      const log = handle.logLocation ? ` (agent log: ${handle.logLocation})` : "";
-      this.#fail(run, launch, "stopped-before-connecting", `agent ${launch.agentName} ${detail}${log}`);
+      if (run.launch === launch && !launch.connected) {
+        const log = handle.logLocation ? ` (agent log: ${handle.logLocation})` : "";
+        this.#fail(run, launch, "stopped-before-connecting", `agent ${launch.agentName} ${detail}${log}`);
+      } else this.#events.gone(run, launch.agentName, detail);
     });
   }
 

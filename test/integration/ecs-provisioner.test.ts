@@ -53,7 +53,7 @@ async function setup(
         },
       },
     ],
-    stopTimeoutMs: 1_000,
+    stopTimeoutMs: 5_000,
   });
   cleanups.push(() => ecs.close());
   const config = parseControllerConfig({
@@ -203,6 +203,26 @@ describe("the ECS provisioner against a loopback ECS (real @aws-sdk/client-ecs)"
     );
     expect(ecs.tasks.size).toBe(1);
     expect(final.attempts).toHaveLength(1);
+  });
+
+  it("ends an attempt whose task dies mid-job (OOM) at once, with the task's reason, without waiting out the resume window", async () => {
+    const marks = tempDir("oom-");
+    cleanups.push(marks.remove);
+    const mark = join(marks.path, "ran-once");
+    const { controller, ecs } = await setup([{}]);
+    const record = controller.submit({
+      steps: [{ run: `if [ -e ${mark} ]; then echo again; else touch ${mark}; echo first; sleep 30; fi` }],
+    });
+    await expect.poll(() => controller.getJob(record.id)?.logBytes ?? 0, { timeout: 20_000 }).toBe(6);
+    const killedAt = Date.now();
+    taskOf(ecs, controller.getJob(record.id)!).process!.kill("SIGKILL");
+    const final = await controller.waitForJob(record.id);
+    expect(final.status).toBe("succeeded");
+    expect(final.attempts.map((a) => a.cause)).toEqual(["agent-lost", "succeeded"]);
+    expect(final.attempts[0]!.message).toMatch(/Essential container in task exited.*exit code 137/);
+    // The resume window is 90 s; the task's STOPPED state ended the attempt long before.
+    expect(Date.parse(final.attempts[0]!.endedAt!) - killedAt).toBeLessThan(30_000);
+    expect((await readLog(controller, record.id)).toString()).toBe("first\nagain\n");
   });
 
   it("retries a job whose Fargate Spot task is interrupted mid-step, and records both attempts", async () => {

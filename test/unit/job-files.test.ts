@@ -102,3 +102,71 @@ describe("JobFiles: the journal is the commit point", () => {
     files.close();
   });
 });
+
+describe("JobRecorder.recover: the journal wins over a record written lazily", () => {
+  it("rebuilds an attempt and its assignment the record missed, and the stream a resuming agent continues", async () => {
+    const { JobRecorder } = await import("../../controller/job-recorder.ts");
+    const dir = jobDir();
+    const files = JobFiles.create(dir);
+    const at = "2026-01-01T00:00:00.000Z";
+    files.appendEvent({ type: "status", status: "queued", at });
+    files.appendEvent({
+      type: "attempt",
+      attempt: 1,
+      at,
+      agent: "j-1-abc",
+      platform: "ecs",
+      template: "fargate",
+      labels: ["fargate"],
+      logOffset: 0,
+    });
+    files.appendEvent({ type: "status", status: "assigned", at, agent: "j-1-abc" });
+    files.appendEvent({ type: "step-start", stepId: "a", index: 1, total: 2, at, seq: 1, attempt: 1 });
+    files.appendOutput({ stepId: "a", stream: "stdout", data: Buffer.from("hello\n"), seq: 2, attempt: 1 });
+    files.close();
+    // The record as last written: before the attempt began.
+    const record = {
+      id: "j",
+      labels: ["fargate"],
+      status: "queued" as const,
+      retry: { infrastructure: 2 },
+      attempts: [],
+      submittedAt: at,
+      logBytes: 0,
+      steps: [
+        { id: "a", status: "pending" as const },
+        { id: "b", status: "pending" as const },
+      ],
+    };
+    const { files: reopened, events } = JobFiles.open(dir, { ended: false });
+    const recorder = new JobRecorder(record, reopened, { clock: () => new Date(), maxLogBytes: 1024 });
+    const job = {
+      id: "j",
+      env: {},
+      mask: [],
+      steps: [{ id: "a", run: "x", env: {}, continueOnError: false }],
+    };
+    const stream = recorder.recover(events, job as never);
+    expect(record.attempts).toEqual([
+      {
+        n: 1,
+        agent: "j-1-abc",
+        platform: "ecs",
+        template: "fargate",
+        launchedAt: at,
+        assignedAt: at,
+        labels: ["fargate"],
+        logOffset: 0,
+      },
+    ]);
+    expect(record.status).toBe("assigned");
+    expect(stream).toMatchObject({
+      lastSeq: 2,
+      nextStep: 1,
+      runningStep: "a",
+      offsets: { stdout: 6, stderr: 0 },
+    });
+    expect(record.steps[0]).toMatchObject({ status: "running", startedAt: at });
+    reopened.close();
+  });
+});
