@@ -36,6 +36,17 @@ export function createRenderer(options: RenderOptions): (event: JobEvent) => voi
           }
         }
         break;
+      case "attempt":
+        if (event.retryOf === undefined) break;
+        ensureNewline();
+        write(
+          paint(
+            color,
+            "1;33",
+            `--- attempt ${event.attempt} on agent ${event.agent} (${event.platform}${event.template ? `, ${event.template}` : ""}): the previous one ended ${event.retryOf.cause}${event.retryOf.message ? `: ${event.retryOf.message}` : ""}\n`,
+          ),
+        );
+        break;
       case "step-start":
         ensureNewline();
         write(

@@ -148,4 +148,28 @@ describe("createRenderer (colour)", () => {
     const text = render([output("out\n"), output("err\n", "stderr")], true);
     expect(text).toBe("out\n\u001b[31merr\n\u001b[0m");
   });
+
+  it("announces a retry: the attempt, its agent and platform, and why the previous one ended", () => {
+    let out = "";
+    const render = createRenderer({ write: (text) => (out += text), color: false });
+    const attempt = {
+      type: "attempt" as const,
+      at: "t",
+      agent: "a-1",
+      platform: "ecs",
+      labels: [],
+      logOffset: 0,
+    };
+    render({ ...attempt, attempt: 1 });
+    render({
+      ...attempt,
+      attempt: 2,
+      agent: "a-2",
+      template: "fargate",
+      retryOf: { cause: "interrupted", message: "SIGTERM" },
+    });
+    expect(out).toBe(
+      "--- attempt 2 on agent a-2 (ecs, fargate): the previous one ended interrupted: SIGTERM\n",
+    );
+  });
 });
