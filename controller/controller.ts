@@ -474,6 +474,17 @@ export class Controller implements ControllerApi {
     const run = this.#runs.get(jobId);
     const attempt = run?.recorder.currentAttempt;
     const ended = this.#records.get(jobId);
+    const reported = ended?.record.attempts.find((a) => a.agent === agent.name && a.jobEndSeq !== undefined);
+    if (reported?.jobEndSeq !== undefined) {
+      // Its job-end was stored but the ack was lost (the job ended, or this attempt did and the
+      // job was retried): the agent learns that its result is stored.
+      this.#logger.info("agent resumed an attempt that already ended; confirming its end", {
+        agent: agent.name,
+        job: jobId,
+      });
+      agent.confirmEnded(jobId, reported.jobEndSeq);
+      return;
+    }
     const refusal =
       ended === undefined
         ? "no such job"
@@ -541,6 +552,7 @@ export class Controller implements ControllerApi {
   }
 
   #onJobEnd(run: JobRun, message: JobEnd): void {
+    run.recorder.noteAttempt({ jobEndSeq: message.seq });
     const { status, ending } = run.recorder.jobEnd(message, run.cancelRequested);
     if (run.recorder.logCapped && status !== "succeeded") {
       const text = `the job's log reached the store's cap of ${run.recorder.maxLogBytes} bytes (maxLogBytes): the output after it was dropped and the job stopped`;

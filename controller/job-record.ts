@@ -102,6 +102,8 @@ export interface AttemptRecord {
   message?: string;
   /** Where this attempt's output begins in the job's log (bytes). */
   logOffset: number;
+  /** The seq of the agent's `job-end`, once stored: a resume after a lost ack is told the end is stored. */
+  jobEndSeq?: number;
 }
 
 export interface JobRecord {

@@ -159,7 +159,9 @@ export class JobRecorder {
   }
 
   /** Notes a moment of the current attempt (`connectedAt`, `assignedAt`) or its platform id. */
-  noteAttempt(fields: Partial<Pick<AttemptRecord, "connectedAt" | "assignedAt" | "platformRef">>): void {
+  noteAttempt(
+    fields: Partial<Pick<AttemptRecord, "connectedAt" | "assignedAt" | "platformRef" | "jobEndSeq">>,
+  ): void {
     const attempt = this.currentAttempt;
     if (attempt === undefined) return;
     Object.assign(attempt, fields);
