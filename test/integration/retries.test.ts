@@ -161,25 +161,44 @@ describe("single-use agent names", () => {
     expect(ctl.log.entries().some((e) => e.msg === "agent refused" && e.status === 410)).toBe(true);
   });
 
-  it("lets a spent name in only to resume its ended job, and refuses that resume", async () => {
+  it("lets a spent name in only to resume its ended job, which it confirms ended, and takes nothing else", async () => {
     const ctl = await controllerWith();
     const record = ctl.controller.submit({ steps: [{ run: "true" }] });
     const { logger } = captureLogger();
     expect((await runAgent(agentConfigFor(ctl.controller, "resumer"), { logger })).exitCode).toBe(
       ExitCode.ok,
     );
-    const agent = await rawAgent(ctl.controller, "resumer", { "x-agent-resume": record.id });
-    agent.sendJson({
+    const jobEndSeq = ctl.controller.getJob(record.id)!.attempts[0]!.jobEndSeq;
+    expect(jobEndSeq).toBeGreaterThan(0);
+    const hello = (resume?: string) => ({
       v: 1,
       type: "hello",
       agent: { name: "resumer", labels: [], runtime: "local", version: "test" },
       limits: { deadlineAt: null, diskBudgetBytes: null },
       capabilities: [],
-      resume: { jobId: record.id },
+      ...(resume ? { resume: { jobId: resume } } : {}),
     });
-    const closed = await agent.closed;
-    expect(closed.code).toBe(4007);
-    expect(closed.reason).toMatch(/already ended/);
+    // A resume after a lost ack: told that its job-end is stored.
+    const resuming = await rawAgent(ctl.controller, "resumer", { "x-agent-resume": record.id });
+    resuming.sendJson(hello(record.id));
+    expect(await resuming.next("resume")).toEqual({
+      v: 1,
+      type: "resume",
+      jobId: record.id,
+      seq: jobEndSeq,
+      ended: true,
+    });
+    resuming.socket.close();
+    await resuming.closed;
+    // Let in to resume, but asking for a new job instead: refused.
+    const sly = await rawAgent(ctl.controller, "resumer", { "x-agent-resume": record.id });
+    sly.sendJson(hello());
+    expect((await sly.closed).code).toBe(4003);
+    ctl.controller.submit({ steps: [{ run: "echo not for a spent name" }] });
+    // Naming another job: refused at the upgrade.
+    await expect(rawAgent(ctl.controller, "resumer", { "x-agent-resume": "another-job" })).rejects.toThrow(
+      /410/,
+    );
   });
 
   it("gives a launched agent only the job it was launched for", async () => {
