@@ -28,6 +28,7 @@ import { shutdown } from "./measurements/shutdown.ts";
 import { startup } from "./measurements/startup.ts";
 import { steps } from "./measurements/steps.ts";
 import { throughput } from "./measurements/throughput.ts";
+import { webView } from "./measurements/web-view.ts";
 
 /** Version of the results file's shape. */
 export const RESULTS_SCHEMA = 1;
@@ -52,6 +53,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   bundles,
   shutdown,
   images,
+  webView,
   controllerScale,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];

@@ -12,6 +12,7 @@ import {
   silentLogger,
 } from "../agent-core/index.ts";
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
+import { checkListenSecurity, sessionRoutes } from "./auth.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { ControllerApiError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
@@ -26,10 +27,10 @@ import {
 } from "./job-record.ts";
 import { attemptCauseOf, type Clock, type JobEnding, JobRecorder } from "./job-recorder.ts";
 import type { JobRun } from "./job-run.ts";
-import { prepareJob } from "./job-spec.ts";
+import { type PreparedJob, prepareJob, resubmission } from "./job-spec.ts";
 import type { LaunchTemplate, Provisioner } from "./provisioners/provisioner.ts";
 import { Provisioning } from "./provisioning.ts";
-import { ControllerServer } from "./server.ts";
+import { ControllerServer, type TlsFiles } from "./server.ts";
 import { JobStore } from "./store.ts";
 import { AgentGate } from "./upgrade.ts";
 
@@ -66,6 +67,17 @@ export interface ControllerOptions {
   routes?: readonly Route[];
   /** The controller's clock, for every time it records. */
   clock?: Clock;
+  /**
+   * The API token (at least 16 characters): every request but `/healthz`, the web view's pages
+   * and `POST /login` must carry it (`Authorization: Bearer`, or the web view's session cookie).
+   * Required to listen beyond loopback unless `insecure`. Agents authenticate with their HMAC
+   * secrets, not with it.
+   */
+  apiToken?: string;
+  /** Listen beyond loopback without a token (something else guards the port). */
+  insecure?: boolean;
+  /** Serve HTTPS and WSS with this certificate and key (PEM); agents verify it. */
+  tls?: TlsFiles;
 }
 
 interface ResolvedOptions {
@@ -116,6 +128,8 @@ export class Controller implements ControllerApi {
   readonly #records = new Map<string, JobRecorder>();
   /** Unfinished jobs, by id. */
   readonly #runs = new Map<string, JobRun>();
+  /** Ended jobs as sent to agents (secrets included), for `retry`: in memory only. */
+  readonly #endedJobs = new Map<string, JobRun["job"]>();
   /** Agent names whose job (attempt) ended -> that job's id. A spent name is refused. */
   readonly #spent = new Map<string, string>();
   readonly #dispatcher: Dispatcher;
@@ -184,15 +198,31 @@ export class Controller implements ControllerApi {
     });
   }
 
-  /** Loads the store (jobs survive restarts), starts listening, and dispatches what waits. */
+  /**
+   * Loads the store (jobs survive restarts), starts listening, and dispatches what waits. Throws
+   * ControllerApiError `CONTROLLER_ERR_CONFIG` for a host beyond loopback without `apiToken`
+   * (unless `insecure`), a short token, or a certificate that cannot be used, and
+   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound.
+   */
   static async start(options: ControllerOptions): Promise<Controller> {
+    const host = options.host ?? "127.0.0.1";
+    checkListenSecurity(host, options.apiToken, options.insecure ?? false);
+    const auth =
+      options.apiToken === undefined
+        ? undefined
+        : { token: options.apiToken, secureCookie: options.tls !== undefined };
     const controller = new Controller(options);
     controller.#recover();
     controller.#server = await ControllerServer.listen({
-      host: options.host ?? "127.0.0.1",
+      host,
       port: options.port ?? 0,
-      api: createApiHandler(controller, options.routes),
+      api: createApiHandler(
+        controller,
+        [...(auth ? sessionRoutes(auth) : []), ...(options.routes ?? [])],
+        auth,
+      ),
       gate: controller.#gate,
+      ...(options.tls ? { tls: options.tls } : {}),
     });
     controller.#logger.info("controller listening", { url: controller.url, jobs: controller.#runs.size });
     controller.#dispatcher.dispatch();
@@ -211,12 +241,44 @@ export class Controller implements ControllerApi {
 
   /** Queues a job; throws ControllerApiError (400) when the submission is invalid. */
   submit(input: unknown): JobRecord {
+    return this.#submit(input, undefined);
+  }
+
+  /**
+   * Queues the ended job `id` again as a new job whose record says `retryOf: id`, with the same
+   * steps, labels, env and secrets. Throws ControllerApiError 404 for an unknown job, 409 while it
+   * has not ended, or when its secrets are no longer held (they are kept in memory only, so not
+   * across a restart of the controller).
+   */
+  retry(id: string): JobRecord {
+    const recorder = this.#recorder(id);
+    if (!recorder.ended)
+      throw new ControllerApiError(
+        409,
+        "CONTROLLER_ERR_CONFLICT",
+        `job ${id} is ${recorder.record.status}: it can be run again once it has ended`,
+      );
+    const stored = JSON.parse(
+      readFileSync(join(recorder.files.dir, "submission.json"), "utf8"),
+    ) as PreparedJob["stored"];
+    const job = this.#endedJobs.get(id);
+    if (job === undefined && Object.keys(stored.secrets ?? {}).length > 0)
+      throw new ControllerApiError(
+        409,
+        "CONTROLLER_ERR_CONFLICT",
+        `job ${id} had secrets, which are not kept across a restart of the controller: submit it again`,
+      );
+    return this.#submit(job === undefined ? stored : resubmission({ stored, job } as PreparedJob), id);
+  }
+
+  #submit(input: unknown, retryOf: string | undefined): JobRecord {
     if (this.#stopping)
       throw new ControllerApiError(409, "CONTROLLER_ERR_CONFLICT", "the controller is shutting down");
     const id = newJobId();
     const prepared = prepareJob(input, id);
     const record: JobRecord = {
       id,
+      ...(retryOf !== undefined ? { retryOf } : {}),
       ...(prepared.job.name !== undefined ? { name: prepared.job.name } : {}),
       labels: prepared.labels,
       status: "queued",
@@ -459,7 +521,9 @@ export class Controller implements ControllerApi {
     const leasedRun = leasedJob === undefined ? undefined : this.#runs.get(leasedJob);
     if (leasedRun) {
       this.#provisioning.connected(leasedRun, agent.name);
-      leasedRun.recorder.noteAttempt({ connectedAt: leasedRun.recorder.now() });
+      const now = leasedRun.recorder.now();
+      leasedRun.recorder.record.connectedAt ??= now;
+      leasedRun.recorder.noteAttempt({ connectedAt: now });
     }
     this.#dispatcher.dispatch();
     if (agent.state === "idle" && leasedJob !== undefined) {
@@ -765,6 +829,7 @@ export class Controller implements ControllerApi {
     }
     if (!run.recorder.finish(status, ending)) return;
     this.#runs.delete(run.id);
+    this.#endedJobs.set(run.id, run.job);
     this.#store.ended(run.id);
     this.#logger.info("job ended", { job: run.id, status, reason: run.recorder.record.reason });
   }

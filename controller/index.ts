@@ -1,7 +1,18 @@
 /** The reference controller's public face. */
 
+export {
+  type ApiAuth,
+  authorize,
+  checkListenSecurity,
+  isLoopbackHost,
+  MIN_TOKEN_CHARS,
+  SESSION_COOKIE,
+  sessionRoutes,
+  sessionValue,
+} from "./auth.ts";
 export { CLI_EXIT, exitCodeForJob } from "./cli.ts";
-export { ControllerClient } from "./client.ts";
+export { CLI_EXIT_MEANINGS, COMMAND_HELP } from "./cli-help.ts";
+export { ControllerClient, describeConnectError } from "./client.ts";
 export {
   type AgentInfo,
   Controller,
@@ -9,6 +20,14 @@ export {
   DEFAULT_INFRASTRUCTURE_RETRIES,
   DEFAULT_MAX_LOG_BYTES,
 } from "./controller.ts";
+export {
+  CAUSE_WORDS,
+  describeFailure,
+  describeStepEnd,
+  formatBytes,
+  formatMs,
+  REASON_WORDS,
+} from "./describe.ts";
 export { ControllerApiError, type ControllerErrorCode } from "./errors.ts";
 export { API_ROUTES, type ControllerApi, type Route, type RouteContext } from "./http-api.ts";
 export type {
@@ -20,8 +39,17 @@ export type {
   JobRecord,
   JobStatus,
   StepRecord,
+  StepStatus,
 } from "./job-record.ts";
 export { type JobSubmission, nestingDepth, prepareJob, readJobFile } from "./job-spec.ts";
+export {
+  computeMetrics,
+  type LatencySummary,
+  type Metrics,
+  type MetricsGroup,
+  prometheusText,
+  summarize,
+} from "./metrics.ts";
 export { LocalProvisioner, type LocalProvisionerOptions } from "./provisioners/local.ts";
 export type {
   AgentExit,
@@ -30,4 +58,6 @@ export type {
   Provisioner,
   ProvisionRequest,
 } from "./provisioners/provisioner.ts";
-export { createRenderer } from "./render.ts";
+export { type ColorTarget, colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
+export type { TlsFiles } from "./server.ts";
+export { defaultWebDir, WEB_SECURITY_HEADERS, webViewRoutes } from "./web-assets.ts";

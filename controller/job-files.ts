@@ -39,6 +39,8 @@ export type StoredEvent =
       length: number;
       /** Bytes of the frame not stored because the job's log reached its cap. */
       dropped?: number;
+      /** When the controller received the frame (its clock). */
+      at?: string;
     } & FromAgent);
 
 /** One event as a reader gets it: output events with their bytes. */
@@ -177,7 +179,7 @@ export class JobFiles {
 
   /** Stores an output frame: its bytes, then its journal line. */
   appendOutput(
-    frame: { stepId: string; stream: OutputStream; data: Buffer; dropped?: number } & FromAgent,
+    frame: { stepId: string; stream: OutputStream; data: Buffer; dropped?: number; at?: string } & FromAgent,
   ): void {
     if (this.#closed) return;
     const offset = this.#outputBytes;
@@ -186,7 +188,13 @@ export class JobFiles {
     // Decoding costs on every frame: only when someone watches the job in process.
     if (this.#watchers.size > 0 && frame.data.length > 0) {
       const text = frame.data.toString("utf8");
-      const event: JobEvent = { type: "output", stepId: frame.stepId, stream: frame.stream, text };
+      const event: JobEvent = {
+        type: "output",
+        stepId: frame.stepId,
+        stream: frame.stream,
+        text,
+        ...(frame.at !== undefined ? { at: frame.at } : {}),
+      };
       for (const watcher of this.#watchers) watcher(event, frame.data);
     }
     this.appendEvent({
@@ -196,6 +204,7 @@ export class JobFiles {
       offset,
       length: frame.data.length,
       ...(frame.dropped ? { dropped: frame.dropped } : {}),
+      ...(frame.at !== undefined ? { at: frame.at } : {}),
       seq: frame.seq,
       attempt: frame.attempt,
     });
@@ -268,6 +277,7 @@ export class JobFiles {
               stepId: stored.stepId,
               stream: stored.stream,
               text: data.toString("utf8"),
+              ...(stored.at !== undefined ? { at: stored.at } : {}),
             },
             data,
           };

@@ -122,8 +122,14 @@ export interface JobRecord {
   /** Every try at the job, the current one last. */
   attempts: AttemptRecord[];
   submittedAt: string;
+  /** When the controller first asked a provisioner for an agent for this job. */
+  launchedAt?: string;
+  /** When an agent launched for this job first said hello. */
+  connectedAt?: string;
   assignedAt?: string;
   startedAt?: string;
+  /** When the controller received the job's first output byte. */
+  firstOutputAt?: string;
   endedAt?: string;
   /** Milliseconds from submission to the first step starting (controller clock). */
   queuedMs?: number;
@@ -136,6 +142,8 @@ export interface JobRecord {
   /** Peak bytes the job used on the agent's work dir filesystem. */
   diskUsedBytes?: number;
   steps: StepRecord[];
+  /** The job this one runs again (`POST /api/v1/jobs/:id/retry`). */
+  retryOf?: string;
 }
 
 /** One line of a job's event log, as served by `GET /api/v1/jobs/:id/events`. */
@@ -155,7 +163,14 @@ export type JobEvent =
       retryOf?: { cause: AttemptCause; message?: string };
     }
   | { type: "step-start"; stepId: string; name?: string; index: number; total: number; at: string }
-  | { type: "output"; stepId: string; stream: OutputStream; text: string }
+  | {
+      type: "output";
+      stepId: string;
+      stream: OutputStream;
+      text: string;
+      /** When the controller received these bytes (its own clock); absent in logs stored before it was recorded. */
+      at?: string;
+    }
   | {
       type: "step-end";
       stepId: string;

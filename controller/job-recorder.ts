@@ -215,10 +215,13 @@ export class JobRecorder {
     const room = Math.max(0, this.#maxLogBytes - this.files.outputBytes);
     const wasCapped = room === 0;
     const data = frame.data.length <= room ? frame.data : frame.data.subarray(0, room);
+    const at = this.#now();
+    if (this.record.firstOutputAt === undefined && data.length > 0) this.record.firstOutputAt = at;
     this.files.appendOutput({
       stepId: frame.stepId,
       stream: frame.stream,
       data,
+      at,
       dropped: frame.data.length - data.length,
       seq: frame.seq,
       attempt: this.#attemptNumber(),

@@ -72,6 +72,7 @@ export class Provisioning {
     const template = this.templateFor(run.labels);
     if (template === undefined) return;
     const { provisioner } = template;
+    run.recorder.record.launchedAt ??= run.recorder.now();
     const agentName = `${run.id}-${run.recorder.record.attempts.length + 1}-${randomBytes(3).toString("hex")}`;
     const attempt = run.recorder.beginAttempt({
       agent: agentName,

@@ -69,6 +69,9 @@ export class JobStore {
         const recordPath = join(dir, "job.json");
         if (!existsSync(recordPath)) continue;
         const record = JSON.parse(readFileSync(recordPath, "utf8")) as JobRecord;
+        // Records written before attempts and retry policies were recorded.
+        record.attempts ??= [];
+        record.retry ??= { infrastructure: 0 };
         const ended = TERMINAL_STATUSES.has(record.status);
         const { files, events } = JobFiles.open(dir, {
           ended,
