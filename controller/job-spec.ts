@@ -13,6 +13,11 @@ import {
 } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 
+/** Most infrastructure retries a job may ask for. */
+export const MAX_INFRASTRUCTURE_RETRIES = 10;
+/** Deepest nesting of arrays and objects a submission may have (a real job needs 4). */
+export const MAX_SUBMISSION_DEPTH = 32;
+
 /**
  * A job as submitted (HTTP API body, or a YAML/JSON job file). Durations are milliseconds or
  * strings such as "500ms", "30s", "5m", "1h".
@@ -65,6 +70,11 @@ export const jobSubmissionSchema = z
       )
       .optional(),
     timeout: durationSchema.optional(),
+    /** Attempts retried when they end for a platform cause (never for a user failure). */
+    retry: z
+      .object({ infrastructure: z.number().int().min(0).max(MAX_INFRASTRUCTURE_RETRIES) })
+      .strict()
+      .optional(),
     steps: z
       .array(stepSubmissionSchema)
       .min(1)
@@ -94,6 +104,8 @@ export interface PreparedJob {
   labels: string[];
   /** The submission with secret values replaced by "***". */
   stored: ParsedSubmission;
+  /** The job's own retry policy, when it sets one. */
+  retry: { infrastructure: number } | undefined;
 }
 
 export function durationMs(value: number | string): number {
@@ -106,6 +118,15 @@ export function durationMs(value: number | string): number {
 
 /** Validates a submission and builds the protocol `job` for it. Throws ControllerApiError (400) listing every problem. */
 export function prepareJob(input: unknown, jobId: string): PreparedJob {
+  const depth = nestingDepth(input, MAX_SUBMISSION_DEPTH);
+  if (depth > MAX_SUBMISSION_DEPTH) {
+    throw invalidJob([
+      {
+        field: "(submission)",
+        message: `Expected arrays and objects nested at most ${MAX_SUBMISSION_DEPTH} levels deep, got more than ${MAX_SUBMISSION_DEPTH}`,
+      },
+    ]);
+  }
   const parsed = jobSubmissionSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) throw invalidJob(zodProblems(parsed.error, new Set(["secrets"])));
   const submission = parsed.data;
@@ -135,7 +156,24 @@ export function prepareJob(input: unknown, jobId: string): PreparedJob {
       ? { secrets: Object.fromEntries(Object.keys(secrets).map((k) => [k, "***"])) }
       : {}),
   };
-  return { job, labels: submission.labels, stored };
+  return { job, labels: submission.labels, stored, retry: submission.retry };
+}
+
+/**
+ * How deep arrays and objects nest in `value`, counted without recursion (so any depth is
+ * measured safely); stops counting past `limit`.
+ */
+export function nestingDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 0]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (item === null || typeof item !== "object") continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > limit) return deepest;
+    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return deepest;
 }
 
 /**
