@@ -7,6 +7,7 @@ import { OutputFramer } from "../logs/framer.ts";
 import { type MaskSet, maskText, StreamMasker } from "../logs/masker.ts";
 import type { OutputStream } from "../protocol/frames.ts";
 import type { Job, Step, StepReason } from "../protocol/messages.ts";
+import { endTracked, newTrackingId, TRACKING_ENV } from "../runner/leftovers.ts";
 import { abortReason, type Command, reapGroups, runStep, type StepResult } from "../runner/run-step.ts";
 import { resolveInWorkspace } from "../workspace/workspace.ts";
 
@@ -85,6 +86,8 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   const started = performance.now();
   const steps: JobOutcome["steps"] = [];
   const groups = new Set<number>();
+  // Every step process carries it; what is still running with it when the job ends is ended.
+  const trackingId = newTrackingId(job.id);
   const jobAbort = new AbortController();
   const forward = () => jobAbort.abort(options.signal.reason);
   options.signal.addEventListener("abort", forward, { once: true });
@@ -122,7 +125,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
         });
         break;
       }
-      const outcome = await runOneStep(step, options, jobAbort.signal, groups, disk, agentRss);
+      const outcome = await runOneStep(step, options, jobAbort.signal, groups, trackingId, disk, agentRss);
       steps.push({ id: step.id, outcome });
       logger.info("step ended", {
         step: step.id,
@@ -147,6 +150,13 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
     for (const timer of timers) clearTimeout(timer);
     options.signal.removeEventListener("abort", forward);
     await reapGroups(groups, Math.min(options.graceMs, 2_000));
+    const leftovers = await endTracked(trackingId, Math.min(options.graceMs, 2_000));
+    if (leftovers > 0) {
+      logger.warn("ended processes the job left outside its steps", {
+        count: leftovers,
+        hint: "a step started them outside its process group (setsid, a daemon); the job's end stops them",
+      });
+    }
   }
 
   const base = {
@@ -189,6 +199,7 @@ async function runOneStep(
   options: RunJobOptions,
   jobSignal: AbortSignal,
   groups: Set<number>,
+  trackingId: string,
   disk: DiskWatcher | null,
   agentRss: { peak: number },
 ): Promise<StepOutcome> {
@@ -237,6 +248,7 @@ async function runOneStep(
       ...job.env,
       ...step.env,
       AGENT_STEP_ID: step.id,
+      [TRACKING_ENV]: trackingId,
     };
     const command: Command =
       step.argv !== undefined

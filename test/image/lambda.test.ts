@@ -147,6 +147,31 @@ describe("the default image, Lambda mode (Runtime API)", () => {
     expect(log).toContain("home-ok\nhello from app\n");
   });
 
+  it("leaves nothing of one job running into the next, warm: what a step started with setsid is gone", async () => {
+    // The sandbox is reused: a process left by one job would run beside the next (and read it).
+    const scan = `for p in /proc/[0-9]*; do case "$(tr '\\0' ' ' < "$p/cmdline" 2>/dev/null)" in "sleep 607 "*) echo "left: $p";; esac; done; echo scanned`;
+    const steps = [
+      [
+        {
+          run: "setsid sleep 607 </dev/null >/dev/null 2>&1 & (setsid sleep 607 </dev/null >/dev/null 2>&1 &); echo started",
+        },
+      ],
+      [{ run: scan }],
+    ];
+    const logs: string[] = [];
+    for (const [n, jobSteps] of steps.entries()) {
+      const name = `warm${n}.lambda-abcdef`;
+      const job = ctl.controller.submit({ steps: jobSteps });
+      const result = await api.invoke(
+        { url: ctl.controller.url, node_secret: ctl.controller.secretFor(name), node_name: name },
+        { timeoutMs: 60_000 },
+      );
+      expect(responseOf(result)).toMatchObject({ jobId: job.id, result: "succeeded" });
+      logs.push((await ctl.client.log(job.id)).toString("utf8"));
+    }
+    expect(logs).toEqual(["started\n", "scanned\n"]);
+  });
+
   it("turns an invalid event into an invocation error, and keeps serving", async () => {
     const result = await api.invoke({ url: "ftp://example", node_secret: "s3cr3t-s3cr3t", node_name: "x" });
     expect(result.status).toBe("error");
