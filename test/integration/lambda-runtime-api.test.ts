@@ -386,6 +386,22 @@ describe("dist/lambda/bootstrap.js as a process, against the loopback Runtime AP
     expect(expectResponse(await api.invoke({ smoke: true }))).toMatchObject({ ok: true });
   });
 
+  it("fails an invocation whose deadline has already passed at once, starting no agent, and keeps serving", async () => {
+    await startBootstrap();
+    const name = "late.lambda-abcdef";
+    const result = await api.invoke(
+      { url: ctl.controller.url, node_secret: ctl.controller.secretFor(name), node_name: name },
+      { deadlineMs: Date.now() - 1_000, timeoutMs: 20_000 },
+    );
+    const error = expectError(result);
+    expect(error).toMatchObject({ errorType: "ConfigError" });
+    expect(error.errorMessage).toMatch(/remaining time \(0 ms\)/);
+    expect(result.endedAt - result.takenAt!).toBeLessThan(5_000);
+    expect(stderr).not.toContain('"agent starting"');
+    expect(expectResponse(await api.invoke({ smoke: true }))).toMatchObject({ ok: true });
+    expect(api.violations).toEqual([]);
+  });
+
   it("answers a 3 MB event of 200,000 unknown fields with a bounded ConfigError, and keeps serving", async () => {
     await startBootstrap();
     const event = Object.fromEntries(Array.from({ length: 200_000 }, (_, i) => [`field${i}`, i]));
@@ -419,6 +435,20 @@ describe("dist/lambda/bootstrap.js as a process, against the loopback Runtime AP
     });
     expect(summary.limits.deadlineAt).toBeLessThanOrEqual(result.deadlineMs - 2_000);
     expect((await ctl.controller.waitForJob(record.id)).steps[0]).toMatchObject({ reason: "deadline" });
+  });
+
+  it("waits on a next that never answers, with no timeout of its own, and exits 143 on SIGTERM", async () => {
+    await startBootstrap();
+    // No invocation is queued: next blocks, as in a sandbox with nothing to do.
+    const exited = once(child!, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+    const early = await Promise.race([
+      exited,
+      new Promise((resolve) => setTimeout(resolve, 1_500, "waiting")),
+    ]);
+    expect(early).toBe("waiting");
+    child!.kill("SIGTERM");
+    expect(await exited).toEqual([ExitCode.sigterm, null]);
+    expect(api.violations).toEqual([]);
   });
 
   it("reports an init error for a broken function environment and exits 2", async () => {
