@@ -34,19 +34,36 @@ export interface ConfigProblem {
   message: string;
 }
 
-/** Launch inputs or configuration are invalid. Lists every problem at once. */
+/**
+ * A {@link ConfigError} lists at most this many problems; the rest are counted. Inputs from
+ * outside can carry any number (a 6 MB Lambda event holds some 400,000 unknown fields), and the
+ * error travels in a log line and a Lambda error response.
+ */
+export const MAX_LISTED_PROBLEMS = 50;
+
+/**
+ * Launch inputs or configuration are invalid. Lists every problem at once, up to
+ * {@link MAX_LISTED_PROBLEMS} (`omittedProblems` counts the others).
+ */
 export class ConfigError extends AgentError {
   readonly problems: ConfigProblem[];
+  /** Problems found but not listed (beyond {@link MAX_LISTED_PROBLEMS}). */
+  readonly omittedProblems: number;
 
   constructor(problems: ConfigProblem[], intro = "Invalid agent configuration") {
     // Field names can come from outside (an unknown event field, an option): never echoed whole.
-    const clipped = problems.map((p) => ({ field: clip(p.field, 200), message: clip(p.message, 2000) }));
+    const clipped = problems
+      .slice(0, MAX_LISTED_PROBLEMS)
+      .map((p) => ({ field: clip(p.field, 200), message: clip(p.message, 2000) }));
+    const omitted = problems.length - clipped.length;
     const lines = clipped.map((p) => `  - ${p.field}: ${p.message}`);
+    if (omitted > 0) lines.push(`  ... and ${omitted} more problems`);
     super(
       "AGENT_ERR_CONFIG",
       `${intro} (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n${lines.join("\n")}`,
     );
     this.problems = clipped;
+    this.omittedProblems = omitted;
   }
 }
 

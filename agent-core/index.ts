@@ -21,7 +21,15 @@ export * from "./logs/cloudwatch/index.ts";
 export { OutputFramer } from "./logs/framer.ts";
 export { JobLogLines, type LineWriter } from "./logs/job-log-lines.ts";
 export { type JobEventTarget, JobOutputTee } from "./logs/job-output.ts";
-export { buildMaskSet, MASK, type MaskSet, maskText, maskVariants, StreamMasker } from "./logs/masker.ts";
+export {
+  buildMaskSet,
+  MASK,
+  type MaskSet,
+  MIN_SECRET_CHARS,
+  maskText,
+  maskVariants,
+  StreamMasker,
+} from "./logs/masker.ts";
 export { type LongTimeout, MAX_TIMER_MS, setLongTimeout } from "./long-timer.ts";
 export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFor } from "./net/proxy.ts";
 export * from "./protocol/index.ts";

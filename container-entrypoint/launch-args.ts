@@ -15,6 +15,7 @@ import {
   isLogLevel,
   type LogLevel,
   MAX_DURATION_MS,
+  MIN_SECRET_CHARS,
   parseAgentConfig,
   proxyProblems,
   RUNTIME_KINDS,
@@ -519,7 +520,9 @@ function ignoredEnv(env: LaunchEnv): string[] {
 
 /** Replaces every known secret value in the problems with `***` (defence in depth). */
 function redact(problems: readonly ConfigProblem[], secrets: readonly string[]): ConfigProblem[] {
-  const hide = (text: string) => secrets.reduce((out, secret) => out.split(secret).join("***"), text);
+  // As the log masker: a value too short to be a secret would turn every such letter into ***.
+  const masked = secrets.filter((secret) => secret.length >= MIN_SECRET_CHARS);
+  const hide = (text: string) => masked.reduce((out, secret) => out.split(secret).join("***"), text);
   return problems.map((problem) => ({ field: hide(problem.field), message: hide(problem.message) }));
 }
 

@@ -10,6 +10,7 @@ import {
   type ConfigProblem,
   clip,
   type LogLevel,
+  MIN_SECRET_CHARS,
   readCloudWatchSettings,
   zodProblems,
 } from "../agent-core/index.ts";
@@ -287,7 +288,7 @@ function checkField(field: "url" | "name", value: string, problems: ConfigProble
 
 /** Belt and braces: the secret's value never appears in a message, whatever field carried it. */
 function redact(problems: ConfigProblem[], secret: string | undefined): ConfigProblem[] {
-  if (secret === undefined || secret.length < 4) return problems;
+  if (secret === undefined || secret.length < MIN_SECRET_CHARS) return problems;
   return problems.map((p) => ({ field: p.field, message: p.message.split(secret).join("***") }));
 }
 

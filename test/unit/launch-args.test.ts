@@ -696,6 +696,16 @@ describe("bad input", () => {
     expect(error.message).not.toContain(SECRET);
   });
 
+  it("does not garble a message with a secret too short to mask (as the log masker refuses it)", () => {
+    // A one-letter secret used to turn every "s" of the message into ***.
+    const error = configError(["-url", "ftp://jenkins/", "s", NAME]);
+    // It is refused (too short to mask), and the other problems read as written.
+    expect(error.problems.map((p) => p.field)).toEqual(["url", "secret"]);
+    expect(error.problems[0]?.message).toMatch(/^must be an http\(s\):\/\/ or ws\(s\):\/\/ URL/);
+    expect(error.problems[0]?.message).not.toContain("***");
+    expect(error.problems[1]?.message).toMatch(/^must be at least 4 characters/);
+  });
+
   it("lists every problem at once and never shows the secret, even where it does not belong", () => {
     const error = configError(["-url", SECRET, "-bogus", "--log-level", "loud", SECRET, NAME, "extra"], {
       JENKINS_SECRET: SECRET,
