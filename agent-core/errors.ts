@@ -11,6 +11,8 @@ export type AgentErrorCode =
   | "AGENT_ERR_ACK_TIMEOUT"
   | "AGENT_ERR_WORKSPACE"
   | "AGENT_ERR_IDLE_TIMEOUT"
+  | "AGENT_ERR_NO_JAVA"
+  | "AGENT_ERR_AGENT_JAR"
   | "AGENT_ERR_INTERNAL";
 
 export class AgentError extends Error {

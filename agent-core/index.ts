@@ -1,8 +1,9 @@
 /** The agent core's public face. Wrappers and the controller import only from here. */
-export { type AgentOutcome, type AgentTimings, type RunAgentOptions, runAgent } from "./agent.ts";
+export type { AgentOutcome, AgentTimings, RunAgentOptions } from "./agent.ts";
 export * from "./config/index.ts";
 export * from "./errors.ts";
 export * from "./exit-codes.ts";
+export * from "./jenkins/index.ts";
 export { type JobOutcome, type JobSink, runJob, type StepOutcome } from "./job/run-job.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
 export {
@@ -26,5 +27,6 @@ export { OutputFramer } from "./logs/framer.ts";
 export { JobLogLines, type LineWriter } from "./logs/job-log-lines.ts";
 export { buildMaskSet, MASK, type MaskSet, maskText, maskVariants, StreamMasker } from "./logs/masker.ts";
 export * from "./protocol/index.ts";
+export { type AgentRunOutcome, runAgent } from "./run-agent.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
 export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";

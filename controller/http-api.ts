@@ -1,5 +1,6 @@
 import { createReadStream } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { AGENT_VERSION, DISCOVERY_PATH, PROTOCOL_VERSION, PROTOCOLS_HEADER } from "../agent-core/index.ts";
 import type { Controller } from "./controller.ts";
 import { ControllerApiError } from "./errors.ts";
 import type { JobEvent } from "./job-store.ts";
@@ -14,6 +15,8 @@ const MAX_BODY_BYTES = 1_048_576;
  * - `GET /api/v1/jobs/:id/events[?follow=1]` -> NDJSON events (steps, output, statuses)
  * - `POST /api/v1/jobs/:id/cancel` -> 202 job record
  * - `GET /api/v1/agents`, `GET /healthz`
+ * - `GET /agents/v1/discovery`: what speaks here (an agent in `auto` mode asks once; Jenkins would
+ *   answer with `X-Jenkins` instead)
  */
 export function createApiHandler(controller: Controller) {
   return (req: IncomingMessage, res: ServerResponse): void => {
@@ -28,6 +31,14 @@ async function route(controller: Controller, req: IncomingMessage, res: ServerRe
   const follow = ["1", "true", "yes"].includes(url.searchParams.get("follow") ?? "");
 
   if (url.pathname === "/healthz" && method === "GET") return sendJson(res, 200, { ok: true });
+  if (url.pathname === `/${DISCOVERY_PATH}` && method === "GET") {
+    res.setHeader(PROTOCOLS_HEADER, String(PROTOCOL_VERSION));
+    return sendJson(res, 200, {
+      controller: "reference",
+      protocols: [PROTOCOL_VERSION],
+      version: AGENT_VERSION,
+    });
+  }
   if (parts[0] !== "api" || parts[1] !== "v1") throw notFound(url.pathname);
   const [, , collection, id, action] = parts;
 

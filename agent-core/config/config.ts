@@ -2,6 +2,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as z from "zod";
 import { ConfigError, type ConfigProblem } from "../errors.ts";
+import { agentModeSchema, jenkinsSettingsSchema } from "../jenkins/settings.ts";
 import { runtimeKindSchema } from "../protocol/messages.ts";
 
 const ms = (min: number) => z.number().int().min(min);
@@ -77,6 +78,10 @@ export const agentConfigSchema = z.object({
   handshakeTimeoutMs: ms(1).default(10_000),
   /** Environment given to every step before the job's own (never contains the agent's secret). */
   baseEnv: z.record(z.string(), z.string()).default({}),
+  /** `auto` asks the controller what it is; `native` speaks protocol v1; `jenkins` runs remoting's agent.jar. */
+  mode: agentModeSchema.default("auto"),
+  /** Jenkins mode: transport, Java and remoting options (see jenkins/settings.ts). */
+  jenkins: jenkinsSettingsSchema.prefault({}),
 });
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
