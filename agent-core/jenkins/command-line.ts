@@ -89,8 +89,19 @@ export interface RemotingCommandInput {
   tmpDir?: string;
 }
 
-/** The java command line for remoting, and the heap it was given. The secret is never in it. */
-export function remotingCommand(input: RemotingCommandInput): { argv: string[]; heapMb: number | null } {
+/** Remoting options whose value is a credential: they go into the 0600 arguments file, never argv. */
+export const CREDENTIAL_OPTIONS = ["-proxyCredentials", "-credentials"] as const;
+
+/**
+ * The java command line for remoting and the heap it was given. Neither the secret nor a
+ * credential is ever in it: remoting reads them from the arguments file (`-secret @FILE`, whose
+ * lines are the secret and then `secretFileLines`).
+ */
+export function remotingCommand(input: RemotingCommandInput): {
+  argv: string[];
+  heapMb: number | null;
+  secretFileLines: string[];
+} {
   const { settings } = input;
   const user = settings.javaOpts;
   const jvm: string[] = [];
@@ -122,8 +133,15 @@ export function remotingCommand(input: RemotingCommandInput): { argv: string[]; 
   // Never loop: exit when the channel ends. (WebSocket retries of a refused handshake go on even
   // so; the supervisor ends those itself.)
   remoting.push("-noreconnect");
-  remoting.push(...settings.remotingOpts);
-  return { argv: [input.java.bin, ...jvm, "-jar", input.jar.path, ...remoting], heapMb };
+  const secretFileLines: string[] = [];
+  const opts = settings.remotingOpts;
+  for (let i = 0; i < opts.length; i++) {
+    const opt = opts[i]!;
+    if ((CREDENTIAL_OPTIONS as readonly string[]).includes(opt) && i + 1 < opts.length) {
+      secretFileLines.push(opt, opts[++i]!);
+    } else remoting.push(opt);
+  }
+  return { argv: [input.java.bin, ...jvm, "-jar", input.jar.path, ...remoting], heapMb, secretFileLines };
 }
 
 /** The heap for `memoryMb` of platform memory: a quarter of it, at least 32 MB, at most 4 GB. */

@@ -154,7 +154,7 @@ async function superviseOnce(
   const cds = settings.classDataSharing ? planClassDataSharing(jar, java, cacheDir, runId) : null;
   const secretFile = join(config.workDir, `.remoting-secret-${runId}`);
   const platformMemoryMb = settings.memoryMb ?? memoryMb();
-  const { argv, heapMb } = remotingCommand({
+  const { argv, heapMb, secretFileLines } = remotingCommand({
     java,
     jar,
     settings,
@@ -174,7 +174,10 @@ async function superviseOnce(
     await mkdir(config.workDir, { recursive: true });
     if (cds?.action === "create") await mkdir(join(cds.archive, ".."), { recursive: true });
     // args4j's @file: one argument per line; the file is readable by this user only.
-    await writeFile(secretFile, `${config.secret}\n`, { mode: 0o600, flag: "wx" });
+    await writeFile(secretFile, `${[config.secret, ...secretFileLines].join("\n")}\n`, {
+      mode: 0o600,
+      flag: "wx",
+    });
   } catch (error) {
     const agentError = new AgentError(
       "AGENT_ERR_WORKSPACE",
@@ -206,11 +209,13 @@ async function superviseOnce(
   let state: RemotingState;
   let stoppedBecause: RemotingRun["stoppedBecause"];
   try {
+    const secrets = [config.secret, ...secretFileLines.filter((_, i) => i % 2 === 1)];
     const watched = await watchRemoting(
       config,
       options,
       argv,
       secretFile,
+      secrets,
       copy,
       (why) => {
         stoppedBecause ??= why;
@@ -250,6 +255,7 @@ async function watchRemoting(
   options: JenkinsAgentOptions,
   argv: string[],
   secretFile: string,
+  secrets: string[],
   copy: JobLogCopy | undefined,
   stoppedBecause: (why: NonNullable<RemotingRun["stoppedBecause"]>) => void,
   timings: AgentTimings,
@@ -300,7 +306,7 @@ async function watchRemoting(
       headroomBytes: config.diskHeadroomBytes,
     },
     monitorIntervalMs: config.monitorIntervalMs,
-    mask: buildMaskSet([config.secret]),
+    mask: buildMaskSet(secrets),
     logger,
     signal: stop.signal,
     ...(options.killNow ? { killNow: options.killNow } : {}),
