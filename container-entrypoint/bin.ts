@@ -6,6 +6,9 @@ runEntrypoint({
   env: process.env,
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
+  setTitle: (title) => {
+    process.title = title;
+  },
 }).then(
   (code) => {
     process.exitCode = code;

@@ -39,6 +39,8 @@ export type LaunchPlan =
       logLevel: LogLevel;
       ignored: string[];
       cloudWatch: CloudWatchSettings;
+      /** The arguments as given with every secret value replaced by `***` (for the process title). */
+      redactedArgv: string[];
     };
 
 /** The environment as `process.env` gives it. */
@@ -186,7 +188,7 @@ export function parseLaunch(argv: string[], env: LaunchEnv, readFile: ReadTextFi
   const scan = scanArgv(argv, readFile);
   if (scan.help) return { kind: "help" };
   if (scan.version) return { kind: "version" };
-  return agentPlan(scan, env, readFile);
+  return agentPlan(argv, scan, env, readFile);
 }
 
 function scanArgv(argv: readonly string[], readFile: ReadTextFile): ScannedArgs {
@@ -323,7 +325,12 @@ interface Identity {
   name?: Given;
 }
 
-function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): LaunchPlan {
+function agentPlan(
+  argv: readonly string[],
+  scan: ScannedArgs,
+  env: LaunchEnv,
+  readFile: ReadTextFile,
+): LaunchPlan {
   const problems = [...scan.problems];
   const identity = resolveIdentity(scan, env, problems);
   const secret = identity.secret && resolveSecret(identity.secret, readFile, problems);
@@ -373,6 +380,7 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
     logLevel,
     ignored: unique(scan.ignored),
     cloudWatch,
+    redactedArgv: argv.map((arg) => secrets.reduce((out, secret) => out.split(secret).join("***"), arg)),
   };
 }
 

@@ -18,6 +18,11 @@ export interface EntrypointIo {
   env: Readonly<Record<string, string | undefined>>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /**
+   * Replaces the process's command line as `ps` shows it (the wrapper sets `process.title`): the
+   * amazon-ecs plugin passes the secret as an argument, which would otherwise stay visible.
+   */
+  setTitle?: (title: string) => void;
 }
 
 /**
@@ -46,6 +51,7 @@ export async function runEntrypoint(io: EntrypointIo): Promise<number> {
     case "exec":
       return execCommand(plan.argv);
     case "agent":
+      io.setTitle?.(["ephemeral-build-agent", ...plan.redactedArgv].join(" "));
       return runWithSignals(plan.config, plan.logLevel, plan.ignored, plan.cloudWatch, io);
   }
 }

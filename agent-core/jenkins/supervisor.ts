@@ -67,10 +67,17 @@ export async function runJenkinsAgent(
   const copy = options.cloudWatch
     ? openJobLogCopy(options.cloudWatch.settings, options.logger, options.cloudWatch.clientConfig)
     : undefined;
-  const outcome = await superviseOnce(config, options, copy);
-  if (copy === undefined) return outcome;
-  const summary = await copy.close(options.logFlushTimeoutMs ?? 5_000);
-  return { ...outcome, logs: { ...copy.location, summary } };
+  // The process may not exit before the outcome is decided: the runner's waits use unref'd
+  // timers (stopping a group that ignores SIGTERM), which alone would let Node's loop empty.
+  const keepAlive = setInterval(() => {}, 60_000);
+  try {
+    const outcome = await superviseOnce(config, options, copy);
+    if (copy === undefined) return outcome;
+    const summary = await copy.close(options.logFlushTimeoutMs ?? 5_000);
+    return { ...outcome, logs: { ...copy.location, summary } };
+  } finally {
+    clearInterval(keepAlive);
+  }
 }
 
 async function superviseOnce(
