@@ -137,13 +137,14 @@ export class FakeJenkins {
     });
   }
 
-  #answer(req: IncomingMessage, res: ServerResponse): void {
+  #answer(req: IncomingMessage, res: ServerResponse): boolean {
     res.setHeader("X-Jenkins", this.version);
     const path = new URL(req.url ?? "/", "http://x").pathname;
-    const send = (status: number, body: string | Buffer = "", headers: Record<string, string> = {}) => {
+    const send = (status: number, body: string | Buffer = "", headers: Record<string, string> = {}): true => {
       this.#record(req, status);
       res.writeHead(status, headers);
       res.end(body);
+      return true;
     };
     if (path === "/jnlpJars/agent.jar") {
       const jar = this.#jar;
@@ -173,14 +174,15 @@ export class FakeJenkins {
     return send(404, "Not Found");
   }
 
-  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     this.#track(socket);
     const path = new URL(req.url ?? "/", "http://x").pathname;
-    const refuse = (status: number, text: string) => {
+    const refuse = (status: number, text: string): true => {
       this.#record(req, status);
       socket.end(
         `HTTP/1.1 ${status} ${text}\r\nX-Jenkins: ${this.version}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
       );
+      return true;
     };
     if (path !== "/wsagents/") return refuse(404, "Not Found");
     const name = String(req.headers["node-name"] ?? "");
@@ -193,8 +195,8 @@ export class FakeJenkins {
       const script = [...node.script];
       const next = () => {
         const command = script.shift();
-        if (command === undefined) return ws.close(1000);
-        if (command !== "hang") ws.send(command);
+        if (command === undefined) ws.close(1000);
+        else if (command !== "hang") ws.send(command);
       };
       ws.on("message", (data) => {
         session.acks.push(String(data));
@@ -203,6 +205,7 @@ export class FakeJenkins {
       ws.on("close", () => this.#closed(session));
       next();
     });
+    return true;
   }
 
   #agentPort(socket: Socket): void {
@@ -212,8 +215,8 @@ export class FakeJenkins {
     let script: string[] = [];
     const next = () => {
       const command = script.shift();
-      if (command === undefined) return socket.end();
-      if (command !== "hang") socket.write(`${command}\n`);
+      if (command === undefined) socket.end();
+      else if (command !== "hang") socket.write(`${command}\n`);
     };
     socket.on("error", () => {});
     socket.on("close", () => {
