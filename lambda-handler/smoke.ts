@@ -13,6 +13,7 @@ import {
   createCloudWatchSink,
   diskBudgetBytes,
   filesystemSpace,
+  findJava,
   NAME_HEADER,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
@@ -329,10 +330,25 @@ export function probeController(
       response.resume();
       socket.terminate();
       if (jenkins !== undefined) {
-        settle(
-          fail(
-            `${url} is a Jenkins controller (X-Jenkins: ${String(jenkins)}); this agent speaks protocol v1 of the reference controller`,
-          ),
+        // Jenkins mode runs the controller's remoting agent.jar: it needs a Java runtime here.
+        const env = process.env;
+        findJava({
+          javaBin: env.JENKINS_JAVA_BIN || null,
+          javaHome: env.JAVA_HOME || null,
+          path: env.PATH,
+        }).then(
+          (java) =>
+            settle(
+              pass(
+                `${url} is a Jenkins controller (X-Jenkins: ${String(jenkins)}): served in Jenkins mode with remoting's agent.jar on Java ${java.version ?? "(version unknown)"} (${java.bin})`,
+              ),
+            ),
+          (error: unknown) =>
+            settle(
+              fail(
+                `${url} is a Jenkins controller (X-Jenkins: ${String(jenkins)}), but ${(error as Error).message}`,
+              ),
+            ),
         );
       } else if (anonymous && status === 403) {
         settle(pass(`${target} refused a bogus secret with HTTP 403, as a protocol v1 controller does`));
