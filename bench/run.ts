@@ -1,5 +1,6 @@
 // The benchmark harness: `npm run bench` (builds first), or
-// `node --import tsx bench/run.ts [--quick] [--json PATH]`. Prints the table and writes the
+// `node --import tsx bench/run.ts [--quick] [--json PATH] [--only NAME...]` (NAME: startup, steps,
+// throughput, latency, memory, disk, bundles, shutdown, jenkins). Prints the table and writes the
 // results (machine, date, every figure with its samples summary) to bench/results.json or PATH.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -20,6 +21,7 @@ import { ROOT, removeTempDirs, tempDir } from "./lib/peers.ts";
 import { killStartedChildren } from "./lib/proc.ts";
 import { bundles } from "./measurements/bundles.ts";
 import { disk } from "./measurements/disk.ts";
+import { jenkins } from "./measurements/jenkins.ts";
 import { latency } from "./measurements/latency.ts";
 import { memory } from "./measurements/memory.ts";
 import { shutdown } from "./measurements/shutdown.ts";
@@ -49,12 +51,17 @@ const MEASUREMENTS: readonly Measurement[] = [
   disk,
   bundles,
   shutdown,
+  jenkins,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { quick: { type: "boolean", default: false }, json: { type: "string" } },
+    options: {
+      quick: { type: "boolean", default: false },
+      json: { type: "string" },
+      only: { type: "string", multiple: true },
+    },
     strict: true,
   });
   const missing = REQUIRED_BUNDLES.filter((path) => !existsSync(join(ROOT, path)));
@@ -82,7 +89,8 @@ async function main(): Promise<number> {
   const started = performance.now();
   const figures: Figure[] = [];
   try {
-    for (const measurement of MEASUREMENTS) {
+    const only = values.only;
+    for (const measurement of MEASUREMENTS.filter((m) => only === undefined || only.includes(m.name))) {
       try {
         figures.push(...(await measurement.run(ctx)));
       } catch (error) {
