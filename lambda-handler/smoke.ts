@@ -305,8 +305,10 @@ export function probeController(
     timer.unref();
     // Only an error before the handshake completes says something; later ones follow our own close.
     let opened = false;
+    // An answer other than 101 (handled below) also ends in an error event: that one says nothing.
+    let answered = false;
     socket.on("error", (error) => {
-      if (!opened) settle(fail(`cannot reach ${target}: ${error.message}`));
+      if (!opened && !answered) settle(fail(`cannot reach ${target}: ${error.message}`));
     });
     socket.once("open", () => {
       opened = true;
@@ -325,6 +327,7 @@ export function probeController(
       socket.close(1000, "smoke test");
     });
     socket.once("unexpected-response", (_request, response) => {
+      answered = true;
       const status = response.statusCode ?? 0;
       const jenkins = response.headers["x-jenkins"];
       response.resume();

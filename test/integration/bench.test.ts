@@ -34,6 +34,7 @@ const FIGURE_IDS = [
   "bundle-controller-total-bytes",
   "bundle-controller-total-gzip",
   "shutdown-sigterm",
+  "jenkins-first-request",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];

@@ -407,7 +407,12 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
         stderr += d.toString();
       });
       const closed = new Promise<number | null>((resolve) => child!.once("close", (code) => resolve(code)));
-      await until(() => /spawned pid (\d+)/.test(stderr), 20_000, "the build's background process");
+      let exited = false;
+      void closed.then(() => {
+        exited = true;
+      });
+      await until(() => exited || /spawned pid (\d+)/.test(stderr), 45_000, "the build's background process");
+      expect(exited, stderr.split("\n").slice(-8).join("\n")).toBe(false);
       const sleeper = Number(/spawned pid (\d+)/.exec(stderr)![1]);
       const argv = (
         JSON.parse(stderr.split("\n").find((l) => l.includes('"starting remoting"'))!) as { argv: string[] }
