@@ -2,13 +2,11 @@ import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import yauzl from "yauzl";
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
-import { anySignal, describeFetchError, underController } from "./discovery.ts";
+import { describeFetchError, getUrl, underController } from "./discovery.ts";
 
 /** The agent.jar remoting runs from, and where it came from. */
 export interface AgentJar {
@@ -140,19 +138,22 @@ async function download(
   const headers: Record<string, string> = {};
   if (cached?.etag) headers["if-none-match"] = cached.etag;
   if (cached?.lastModified) headers["if-modified-since"] = cached.lastModified;
-  const signal = anySignal(AbortSignal.timeout(options.timeoutMs), options.signal);
-  const res = await fetch(url, { headers, signal });
-  if (res.status === 304 && cached !== undefined) {
-    await res.body?.cancel();
+  const res = await getUrl(url, {
+    headers,
+    timeoutMs: options.timeoutMs,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  if (res.statusCode === 304 && cached !== undefined) {
+    res.resume();
     return "not-modified";
   }
-  if (res.status !== 200 || res.body === null) {
-    await res.body?.cancel();
-    throw new AgentJarError(`${url} answered HTTP ${res.status}`);
+  if (res.statusCode !== 200) {
+    res.resume();
+    throw new AgentJarError(`${url} answered HTTP ${res.statusCode}`);
   }
-  const declared = Number(res.headers.get("content-length") ?? Number.NaN);
+  const declared = Number(res.headers["content-length"] ?? Number.NaN);
   if (declared > options.maxBytes) {
-    await res.body.cancel();
+    res.destroy();
     throw new AgentJarError(`${url} is ${declared} bytes, over the ${options.maxBytes}-byte limit`);
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -161,7 +162,7 @@ async function download(
   let bytes = 0;
   try {
     await pipeline(
-      Readable.fromWeb(res.body as WebReadableStream<Uint8Array>, { signal }),
+      res,
       async function* (source: AsyncIterable<Buffer>) {
         for await (const chunk of source) {
           bytes += chunk.length;
@@ -186,8 +187,8 @@ async function download(
       sha256,
       bytes,
       version: inspected.version,
-      etag: res.headers.get("etag"),
-      lastModified: res.headers.get("last-modified"),
+      etag: res.headers.etag ?? null,
+      lastModified: res.headers["last-modified"] ?? null,
       fetchedAt: new Date().toISOString(),
     };
     const metaTemp = join(dir, `meta-${randomBytes(4).toString("hex")}.tmp`);
