@@ -34,6 +34,12 @@ const FIGURE_IDS = [
   "bundle-controller-total-bytes",
   "bundle-controller-total-gzip",
   "shutdown-sigterm",
+  "image-default-compressed",
+  "image-default-uncompressed",
+  "image-jenkins-compressed",
+  "image-jenkins-uncompressed",
+  "image-build-default",
+  "image-build-jenkins",
   "jenkins-first-request",
 ];
 

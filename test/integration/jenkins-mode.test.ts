@@ -10,7 +10,7 @@ import {
   parseAgentConfig,
   runAgent,
 } from "../../agent-core/index.ts";
-import { createHandler } from "../../lambda-handler/index.ts";
+import { contextFor, createHandler } from "../../lambda-handler/index.ts";
 import { startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
 import { FakeJenkins } from "../support/fake-jenkins.ts";
 import { fakeRemotingJar, JAVAC_MISSING } from "../support/fake-remoting-jar.ts";
@@ -446,7 +446,20 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       });
       const summary = await handler(
         { url: jenkins.url, node_secret: SECRET, node_name: "build.lambda-abcdef" },
-        { getRemainingTimeInMillis: () => 60_000 },
+        contextFor(
+          {
+            requestId: "req-jenkins",
+            deadlineMs: Date.now() + 60_000,
+            invokedFunctionArn: "arn:aws:lambda:eu-west-1:123456789012:function:jnlp-agent-git-bash",
+            traceId: undefined,
+            clientContext: undefined,
+            identity: undefined,
+            tenantId: undefined,
+            body: "{}",
+            notes: [],
+          },
+          { AWS_LAMBDA_FUNCTION_NAME: "jnlp-agent-git-bash", AWS_LAMBDA_FUNCTION_MEMORY_SIZE: "512" },
+        ),
       );
       expect(summary).toMatchObject({
         mode: "jenkins",
