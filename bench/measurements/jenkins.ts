@@ -33,7 +33,7 @@ export const jenkins: Measurement = {
     if (real === undefined && JAVAC_MISSING !== null) {
       return [notAvailable(ROWS.start.id, ROWS.start.title, ROWS.start.unit, JAVAC_MISSING)];
     }
-    return [await startToFirstRequest(ctx, real ?? fakeRemotingJar(), ctx.quick ? 5 : 15)];
+    return [await startToFirstRequest(ctx, real ?? fakeRemotingJar(), ctx.quick ? 3 : 15)];
   },
 };
 

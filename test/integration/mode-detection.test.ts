@@ -67,7 +67,7 @@ describe("auto mode: one request decides", () => {
   });
 
   it("an agent in auto mode runs natively against the reference controller", async () => {
-    const config = agentConfigFor(ctl.controller, "auto-native", { idleTimeoutMs: 300 });
+    const config = agentConfigFor(ctl.controller, "auto-native", { idleTimeoutMs: 300, mode: "auto" });
     const outcome = await runAgent(config, { logger: silentLogger });
     expect(outcome.mode).toBe("native");
     expect(outcome.exitCode).toBe(ExitCode.idle);
