@@ -10,12 +10,14 @@ import {
   type CloudWatchSettings,
   ConfigError,
   type ConfigProblem,
+  clip,
   ExitCode,
   isLogLevel,
   type JenkinsSettingsInput,
   type LogLevel,
   parseAgentConfig,
   parseAgentMode,
+  proxyProblems,
   RUNTIME_KINDS,
   type RuntimeKind,
   readAgentMode,
@@ -238,7 +240,10 @@ function expandAtFile(text: string, readFile: ReadTextFile, problems: ConfigProb
   const path = text.slice(1);
   const read = tryRead(readFile, path);
   if (!read.ok) {
-    problems.push({ field: text, message: `Cannot read the arguments file \`${path}\`: ${read.reason}` });
+    problems.push({
+      field: clip(text),
+      message: `Cannot read the arguments file \`${clip(path)}\`: ${read.reason}`,
+    });
     return [];
   }
   return read.text
@@ -254,8 +259,8 @@ function scanOption(text: string, pending: Token[], scan: ScannedArgs): void {
   const flag = FLAGS.get(name);
   if (flag === undefined) {
     scan.problems.push({
-      field: name,
-      message: `Unknown option \`${name}\`; see --help for the accepted options`,
+      field: clip(name),
+      message: `Unknown option \`${clip(name)}\`; see --help for the accepted options`,
     });
     return;
   }
@@ -357,6 +362,7 @@ function agentPlan(
   const labels = resolveLabels(scan, env);
   if (labels !== undefined) put("labels", labels.value, labels.from);
   for (const { variable, field, value } of readTunables(env, problems)) put(field, value, variable);
+  problems.push(...proxyProblems(env));
   const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, { unit: "milliseconds" });
   if (maxDurationMs !== undefined) put("deadlineAt", Date.now() + maxDurationMs, MAX_DURATION_ENV);
   input.runtime = resolveRuntime(env, problems);
@@ -585,8 +591,7 @@ function nonEmpty(value: string | undefined): string | undefined {
 
 /** A string value for a message, execa style: `` `value` (string) ``, clipped. */
 function showText(value: string): string {
-  const clipped = value.length > 60 ? `${value.slice(0, 60)}...` : value;
-  return `\`${clipped}\` (string)`;
+  return `\`${clip(value)}\` (string)`;
 }
 
 function isDefined<T>(value: T | undefined): value is T {
@@ -696,6 +701,9 @@ Environment:
   AGENT_MAX_DURATION_MS        stop the job this long after the agent started, reporting it as
                                \`deadline\` (ECS/Fargate have no deadline of their own; default none)
   AGENT_MODE                   auto, native or jenkins (as --mode)
+  HTTPS_PROXY, HTTP_PROXY      http(s):// proxy for https/wss and http/ws URLs (the controller, the
+  ALL_PROXY, NO_PROXY          agent.jar download, the AWS SDK); ALL_PROXY for both; NO_PROXY:
+                               hosts reached directly. Upper or lower case
 
 Jenkins mode (as the jenkins/inbound-agent image reads them):
   JENKINS_WEB_SOCKET           true: connect over WebSocket

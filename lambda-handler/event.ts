@@ -9,6 +9,7 @@ import {
   type CloudWatchSettings,
   ConfigError,
   type ConfigProblem,
+  clip,
   type LogLevel,
   readCloudWatchSettings,
   zodProblems,
@@ -261,7 +262,7 @@ function decodeEvent(event: unknown, problems: ConfigProblem[], notes: string[])
   for (const key of Object.keys(value)) {
     if (!EVENT_FIELDS.includes(key))
       problems.push({
-        field: key,
+        field: clip(key),
         message: `unknown field; the payload accepts ${EVENT_FIELDS.join(", ")}`,
       });
   }
@@ -286,7 +287,7 @@ function resolveWorkDir(given: string | undefined, problems: ConfigProblem[]): s
   if (!isAbsolute(given) || rel === "" || rel.startsWith("..") || isAbsolute(rel)) {
     problems.push({
       field: "work_dir",
-      message: `Expected an absolute path below ${root} (the function's writable storage), got ${JSON.stringify(given)}`,
+      message: `Expected an absolute path below ${root} (the function's writable storage), got ${JSON.stringify(clip(given))}`,
     });
     return undefined;
   }

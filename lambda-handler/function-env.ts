@@ -6,6 +6,7 @@ import {
   isLogLevel,
   type JenkinsSettingsInput,
   type LogLevel,
+  proxyProblems,
   readAgentMode,
   readIntegerEnv,
   readJenkinsSettings,
@@ -92,6 +93,7 @@ export function readFunctionEnv(env: FunctionEnv, problems: ConfigProblem[]): Fu
 
   const tunables: Record<string, number> = {};
   for (const { field, value } of readTunables(env, problems)) tunables[field] = value;
+  problems.push(...proxyProblems(env));
 
   const stepEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {

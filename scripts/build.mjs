@@ -17,8 +17,10 @@ const common = {
   keepNames: true,
   sourcemap: "linked",
   legalComments: "linked",
-  // ws loads these optional native helpers in a try/catch.
-  external: ["bufferutil", "utf-8-validate"],
+  // ws loads these optional native helpers in a try/catch. proxy-agent loads its PAC and SOCKS
+  // agents on demand; the agent accepts only http(s) proxies (agent-core/net/proxy.ts), so they
+  // are never loaded and stay out of the bundles (the PAC one carries a JavaScript engine).
+  external: ["bufferutil", "utf-8-validate", "pac-proxy-agent", "socks-proxy-agent"],
   define: { __AGENT_VERSION__: JSON.stringify(version) },
   // CommonJS dependencies (ws) call require() on Node built-ins.
   banner: {
@@ -42,6 +44,8 @@ const programs = {
   "container-entrypoint": () =>
     build(split({ "container-entrypoint": "container-entrypoint/bin.ts" }, "dist", ".mjs")),
   controller: () => build(split({ controller: "controller/bin.ts" }, "dist", ".mjs")),
+  // The deploy command (npm run rollout): not part of the Lambda package.
+  deploy: () => build(split({ deploy: "deploy/bin.ts" }, "dist", ".mjs")),
   // osls invoke local loads the handler with require(): a .js file in this "type": "module" package.
   // The bootstrap (the Runtime API loop of the container image) shares the handler's chunks.
   lambda: () =>

@@ -2,6 +2,7 @@ import { get as httpGet, type IncomingMessage } from "node:http";
 import { get as httpsGet } from "node:https";
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
+import { requestAgentFor } from "../net/proxy.ts";
 import { DISCOVERY_PATH, PROTOCOLS_HEADER } from "../protocol/index.ts";
 
 /** What answered at the controller URL, and how we know. */
@@ -103,18 +104,20 @@ export function underController(controllerUrl: string, path: string): string {
 
 /**
  * `GET url` with node:http(s), which is already loaded (fetch's first use costs about 70 ms more
- * in a fresh process, on the path to the first request). Resolves with the response, its body
- * unread; the whole exchange, body included, is bounded by `timeoutMs` and `signal`.
+ * in a fresh process, on the path to the first request), through the proxy the environment names
+ * for it (`requestAgentFor`). Resolves with the response, its body unread; the whole exchange,
+ * body included, is bounded by `timeoutMs` and `signal`.
  */
-export function getUrl(
+export async function getUrl(
   url: string,
   options: { headers?: Record<string, string>; timeoutMs: number; signal?: AbortSignal },
 ): Promise<IncomingMessage> {
   const target = new URL(url);
   const get = target.protocol === "https:" ? httpsGet : httpGet;
   const signal = anySignal(AbortSignal.timeout(options.timeoutMs), options.signal);
+  const agent = await requestAgentFor(url);
   return new Promise((resolve, reject) => {
-    const req = get(target, { headers: options.headers ?? {}, signal }, resolve);
+    const req = get(target, { headers: options.headers ?? {}, signal, ...(agent ? { agent } : {}) }, resolve);
     req.on("error", reject);
   });
 }

@@ -56,8 +56,8 @@ export const runLimited: RunLimited = async (options) => {
     stepStart: () => options.onStart?.(),
     output: (_stepId, stream, _offset, data) => options.onOutput(stream, data),
     stepEnd: () => {},
-    hasRoom: () => true,
-    waitForRoom: () => Promise.resolve(),
+    // remoting's output goes to the diagnostics and the log copy, which never push back.
+    flow: { hasRoom: () => true, waitForRoom: () => Promise.resolve() },
   };
   const outcome = await runJob({
     job: {

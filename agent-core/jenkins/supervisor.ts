@@ -5,9 +5,9 @@ import { join } from "node:path";
 import type { AgentOutcome, AgentTimings, RunAgentOptions } from "../agent.ts";
 import type { AgentConfig } from "../config/config.ts";
 import { AgentError } from "../errors.ts";
-import { ExitCode } from "../exit-codes.ts";
+import { ExitCode, interruptCode } from "../exit-codes.ts";
 import type { Logger, LogLevel } from "../logger.ts";
-import { type JobLogCopy, openJobLogCopy } from "../logs/job-log.ts";
+import type { JobLogCopy } from "../logs/job-log.ts";
 import { buildMaskSet } from "../logs/masker.ts";
 import { type AgentJar, obtainAgentJar } from "./agent-jar.ts";
 import { type CdsPlan, planClassDataSharing, remotingCommand } from "./command-line.ts";
@@ -57,30 +57,12 @@ const JUL_LEVELS: Record<string, LogLevel> = { SEVERE: "error", WARNING: "warn",
  * secret to a 0600 file (never an argument), starts remoting under the agent's limits (deadline,
  * disk budget, signals, every process it leaves stopped afterwards), follows its status lines and
  * maps the run to the agent's exit codes. Remoting's output goes through the same pipeline as a
- * job's: masked, copied to CloudWatch Logs when on, and into the diagnostics.
- * Never throws for expected failures; the outcome carries the exit code.
+ * job's: masked, copied to `copy` (the CloudWatch copy, when on), and into the diagnostics.
+ * Called by `runAgent` (run-agent.ts), which holds the process open, masks the agent's secret in
+ * `options.logger` and flushes the copy. Never throws for expected failures; the outcome carries
+ * the exit code.
  */
 export async function runJenkinsAgent(
-  config: AgentConfig,
-  options: JenkinsAgentOptions,
-): Promise<JenkinsOutcome> {
-  const copy = options.cloudWatch
-    ? openJobLogCopy(options.cloudWatch.settings, options.logger, options.cloudWatch.clientConfig)
-    : undefined;
-  // The process may not exit before the outcome is decided: the runner's waits use unref'd
-  // timers (stopping a group that ignores SIGTERM), which alone would let Node's loop empty.
-  const keepAlive = setInterval(() => {}, 60_000);
-  try {
-    const outcome = await superviseOnce(config, options, copy);
-    if (copy === undefined) return outcome;
-    const summary = await copy.close(options.logFlushTimeoutMs ?? 5_000);
-    return { ...outcome, logs: { ...copy.location, summary } };
-  } finally {
-    clearInterval(keepAlive);
-  }
-}
-
-async function superviseOnce(
   config: AgentConfig,
   options: JenkinsAgentOptions,
   copy: JobLogCopy | undefined,
@@ -140,7 +122,12 @@ async function superviseOnce(
   } catch (error) {
     fetching.abort();
     if (options.signal?.aborted) {
-      return end({ exitCode: interruptCode(options.signal), summary: "interrupted before remoting started" });
+      const summary = "interrupted before remoting started";
+      return end({
+        exitCode: interruptCode(options.signal),
+        summary,
+        error: new AgentError("AGENT_ERR_INTERRUPTED", summary, { cause: error }),
+      });
     }
     const agentError =
       error instanceof AgentError
@@ -372,8 +359,4 @@ async function settleArchive(
     await rm(pending, { force: true });
   }
   return "not-created";
-}
-
-function interruptCode(signal: AbortSignal): 130 | 143 {
-  return signal.reason === "SIGINT" ? ExitCode.sigint : ExitCode.sigterm;
 }

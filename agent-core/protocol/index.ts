@@ -2,6 +2,7 @@ export * from "./close-codes.ts";
 export * from "./codec.ts";
 export * from "./frames.ts";
 export * from "./messages.ts";
+export * from "./name-header.ts";
 export * from "./secret.ts";
 
 /** The WebSocket path agents connect to, relative to the controller URL. */
