@@ -1,5 +1,6 @@
 import { parse as parseShellWords } from "shell-quote";
 import * as z from "zod";
+import { clip } from "../clip.ts";
 import type { ConfigProblem } from "../errors.ts";
 
 /**
@@ -177,7 +178,7 @@ function readBoolean(env: Env, variable: string, problems: ConfigProblem[]): boo
   if (["false", "0", "no", "off"].includes(value)) return false;
   problems.push({
     field: variable,
-    message: `Expected \`${variable}\` to be true or false, got \`${raw.slice(0, 60)}\` (string)`,
+    message: `Expected \`${variable}\` to be true or false, got \`${clip(raw)}\` (string)`,
   });
   return undefined;
 }
@@ -189,7 +190,7 @@ function readSwitch(env: Env, variable: string, problems: ConfigProblem[]): bool
   if (value === "on" || value === "off") return value === "on";
   problems.push({
     field: variable,
-    message: `Expected \`${variable}\` to be on or off, got \`${raw.slice(0, 60)}\` (string)`,
+    message: `Expected \`${variable}\` to be on or off, got \`${clip(raw)}\` (string)`,
   });
   return undefined;
 }
@@ -213,7 +214,7 @@ export function parseAgentMode(
   if ((AGENT_MODES as readonly string[]).includes(value)) return value as AgentMode;
   problems.push({
     field: source,
-    message: `Expected \`${source}\` to be one of ${AGENT_MODES.join(", ")}, got \`${raw.slice(0, 60)}\` (string)`,
+    message: `Expected \`${source}\` to be one of ${AGENT_MODES.join(", ")}, got \`${clip(raw)}\` (string)`,
   });
   return undefined;
 }

@@ -3,6 +3,7 @@ import { existsSync, statSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { AgentOutcome, AgentTimings, RunAgentOptions } from "../agent.ts";
+import { clip } from "../clip.ts";
 import type { AgentConfig } from "../config/config.ts";
 import { AgentError } from "../errors.ts";
 import { ExitCode, interruptCode } from "../exit-codes.ts";
@@ -330,9 +331,7 @@ async function watchRemoting(
 /** One line of remoting's output as a diagnostic: its own level for log records, info otherwise. */
 function diagnose(logger: Logger, record: RemotingRecord): void {
   const level = record.level === null ? "info" : (JUL_LEVELS[record.level] ?? "debug");
-  const text =
-    record.text.length > MAX_LINE_CHARS ? `${record.text.slice(0, MAX_LINE_CHARS)}...` : record.text;
-  logger[level](`remoting: ${text}`, {
+  logger[level](`remoting: ${clip(record.text, MAX_LINE_CHARS)}`, {
     stream: record.stream,
     ...(record.level !== null ? { remotingLevel: record.level } : {}),
     ...(record.source !== null ? { source: record.source } : {}),
