@@ -2,7 +2,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { FakeJenkins } from "../../test/support/fake-jenkins.ts";
 import { fakeRemotingJar, JAVAC_MISSING } from "../../test/support/fake-remoting-jar.ts";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured, notAvailable } from "../lib/figures.ts";
 import { ENTRYPOINT } from "../lib/peers.ts";
 import { minimalEnv, NODE, start, waitUntil } from "../lib/proc.ts";
@@ -33,7 +33,13 @@ export const jenkins: Measurement = {
     if (real === undefined && JAVAC_MISSING !== null) {
       return [notAvailable(ROWS.start.id, ROWS.start.title, ROWS.start.unit, JAVAC_MISSING)];
     }
-    return [await startToFirstRequest(ctx, real ?? fakeRemotingJar(), ctx.quick ? 3 : 15)];
+    return [
+      await startToFirstRequest(
+        ctx,
+        real ?? fakeRemotingJar(),
+        byScale(ctx, { full: 15, quick: 3, smoke: 1 }),
+      ),
+    ];
   },
 };
 

@@ -21,14 +21,12 @@ interface Run {
   code: number | null;
   stdout: string;
   stderr: string;
-  durationMs: number;
 }
 
 /** Where the CloudWatch Logs client goes while the smoke tests run (the fake service on loopback). */
 let cloudWatchEndpoint: string | undefined;
 
 function osls(args: string[], home: string, timeoutMs = 60_000): Promise<Run> {
-  const started = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [OSLS, ...args], {
       cwd: ROOT,
@@ -57,7 +55,7 @@ function osls(args: string[], home: string, timeoutMs = 60_000): Promise<Run> {
     }, timeoutMs);
     child.once("close", (code) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr, durationMs: Date.now() - started });
+      resolve({ code, stdout, stderr });
     });
   });
 }
@@ -115,10 +113,6 @@ describe("serverless.yml, packaged offline with osls", () => {
       readFileSync(join(packageDir(), "cloudformation-template-update-stack.json"), "utf8"),
     ) as Template;
   }, 90_000);
-
-  it("packages in well under 30 s", () => {
-    expect(run.durationMs).toBeLessThan(30_000);
-  });
 
   it("defines the two jnlp-agent-* functions: nodejs22.x, arm64, 900 s, deliberate memory and /tmp", () => {
     const functions = Object.fromEntries(
