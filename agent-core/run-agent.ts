@@ -1,8 +1,5 @@
 import { type AgentOutcome, type RunAgentOptions, runNativeAgent } from "./agent.ts";
 import type { AgentConfig } from "./config/config.ts";
-import { AgentError } from "./errors.ts";
-import { ExitCode, interruptCode } from "./exit-codes.ts";
-import { detectController } from "./jenkins/discovery.ts";
 import { type JenkinsRunReport, runJenkinsAgent } from "./jenkins/supervisor.ts";
 import { type JobLogCopy, openJobLogCopy } from "./logs/job-log.ts";
 import { buildMaskSet, maskText } from "./logs/masker.ts";
@@ -18,8 +15,9 @@ export interface AgentRunOutcome extends AgentOutcome {
 /**
  * Runs the agent once in the configured mode. `native` speaks protocol v1 to the reference
  * controller; `jenkins` supervises the controller's own remoting agent.jar; `auto` (the default)
- * asks the controller once (`GET <url>agents/v1/discovery`: Jenkins answers every request with
- * `X-Jenkins`). Whatever the mode: the secret is masked in every diagnostic from the start, the
+ * asks the controller once, for its agent.jar (`GET <url>jnlpJars/agent.jar`): Jenkins answers
+ * every request with `X-Jenkins`, and that answer gives (or revalidates) the jar too; any other
+ * answer means the reference controller (native). A `ws(s)://` URL is native without a request. Whatever the mode: the secret is masked in every diagnostic from the start, the
  * CloudWatch copy of the log (when on) is flushed before returning, and the process is kept alive
  * until the outcome is decided (a ref'd handle), so that it can never end early with no exit code
  * because everything pending waits on unref'd timers. Never throws for expected failures; the
@@ -34,8 +32,7 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
   try {
     const agentMask = buildMaskSet([config.secret], options.logger);
     const logger = options.logger.redacting((line) => maskText(line, agentMask));
-    // The log copy's SDK loads while the agent connects (native) or once remoting runs (Jenkins:
-    // loading it would slow remoting's start).
+    // The log copy's SDK loads in the background while the agent connects.
     const copy = options.cloudWatch
       ? openJobLogCopy(options.cloudWatch.settings, logger, options.cloudWatch.clientConfig)
       : undefined;
@@ -58,62 +55,21 @@ async function runInMode(
   copy: JobLogCopy | undefined,
 ): Promise<AgentRunOutcome> {
   const { logger } = options;
-  let mode = config.mode;
-  let jenkinsVersion: string | undefined;
-  if (mode === "auto") {
-    const startedAt = Date.now();
-    try {
-      const found = await detectController(config.url, {
-        timeoutMs: config.connectTimeoutMs,
-        logger,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
-      mode = found.kind;
-      if (found.kind === "jenkins") jenkinsVersion = found.jenkinsVersion;
-      logger.info("mode detected", { mode, how: found.how, url: config.url });
-    } catch (error) {
-      const outcome = notDetected(error, options.signal, startedAt);
-      logger.error("agent finished", {
-        exitCode: outcome.exitCode,
-        summary: outcome.summary,
-        code: outcome.error?.code,
-      });
-      return outcome;
-    }
-  }
-  if (mode === "jenkins") {
-    const outcome = await runJenkinsAgent(
-      config,
-      { ...options, ...(jenkinsVersion !== undefined ? { jenkinsVersion } : {}) },
-      copy,
-    );
-    return { ...outcome, mode: "jenkins" };
+  const protocol = new URL(config.url).protocol;
+  if (
+    config.mode === "jenkins" ||
+    (config.mode === "auto" && (protocol === "http:" || protocol === "https:"))
+  ) {
+    // Auto mode asks the controller for its agent.jar: Jenkins answers every request with
+    // X-Jenkins, and then the same answer gives (or confirms) the jar.
+    const result = await runJenkinsAgent(config, { ...options, auto: config.mode === "auto" }, copy);
+    if (result.mode !== "native") return { ...result.outcome, mode: result.mode };
+    logger.info("mode detected", { mode: "native", how: result.how, url: config.url });
+  } else if (config.mode === "auto") {
+    logger.info("mode detected", {
+      mode: "native",
+      how: `${protocol}// URL (Jenkins is reached over http(s))`,
+    });
   }
   return { ...(await runNativeAgent(config, options, copy)), mode: "native" };
-}
-
-/** The outcome when `auto` could not ask the controller what it is. */
-function notDetected(error: unknown, signal: AbortSignal | undefined, startedAt: number): AgentRunOutcome {
-  const timings = { startedAt, endedAt: Date.now() };
-  if (signal?.aborted) {
-    const summary = "interrupted while asking the controller what it is";
-    return {
-      exitCode: interruptCode(signal),
-      summary,
-      error: new AgentError("AGENT_ERR_INTERRUPTED", summary, { cause: error }),
-      timings,
-      mode: null,
-    };
-  }
-  const agentError =
-    error instanceof AgentError
-      ? error
-      : new AgentError("AGENT_ERR_INTERNAL", String(error), { cause: error });
-  return {
-    exitCode: ExitCode.controllerFailure,
-    summary: agentError.message,
-    error: agentError,
-    timings,
-    mode: null,
-  };
 }

@@ -1,12 +1,13 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import yauzl from "yauzl";
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
-import { describeFetchError, getUrl, underController } from "./discovery.ts";
+import { getUrl, underController } from "./discovery.ts";
 
 /** The agent.jar remoting runs from, and where it came from. */
 export interface AgentJar {
@@ -23,16 +24,34 @@ export interface AgentJar {
   fallbackReason?: string;
 }
 
-export interface ObtainJarOptions {
+/** The jar cache of one controller: `cacheDir/<controller key>/`, and the jar kept there, if any. */
+export interface JarCache {
+  dir: string;
+  /** The cached jar (not yet revalidated), or undefined. */
+  jar: AgentJar | undefined;
+  meta: CacheMeta | undefined;
+}
+
+/** What the controller answered to `GET <url>jnlpJars/agent.jar` (conditional when a jar is cached). */
+export interface JarAnswer {
+  /** The answer's `X-Jenkins`; null when it had none (then it is not a Jenkins controller). */
+  jenkinsVersion: string | null;
+  status: number;
+  /** The jar to run when the answer gave one: the cached jar (304) or the one just downloaded and verified (200). */
+  jar: AgentJar | null;
+  /** Why the answer gave no jar. */
+  failure: string | null;
+}
+
+export interface AskJarOptions {
   controllerUrl: string;
-  /** Root of the cache: one directory per controller below it. */
-  cacheDir: string;
-  /** A jar baked into the image (JENKINS_AGENT_FILE), used when the controller cannot serve one. */
-  agentFile: string | null;
+  cache: JarCache;
   maxBytes: number;
+  /** Bounds the whole request, body included. */
   timeoutMs: number;
   signal?: AbortSignal;
-  logger: Logger;
+  /** Auto mode: an answer without `X-Jenkins` is not read (it is not a jar of ours). */
+  jenkinsOnly: boolean;
 }
 
 interface CacheMeta {
@@ -54,51 +73,94 @@ export class AgentJarError extends AgentError {
   }
 }
 
+/** The jar cached for `controllerUrl` under `cacheDir` (a broken or missing cache is none). */
+export async function readJarCache(cacheDir: string, controllerUrl: string): Promise<JarCache> {
+  const dir = join(cacheDir, controllerKey(controllerUrl));
+  const meta = await readCache(dir);
+  return {
+    dir,
+    meta,
+    jar: meta === undefined ? undefined : { ...jarOf(dir, meta), source: "cache", revalidated: false },
+  };
+}
+
 /**
- * Gets the controller's own agent.jar (`<url>jnlpJars/agent.jar`), so that remoting always matches
- * the controller. The jar is cached under `cacheDir/<controller key>/agent-<sha256>.jar`; the next
- * run (a warm Lambda) revalidates it with `If-None-Match` / `If-Modified-Since` and downloads it
- * again only when it changed. A download is bounded in bytes and time and must be a jar (a zip
- * with a manifest naming a `Main-Class`). When the controller cannot serve one, the cached jar of
- * that controller is used, else the image's `agentFile`; with neither, throws {@link AgentJarError}.
+ * Asks the controller for its own agent.jar, `GET <url>jnlpJars/agent.jar`, so that remoting
+ * always matches the controller. One request both tells what the controller is (Jenkins answers
+ * every request with `X-Jenkins`) and gets the jar: with a cached jar it is conditional
+ * (`If-None-Match` / `If-Modified-Since`) and a 304 confirms the cache; a 200 is downloaded,
+ * bounded in bytes and time, must be a jar (a zip with a manifest naming a `Main-Class`), and
+ * replaces the cached one (`cache.dir/agent-<sha256>.jar`). Any other answer gives no jar and
+ * says why. Throws what the request threw when the controller cannot be reached.
  */
-export async function obtainAgentJar(options: ObtainJarOptions): Promise<AgentJar> {
+export async function askForAgentJar(options: AskJarOptions): Promise<JarAnswer> {
   const url = underController(options.controllerUrl, "jnlpJars/agent.jar");
-  const dir = join(options.cacheDir, controllerKey(options.controllerUrl));
-  const cached = await readCache(dir);
-  let failure: string;
+  const { cache } = options;
+  const headers: Record<string, string> = {};
+  if (cache.meta?.etag) headers["if-none-match"] = cache.meta.etag;
+  if (cache.meta?.lastModified) headers["if-modified-since"] = cache.meta.lastModified;
+  const res = await getUrl(url, {
+    headers,
+    timeoutMs: options.timeoutMs,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const header = res.headers["x-jenkins"];
+  const jenkinsVersion = typeof header === "string" ? header : null;
+  const status = res.statusCode ?? 0;
+  const answer = (jar: AgentJar | null, failure: string | null): JarAnswer => ({
+    jenkinsVersion,
+    status,
+    jar,
+    failure,
+  });
+  if (jenkinsVersion === null && options.jenkinsOnly) {
+    res.destroy();
+    return answer(null, `${url} answered HTTP ${status} without X-Jenkins`);
+  }
+  if (status === 304 && cache.jar !== undefined) {
+    res.resume();
+    return answer({ ...cache.jar, revalidated: true }, null);
+  }
+  if (status !== 200) {
+    res.resume();
+    return answer(null, `${url} answered HTTP ${status}`);
+  }
   try {
-    const fetched = await download(url, dir, cached, options);
-    if (fetched === "not-modified") {
-      return { ...jarOf(dir, cached!), source: "cache", revalidated: true };
-    }
-    await removeOtherJars(dir, fetched.file);
-    return { ...jarOf(dir, fetched), source: "controller", revalidated: false };
+    const meta = await download(url, res, cache.dir, options.maxBytes);
+    await removeOtherJars(cache.dir, meta.file);
+    return answer({ ...jarOf(cache.dir, meta), source: "controller", revalidated: false }, null);
   } catch (error) {
-    if (options.signal?.aborted) throw error;
-    failure = error instanceof AgentJarError ? error.message : `${url}: ${describeFetchError(error)}`;
+    if (error instanceof AgentJarError) return answer(null, error.message);
+    throw error;
   }
-  if (cached !== undefined) {
-    options.logger.warn("the controller did not serve agent.jar; using the cached copy", { reason: failure });
-    return { ...jarOf(dir, cached), source: "cache", revalidated: false, fallbackReason: failure };
+}
+
+/**
+ * The jar to run when the controller gave none (`failure` says why): the cached jar of that
+ * controller, else the image's `agentFile` (JENKINS_AGENT_FILE); with neither, throws
+ * {@link AgentJarError}.
+ */
+export async function fallbackJar(
+  cache: JarCache,
+  agentFile: string | null,
+  failure: string,
+  logger: Logger,
+): Promise<AgentJar> {
+  if (cache.jar !== undefined) {
+    logger.warn("the controller did not serve agent.jar; using the cached copy", { reason: failure });
+    return { ...cache.jar, fallbackReason: failure };
   }
-  if (options.agentFile !== null) {
-    const baked = await inspectJar(options.agentFile).catch((error: unknown) => {
+  if (agentFile !== null) {
+    const baked = await inspectJar(agentFile).catch((error: unknown) => {
       throw new AgentJarError(
-        `no agent.jar: the controller did not serve one (${failure}), and JENKINS_AGENT_FILE ${options.agentFile} is not a usable jar: ${(error as Error).message}`,
+        `no agent.jar: the controller did not serve one (${failure}), and JENKINS_AGENT_FILE ${agentFile} is not a usable jar: ${(error as Error).message}`,
       );
     });
-    options.logger.warn("the controller did not serve agent.jar; using the image's", {
+    logger.warn("the controller did not serve agent.jar; using the image's", {
       reason: failure,
-      path: options.agentFile,
+      path: agentFile,
     });
-    return {
-      path: options.agentFile,
-      source: "image",
-      revalidated: false,
-      fallbackReason: failure,
-      ...baked,
-    };
+    return { path: agentFile, source: "image", revalidated: false, fallbackReason: failure, ...baked };
   }
   throw new AgentJarError(
     `no agent.jar: the controller did not serve one (${failure}) and no JENKINS_AGENT_FILE is baked into this image`,
@@ -131,30 +193,14 @@ async function readCache(dir: string): Promise<CacheMeta | undefined> {
 
 async function download(
   url: string,
+  res: IncomingMessage,
   dir: string,
-  cached: CacheMeta | undefined,
-  options: ObtainJarOptions,
-): Promise<CacheMeta | "not-modified"> {
-  const headers: Record<string, string> = {};
-  if (cached?.etag) headers["if-none-match"] = cached.etag;
-  if (cached?.lastModified) headers["if-modified-since"] = cached.lastModified;
-  const res = await getUrl(url, {
-    headers,
-    timeoutMs: options.timeoutMs,
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
-  if (res.statusCode === 304 && cached !== undefined) {
-    res.resume();
-    return "not-modified";
-  }
-  if (res.statusCode !== 200) {
-    res.resume();
-    throw new AgentJarError(`${url} answered HTTP ${res.statusCode}`);
-  }
+  maxBytes: number,
+): Promise<CacheMeta> {
   const declared = Number(res.headers["content-length"] ?? Number.NaN);
-  if (declared > options.maxBytes) {
+  if (declared > maxBytes) {
     res.destroy();
-    throw new AgentJarError(`${url} is ${declared} bytes, over the ${options.maxBytes}-byte limit`);
+    throw new AgentJarError(`${url} is ${declared} bytes, over the ${maxBytes}-byte limit`);
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const temp = join(dir, `download-${randomBytes(4).toString("hex")}.tmp`);
@@ -166,8 +212,8 @@ async function download(
       async function* (source: AsyncIterable<Buffer>) {
         for await (const chunk of source) {
           bytes += chunk.length;
-          if (bytes > options.maxBytes) {
-            throw new AgentJarError(`${url} sent more than the ${options.maxBytes}-byte limit`);
+          if (bytes > maxBytes) {
+            throw new AgentJarError(`${url} sent more than the ${maxBytes}-byte limit`);
           }
           hash.update(chunk);
           yield chunk;

@@ -3,69 +3,36 @@ import { get as httpsGet } from "node:https";
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import { requestAgentFor } from "../net/proxy.ts";
-import { DISCOVERY_PATH, PROTOCOLS_HEADER } from "../protocol/index.ts";
 
-/** What answered at the controller URL, and how we know. */
-export type ControllerKind =
-  | { kind: "jenkins"; jenkinsVersion: string; how: string }
-  | { kind: "native"; how: string };
-
-export interface DetectOptions {
+export interface RetryOptions {
   /** Keep retrying an unreachable controller this long (the agent's connect timeout). */
   timeoutMs: number;
-  /** Each request's own bound. */
-  attemptTimeoutMs?: number;
   signal?: AbortSignal;
   logger: Logger;
 }
 
 /**
- * Decides with one request whether `url` is a Jenkins controller or the reference controller:
- * `GET <url>agents/v1/discovery`. Jenkins answers every request (a 404 here) with an `X-Jenkins`
- * header; the reference controller answers 200 with `X-Agent-Protocols`. Any other answer (an
- * older reference controller, a proxy) counts as native: the native connection then reports what
- * is wrong in its own words. A `ws(s)://` URL is native without a request. An unreachable URL is
- * retried with capped, jittered backoff until `timeoutMs`, then throws AgentError
- * `AGENT_ERR_CONTROLLER_UNREACHABLE`.
+ * Calls `ask` (one request to the controller at `url`, bounded by the ms it is given) until it
+ * resolves: a failure to reach the controller is retried with capped, jittered backoff until
+ * `timeoutMs`, then throws AgentError `AGENT_ERR_CONTROLLER_UNREACHABLE` naming the last cause.
+ * Auto mode decides on the first answer, so it must get one.
  *
  * @example
- * const found = await detectController("https://jenkins.example.com/", { timeoutMs: 60_000, logger });
- * if (found.kind === "jenkins") console.log(found.jenkinsVersion); // "2.479.3"
+ * const answer = await untilAnswered(url, (ms) => askForAgentJar({ ...options, timeoutMs: ms }), { timeoutMs: 60_000, logger });
  */
-export async function detectController(url: string, options: DetectOptions): Promise<ControllerKind> {
-  const target = new URL(url);
-  if (target.protocol === "ws:" || target.protocol === "wss:") {
-    return { kind: "native", how: `${target.protocol}// URL (Jenkins is reached over http(s))` };
-  }
-  const probe = discoveryUrl(url);
+export async function untilAnswered<T>(
+  url: string,
+  ask: (attemptMs: number) => Promise<T>,
+  options: RetryOptions,
+): Promise<T> {
   const giveUpAt = Date.now() + options.timeoutMs;
   let delayMs = 250;
   for (let attempt = 1; ; attempt++) {
-    const attemptMs = Math.max(1, Math.min(options.attemptTimeoutMs ?? 10_000, giveUpAt - Date.now()));
     try {
-      const res = await getUrl(probe, {
-        timeoutMs: attemptMs,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
-      res.resume();
-      const jenkins = res.headers["x-jenkins"];
-      if (typeof jenkins === "string") {
-        return {
-          kind: "jenkins",
-          jenkinsVersion: jenkins,
-          how: `X-Jenkins: ${jenkins} (HTTP ${res.statusCode})`,
-        };
-      }
-      const protocols = res.headers[PROTOCOLS_HEADER];
-      return {
-        kind: "native",
-        how:
-          typeof protocols === "string"
-            ? `${PROTOCOLS_HEADER}: ${protocols}`
-            : `HTTP ${res.statusCode} without X-Jenkins (not a Jenkins controller)`,
-      };
+      return await ask(Math.max(1, Math.min(ATTEMPT_MS, giveUpAt - Date.now())));
     } catch (error) {
-      if (options.signal?.aborted) throw new AgentError("AGENT_ERR_CONTROLLER_UNREACHABLE", "interrupted");
+      if (options.signal?.aborted)
+        throw new AgentError("AGENT_ERR_INTERRUPTED", "interrupted", { cause: error });
       const why = describeFetchError(error);
       const waitMs = Math.min(delayMs, giveUpAt - Date.now());
       if (waitMs <= 0) {
@@ -76,7 +43,7 @@ export async function detectController(url: string, options: DetectOptions): Pro
         );
       }
       options.logger.warn("controller not reachable yet; retrying", {
-        url: probe,
+        url,
         attempt,
         error: why,
         retryInMs: waitMs,
@@ -87,10 +54,8 @@ export async function detectController(url: string, options: DetectOptions): Pro
   }
 }
 
-/** `http://h/base` -> `http://h/base/agents/v1/discovery` (query and fragment dropped). */
-export function discoveryUrl(controllerUrl: string): string {
-  return underController(controllerUrl, DISCOVERY_PATH);
-}
+/** One request's own bound while retrying. */
+const ATTEMPT_MS = 10_000;
 
 /** A path below the controller's URL, which is treated as a directory (Jenkins' own rule). */
 export function underController(controllerUrl: string, path: string): string {
@@ -106,7 +71,8 @@ export function underController(controllerUrl: string, path: string): string {
  * `GET url` with node:http(s), which is already loaded (fetch's first use costs about 70 ms more
  * in a fresh process, on the path to the first request), through the proxy the environment names
  * for it (`requestAgentFor`). Resolves with the response, its body unread; the whole exchange,
- * body included, is bounded by `timeoutMs` and `signal`.
+ * body included, is bounded by `timeoutMs` and `signal` (the request is destroyed with an
+ * `AbortError`).
  */
 export async function getUrl(
   url: string,
@@ -114,10 +80,22 @@ export async function getUrl(
 ): Promise<IncomingMessage> {
   const target = new URL(url);
   const get = target.protocol === "https:" ? httpsGet : httpGet;
-  const signal = anySignal(AbortSignal.timeout(options.timeoutMs), options.signal);
   const agent = await requestAgentFor(url);
   return new Promise((resolve, reject) => {
-    const req = get(target, { headers: options.headers ?? {}, signal, ...(agent ? { agent } : {}) }, resolve);
+    const req = get(target, { headers: options.headers ?? {}, ...(agent ? { agent } : {}) }, resolve);
+    const abort = () => {
+      const error = new Error("the request timed out or was interrupted");
+      error.name = "AbortError";
+      req.destroy(error);
+    };
+    // Timer and listener go with the socket, whether the body is read, dropped or fails.
+    const timer = setTimeout(abort, options.timeoutMs);
+    options.signal?.addEventListener("abort", abort, { once: true });
+    if (options.signal?.aborted) abort();
+    req.once("close", () => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", abort);
+    });
     req.on("error", reject);
   });
 }
@@ -128,10 +106,6 @@ export function describeFetchError(error: unknown): string {
   if ((error as Error).name === "AbortError") return "timed out or interrupted";
   if (code) return `${code}${(error as Error).message ? ` (${(error as Error).message})` : ""}`;
   return (error as Error).message ?? String(error);
-}
-
-export function anySignal(a: AbortSignal, b: AbortSignal | undefined): AbortSignal {
-  return b === undefined ? a : AbortSignal.any([a, b]);
 }
 
 function pause(ms: number, signal?: AbortSignal): Promise<void> {

@@ -1,5 +1,16 @@
 /** Jenkins mode: supervising the controller's own remoting agent.jar. */
-export { type AgentJar, AgentJarError, controllerKey, inspectJar, obtainAgentJar } from "./agent-jar.ts";
+export {
+  type AgentJar,
+  AgentJarError,
+  askForAgentJar,
+  controllerKey,
+  fallbackJar,
+  inspectJar,
+  type JarAnswer,
+  type JarCache,
+  readJarCache,
+} from "./agent-jar.ts";
+export { ArgsGate } from "./args-gate.ts";
 export {
   type CdsPlan,
   FAST_START_FLAGS,
@@ -8,7 +19,7 @@ export {
   type RemotingCommandInput,
   remotingCommand,
 } from "./command-line.ts";
-export { type ControllerKind, detectController, discoveryUrl } from "./discovery.ts";
+export { getUrl, underController, untilAnswered } from "./discovery.ts";
 export { findJava, JAVA_ADVICE, type JavaRuntime, NoJavaError } from "./java.ts";
 export { type LimitedRunOptions, type LimitedRunResult, type RunLimited, runLimited } from "./limited-run.ts";
 export { memoryMb } from "./memory.ts";
@@ -18,6 +29,7 @@ export * from "./settings.ts";
 export {
   type JenkinsAgentOptions,
   type JenkinsOutcome,
+  type JenkinsResult,
   type JenkinsRunReport,
   runJenkinsAgent,
 } from "./supervisor.ts";

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, rename, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { AgentOutcome, AgentTimings, RunAgentOptions } from "../agent.ts";
 import { clip } from "../clip.ts";
 import type { AgentConfig } from "../config/config.ts";
@@ -10,8 +10,17 @@ import { ExitCode, interruptCode } from "../exit-codes.ts";
 import type { Logger, LogLevel } from "../logger.ts";
 import type { JobLogCopy } from "../logs/job-log.ts";
 import { buildMaskSet } from "../logs/masker.ts";
-import { type AgentJar, obtainAgentJar } from "./agent-jar.ts";
+import {
+  type AgentJar,
+  askForAgentJar,
+  fallbackJar,
+  type JarAnswer,
+  type JarCache,
+  readJarCache,
+} from "./agent-jar.ts";
+import { ArgsGate } from "./args-gate.ts";
 import { type CdsPlan, planClassDataSharing, remotingCommand } from "./command-line.ts";
+import { describeFetchError, underController, untilAnswered } from "./discovery.ts";
 import { findJava, type JavaRuntime } from "./java.ts";
 import { type LimitedRunResult, type RunLimited, runLimited } from "./limited-run.ts";
 import { memoryMb } from "./memory.ts";
@@ -41,11 +50,22 @@ export interface JenkinsOutcome extends AgentOutcome {
 }
 
 export interface JenkinsAgentOptions extends RunAgentOptions {
-  /** `X-Jenkins` from discovery, when the mode was detected. */
-  jenkinsVersion?: string;
+  /**
+   * Auto mode: the controller must answer first (an unreachable one is retried until the connect
+   * timeout), and an answer without `X-Jenkins` ends this with `mode: "native"`.
+   */
+  auto?: boolean;
   /** The process runner with the agent's limits (default: {@link runLimited}). */
   run?: RunLimited;
 }
+
+/** How Jenkins mode ended: with an outcome, or (auto mode) finding that the controller is not Jenkins. */
+export type JenkinsResult =
+  | { mode: "jenkins"; outcome: JenkinsOutcome }
+  /** Auto mode: the controller answered without `X-Jenkins`; `how` says what it answered. */
+  | { mode: "native"; how: string }
+  /** Auto mode: the controller never answered (or the agent was interrupted first). */
+  | { mode: null; outcome: JenkinsOutcome };
 
 /** After remoting says `Terminated`, how long it may take to exit before it is stopped. */
 const LINGER_MS = 5_000;
@@ -54,25 +74,29 @@ const JUL_LEVELS: Record<string, LogLevel> = { SEVERE: "error", WARNING: "warn",
 
 /**
  * Runs the agent in Jenkins mode: supervises the controller's own remoting agent.jar on a JVM
- * started for one build. Gets the jar (cached per controller, revalidated), finds java, writes the
- * secret to a 0600 file (never an argument), starts remoting under the agent's limits (deadline,
- * disk budget, signals, every process it leaves stopped afterwards), follows its status lines and
- * maps the run to the agent's exit codes. Remoting's output goes through the same pipeline as a
- * job's: masked, copied to `copy` (the CloudWatch copy, when on), and into the diagnostics.
- * Called by `runAgent` (run-agent.ts), which holds the process open, masks the agent's secret in
- * `options.logger` and flushes the copy. Never throws for expected failures; the outcome carries
- * the exit code.
+ * started for one build. One request to the controller (`GET <url>jnlpJars/agent.jar`,
+ * conditional when a jar is cached) both tells, in auto mode, that it is Jenkins and gets or
+ * revalidates the jar. With a cached jar, remoting's JVM starts at once, while that request is
+ * in flight: it boots, then waits for its arguments (a named pipe, see {@link ArgsGate}) until
+ * the answer confirms the jar, and is stopped unused when the jar changed or the controller is not
+ * Jenkins. The secret reaches remoting through that pipe (or a 0600 file), never an argument.
+ * remoting runs under the agent's limits (deadline, disk budget, signals, every process it leaves
+ * stopped afterwards); its status lines decide the outcome, mapped to the agent's exit codes. Its
+ * output goes through the same pipeline as a job's: masked, copied to `copy` (the CloudWatch
+ * copy, when on), and into the diagnostics. Called by `runAgent` (run-agent.ts), which holds the
+ * process open, masks the agent's secret in `options.logger` and flushes the copy. Never throws
+ * for expected failures; the outcome carries the exit code.
  */
 export async function runJenkinsAgent(
   config: AgentConfig,
   options: JenkinsAgentOptions,
   copy: JobLogCopy | undefined,
-): Promise<JenkinsOutcome> {
+): Promise<JenkinsResult> {
   const { logger } = options;
   const settings = config.jenkins;
   const timings: AgentTimings = { startedAt: Date.now() };
   const report: JenkinsRunReport = {
-    jenkinsVersion: options.jenkinsVersion ?? null,
+    jenkinsVersion: null,
     remotingVersion: null,
     transport: settings.direct !== null ? "direct" : settings.webSocket ? "websocket" : "tcp",
     connected: false,
@@ -95,33 +119,7 @@ export async function runJenkinsAgent(
     });
     return { ...result, timings, jenkins: report };
   };
-
-  const cacheDir = join(config.workDir, "cache", "jenkins");
-  // The jar download and the java lookup overlap; either failing ends the run.
-  const fetching = new AbortController();
-  const onInterrupt = () => fetching.abort();
-  options.signal?.addEventListener("abort", onInterrupt, { once: true });
-  let java: JavaRuntime;
-  let jar: AgentJar;
-  try {
-    const jarPromise = obtainAgentJar({
-      controllerUrl: config.url,
-      cacheDir,
-      agentFile: settings.agentFile,
-      maxBytes: settings.jarMaxBytes,
-      timeoutMs: Math.min(settings.jarFetchTimeoutMs, config.connectTimeoutMs),
-      signal: fetching.signal,
-      logger,
-    });
-    jarPromise.catch(() => {});
-    java = await findJava({
-      javaBin: settings.javaBin,
-      javaHome: settings.javaHome,
-      path: config.baseEnv.PATH,
-    });
-    jar = await jarPromise;
-  } catch (error) {
-    fetching.abort();
+  const failed = (error: unknown): JenkinsOutcome => {
     if (options.signal?.aborted) {
       const summary = "interrupted before remoting started";
       return end({
@@ -137,98 +135,122 @@ export async function runJenkinsAgent(
     const exitCode =
       agentError.code === "AGENT_ERR_NO_JAVA" ? ExitCode.badConfig : ExitCode.controllerFailure;
     return end({ exitCode, summary: agentError.message, error: agentError });
+  };
+
+  const cacheDir = join(config.workDir, "cache", "jenkins");
+  const javaLookup = findJava({
+    javaBin: settings.javaBin,
+    javaHome: settings.javaHome,
+    path: config.baseEnv.PATH,
+  });
+  javaLookup.catch(() => {}); // awaited below, once the controller is known to be Jenkins
+  let early: Remoting | undefined;
+  let cache: JarCache;
+  try {
+    await mkdir(config.workDir, { recursive: true });
+    cache = await readJarCache(cacheDir, config.url);
+    if (cache.jar !== undefined && !options.signal?.aborted) {
+      // Start ahead of the answer: the JVM boots while the controller is asked.
+      const java = await javaLookup.catch(() => null);
+      if (java !== null) early = await startRemoting(cache.jar, java, { gatedOnly: true });
+    }
+  } catch (error) {
+    return {
+      mode: "jenkins",
+      outcome: failed(
+        new AgentError(
+          "AGENT_ERR_WORKSPACE",
+          `cannot prepare ${config.workDir}: ${(error as Error).message}`,
+          { cause: error },
+        ),
+      ),
+    };
+  }
+
+  // One request: what the controller is, and its jar.
+  const jarUrl = underController(config.url, "jnlpJars/agent.jar");
+  const asking = new AbortController();
+  const onInterrupt = () => asking.abort();
+  options.signal?.addEventListener("abort", onInterrupt, { once: true });
+  let answer: JarAnswer | undefined;
+  let unanswered: string | undefined;
+  const ask = (timeoutMs: number) =>
+    askForAgentJar({
+      controllerUrl: config.url,
+      cache,
+      maxBytes: settings.jarMaxBytes,
+      timeoutMs,
+      signal: asking.signal,
+      jenkinsOnly: options.auto === true,
+    });
+  try {
+    if (options.auto) {
+      answer = await untilAnswered(jarUrl, ask, {
+        timeoutMs: config.connectTimeoutMs,
+        logger,
+        signal: asking.signal,
+      });
+    } else {
+      answer = await ask(Math.min(settings.jarFetchTimeoutMs, config.connectTimeoutMs)).catch(
+        (error: unknown) => {
+          if (asking.signal.aborted) throw error;
+          unanswered = `${jarUrl}: ${describeFetchError(error)}`;
+          return undefined;
+        },
+      );
+    }
+  } catch (error) {
+    await early?.discard("the controller did not answer");
+    return { mode: options.auto ? null : "jenkins", outcome: failed(error) };
   } finally {
     options.signal?.removeEventListener("abort", onInterrupt);
   }
-  report.java = { bin: java.bin, from: java.from, version: java.version };
-  const { version: jarVersion, ...jarReport } = jar;
-  report.jar = jarReport;
-  report.remotingVersion = jarVersion;
-
-  const runId = randomBytes(4).toString("hex");
-  const cds = settings.classDataSharing ? planClassDataSharing(jar, java, cacheDir, runId) : null;
-  const secretFile = join(config.workDir, `.remoting-secret-${runId}`);
-  const platformMemoryMb = settings.memoryMb ?? memoryMb();
-  const { argv, heapMb, secretFileLines } = remotingCommand({
-    java,
-    jar,
-    settings,
-    url: config.url,
-    name: config.name,
-    secretFile,
-    workDir: config.workDir,
-    memoryMb: platformMemoryMb,
-    cds,
-    ...(config.baseEnv.HOME ? { home: config.baseEnv.HOME } : {}),
-    ...(config.baseEnv.TMPDIR ? { tmpDir: config.baseEnv.TMPDIR } : {}),
-  });
-  report.argv = argv;
-  report.heapMb = heapMb;
-
-  try {
-    await mkdir(config.workDir, { recursive: true });
-    if (cds?.action === "create") await mkdir(join(cds.archive, ".."), { recursive: true });
-    // args4j's @file: one argument per line; the file is readable by this user only.
-    await writeFile(secretFile, `${[config.secret, ...secretFileLines].join("\n")}\n`, {
-      mode: 0o600,
-      flag: "wx",
+  if (options.auto && answer?.jenkinsVersion === null) {
+    await early?.discard("the controller is not Jenkins");
+    return { mode: "native", how: `${answer.failure ?? `HTTP ${answer.status}`} (not a Jenkins controller)` };
+  }
+  report.jenkinsVersion = answer?.jenkinsVersion ?? null;
+  if (options.auto)
+    logger.info("mode detected", {
+      mode: "jenkins",
+      how: `X-Jenkins: ${report.jenkinsVersion}`,
+      url: config.url,
     });
-  } catch (error) {
-    const agentError = new AgentError(
-      "AGENT_ERR_WORKSPACE",
-      `cannot prepare ${config.workDir}: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
-    );
-    return end({ exitCode: ExitCode.controllerFailure, summary: agentError.message, error: agentError });
-  }
 
-  logger.info("starting remoting", {
-    remotingVersion: jarVersion,
-    jenkinsVersion: report.jenkinsVersion,
-    transport: report.transport,
-    jar: jarReport,
-    java: report.java,
-    cds: cds === null ? "off" : { action: cds.action, archive: cds.archive },
-    heapMb,
-    memoryMb: platformMemoryMb,
-    argv,
-    logCopy: copy?.location ?? null,
-  });
-  copy?.lines.line(
-    `=== Jenkins agent ${config.name} for ${config.url}: remoting ${jarVersion ?? "(version unknown)"}, agent.jar from ${jar.source}, ${report.transport}`,
-  );
-
-  let run: LimitedRunResult;
-  let state: RemotingState;
-  let stoppedBecause: RemotingRun["stoppedBecause"];
+  let remoting: Remoting;
   try {
-    const secrets = [config.secret, ...secretFileLines.filter((_, i) => i % 2 === 1)];
-    const watched = await watchRemoting(
-      config,
-      options,
-      argv,
-      secretFile,
-      secrets,
-      copy,
-      (why) => {
-        stoppedBecause ??= why;
-      },
-      timings,
-    );
-    run = watched.run;
-    state = watched.state;
-  } finally {
-    await rm(secretFile, { force: true });
+    const jar =
+      answer?.jar ??
+      (await fallbackJar(cache, settings.agentFile, answer?.failure ?? unanswered ?? "no answer", logger));
+    const java = await javaLookup;
+    if (early !== undefined && early.jar.path === jar.path && early.jar.sha256 === jar.sha256) {
+      remoting = early;
+      early = undefined;
+    } else {
+      await early?.discard(`the controller serves another agent.jar (sha256 ${jar.sha256.slice(0, 16)})`);
+      early = undefined;
+      if (options.signal?.aborted) throw new AgentError("AGENT_ERR_INTERRUPTED", "interrupted");
+      remoting = await startRemoting(jar, java, { gatedOnly: false });
+    }
+    remoting.jar = jar;
+    // The early start had the cache's word for the jar; the answer has the controller's.
+    const { version: _version, ...jarReport } = jar;
+    report.jar = jarReport;
+  } catch (error) {
+    await early?.discard("the agent cannot go on");
+    return { mode: "jenkins", outcome: failed(error) };
   }
+  // Only now may remoting read its arguments (and the secret) and go on.
+  await remoting.release();
+  const { run, state, stoppedBecause } = await remoting.done;
   timings.jobEndedAt = Date.now();
   report.connected = state.connected;
-  report.remotingVersion = state.version ?? jarVersion;
+  report.remotingVersion = state.version ?? remoting.jar.version;
   report.remotingExit = run.started ? { code: run.exitCode, signal: run.signal } : null;
   report.peakRssBytes = run.peakRssBytes;
-  if (cds !== null) report.cds = { archive: cds.archive, result: await settleArchive(cds, run, logger) };
-
+  if (remoting.cds !== null) {
+    report.cds = { archive: remoting.cds.archive, result: await settleArchive(remoting.cds, run, logger) };
+  }
   const result = remotingOutcome(
     { ...run, ...(stoppedBecause !== undefined ? { stoppedBecause } : {}) },
     state,
@@ -241,7 +263,130 @@ export async function runJenkinsAgent(
       interruptedBy: typeof options.signal?.reason === "string" ? options.signal.reason : null,
     },
   );
-  return end({ ...result, ...(result.error ? { error: result.error } : {}) });
+  return { mode: "jenkins", outcome: end({ ...result, ...(result.error ? { error: result.error } : {}) }) };
+
+  /**
+   * Starts remoting on `jar` with its arguments behind an {@link ArgsGate}. `gatedOnly`: start it
+   * only when the gate is a named pipe (remoting then waits for `release`); otherwise undefined.
+   */
+  async function startRemoting(
+    jar: AgentJar,
+    java: JavaRuntime,
+    how: { gatedOnly: true },
+  ): Promise<Remoting | undefined>;
+  async function startRemoting(
+    jar: AgentJar,
+    java: JavaRuntime,
+    how: { gatedOnly: false },
+  ): Promise<Remoting>;
+  async function startRemoting(
+    jar: AgentJar,
+    java: JavaRuntime,
+    how: { gatedOnly: boolean },
+  ): Promise<Remoting | undefined> {
+    const runId = randomBytes(4).toString("hex");
+    const cds = settings.classDataSharing ? planClassDataSharing(jar, java, cacheDir, runId) : null;
+    const argsPath = join(config.workDir, `.remoting-args-${runId}`);
+    const platformMemoryMb = settings.memoryMb ?? memoryMb();
+    const { argv, heapMb, secretFileLines } = remotingCommand({
+      java,
+      jar,
+      settings,
+      url: config.url,
+      name: config.name,
+      secretFile: argsPath,
+      workDir: config.workDir,
+      memoryMb: platformMemoryMb,
+      cds,
+      ...(config.baseEnv.HOME ? { home: config.baseEnv.HOME } : {}),
+      ...(config.baseEnv.TMPDIR ? { tmpDir: config.baseEnv.TMPDIR } : {}),
+    });
+    const lines = [config.secret, ...secretFileLines];
+    const gate = await ArgsGate.create(argsPath, lines);
+    if (how.gatedOnly && !gate.gated) {
+      await gate.remove();
+      return undefined;
+    }
+    if (cds?.action === "create") await mkdir(dirname(cds.archive), { recursive: true });
+    report.java = { bin: java.bin, from: java.from, version: java.version };
+    const { version: jarVersion, ...jarReport } = jar;
+    report.jar = jarReport;
+    report.remotingVersion = jarVersion;
+    report.argv = argv;
+    report.heapMb = heapMb;
+    logger.info("starting remoting", {
+      remotingVersion: jarVersion,
+      jenkinsVersion: report.jenkinsVersion,
+      transport: report.transport,
+      jar: jarReport,
+      java: report.java,
+      cds: cds === null ? "off" : { action: cds.action, archive: cds.archive },
+      heapMb,
+      memoryMb: platformMemoryMb,
+      argv,
+      // Its arguments wait for the controller's answer (the jar revalidated, Jenkins confirmed).
+      waitsForAnswer: how.gatedOnly,
+      logCopy: copy?.location ?? null,
+      sinceStartMs: Date.now() - timings.startedAt,
+    });
+    const discarding = new AbortController();
+    const secrets = [config.secret, ...secretFileLines.filter((_, i) => i % 2 === 1)];
+    let stoppedBecause: RemotingRun["stoppedBecause"];
+    let announced = false;
+    const done = watchRemoting(
+      config,
+      options,
+      argv,
+      gate,
+      secrets,
+      copy,
+      (why) => {
+        stoppedBecause ??= why;
+      },
+      timings,
+      discarding.signal,
+    ).then(({ run, state }) => ({ run, state, stoppedBecause }));
+    const exited = done.then(
+      () => {},
+      () => {},
+    );
+    return {
+      jar,
+      cds,
+      done,
+      async release() {
+        if (!announced) {
+          announced = true;
+          copy?.lines.line(
+            `=== Jenkins agent ${config.name} for ${config.url}: remoting ${jar.version ?? "(version unknown)"}, agent.jar from ${jar.source}, ${report.transport}`,
+          );
+        }
+        await gate.release(lines, exited);
+      },
+      async discard(why: string) {
+        logger.info("stopping the remoting started ahead of the answer, unused", { reason: why });
+        discarding.abort();
+        const { run } = await done;
+        if (cds !== null) await settleArchive(cds, run, logger);
+        await gate.remove();
+      },
+    };
+  }
+}
+
+/** A remoting process started by the supervisor. */
+interface Remoting {
+  jar: AgentJar;
+  cds: CdsPlan | null;
+  done: Promise<{
+    run: LimitedRunResult;
+    state: RemotingState;
+    stoppedBecause: RemotingRun["stoppedBecause"];
+  }>;
+  /** Lets remoting read its arguments and go on (it waits for them until then). */
+  release(): Promise<void>;
+  /** Kills a remoting that never got its arguments (it made no request), and removes its files. */
+  discard(why: string): Promise<void>;
 }
 
 /** Runs remoting and watches its status lines: stops it on a refusal, a connect timeout, or when it lingers after `Terminated`. */
@@ -249,24 +394,29 @@ async function watchRemoting(
   config: AgentConfig,
   options: JenkinsAgentOptions,
   argv: string[],
-  secretFile: string,
+  gate: ArgsGate,
   secrets: string[],
   copy: JobLogCopy | undefined,
   stoppedBecause: (why: NonNullable<RemotingRun["stoppedBecause"]>) => void,
   timings: AgentTimings,
+  discard: AbortSignal,
 ): Promise<{ run: LimitedRunResult; state: RemotingState }> {
   const { logger } = options;
   const stop = new AbortController();
   const onInterrupt = () => stop.abort("interrupted");
   options.signal?.addEventListener("abort", onInterrupt, { once: true });
   if (options.signal?.aborted) onInterrupt();
+  // A remoting discarded before it had its arguments has done nothing: no grace period.
+  const killNow = options.killNow ? AbortSignal.any([options.killNow, discard]) : discard;
+  const onDiscard = () => stop.abort("cancelled");
+  discard.addEventListener("abort", onDiscard, { once: true });
   const timers: NodeJS.Timeout[] = [];
   const stopFor = (why: NonNullable<RemotingRun["stoppedBecause"]>) => {
     if (stop.signal.aborted) return;
     stoppedBecause(why);
     stop.abort("cancelled");
   };
-  let secretRemoved = false;
+  let argsRead = false;
   const log = new RemotingLog(
     (record) => diagnose(logger, record),
     (state) => {
@@ -304,17 +454,17 @@ async function watchRemoting(
     mask: buildMaskSet(secrets),
     logger,
     signal: stop.signal,
-    ...(options.killNow ? { killNow: options.killNow } : {}),
+    killNow,
     onStart: () => {
       timers.push(setTimeout(() => stopFor("connect-timeout"), config.connectTimeoutMs));
     },
     onOutput: (stream, data) => {
       copy?.lines.output(stream, data);
       log.write(stream, data);
-      if (!secretRemoved && stream === "stderr") {
-        // remoting has parsed its arguments (and read the secret file) before it logs anything.
-        secretRemoved = true;
-        void rm(secretFile, { force: true });
+      if (!argsRead && stream === "stderr") {
+        // remoting has parsed its arguments (and read the secret) before it logs anything.
+        argsRead = true;
+        void gate.remove();
       }
     },
   });
@@ -325,6 +475,8 @@ async function watchRemoting(
   } finally {
     for (const timer of timers) clearTimeout(timer);
     options.signal?.removeEventListener("abort", onInterrupt);
+    discard.removeEventListener("abort", onDiscard);
+    await gate.remove();
   }
 }
 

@@ -151,14 +151,21 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       const dir = workDir();
       const run = async (name: string) => {
         jenkins.addNode(name, { secret: SECRET, script: [] });
-        return (await runJenkins(name, { workDir: dir, mode: "jenkins" })).outcome;
+        return runJenkins(name, { workDir: dir });
       };
-      const first = await run("cache-1");
+      const first = (await run("cache-1")).outcome;
       expect(first.exitCode, first.summary).toBe(ExitCode.ok);
       expect(first.jenkins?.jar).toMatchObject({ source: "controller" });
       expect(first.jenkins?.cds?.result).toBe("created");
 
-      const second = await run("cache-2");
+      // Warm: remoting starts on the cached jar while the controller is asked (slowly, here), and
+      // makes no request before the answer confirms the jar.
+      jenkins.jarAnswerDelayMs = 1_500;
+      const warm = await run("cache-2").finally(() => {
+        jenkins.jarAnswerDelayMs = 0;
+      });
+      const second = warm.outcome;
+      expect(second.exitCode, second.summary).toBe(ExitCode.ok);
       expect(second.jenkins?.jar).toMatchObject({
         source: "cache",
         revalidated: true,
@@ -168,15 +175,44 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       const conditional = jenkins.requests.filter((r) => r.path === "/jnlpJars/agent.jar").at(-1)!;
       expect(conditional.status).toBe(304);
       expect(conditional.headers["if-none-match"]).toBeDefined();
+      const started = warm.log.entries().filter((e) => e.msg === "starting remoting");
+      expect(started).toHaveLength(1);
+      expect(started[0]?.waitsForAnswer).toBe(true);
+      expect(Date.parse(String(started[0]?.time))).toBeLessThan(conditional.at);
+      const discovery = jenkins.requests.filter(
+        (r) => r.path === "/tcpSlaveAgentListener/" && r.headers["node-name"] === "cache-2",
+      );
+      expect(discovery).toHaveLength(1);
+      expect(discovery[0]!.at).toBeGreaterThanOrEqual(conditional.at);
 
+      // Changed: the early remoting on the old jar is stopped unused; the new jar runs.
       jenkins.setJar(fakeRemotingJar("3356.changed"));
-      const third = await run("cache-3");
-      jenkins.setJar(jar);
+      const changed = await run("cache-3").finally(() => jenkins.setJar(jar));
+      const third = changed.outcome;
       expect(third.exitCode, third.summary).toBe(ExitCode.ok);
       expect(third.jenkins?.jar).toMatchObject({ source: "controller" });
+      expect(
+        changed.log
+          .entries()
+          .filter((e) => e.msg === "starting remoting")
+          .map((e) => [e.remotingVersion, e.waitsForAnswer]),
+      ).toEqual([
+        ["3355.v388858a_47b_33", true],
+        ["3356.changed", false],
+      ]);
       expect(third.jenkins?.jar?.sha256).not.toBe(first.jenkins?.jar?.sha256);
+      expect(changed.log.entries().map((e) => e.msg)).toContain(
+        "stopping the remoting started ahead of the answer, unused",
+      );
+      expect(
+        jenkins.requests.filter(
+          (r) => r.path === "/tcpSlaveAgentListener/" && r.headers["node-name"] === "cache-3",
+        ),
+      ).toHaveLength(1);
       expect(existsSync(first.jenkins!.jar!.path)).toBe(false);
       expect(existsSync(third.jenkins!.jar!.path)).toBe(true);
+      // No arguments file (it held the secret) is left behind.
+      expect(readdirSync(dir).filter((name) => name.startsWith(".remoting-args-"))).toEqual([]);
     });
 
     it("uses the image's jar when the controller serves none, and says why", async () => {

@@ -1,69 +1,85 @@
-import { createServer } from "node:http";
+import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { detectController, discoveryUrl, ExitCode, runAgent, silentLogger } from "../../agent-core/index.ts";
-import { agentConfigFor, startController, type TestController } from "../support/harness.ts";
+import {
+  DISCOVERY_PATH,
+  ExitCode,
+  parseAgentConfig,
+  runAgent,
+  silentLogger,
+  underController,
+} from "../../agent-core/index.ts";
+import { agentConfigFor, startController, type TestController, tempDir } from "../support/harness.ts";
 
 let ctl: TestController;
+const scratch = tempDir("mode-detection-");
 beforeAll(async () => {
   ctl = await startController();
 });
 afterAll(async () => {
   await ctl.close();
+  scratch.remove();
 });
 
+/** An HTTP server answering every request with `status` and `headers`; it records the paths asked. */
 async function server(headers: Record<string, string>, status = 404) {
-  const http = createServer((_req, res) => {
+  const paths: string[] = [];
+  const http = createServer((req: IncomingMessage, res) => {
+    paths.push(req.url ?? "");
     res.writeHead(status, headers);
     res.end("nothing here");
   });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   return {
     url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/base`,
+    paths,
     close: () => new Promise((resolve) => http.close(resolve)),
   };
 }
 
-describe("auto mode: one request decides", () => {
-  it("the reference controller answers its discovery route with the protocols it speaks", async () => {
-    const res = await fetch(discoveryUrl(ctl.controller.url));
-    expect(res.status).toBe(200);
-    expect(res.headers.get("x-agent-protocols")).toBe("1");
-    expect(await res.json()).toMatchObject({ controller: "reference", protocols: [1] });
-    expect(
-      await detectController(ctl.controller.url, { timeoutMs: 1_000, logger: silentLogger }),
-    ).toMatchObject({
-      kind: "native",
-    });
+function autoConfig(url: string, name: string) {
+  return parseAgentConfig({
+    url,
+    secret: "0123456789abcdef0123456789abcdef",
+    name,
+    workDir: scratch.path,
+    connectTimeoutMs: 300,
+    baseEnv: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
   });
+}
 
-  it("any answer with X-Jenkins is Jenkins (even a 403), anything else is native", async () => {
+describe("auto mode: one request decides, and it is the agent.jar request", () => {
+  it("an answer with X-Jenkins is Jenkins, even a 403: the same request was its agent.jar request", async () => {
     const jenkins = await server({ "X-Jenkins": "2.479.3" }, 403);
-    const other = await server({});
     try {
-      expect(await detectController(jenkins.url, { timeoutMs: 1_000, logger: silentLogger })).toMatchObject({
-        kind: "jenkins",
-        jenkinsVersion: "2.479.3",
-      });
-      expect(await detectController(other.url, { timeoutMs: 1_000, logger: silentLogger })).toMatchObject({
-        kind: "native",
-        how: "HTTP 404 without X-Jenkins (not a Jenkins controller)",
-      });
+      const outcome = await runAgent(autoConfig(jenkins.url, "auto-403"), { logger: silentLogger });
+      expect(outcome.mode).toBe("jenkins");
+      expect(outcome.jenkins?.jenkinsVersion).toBe("2.479.3");
+      expect(outcome.error?.code).toBe("AGENT_ERR_AGENT_JAR");
+      expect(outcome.summary).toContain("answered HTTP 403");
+      expect(jenkins.paths).toEqual(["/base/jnlpJars/agent.jar"]);
     } finally {
       await jenkins.close();
+    }
+  });
+
+  it("an answer without X-Jenkins is not Jenkins: the agent goes on natively", async () => {
+    const other = await server({});
+    try {
+      const outcome = await runAgent(autoConfig(other.url, "auto-other"), { logger: silentLogger });
+      expect(outcome.mode).toBe("native");
+      expect(outcome.exitCode).not.toBe(ExitCode.ok);
+      expect(other.paths[0]).toBe("/base/jnlpJars/agent.jar");
+      expect(other.paths.filter((p) => p.includes("jnlpJars"))).toHaveLength(1);
+    } finally {
       await other.close();
     }
   });
 
-  it("asks below the controller's path, and a ws:// URL needs no request", async () => {
-    expect(discoveryUrl("https://ci.example.com/base?x=1")).toBe(
-      "https://ci.example.com/base/agents/v1/discovery",
-    );
-    expect(
-      await detectController("ws://127.0.0.1:9/", { timeoutMs: 100, logger: silentLogger }),
-    ).toMatchObject({
-      kind: "native",
-    });
+  it("a ws:// URL is native without a request", async () => {
+    const outcome = await runAgent(autoConfig("ws://127.0.0.1:9/", "auto-ws"), { logger: silentLogger });
+    expect(outcome.mode).toBe("native");
+    expect(outcome.error?.code).toBe("AGENT_ERR_CONTROLLER_UNREACHABLE");
   });
 
   it("an agent in auto mode runs natively against the reference controller", async () => {
@@ -71,5 +87,13 @@ describe("auto mode: one request decides", () => {
     const outcome = await runAgent(config, { logger: silentLogger });
     expect(outcome.mode).toBe("native");
     expect(outcome.exitCode).toBe(ExitCode.idle);
+  });
+
+  it("the reference controller also answers its discovery route with the protocols it speaks", async () => {
+    const res = await fetch(underController(ctl.controller.url, DISCOVERY_PATH));
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-agent-protocols")).toBe("1");
+    expect(res.headers.get("x-jenkins")).toBeNull();
+    expect(await res.json()).toMatchObject({ controller: "reference", protocols: [1] });
   });
 });

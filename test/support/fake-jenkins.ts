@@ -58,6 +58,8 @@ export class FakeJenkins {
   readonly nodes = new Map<string, FakeNode>();
   tcpPortEnabled: boolean;
   loginStatus: number;
+  /** Holds every agent.jar answer this long (a slow network), to show what happens meanwhile. */
+  jarAnswerDelayMs = 0;
   readonly #http: ReturnType<typeof createServer>;
   readonly #tcp: Server;
   readonly #wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
@@ -137,6 +139,24 @@ export class FakeJenkins {
     });
   }
 
+  #answerJar(
+    req: IncomingMessage,
+    send: (status: number, body?: string | Buffer, headers?: Record<string, string>) => true,
+  ): true {
+    const jar = this.#jar;
+    if (jar === null) return send(404, "Not Found");
+    const headers = { ETag: jar.etag, "Last-Modified": jar.lastModified };
+    const since = req.headers["if-modified-since"];
+    if (req.headers["if-none-match"] === jar.etag || (since !== undefined && since === jar.lastModified)) {
+      return send(304, "", headers);
+    }
+    return send(200, jar.data, {
+      ...headers,
+      "Content-Type": "application/java-archive",
+      "Content-Length": String(jar.data.length),
+    });
+  }
+
   #answer(req: IncomingMessage, res: ServerResponse): boolean {
     res.setHeader("X-Jenkins", this.version);
     const path = new URL(req.url ?? "/", "http://x").pathname;
@@ -146,20 +166,12 @@ export class FakeJenkins {
       res.end(body);
       return true;
     };
-    if (path === "/jnlpJars/agent.jar") {
-      const jar = this.#jar;
-      if (jar === null) return send(404, "Not Found");
-      const headers = { ETag: jar.etag, "Last-Modified": jar.lastModified };
-      const since = req.headers["if-modified-since"];
-      if (req.headers["if-none-match"] === jar.etag || (since !== undefined && since === jar.lastModified)) {
-        return send(304, "", headers);
-      }
-      return send(200, jar.data, {
-        ...headers,
-        "Content-Type": "application/java-archive",
-        "Content-Length": String(jar.data.length),
-      });
+    if (path === "/jnlpJars/agent.jar" && this.jarAnswerDelayMs > 0) {
+      const delayMs = this.jarAnswerDelayMs;
+      setTimeout(() => this.#answerJar(req, send), delayMs);
+      return true;
     }
+    if (path === "/jnlpJars/agent.jar") return this.#answerJar(req, send);
     if (path === "/tcpSlaveAgentListener/") {
       if (!this.tcpPortEnabled) return send(404, "Not Found");
       return send(200, "Jenkins", {
