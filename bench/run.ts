@@ -29,6 +29,7 @@ import { shutdown } from "./measurements/shutdown.ts";
 import { startup } from "./measurements/startup.ts";
 import { steps } from "./measurements/steps.ts";
 import { throughput } from "./measurements/throughput.ts";
+import { webView } from "./measurements/web-view.ts";
 
 /** Version of the results file's shape. */
 export const RESULTS_SCHEMA = 1;
@@ -54,6 +55,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   shutdown,
   images,
   jenkins,
+  webView,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 

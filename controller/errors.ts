@@ -7,6 +7,9 @@ export type ControllerErrorCode =
   | "CONTROLLER_ERR_BAD_REQUEST"
   | "CONTROLLER_ERR_CONFLICT"
   | "CONTROLLER_ERR_UNREACHABLE"
+  | "CONTROLLER_ERR_UNAUTHORIZED"
+  | "CONTROLLER_ERR_FORBIDDEN"
+  | "CONTROLLER_ERR_CONFIG"
   | "CONTROLLER_ERR_INTERNAL";
 
 /** An error the HTTP API returns as `{ "error": { "code", "message", "problems" } }` with `status`. */

@@ -41,6 +41,8 @@ const FIGURE_IDS = [
   "image-build-default",
   "image-build-jenkins",
   "jenkins-first-request",
+  "webview-log-shown",
+  "webview-log-longest-task",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];
