@@ -1,4 +1,4 @@
-import { type AgentOutcome, type RunAgentOptions, runNativeAgent } from "./agent.ts";
+import type { AgentOutcome, RunAgentOptions } from "./agent.ts";
 import type { AgentConfig } from "./config/config.ts";
 import { type JenkinsRunReport, runJenkinsAgent } from "./jenkins/supervisor.ts";
 import { type JobLogCopy, openJobLogCopy } from "./logs/job-log.ts";
@@ -71,5 +71,7 @@ async function runInMode(
       how: `${protocol}// URL (Jenkins is reached over http(s))`,
     });
   }
+  // Loaded on demand: a Jenkins start does not parse the native agent's code (ws, the job channel).
+  const { runNativeAgent } = await import("./agent.ts");
   return { ...(await runNativeAgent(config, options, copy)), mode: "native" };
 }

@@ -4,7 +4,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/p
 import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import yauzl from "yauzl";
+import type { Entry, ZipFile } from "yauzl";
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import { getUrl, underController } from "./discovery.ts";
@@ -272,9 +272,11 @@ export async function inspectJar(
   };
 }
 
-function readManifest(path: string): Promise<string> {
+async function readManifest(path: string): Promise<string> {
+  // Loaded on demand: only a downloaded or baked jar is inspected, never a cached one.
+  const { default: yauzl } = await import("yauzl");
   return new Promise((resolve, reject) => {
-    yauzl.open(path, { lazyEntries: true, autoClose: true }, (openError, zip) => {
+    yauzl.open(path, { lazyEntries: true, autoClose: true }, (openError: Error | null, zip: ZipFile) => {
       if (openError || !zip)
         return reject(new Error(`not a zip file (${openError?.message ?? "unreadable"})`));
       let found = false;
@@ -282,7 +284,7 @@ function readManifest(path: string): Promise<string> {
       zip.on("end", () => {
         if (!found) reject(new Error("no META-INF/MANIFEST.MF"));
       });
-      zip.on("entry", (entry: yauzl.Entry) => {
+      zip.on("entry", (entry: Entry) => {
         if (entry.fileName !== "META-INF/MANIFEST.MF") return zip.readEntry();
         found = true;
         if (entry.uncompressedSize > 1_048_576) {
