@@ -5,12 +5,14 @@ import type { JavaRuntime } from "./java.ts";
 import type { JenkinsSettings } from "./settings.ts";
 
 /**
- * JVM flags for a short-lived JVM that serves one build, chosen by measurement (bench/, Jenkins
- * start): the serial collector (no GC threads to start, least memory on a small heap), C1 only
- * (compiles sooner; remoting itself is I/O-bound while the build runs in child processes), no
- * hsperfdata file in /tmp. The user's JENKINS_JAVA_OPTS come after these, so they win.
+ * JVM flags for a short-lived JVM that serves one build, chosen by measurement (docs/performance.md,
+ * Jenkins start): C1 only (compiles sooner; remoting itself is I/O-bound while the build runs in
+ * child processes) and no hsperfdata file in /tmp. The collector stays the JVM's default (G1):
+ * on JDK 17 only G1 maps the heap objects of the class-data archives, and with the archive G1
+ * started sooner than the serial collector. The user's JENKINS_JAVA_OPTS come after these, so
+ * they win.
  */
-export const FAST_START_FLAGS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData"] as const;
+export const FAST_START_FLAGS = ["-XX:TieredStopAtLevel=1", "-XX:-UsePerfData"] as const;
 
 /** Heap sizing: a quarter of the platform's memory (the JVM's own default share), within these bounds. */
 export const HEAP_SHARE = 0.25;
@@ -105,8 +107,7 @@ export function remotingCommand(input: RemotingCommandInput): {
   const { settings } = input;
   const user = settings.javaOpts;
   const jvm: string[] = [];
-  const choosesGc = user.some((opt) => /^-XX:[+]Use\w+GC$/.test(opt));
-  jvm.push(...FAST_START_FLAGS.filter((flag) => !(choosesGc && flag === "-XX:+UseSerialGC")));
+  jvm.push(...FAST_START_FLAGS);
   const setsHeap = user.some((opt) =>
     /^-Xmx|^-XX:(MaxRAM|MaxRAMPercentage|MaxRAMFraction|MaxHeapSize)=/.test(opt),
   );

@@ -41,6 +41,7 @@ const FIGURE_IDS = [
   "image-build-default",
   "image-build-jenkins",
   "jenkins-first-request",
+  "jenkins-warm-lambda-first-request",
   "webview-log-shown",
   "webview-log-longest-task",
 ];
