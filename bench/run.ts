@@ -20,11 +20,13 @@ import {
 import { ROOT, removeTempDirs, tempDir } from "./lib/peers.ts";
 import { killStartedChildren } from "./lib/proc.ts";
 import { bundles } from "./measurements/bundles.ts";
+import { controllerScale } from "./measurements/controller-scale.ts";
 import { disk } from "./measurements/disk.ts";
 import { images } from "./measurements/images.ts";
 import { jenkins } from "./measurements/jenkins.ts";
 import { latency } from "./measurements/latency.ts";
 import { memory } from "./measurements/memory.ts";
+import { packaging } from "./measurements/packaging.ts";
 import { shutdown } from "./measurements/shutdown.ts";
 import { startup } from "./measurements/startup.ts";
 import { steps } from "./measurements/steps.ts";
@@ -56,6 +58,8 @@ const MEASUREMENTS: readonly Measurement[] = [
   images,
   jenkins,
   webView,
+  packaging,
+  controllerScale,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 

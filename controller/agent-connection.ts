@@ -48,6 +48,18 @@ export interface JobStream {
   duplicates: number;
 }
 
+/** The stream of a job that no message has arrived for yet. */
+export function newJobStream(job: Job): JobStream {
+  return {
+    job,
+    lastSeq: 0,
+    nextStep: 0,
+    runningStep: undefined,
+    offsets: { stdout: 0, stderr: 0 },
+    duplicates: 0,
+  };
+}
+
 const LINGER_AFTER_JOB_MS = 30_000;
 
 /**
@@ -63,6 +75,11 @@ export class AgentConnection {
   stream: JobStream | undefined;
   /** Set when a newer connection of the same agent took over (a resume): its close is not a loss. */
   superseded = false;
+  /**
+   * Set when the agent's name is spent (its job ended) and the connection was let in only to
+   * resume that job: a hello without that resume is refused.
+   */
+  resumeOnly: string | undefined;
   #state: State = "awaiting-hello";
   readonly #socket: WebSocket;
   readonly #handlers: AgentConnectionHandlers;
@@ -123,14 +140,7 @@ export class AgentConnection {
   assign(job: Job): void {
     if (this.#state !== "idle")
       throw new Error(`cannot assign a job to agent ${this.name} in state ${this.#state}`);
-    this.stream = {
-      job,
-      lastSeq: 0,
-      nextStep: 0,
-      runningStep: undefined,
-      offsets: { stdout: 0, stderr: 0 },
-      duplicates: 0,
-    };
+    this.stream = newJobStream(job);
     this.#state = "busy";
     this.#socket.send(encodeMessage({ v: 1, type: "job", job }));
   }
@@ -148,14 +158,11 @@ export class AgentConnection {
    * Answers a resuming hello for a job that already ended with this agent's `job-end` (its ack
    * was lost): `resume` with the last seq stored and `ended: true`. Nothing more is accepted.
    */
-  confirmEnded(stream: JobStream): void {
+  confirmEnded(jobId: string, jobEndSeq: number): void {
     if (this.#state !== "idle")
       throw new Error(`cannot confirm the end of a job on agent ${this.name} in state ${this.#state}`);
-    this.stream = stream;
     this.#state = "done";
-    this.#socket.send(
-      encodeMessage({ v: 1, type: "resume", jobId: stream.job.id, seq: stream.lastSeq, ended: true }),
-    );
+    this.#socket.send(encodeMessage({ v: 1, type: "resume", jobId, seq: jobEndSeq, ended: true }));
     setTimeout(() => this.close(CloseCode.normal, "job done"), LINGER_AFTER_JOB_MS).unref();
   }
 
@@ -205,13 +212,14 @@ export class AgentConnection {
       return;
     }
     const stream = this.#requireStream(message.type);
-    if (this.#isDuplicate(stream, message.seq)) return;
+    // The job first: a seq already used does not make a message about another job a duplicate.
     if (message.jobId !== stream.job.id) {
       throw new ProtocolError(
         CloseCode.invalidMessage,
         `${message.type} names job ${message.jobId}, but the agent runs ${stream.job.id}`,
       );
     }
+    if (this.#isDuplicate(stream, message.seq)) return;
     switch (message.type) {
       case "step-start": {
         const expected = stream.job.steps[stream.nextStep];

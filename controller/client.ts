@@ -1,5 +1,5 @@
 import { ControllerApiError } from "./errors.ts";
-import type { JobEvent, JobRecord } from "./job-store.ts";
+import type { JobEvent, JobRecord } from "./job-record.ts";
 
 export interface ControllerClientOptions {
   /** The controller's API token, sent as `Authorization: Bearer`. */

@@ -4,6 +4,11 @@ import * as z from "zod";
 import { type ConfigProblem, idSchema, type Job, shellSchema, zodProblems } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 
+/** Most infrastructure retries a job may ask for. */
+export const MAX_INFRASTRUCTURE_RETRIES = 10;
+/** Deepest nesting of arrays and objects a submission may have (a real job needs 4). */
+export const MAX_SUBMISSION_DEPTH = 32;
+
 /**
  * A job as submitted (HTTP API body, or a YAML/JSON job file). Durations are milliseconds or
  * strings such as "500ms", "30s", "5m", "1h".
@@ -44,6 +49,11 @@ export const jobSubmissionSchema = z
     /** Exported to every step and masked in logs; never stored. */
     secrets: envSchema.optional(),
     timeout: durationSchema.optional(),
+    /** Attempts retried when they end for a platform cause (never for a user failure). */
+    retry: z
+      .object({ infrastructure: z.number().int().min(0).max(MAX_INFRASTRUCTURE_RETRIES) })
+      .strict()
+      .optional(),
     steps: z
       .array(stepSubmissionSchema)
       .min(1)
@@ -73,6 +83,8 @@ export interface PreparedJob {
   labels: string[];
   /** The submission with secret values replaced by "***". */
   stored: ParsedSubmission;
+  /** The job's own retry policy, when it sets one. */
+  retry: { infrastructure: number } | undefined;
 }
 
 export function durationMs(value: number | string): number {
@@ -85,6 +97,15 @@ export function durationMs(value: number | string): number {
 
 /** Validates a submission and builds the protocol `job` for it. Throws ControllerApiError (400) listing every problem. */
 export function prepareJob(input: unknown, jobId: string): PreparedJob {
+  const depth = nestingDepth(input, MAX_SUBMISSION_DEPTH);
+  if (depth > MAX_SUBMISSION_DEPTH) {
+    throw invalidJob([
+      {
+        field: "(submission)",
+        message: `Expected arrays and objects nested at most ${MAX_SUBMISSION_DEPTH} levels deep, got more than ${MAX_SUBMISSION_DEPTH}`,
+      },
+    ]);
+  }
   const parsed = jobSubmissionSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) throw invalidJob(zodProblems(parsed.error, new Set(["secrets"])));
   const submission = parsed.data;
@@ -114,7 +135,24 @@ export function prepareJob(input: unknown, jobId: string): PreparedJob {
       ? { secrets: Object.fromEntries(Object.keys(secrets).map((k) => [k, "***"])) }
       : {}),
   };
-  return { job, labels: submission.labels, stored };
+  return { job, labels: submission.labels, stored, retry: submission.retry };
+}
+
+/**
+ * How deep arrays and objects nest in `value`, counted without recursion (so any depth is
+ * measured safely); stops counting past `limit`.
+ */
+export function nestingDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 0]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (item === null || typeof item !== "object") continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > limit) return deepest;
+    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return deepest;
 }
 
 /**

@@ -34,9 +34,17 @@ const FIGURE_IDS = [
   "bundle-controller-total-bytes",
   "bundle-controller-total-gzip",
   "shutdown-sigterm",
+  "controller-dispatch-p50",
+  "controller-dispatch-p99",
+  "controller-stored-rate",
+  "controller-cpu",
+  "controller-rss",
+  "controller-limit",
   "image-default-compressed",
+  "image-default-compressed-9",
   "image-default-uncompressed",
   "image-jenkins-compressed",
+  "image-jenkins-compressed-9",
   "image-jenkins-uncompressed",
   "image-build-default",
   "image-build-jenkins",
@@ -44,6 +52,7 @@ const FIGURE_IDS = [
   "jenkins-warm-lambda-first-request",
   "webview-log-shown",
   "webview-log-longest-task",
+  "osls-package",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { inflateRawSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -113,6 +113,16 @@ describe("serverless.yml, packaged offline with osls", () => {
       readFileSync(join(packageDir(), "cloudformation-template-update-stack.json"), "utf8"),
     ) as Template;
   }, 90_000);
+
+  it("packages offline with dummy credentials: the CloudFormation templates and one artifact, nothing else", () => {
+    // How long packaging takes is measured by the bench (`npm run bench`, row "osls package").
+    expect(readdirSync(packageDir()).sort()).toEqual([
+      "cloudformation-template-create-stack.json",
+      "cloudformation-template-update-stack.json",
+      expect.stringMatching(/\.zip$/),
+      "serverless-state.json",
+    ]);
+  });
 
   it("defines the two jnlp-agent-* functions: nodejs22.x, arm64, 900 s, deliberate memory and /tmp", () => {
     const functions = Object.fromEntries(
