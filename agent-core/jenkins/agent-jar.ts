@@ -255,6 +255,16 @@ async function removeOtherJars(dir: string, keep: string): Promise<void> {
 }
 
 /**
+ * The jar baked into the image at `path` (JENKINS_AGENT_FILE), or undefined when there is none
+ * there (nothing was baked in) or it is not a jar (then the fallback says so, if it is needed).
+ */
+export async function bakedJar(path: string | null): Promise<AgentJar | undefined> {
+  if (path === null) return undefined;
+  const inspected = await inspectJar(path).catch(() => undefined);
+  return inspected === undefined ? undefined : { path, source: "image", revalidated: false, ...inspected };
+}
+
+/**
  * Checks that `path` is a jar (a zip whose `META-INF/MANIFEST.MF` names a `Main-Class`) and reads
  * the remoting version from the manifest (`Version`, else `Implementation-Version`).
  */

@@ -3,6 +3,7 @@ export {
   type AgentJar,
   AgentJarError,
   askForAgentJar,
+  bakedJar,
   controllerKey,
   fallbackJar,
   inspectJar,

@@ -13,6 +13,7 @@ import { buildMaskSet } from "../logs/masker.ts";
 import {
   type AgentJar,
   askForAgentJar,
+  bakedJar,
   fallbackJar,
   type JarAnswer,
   type JarCache,
@@ -146,13 +147,22 @@ export async function runJenkinsAgent(
   javaLookup.catch(() => {}); // awaited below, once the controller is known to be Jenkins
   let early: Remoting | undefined;
   let cache: JarCache;
+  // The image's jar (JENKINS_AGENT_FILE) is run in place of the same jar from the controller: it
+  // has the class-data archive built with the image (agent.jsa beside it).
+  let baked: AgentJar | undefined;
+  const preferBaked = (jar: AgentJar): AgentJar =>
+    baked !== undefined && jar.source !== "image" && jar.sha256 === baked.sha256
+      ? { ...baked, revalidated: jar.revalidated || jar.source === "controller" }
+      : jar;
   try {
     await mkdir(config.workDir, { recursive: true });
     cache = await readJarCache(cacheDir, config.url);
-    if (cache.jar !== undefined && !options.signal?.aborted) {
+    baked = await bakedJar(settings.agentFile);
+    const candidate = cache.jar !== undefined ? preferBaked(cache.jar) : baked;
+    if (candidate !== undefined && !options.signal?.aborted) {
       // Start ahead of the answer: the JVM boots while the controller is asked.
       const java = await javaLookup.catch(() => null);
-      if (java !== null) early = await startRemoting(cache.jar, java, { gatedOnly: true });
+      if (java !== null) early = await startRemoting(candidate, java, { gatedOnly: true });
     }
   } catch (error) {
     return {
@@ -219,9 +229,10 @@ export async function runJenkinsAgent(
 
   let remoting: Remoting;
   try {
-    const jar =
+    const jar = preferBaked(
       answer?.jar ??
-      (await fallbackJar(cache, settings.agentFile, answer?.failure ?? unanswered ?? "no answer", logger));
+        (await fallbackJar(cache, settings.agentFile, answer?.failure ?? unanswered ?? "no answer", logger)),
+    );
     const java = await javaLookup;
     if (early !== undefined && early.jar.path === jar.path && early.jar.sha256 === jar.sha256) {
       remoting = early;

@@ -215,6 +215,15 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       expect(readdirSync(dir).filter((name) => name.startsWith(".remoting-args-"))).toEqual([]);
     });
 
+    it("runs the image's jar in place of the same jar from the controller, started before the answer", async () => {
+      jenkins.addNode("baked-same", { secret: SECRET, script: [] });
+      const { outcome, log } = await runJenkins("baked-same", { jenkins: { agentFile: jar } });
+      expect(outcome.exitCode, outcome.summary).toBe(ExitCode.ok);
+      expect(outcome.jenkins?.jar).toMatchObject({ source: "image", path: jar, revalidated: true });
+      const started = log.entries().filter((e) => e.msg === "starting remoting");
+      expect(started.map((e) => e.waitsForAnswer)).toEqual([true]);
+    });
+
     it("uses the image's jar when the controller serves none, and says why", async () => {
       jenkins.setJar(null);
       jenkins.addNode("baked-1", { secret: SECRET, script: [] });
