@@ -15,6 +15,7 @@ import { startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
 import { FakeJenkins } from "../support/fake-jenkins.ts";
 import { fakeRemotingJar, JAVAC_MISSING } from "../support/fake-remoting-jar.ts";
 import { captureLogger, ENTRYPOINT, tempDir, until } from "../support/harness.ts";
+import { httpProxy } from "../support/http-proxy.ts";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
 
@@ -248,6 +249,32 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
         expect(outcome.summary).toContain("did not send a jar");
       } finally {
         jenkins.setJar(jar);
+      }
+    });
+  });
+
+  describe("proxies", () => {
+    it("auto mode's one request and the jar download go through HTTP_PROXY (a controller only the proxy can reach)", async () => {
+      const port = new URL(jenkins.url).port;
+      // `controller.invalid` cannot resolve (RFC 6761): only the proxy reaches it.
+      const proxy = await httpProxy({ "controller.invalid": "127.0.0.1" });
+      const saved = process.env.HTTP_PROXY;
+      process.env.HTTP_PROXY = proxy.url;
+      try {
+        jenkins.addNode("proxied-1", { secret: SECRET, script: [] });
+        const { outcome } = await runJenkins("proxied-1", {
+          url: `http://controller.invalid:${port}/`,
+          connectTimeoutMs: 3_000,
+        });
+        expect(outcome.mode).toBe("jenkins");
+        expect(outcome.jenkins?.jar).toMatchObject({ source: "controller" });
+        expect(proxy.handled).toContainEqual({ kind: "forward", target: `controller.invalid:${port}` });
+        // remoting's own connection follows its own proxy rules (none given here): it cannot resolve the name.
+        expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
+      } finally {
+        if (saved === undefined) delete process.env.HTTP_PROXY;
+        else process.env.HTTP_PROXY = saved;
+        await proxy.close();
       }
     });
   });
