@@ -113,7 +113,8 @@ export async function runJenkinsAgent(
     timings.endedAt = Date.now();
     copy?.lines.line(`=== ${result.summary}`);
     logger[result.exitCode === 0 ? "info" : "error"]("agent finished", {
-      mode: "jenkins",
+      // Auto mode that never had the controller's answer cannot tell what it is.
+      mode: options.auto && !answered ? null : "jenkins",
       exitCode: result.exitCode,
       summary: result.summary,
       code: result.error?.code,
@@ -138,6 +139,7 @@ export async function runJenkinsAgent(
     return end({ exitCode, summary: agentError.message, error: agentError });
   };
 
+  let answered = false;
   const cacheDir = join(config.workDir, "cache", "jenkins");
   const javaLookup = findJava({
     javaBin: settings.javaBin,
@@ -215,6 +217,7 @@ export async function runJenkinsAgent(
   } finally {
     options.signal?.removeEventListener("abort", onInterrupt);
   }
+  answered = answer !== undefined;
   if (options.auto && answer?.jenkinsVersion === null) {
     await early?.discard("the controller is not Jenkins");
     return { mode: "native", how: `${answer.failure ?? `HTTP ${answer.status}`} (not a Jenkins controller)` };
