@@ -15,6 +15,7 @@ import {
   isLogLevel,
   type JenkinsSettingsInput,
   type LogLevel,
+  MAX_DURATION_MS,
   parseAgentConfig,
   parseAgentMode,
   proxyProblems,
@@ -34,15 +35,17 @@ export type LaunchPlan =
   | { kind: "version" }
   /** jenkins-agent behaviour: a single non-option argument is executed as a command. */
   | { kind: "exec"; argv: string[] }
-  /** Run the agent. `ignored`: remoting flags accepted for compatibility, without effect (the agent's reconnect policy governs). */
+  /**
+   * Run the agent. `ignored`: remoting flags and variables accepted for compatibility, without
+   * effect. `secrets`: every value that is or may be the secret (never shown, never given to steps).
+   */
   | {
       kind: "agent";
       config: AgentConfig;
       logLevel: LogLevel;
       ignored: string[];
       cloudWatch: CloudWatchSettings;
-      /** The arguments as given with every secret value replaced by `***` (for the process title). */
-      redactedArgv: string[];
+      secrets: string[];
     };
 
 /** The environment as `process.env` gives it. */
@@ -363,7 +366,10 @@ function agentPlan(
   if (labels !== undefined) put("labels", labels.value, labels.from);
   for (const { variable, field, value } of readTunables(env, problems)) put(field, value, variable);
   problems.push(...proxyProblems(env));
-  const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, { unit: "milliseconds" });
+  const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, {
+    unit: "milliseconds",
+    max: MAX_DURATION_MS,
+  });
   if (maxDurationMs !== undefined) put("deadlineAt", Date.now() + maxDurationMs, MAX_DURATION_ENV);
   input.runtime = resolveRuntime(env, problems);
   input.baseEnv = childEnv(env, secrets);
@@ -386,7 +392,7 @@ function agentPlan(
     logLevel,
     ignored: unique(scan.ignored),
     cloudWatch,
-    redactedArgv: argv.map((arg) => secrets.reduce((out, secret) => out.split(secret).join("***"), arg)),
+    secrets,
   };
 }
 
@@ -699,7 +705,8 @@ Environment:
                                AWS_ECS, else local)
   AGENT_SECRET                 never passed on to steps either
   AGENT_MAX_DURATION_MS        stop the job this long after the agent started, reporting it as
-                               \`deadline\` (ECS/Fargate have no deadline of their own; default none)
+                               \`deadline\` (ECS/Fargate have no deadline of their own; default none;
+                               at most 365 days)
   AGENT_MODE                   auto, native or jenkins (as --mode)
   HTTPS_PROXY, HTTP_PROXY      http(s):// proxy for https/wss and http/ws URLs (the controller, the
   ALL_PROXY, NO_PROXY          agent.jar download, the AWS SDK); ALL_PROXY for both; NO_PROXY:
@@ -716,7 +723,7 @@ Jenkins mode (as the jenkins/inbound-agent image reads them):
   JENKINS_AGENT_FILE           agent.jar baked into the image, used when the controller serves none
   AGENT_JAVA_CDS               on (default) or off: class-data sharing for agent.jar
 
-Tunables (non-negative integers, milliseconds or bytes):
+Tunables (non-negative integers, milliseconds (at most one day) or bytes):
 ${renderTunables()}
 
 Exit codes:

@@ -48,8 +48,11 @@ const STEP_ID = "remoting";
 /**
  * The default runner: the job runner with a one-step job, so that remoting gets exactly what a
  * job's step gets: the deadline (SIGTERM at `deadlineAt - graceMs`, SIGKILL at `deadlineAt`; not
- * started at all when too little time is left), the disk budget, masking, peak memory, and every
- * process it left in its process group stopped afterwards.
+ * started at all when too little time is left), the disk budget, masking, peak memory, and the
+ * job runner's process tracking: remoting and everything the build starts carry the job's
+ * `AGENT_TRACKING_ID` (runner/job-processes.ts), so that every process left behind, in
+ * remoting's process group or one of its own (`setsid`, a daemonized build tool), is stopped
+ * afterwards, and the leftovers of an agent that died mid-build are stopped before remoting starts.
  */
 export const runLimited: RunLimited = async (options) => {
   const sink: JobSink = {
