@@ -381,6 +381,16 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       expect(outcome.jenkins?.remotingExit?.signal).toBe("SIGKILL");
     });
 
+    it("a process the build moved out of remoting's process group (setsid) is stopped when remoting ends", async () => {
+      jenkins.addNode("escape-1", { secret: SECRET, script: ["spawn-detached 300"] });
+      const { outcome, log } = await runJenkins("escape-1", { mode: "jenkins" });
+      expect(outcome.exitCode, outcome.summary).toBe(ExitCode.ok);
+      const line = log.entries().find((e) => /spawned pid \d+/.test(String(e.msg)));
+      const pid = Number(/spawned pid (\d+)/.exec(String(line?.msg))?.[1]);
+      expect(pid).toBeGreaterThan(0);
+      await until(() => !pidAlive(pid), 5_000, "the detached process to be gone");
+    });
+
     it("a build over the disk budget stops remoting: exit 5", async () => {
       jenkins.addNode("disk-1", { secret: SECRET, script: ["fill-disk 400000000", "hang"] });
       const { outcome } = await runJenkins("disk-1", {

@@ -31,7 +31,7 @@ export interface FakeJenkinsOptions {
 
 export interface FakeNode {
   secret: string;
-  /** Commands for the fake remoting: echo X, log X, print-secret, ignore-sigterm, fill-disk N, spawn S, sleep MS, halt N, hang. */
+  /** Commands for the fake remoting: echo X, log X, print-secret, ignore-sigterm, fill-disk N, spawn S, spawn-detached S, sleep MS, halt N, hang. */
   script: string[];
 }
 
