@@ -2,14 +2,14 @@ import { mkdir } from "node:fs/promises";
 import { arch, platform } from "node:os";
 import type { AgentConfig } from "./config/config.ts";
 import { AgentError, ControllerRefusedError } from "./errors.ts";
-import { ExitCode, type ExitCodeValue } from "./exit-codes.ts";
+import { ExitCode, type ExitCodeValue, interruptCode } from "./exit-codes.ts";
 import { type JobOutcome, runJob } from "./job/run-job.ts";
 import { type DeadlinePlan, msUntilStop } from "./limits/deadline.ts";
 import { diskBudgetBytes } from "./limits/disk-budget.ts";
 import type { Logger } from "./logger.ts";
 import type { CloudWatchSettings } from "./logs/cloudwatch/settings.ts";
 import type { CloudWatchSinkSummary, CreateCloudWatchSinkOptions } from "./logs/cloudwatch/sink.ts";
-import { type JobLogCopy, type JobLogLocation, openJobLogCopy } from "./logs/job-log.ts";
+import type { JobLogCopy, JobLogLocation } from "./logs/job-log.ts";
 import { JobOutputTee } from "./logs/job-output.ts";
 import { buildMaskSet, maskText } from "./logs/masker.ts";
 import { CloseCode } from "./protocol/close-codes.ts";
@@ -66,39 +66,12 @@ type Ending = Omit<AgentOutcome, "timings">;
 const CAPABILITIES = ["output-binary-v1", "cancel", "step-timeout", "job-timeout", "continue-on-error"];
 
 /**
- * Runs the agent once: connect, say hello, take one job, run it, report it, clean up.
- * Never throws for expected failures; the outcome carries the exit code. The process is kept
- * alive until the outcome is decided (a ref'd handle), so it can never end early with no exit
- * code because everything pending waits on unref'd timers.
- *
- * @example
- * const outcome = await runAgent(parseAgentConfig(input), { logger, signal });
- * process.exitCode = outcome.exitCode;
+ * Native mode (protocol v1 to the reference controller), in order: connect -> hello -> wait for a
+ * job -> run it -> report it -> clean up. Called by `runAgent` (run-agent.ts), which holds the
+ * process open, masks the secret in `options.logger` and owns the log copy. Never throws for
+ * expected failures; the outcome carries the exit code.
  */
-export async function runAgent(config: AgentConfig, options: RunAgentOptions): Promise<AgentOutcome> {
-  const keepAlive = setInterval(() => {}, 1 << 30);
-  try {
-    // The agent's secret is masked in every diagnostic from the start.
-    const agentMask = buildMaskSet([config.secret], options.logger);
-    const logger = options.logger.redacting((line) => maskText(line, agentMask));
-    // The log copy's SDK loads while the agent connects.
-    const copy = options.cloudWatch
-      ? openJobLogCopy(options.cloudWatch.settings, logger, options.cloudWatch.clientConfig)
-      : undefined;
-    const flushMs = options.logFlushTimeoutMs ?? 5_000;
-    // The phases end early enough to leave the log copy its flush before `returnBy`.
-    const returnBy = options.returnBy === undefined ? undefined : options.returnBy - (copy ? flushMs : 0);
-    const outcome = await runPhases(config, { ...options, logger, ...(returnBy ? { returnBy } : {}) }, copy);
-    if (copy === undefined) return outcome;
-    const summary = await copy.close(Math.max(0, Math.min(flushMs, msUntil(options.returnBy) ?? Infinity)));
-    return { ...outcome, logs: { ...copy.location, summary } };
-  } finally {
-    clearInterval(keepAlive);
-  }
-}
-
-/** The phases, in order: connect -> hello -> wait for a job -> run it -> report it -> clean up. */
-async function runPhases(
+export async function runNativeAgent(
   config: AgentConfig,
   options: RunAgentOptions,
   copy: JobLogCopy | undefined,
@@ -405,14 +378,6 @@ function exitCodeFor(outcome: JobOutcome, interrupt: AbortSignal | undefined): E
     default:
       return ExitCode.jobFailed;
   }
-}
-
-function interruptCode(signal: AbortSignal): ExitCodeValue {
-  return signal.reason === "SIGINT" ? ExitCode.sigint : ExitCode.sigterm;
-}
-
-function msUntil(at: number | undefined): number | undefined {
-  return at === undefined ? undefined : at - Date.now();
 }
 
 function summarize(job: Job, outcome: JobOutcome): string {

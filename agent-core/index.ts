@@ -1,10 +1,11 @@
 /** The agent core's public face. Wrappers and the controller import only from here. */
-export { type AgentOutcome, type AgentTimings, type RunAgentOptions, runAgent } from "./agent.ts";
+export type { AgentOutcome, AgentTimings, RunAgentOptions } from "./agent.ts";
 export { CLIP_CHARS, clip } from "./clip.ts";
 export * from "./config/index.ts";
 export * from "./errors.ts";
 export * from "./exit-codes.ts";
 export { formatBytes } from "./format.ts";
+export * from "./jenkins/index.ts";
 export { type JobOutcome, type JobSink, type OutputFlow, runJob, type StepOutcome } from "./job/run-job.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
 export { DiskWatcher, diskBudgetBytes, filesystemSpace, largestDirectories } from "./limits/disk-budget.ts";
@@ -33,6 +34,7 @@ export {
 export { type LongTimeout, MAX_TIMER_MS, setLongTimeout } from "./long-timer.ts";
 export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFor } from "./net/proxy.ts";
 export * from "./protocol/index.ts";
+export { type AgentRunOutcome, runAgent } from "./run-agent.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
 export {
   type ChannelEffect,

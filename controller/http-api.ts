@@ -1,6 +1,7 @@
 import { createReadStream } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
+import { AGENT_VERSION, DISCOVERY_PATH, PROTOCOL_VERSION, PROTOCOLS_HEADER } from "../agent-core/index.ts";
 import { type ApiAuth, authorize } from "./auth.ts";
 import { ControllerApiError } from "./errors.ts";
 import type { ReadEvent } from "./job-files.ts";
@@ -62,6 +63,16 @@ const MAX_BODY_BYTES = 1_048_576;
 /** The API's own routes (see the README's HTTP API table). */
 export const API_ROUTES: readonly Route[] = [
   { method: "GET", path: "/healthz", public: true, handle: ({ res }) => sendJson(res, 200, { ok: true }) },
+  {
+    // What speaks here: an agent in `auto` mode asks once (a Jenkins controller would answer with X-Jenkins).
+    method: "GET",
+    path: `/${DISCOVERY_PATH}`,
+    public: true,
+    handle: ({ res }) => {
+      res.setHeader(PROTOCOLS_HEADER, String(PROTOCOL_VERSION));
+      sendJson(res, 200, { controller: "reference", protocols: [PROTOCOL_VERSION], version: AGENT_VERSION });
+    },
+  },
   {
     method: "GET",
     path: "/api/v1/agents",

@@ -2,6 +2,7 @@ import { tmpdir } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import * as z from "zod";
 import {
+  AGENT_MODES,
   type AgentConfig,
   type AgentConfigInput,
   agentConfigSchema,
@@ -38,6 +39,8 @@ export const lambdaEventSchema = z.object({
   work_dir: z.string().optional(),
   /** Run the self-test instead of an agent. */
   smoke: z.boolean().optional(),
+  /** auto (default), native or jenkins; wins over the function's AGENT_MODE. */
+  mode: z.enum(AGENT_MODES).optional(),
 });
 export type LambdaEvent = z.infer<typeof lambdaEventSchema>;
 
@@ -68,6 +71,8 @@ interface Common {
 export interface AgentInvocation extends Common {
   kind: "agent";
   config: AgentConfig;
+  /** Really on Lambda (`LAMBDA_TASK_ROOT` is set): /tmp belongs to this function alone. */
+  onLambda: boolean;
 }
 
 /** Run the self-test; with `url`, also check the controller (with `name`/`secret`, authenticated). */
@@ -192,6 +197,8 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
     runtime: "lambda",
     deadlineAt: Math.max(1, Math.floor(deadlineAt)),
     baseEnv: stepEnv,
+    mode: data?.mode ?? settings.mode ?? "auto",
+    jenkins: settings.jenkins,
     ...settings.tunables,
   };
   const parsed = agentConfigSchema.safeParse(input, REPORT_INPUT);
@@ -212,7 +219,18 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
   if (problems.length > 0 || !parsed.success || cloudWatch === undefined) {
     return fail("the invocation cannot start an agent");
   }
-  return { kind: "agent", config: parsed.data, logLevel, settings, layout, deadlineAt, notes, cloudWatch };
+  const onLambda = (launch.env.LAMBDA_TASK_ROOT ?? "") !== "";
+  return {
+    kind: "agent",
+    config: parsed.data,
+    logLevel,
+    settings,
+    layout,
+    deadlineAt,
+    notes,
+    cloudWatch,
+    onLambda,
+  };
 }
 
 /**

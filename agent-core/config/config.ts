@@ -3,6 +3,7 @@ import { join } from "node:path";
 import * as z from "zod";
 import { clip } from "../clip.ts";
 import { ConfigError, type ConfigProblem } from "../errors.ts";
+import { agentModeSchema, jenkinsSettingsSchema } from "../jenkins/settings.ts";
 import { MIN_SECRET_CHARS } from "../logs/masker.ts";
 import { runtimeKindSchema } from "../protocol/messages.ts";
 
@@ -95,6 +96,10 @@ export const agentConfigSchema = z.object({
   handshakeTimeoutMs: ms(1).default(10_000),
   /** Environment given to every step before the job's own (never contains the agent's secret). */
   baseEnv: z.record(z.string(), z.string()).default({}),
+  /** `auto` asks the controller what it is; `native` speaks protocol v1; `jenkins` runs remoting's agent.jar. */
+  mode: agentModeSchema.default("auto"),
+  /** Jenkins mode: transport, Java and remoting options (see jenkins/settings.ts). */
+  jenkins: jenkinsSettingsSchema.prefault({}),
 });
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
