@@ -28,3 +28,4 @@ export { buildMaskSet, MASK, type MaskSet, maskText, maskVariants, StreamMasker 
 export * from "./protocol/index.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
 export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";
+export * from "./workspace/index.ts";

@@ -1,0 +1,21 @@
+/** Workspaces: creating and removing them, tar in (safe extraction) and out (artifacts), warm caches. */
+export { Digester, DigestStream, type StreamDigest } from "./digest.ts";
+export {
+  linkTargetRefusal,
+  MAX_NAME_BYTES,
+  MAX_PATH_BYTES,
+  MAX_PATH_DEPTH,
+  normalizeEntryPath,
+  type PathRefusal,
+  patternRefusal,
+} from "./entry-rules.ts";
+export { type ExtractOptions, type ExtractSummary, extractArchive } from "./extract.ts";
+export { type PackedArchive, packSelection } from "./pack.ts";
+export {
+  type SelectedKind,
+  type Selection,
+  type SelectOptions,
+  type SkipReason,
+  selectPaths,
+} from "./select.ts";
+export { createWorkspace, removeWorkspace, resolveInWorkspace } from "./workspace.ts";
