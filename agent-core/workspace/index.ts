@@ -1,4 +1,17 @@
 /** Workspaces: creating and removing them, tar in (safe extraction) and out (artifacts), warm caches. */
+
+export {
+  type CacheEviction,
+  type CacheReport,
+  type CacheRequest,
+  CacheStore,
+  type CacheStoreOptions,
+  cacheEnv,
+  cacheVariable,
+  type EvictionReason,
+  type PreparedCaches,
+  scopeOf,
+} from "./caches.ts";
 export { Digester, DigestStream, type StreamDigest } from "./digest.ts";
 export {
   linkTargetRefusal,
