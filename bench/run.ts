@@ -26,6 +26,7 @@ import { shutdown } from "./measurements/shutdown.ts";
 import { startup } from "./measurements/startup.ts";
 import { steps } from "./measurements/steps.ts";
 import { throughput } from "./measurements/throughput.ts";
+import { transfer } from "./measurements/transfer.ts";
 
 /** Version of the results file's shape. */
 export const RESULTS_SCHEMA = 1;
@@ -49,6 +50,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   disk,
   bundles,
   shutdown,
+  transfer,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 

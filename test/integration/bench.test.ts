@@ -34,6 +34,8 @@ const FIGURE_IDS = [
   "bundle-controller-total-bytes",
   "bundle-controller-total-gzip",
   "shutdown-sigterm",
+  "transfer-throughput",
+  "transfer-peak-rss",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];
