@@ -1,68 +1,173 @@
 import { createReadStream } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Controller } from "./controller.ts";
 import { ControllerApiError } from "./errors.ts";
-import type { JobEvent } from "./job-store.ts";
+import type { JobEvent, JobRecord, LogListener } from "./job-store.ts";
+
+/** An agent as the API lists it. */
+export interface AgentInfo {
+  name: string;
+  state: string;
+  labels: string[];
+  runtime?: string;
+  version?: string;
+  jobId?: string;
+}
+
+/** What the HTTP API needs of the controller (the Controller class implements it). */
+export interface ControllerApi {
+  submit(input: unknown): JobRecord;
+  getJob(id: string): JobRecord | undefined;
+  listJobs(): JobRecord[];
+  listAgents(): AgentInfo[];
+  cancel(id: string): JobRecord;
+  /** Replays a job's events, then follows it live while `live`; returns an unsubscribe function. Throws 404 for an unknown job. */
+  follow(id: string, listener: LogListener, live: boolean): () => void;
+  /** Path of the job's raw output. Throws 404 for an unknown job. */
+  outputPath(id: string): string;
+}
+
+/** One request being answered: the parsed URL, the path parameters and the API. */
+export interface RouteContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  params: Record<string, string>;
+  api: ControllerApi;
+}
+
+/**
+ * An endpoint: a method and a path pattern whose `:name` segments become `params`. A path that
+ * matches with another method answers 405 with `Allow`.
+ */
+export interface Route {
+  method: "GET" | "POST" | "PUT" | "DELETE" | "PATCH";
+  path: string;
+  handle(context: RouteContext): Promise<void> | void;
+}
 
 const MAX_BODY_BYTES = 1_048_576;
 
+/** The API's own routes (see the README's HTTP API table). */
+export const API_ROUTES: readonly Route[] = [
+  { method: "GET", path: "/healthz", handle: ({ res }) => sendJson(res, 200, { ok: true }) },
+  {
+    method: "GET",
+    path: "/api/v1/agents",
+    handle: ({ res, api }) => sendJson(res, 200, { agents: api.listAgents() }),
+  },
+  {
+    method: "GET",
+    path: "/api/v1/jobs",
+    handle: ({ res, api }) => sendJson(res, 200, { jobs: api.listJobs() }),
+  },
+  {
+    method: "POST",
+    path: "/api/v1/jobs",
+    handle: async ({ req, res, api }) => {
+      const record = api.submit(await readJson(req));
+      res.setHeader("Location", `/api/v1/jobs/${record.id}`);
+      sendJson(res, 201, record);
+    },
+  },
+  {
+    method: "GET",
+    path: "/api/v1/jobs/:id",
+    handle: ({ res, api, params, url }) => {
+      const record = api.getJob(params.id!);
+      if (!record) throw notFound(url.pathname);
+      sendJson(res, 200, record);
+    },
+  },
+  {
+    method: "POST",
+    path: "/api/v1/jobs/:id/cancel",
+    handle: ({ res, api, params }) => sendJson(res, 202, api.cancel(params.id!)),
+  },
+  { method: "GET", path: "/api/v1/jobs/:id/log", handle: (context) => sendLog(context) },
+  { method: "GET", path: "/api/v1/jobs/:id/events", handle: (context) => sendEvents(context) },
+];
+
 /**
- * The HTTP API:
- * - `POST /api/v1/jobs` submit (JSON body) -> 201 job record
- * - `GET /api/v1/jobs`, `GET /api/v1/jobs/:id` -> records
- * - `GET /api/v1/jobs/:id/log[?follow=1]` -> the raw output bytes (text/plain)
- * - `GET /api/v1/jobs/:id/events[?follow=1]` -> NDJSON events (steps, output, statuses)
- * - `POST /api/v1/jobs/:id/cancel` -> 202 job record
- * - `GET /api/v1/agents`, `GET /healthz`
+ * The HTTP request handler: the API's routes, then `extraRoutes` (pages and endpoints built on
+ * the same controller). Errors answer `{"error": {code, message, problems?}}` with their status.
  */
-export function createApiHandler(controller: Controller) {
+export function createApiHandler(api: ControllerApi, extraRoutes: readonly Route[] = []) {
+  const routes = [...API_ROUTES, ...extraRoutes];
   return (req: IncomingMessage, res: ServerResponse): void => {
-    route(controller, req, res).catch((error: unknown) => sendError(res, error));
+    route(routes, api, req, res).catch((error: unknown) => sendError(res, error));
   };
 }
 
-async function route(controller: Controller, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function route(
+  routes: readonly Route[],
+  api: ControllerApi,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const url = new URL(req.url ?? "/", "http://localhost");
-  const parts = url.pathname.split("/").filter(Boolean);
+  const segments = url.pathname.split("/").filter(Boolean);
   const method = req.method ?? "GET";
-  const follow = ["1", "true", "yes"].includes(url.searchParams.get("follow") ?? "");
-
-  if (url.pathname === "/healthz" && method === "GET") return sendJson(res, 200, { ok: true });
-  if (parts[0] !== "api" || parts[1] !== "v1") throw notFound(url.pathname);
-  const [, , collection, id, action] = parts;
-
-  if (collection === "agents" && id === undefined && method === "GET")
-    return sendJson(res, 200, { agents: controller.listAgents() });
-  if (collection !== "jobs") throw notFound(url.pathname);
-  if (id === undefined) {
-    if (method === "GET") return sendJson(res, 200, { jobs: controller.listJobs() });
-    if (method === "POST") {
-      const record = controller.submit(await readJson(req));
-      res.setHeader("Location", `/api/v1/jobs/${record.id}`);
-      return sendJson(res, 201, record);
+  const allowed: string[] = [];
+  for (const candidate of routes) {
+    const params = matchPath(candidate.path, segments);
+    if (params === undefined) continue;
+    if (candidate.method !== method) {
+      allowed.push(candidate.method);
+      continue;
     }
-    throw methodNotAllowed(method, url.pathname);
+    await candidate.handle({ req, res, url, params, api });
+    return;
   }
-  if (action === undefined && method === "GET") {
-    const record = controller.getJob(id);
-    if (!record) throw notFound(url.pathname);
-    return sendJson(res, 200, record);
+  if (allowed.length > 0) {
+    res.setHeader("Allow", allowed.join(", "));
+    throw new ControllerApiError(
+      405,
+      "CONTROLLER_ERR_BAD_REQUEST",
+      `${method} is not allowed on ${url.pathname} (allowed: ${allowed.join(", ")})`,
+    );
   }
-  if (action === "cancel" && method === "POST") return sendJson(res, 202, controller.cancel(id));
-  if (action === "log" && method === "GET") return sendLog(controller, id, follow, res);
-  if (action === "events" && method === "GET") return sendEvents(controller, id, follow, res);
   throw notFound(url.pathname);
 }
 
-function sendLog(controller: Controller, id: string, follow: boolean, res: ServerResponse): void {
-  if (!follow) {
-    const path = controller.outputPath(id);
+/** The path parameters when `segments` match `pattern`, or undefined. */
+function matchPath(pattern: string, segments: string[]): Record<string, string> | undefined {
+  const parts = pattern.split("/").filter(Boolean);
+  if (parts.length !== segments.length) return undefined;
+  const params: Record<string, string> = {};
+  for (const [index, part] of parts.entries()) {
+    const segment = segments[index]!;
+    if (part.startsWith(":")) params[part.slice(1)] = decodeSegment(segment);
+    else if (part !== segment) return undefined;
+  }
+  return params;
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ControllerApiError(
+      400,
+      "CONTROLLER_ERR_BAD_REQUEST",
+      `the path segment ${JSON.stringify(segment)} is not valid percent-encoding`,
+    );
+  }
+}
+
+function isFollow(url: URL): boolean {
+  return ["1", "true", "yes"].includes(url.searchParams.get("follow") ?? "");
+}
+
+function sendLog({ api, params, url, res }: RouteContext): void {
+  const id = params.id!;
+  if (!isFollow(url)) {
+    const path = api.outputPath(id);
     res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8" });
     createReadStream(path).pipe(res);
     return;
   }
   res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" });
-  const unsubscribe = controller.follow(
+  const unsubscribe = api.follow(
     id,
     {
       event: (event, data) => {
@@ -75,20 +180,21 @@ function sendLog(controller: Controller, id: string, follow: boolean, res: Serve
   res.on("close", unsubscribe);
 }
 
-function sendEvents(controller: Controller, id: string, follow: boolean, res: ServerResponse): void {
+function sendEvents({ api, params, url, res }: RouteContext): void {
   res.writeHead(200, { "Content-Type": "application/x-ndjson", "Cache-Control": "no-store" });
-  const unsubscribe = controller.follow(
-    id,
+  const unsubscribe = api.follow(
+    params.id!,
     {
       event: (event: JobEvent) => res.write(`${JSON.stringify(event)}\n`),
       end: () => res.end(),
     },
-    follow,
+    isFollow(url),
   );
   res.on("close", unsubscribe);
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+/** Reads a JSON request body of at most 1 MiB. Throws ControllerApiError 413 or 400. */
+export async function readJson(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -112,7 +218,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body, null, 2)}\n`;
   res.writeHead(status, {
     "Content-Type": "application/json; charset=utf-8",
@@ -135,8 +241,4 @@ function sendError(res: ServerResponse, error: unknown): void {
 
 function notFound(path: string): ControllerApiError {
   return new ControllerApiError(404, "CONTROLLER_ERR_NOT_FOUND", `nothing at ${path}`);
-}
-
-function methodNotAllowed(method: string, path: string): ControllerApiError {
-  return new ControllerApiError(405, "CONTROLLER_ERR_BAD_REQUEST", `${method} is not allowed on ${path}`);
 }

@@ -1,0 +1,105 @@
+import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
+import { type WebSocket, WebSocketServer } from "ws";
+import {
+  AGENT_WS_PATH,
+  type Logger,
+  NAME_HEADER,
+  PROTOCOL_HEADER,
+  PROTOCOL_VERSION,
+  RESUME_HEADER,
+  SECRET_HEADER,
+  verifyAgentSecret,
+} from "../agent-core/index.ts";
+
+/** An HTTP answer to a refused upgrade: status and a one-line text (`"Forbidden: ..."`). */
+export type UpgradeRefusal = [status: number, text: string];
+
+/** What the upgrade checks need to know of the controller's state. */
+export interface UpgradeContext {
+  key: string;
+  stopping: boolean;
+  /** The id of the job run by the open session of this agent name, `null` for an idle one, or undefined when none is open. */
+  openSession(name: string): string | null | undefined;
+}
+
+/** The value of a request header (the first one when repeated). */
+export function headerValue(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * Why an agent's upgrade request is refused, or undefined to accept it. The checks run in the
+ * order docs/protocol.md §2.4 gives: path, headers, secret, protocol version, open session,
+ * shutdown.
+ */
+export function upgradeRefusal(req: IncomingMessage, context: UpgradeContext): UpgradeRefusal | undefined {
+  const path = new URL(req.url ?? "/", "http://localhost").pathname;
+  if (path !== `/${AGENT_WS_PATH}`) return [404, `Not Found: no agent endpoint at ${path}`];
+  const name = headerValue(req, NAME_HEADER);
+  const secret = headerValue(req, SECRET_HEADER);
+  if (!name || !secret) return [400, "Bad Request: the Node-Name and Secret-Key headers are required"];
+  if (!verifyAgentSecret(context.key, name, secret))
+    return [403, `Forbidden: wrong secret for agent ${name}`];
+  const version = headerValue(req, PROTOCOL_HEADER);
+  if (version !== undefined && version !== String(PROTOCOL_VERSION)) {
+    return [
+      426,
+      `Upgrade Required: this controller speaks protocol ${PROTOCOL_VERSION}, the agent ${version}`,
+    ];
+  }
+  const open = context.openSession(name);
+  const resuming = headerValue(req, RESUME_HEADER);
+  if (open !== undefined && (resuming === undefined || open !== resuming)) {
+    return [409, `Conflict: agent ${name} is already connected`];
+  }
+  if (context.stopping) return [503, "Service Unavailable: shutting down"];
+  return undefined;
+}
+
+export interface AgentGateOptions {
+  maxPayloadBytes: number;
+  logger: Logger;
+  context: UpgradeContext;
+  /** Called with each accepted agent's socket and name. */
+  accepted(socket: WebSocket, name: string): void;
+}
+
+/**
+ * The door agents come in by: checks each upgrade request (`upgradeRefusal`), answers a refusal
+ * as a plain HTTP response, and completes the WebSocket handshake of the others.
+ */
+export class AgentGate {
+  readonly #wss: WebSocketServer;
+  readonly #options: AgentGateOptions;
+
+  constructor(options: AgentGateOptions) {
+    this.#options = options;
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: options.maxPayloadBytes,
+    });
+  }
+
+  /** Handles the server's `upgrade` event. */
+  handle(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    socket.on("error", () => socket.destroy());
+    const refusal = upgradeRefusal(req, this.#options.context);
+    const name = headerValue(req, NAME_HEADER);
+    if (refusal !== undefined) {
+      const [status, text] = refusal;
+      this.#options.logger.warn("agent refused", { status, reason: text, name });
+      socket.end(
+        `HTTP/1.1 ${status} ${text.split(":")[0]}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+      );
+      return;
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#options.accepted(ws, name!));
+  }
+
+  close(): void {
+    this.#wss.close();
+  }
+}
