@@ -3,6 +3,7 @@ import { lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { WorkspaceError } from "../errors.ts";
 import { filesystemSpace } from "../limits/disk-budget.ts";
+import { CACHE_NAME, cacheVariable } from "./cache-names.ts";
 
 /** What a job asks of the warm caches, from its `caches` and the controller's trust value. */
 export interface CacheRequest {
@@ -64,8 +65,6 @@ const TOOL_VARIABLES: Record<string, string> = {
   yarn: "YARN_CACHE_FOLDER",
 };
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-
 export interface CacheStoreOptions {
   /** The caches' root directory (`<workDir>/caches`). */
   root: string;
@@ -120,7 +119,7 @@ export class CacheStore {
   async prepare(request: CacheRequest): Promise<PreparedCaches> {
     if (this.#busy !== undefined) throw new WorkspaceError("the cache store is already in use by a job");
     for (const name of request.names) {
-      if (!NAME.test(name)) {
+      if (!CACHE_NAME.test(name)) {
         throw new WorkspaceError(
           `cache name ${JSON.stringify(name)} must be 1-64 letters, digits, '_', '.', '-' (starting with a letter or digit)`,
         );
@@ -243,9 +242,4 @@ export function cacheEnv(scopeDir: string, dirs: Record<string, string>): Record
     if (tool !== undefined) env[tool] = dir;
   }
   return env;
-}
-
-/** `AGENT_CACHE_<NAME>`: the name upper-cased, every other character than A-Z and 0-9 as `_`. */
-export function cacheVariable(name: string): string {
-  return `AGENT_CACHE_${name.toUpperCase().replace(/[^A-Z0-9]/g, "_")}`;
 }

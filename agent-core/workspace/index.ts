@@ -1,5 +1,6 @@
 /** Workspaces: creating and removing them, tar in (safe extraction) and out (artifacts), warm caches. */
 
+export { CACHE_NAME, cacheVariable } from "./cache-names.ts";
 export {
   type CacheEviction,
   type CacheReport,
@@ -7,12 +8,12 @@ export {
   CacheStore,
   type CacheStoreOptions,
   cacheEnv,
-  cacheVariable,
   type EvictionReason,
   type PreparedCaches,
   scopeOf,
 } from "./caches.ts";
 export { Digester, DigestStream, type StreamDigest } from "./digest.ts";
+export { WorkspaceDownload, type WorkspaceDownloadOptions } from "./download.ts";
 export {
   linkTargetRefusal,
   MAX_NAME_BYTES,
@@ -31,4 +32,5 @@ export {
   type SkipReason,
   selectPaths,
 } from "./select.ts";
+export { type ArtifactSink, sendArchive } from "./upload.ts";
 export { createWorkspace, removeWorkspace, resolveInWorkspace } from "./workspace.ts";
