@@ -46,7 +46,9 @@ export type ArchiveErrorCode =
   /** The stream's SHA-256 or length differs from what the sender announced. */
   | "AGENT_ERR_ARCHIVE_CHECKSUM"
   /** The filesystem failed while an entry was written or read (permissions, no space left). */
-  | "AGENT_ERR_ARCHIVE_IO";
+  | "AGENT_ERR_ARCHIVE_IO"
+  /** The transfer was stopped before its end (cancel, interrupt, deadline, the controller lost). */
+  | "AGENT_ERR_ARCHIVE_ABORTED";
 
 export class AgentError extends Error {
   readonly code: AgentErrorCode;

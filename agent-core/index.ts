@@ -4,6 +4,14 @@ export * from "./config/index.ts";
 export * from "./errors.ts";
 export * from "./exit-codes.ts";
 export { type JobOutcome, type JobSink, runJob, type StepOutcome } from "./job/run-job.ts";
+export {
+  type ArtifactChannel,
+  type ArtifactOptions,
+  artifactsDue,
+  type SeedOptions,
+  seedWorkspace,
+  uploadArtifacts,
+} from "./job/transfers.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
 export {
   DiskWatcher,
