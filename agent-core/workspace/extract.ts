@@ -17,8 +17,13 @@ export interface ExtractOptions {
   maxEntries: number;
   /** When given, the stream's digest must match it, else AGENT_ERR_ARCHIVE_CHECKSUM. */
   expected?: StreamDigest;
-  /** Aborting stops the extraction after the entry being written (rejects with an AbortError). */
+  /** Aborting stops the extraction after the entry being written (rejects with the signal's reason). */
   signal?: AbortSignal;
+  /**
+   * Check every rule and read the whole stream, but write nothing (`dir` is not touched): what a
+   * controller does to refuse a bad upload before any agent sees it.
+   */
+  dryRun?: boolean;
 }
 
 export interface ExtractSummary {
@@ -61,7 +66,7 @@ export async function extractArchive(
   options: ExtractOptions,
 ): Promise<ExtractSummary> {
   const { Parser } = await import("tar");
-  await mkdir(options.dir, { recursive: true });
+  if (options.dryRun !== true) await mkdir(options.dir, { recursive: true });
   const writer = new EntryWriter(options);
   const digester = new Digester();
   /** The first failure, final: a refusal or archive error, the source's error, or the abort reason. */
@@ -161,7 +166,8 @@ class EntryWriter {
 
   async write(entry: ReadEntry): Promise<void> {
     const path = this.#admit(entry);
-    if (path === null) {
+    if (path === null || this.#options.dryRun === true) {
+      if (path !== null) this.#remember(path, entry.type);
       entry.resume();
       return;
     }
@@ -208,6 +214,15 @@ class EntryWriter {
         { cause: error },
       );
     }
+  }
+
+  /** What a dry run knows of an entry it did not write: the rules after it depend on it. */
+  #remember(path: string, type: string): void {
+    this.#links.delete(path);
+    this.#files.delete(path);
+    if (type === "SymbolicLink") this.#links.add(path);
+    else if (type === "Directory") this.#dirs.add(path);
+    else if (type !== "Link") this.#files.add(path);
   }
 
   /** Directories get their times last (writing into a directory changes its time). */

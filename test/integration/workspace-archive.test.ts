@@ -266,6 +266,39 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
     expect(existsSync("/tmp/escape-abs.txt")).toBe(false);
   });
 
+  it.each(cases)("%s, in a dry run too, which writes nothing", async (_what, entries, code, entry) => {
+    const tar = rawTar([{ path: "before.txt", body: "kept" }, ...entries]);
+    const error = await extractArchive(Readable.from([tar]), {
+      dir: join(dir.path, "ws"),
+      ...LIMITS,
+      dryRun: true,
+    }).catch((e: unknown) => e as ArchiveError);
+    expect(error).toMatchObject({ code, entry });
+    expect(readdirSync(dir.path)).toEqual([]);
+  });
+
+  it("a dry run of a good archive reads it all and counts what it would write", async () => {
+    const src = join(dir.path, "src");
+    mkdirSync(join(src, "a/b"), { recursive: true });
+    writeFileSync(join(src, "a/b/f"), randomBytes(70_000));
+    symlinkSync("b/f", join(src, "a/link"));
+    const { tar, sha256 } = await packAll(src);
+    const summary = await extractArchive(Readable.from([tar]), {
+      dir: join(dir.path, "none"),
+      ...LIMITS,
+      dryRun: true,
+    });
+    expect(summary).toMatchObject({
+      entries: 4,
+      files: 1,
+      symlinks: 1,
+      directories: 2,
+      contentBytes: 70_000,
+      digest: { sha256 },
+    });
+    expect(existsSync(join(dir.path, "none"))).toBe(false);
+  });
+
   it("refuses the entry that would go over the byte budget before writing it", async () => {
     const error = await refusal(
       [

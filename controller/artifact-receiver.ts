@@ -1,0 +1,153 @@
+import { createHash, type Hash } from "node:crypto";
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  ftruncateSync,
+  openSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from "node:fs";
+import { type ArtifactsEnd, CloseCode, ProtocolError } from "../agent-core/index.ts";
+
+/** What the controller keeps of a job's artifacts (in the job record). */
+export type ArtifactsRecord =
+  | ({ status: "stored" } & ArtifactsListing & { bytes: number; sha256: string })
+  | ({ status: "failed" } & ArtifactsListing & { code: string; message: string; entry: string | null });
+
+type ArtifactsListing = Pick<ArtifactsEnd, "entries" | "skipped" | "skippedCount" | "unmatched">;
+
+/**
+ * Receives one job's artifact stream (`artifact` frames, then `artifacts-end`) into
+ * `<path>.part`, written synchronously before the frame's message is acknowledged, and checks it
+ * at the end: contiguous from offset 0, of the announced length and SHA-256. A checked stream is
+ * renamed to `path`; anything else is removed and recorded as failed with the reason. Past
+ * `maxBytes` the rest of the stream is dropped (still acknowledged, so the agent is never
+ * stalled) and the artifacts are refused at the end.
+ */
+export class ArtifactReceiver {
+  readonly #path: string;
+  readonly #maxBytes: number;
+  #fd: number | undefined;
+  #received: number;
+  /** Hash of the bytes written, while it can be kept incrementally (not after a reopen). */
+  #hash: Hash | undefined;
+  #overLimit = false;
+
+  private constructor(path: string, maxBytes: number, received: number, hash: Hash | undefined) {
+    this.#path = path;
+    this.#maxBytes = maxBytes;
+    this.#received = received;
+    this.#hash = hash;
+  }
+
+  /** Starts a new stream (any earlier partial file at `path` is dropped). */
+  static create(path: string, maxBytes: number): ArtifactReceiver {
+    rmSync(`${path}.part`, { force: true });
+    return new ArtifactReceiver(path, maxBytes, 0, createHash("sha256"));
+  }
+
+  /**
+   * Continues a stream after a restart of the controller: keeps the first `committedBytes` of
+   * the partial file (the bytes whose messages were acknowledged) and drops the rest.
+   */
+  static reopen(path: string, maxBytes: number, committedBytes: number): ArtifactReceiver {
+    const part = `${path}.part`;
+    const have = existsSync(part) ? statSync(part).size : 0;
+    const kept = Math.min(have, committedBytes);
+    if (existsSync(part)) {
+      const fd = openSync(part, "r+");
+      try {
+        ftruncateSync(fd, kept);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return new ArtifactReceiver(path, maxBytes, kept, kept === 0 ? createHash("sha256") : undefined);
+  }
+
+  /** Bytes received in order so far. */
+  get receivedBytes(): number {
+    return this.#received;
+  }
+
+  /**
+   * Writes one frame. A frame entirely before what was received is a duplicate and dropped; one
+   * that leaves a gap or overlaps is a ProtocolError (4003).
+   */
+  write(offset: number, data: Buffer): void {
+    if (offset < this.#received && offset + data.length <= this.#received) return;
+    if (offset !== this.#received) {
+      throw new ProtocolError(
+        CloseCode.outOfOrder,
+        `artifact bytes from offset ${offset}, but ${this.#received} bytes were received`,
+      );
+    }
+    this.#received += data.length;
+    if (this.#overLimit || this.#received > this.#maxBytes) {
+      this.#overLimit = true;
+      return;
+    }
+    this.#fd ??= openSync(`${this.#path}.part`, "a", 0o600);
+    let written = 0;
+    while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
+    this.#hash?.update(data);
+  }
+
+  /** The end of the stream: checks it and keeps it, or says why not. */
+  async end(end: Omit<ArtifactsEnd, "v" | "type" | "seq" | "jobId">): Promise<ArtifactsRecord> {
+    this.#close();
+    const listing: ArtifactsListing = {
+      entries: end.entries,
+      skipped: end.skipped,
+      skippedCount: end.skippedCount,
+      unmatched: end.unmatched,
+    };
+    const fail = (code: string, message: string, entry: string | null = null): ArtifactsRecord => {
+      this.discard();
+      return { status: "failed", ...listing, code, message, entry };
+    };
+    if (end.error !== undefined) return fail(end.error.code, end.error.message, end.error.entry);
+    if (this.#overLimit) {
+      return fail(
+        "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE",
+        `the artifacts (${this.#received} bytes) are over the controller's limit of ${this.#maxBytes} bytes`,
+      );
+    }
+    if (end.bytes !== this.#received) {
+      return fail(
+        "AGENT_ERR_ARCHIVE_CHECKSUM",
+        `artifacts-end says ${end.bytes} bytes, ${this.#received} arrived`,
+      );
+    }
+    const sha256 = this.#received === 0 ? createHash("sha256").digest("hex") : await this.#digest();
+    if (sha256 !== end.sha256) {
+      return fail(
+        "AGENT_ERR_ARCHIVE_CHECKSUM",
+        `the artifacts received hash to ${sha256}, the agent sent ${end.sha256}`,
+      );
+    }
+    if (this.#received > 0) renameSync(`${this.#path}.part`, this.#path);
+    return { status: "stored", ...listing, bytes: this.#received, sha256 };
+  }
+
+  /** Drops the partial stream (the job ended without `artifacts-end`, or it failed). */
+  discard(): void {
+    this.#close();
+    rmSync(`${this.#path}.part`, { force: true });
+  }
+
+  async #digest(): Promise<string> {
+    if (this.#hash !== undefined) return this.#hash.digest("hex");
+    const hash = createHash("sha256");
+    for await (const chunk of createReadStream(`${this.#path}.part`)) hash.update(chunk as Buffer);
+    return hash.digest("hex");
+  }
+
+  #close(): void {
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
+  }
+}
