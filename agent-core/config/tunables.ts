@@ -22,6 +22,7 @@ export const TUNABLE_ENV = {
   AGENT_DISK_BUDGET_BYTES: "diskBudgetBytes",
   AGENT_DISK_HEADROOM_BYTES: "diskHeadroomBytes",
   AGENT_MONITOR_INTERVAL_MS: "monitorIntervalMs",
+  AGENT_MAX_ARCHIVE_ENTRIES: "maxArchiveEntries",
 } as const satisfies Record<string, keyof AgentConfigInput>;
 
 export type TunableVariable = keyof typeof TUNABLE_ENV;
@@ -72,8 +73,12 @@ export function readTunables(
     TunableVariable,
     (typeof TUNABLE_ENV)[TunableVariable],
   ][]) {
-    const unit = variable.endsWith("_MS") ? "milliseconds" : "bytes";
-    const value = readIntegerEnv(env, variable, problems, { unit });
+    const unit = variable.endsWith("_MS")
+      ? "milliseconds"
+      : variable.endsWith("_BYTES")
+        ? "bytes"
+        : undefined;
+    const value = readIntegerEnv(env, variable, problems, unit !== undefined ? { unit } : {});
     if (value !== undefined) found.push({ variable, field, value });
   }
   return found;
