@@ -10,7 +10,6 @@ import { summarize } from "../lib/stats.ts";
 const MB = 1e6;
 const MiB = 1024 * 1024;
 const TRANSFER = join(FIXTURES, "transfer.ts");
-const SMALL_FILES = 2_000;
 const SMALL_BYTES = 1_024;
 /** Memory a bounded transfer may use beyond a plain file copy's. */
 const RSS_HEADROOM_MB = 64;
@@ -21,7 +20,7 @@ const ROWS = {
 } as const;
 
 /**
- * (9) A tree of 1 GiB (64 MiB with --quick): large files plus 2,000 small ones in nested
+ * (9) A tree of 1 GiB (16 MiB with --quick): large files plus 2,000 (200) small ones in nested
  * directories, packed into a tar stream and extracted from it in one process, as the agent does
  * for a workspace or artifacts (`selectPaths` -> `packSelection` -> `extractArchive`, digests
  * checked). Throughput against `tar -cf - | tar -xf -` on the same tree; the process's peak RSS
@@ -32,11 +31,12 @@ export const transfer: Measurement = {
   name: "transfer",
   rows: Object.values(ROWS),
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const totalBytes = ctx.quick ? 64 * MiB : 1024 * MiB;
+    const totalBytes = ctx.quick ? 16 * MiB : 1024 * MiB;
+    const smallFiles = ctx.quick ? 200 : 2_000;
     const runs = ctx.quick ? 1 : 3;
     const src = join(ctx.tmp, "transfer-src");
     ctx.progress(`transfer: writing a ${totalBytes / MiB} MiB tree`);
-    const bytes = writeTree(src, totalBytes);
+    const bytes = writeTree(src, totalBytes, smallFiles);
     const agent: Run[] = [];
     const cli: number[] = [];
     const copy: Run[] = [];
@@ -49,7 +49,7 @@ export const transfer: Measurement = {
     const copyRss = summarize(copy.map((r) => r.maxRssMb));
     const limit = copyRss.median + RSS_HEADROOM_MB;
     const notes = [
-      `${(bytes / MB).toFixed(0)} MB of file contents, ${SMALL_FILES} of them small files of ${SMALL_BYTES} bytes`,
+      `${(bytes / MB).toFixed(0)} MB of file contents, ${smallFiles} of them small files of ${SMALL_BYTES} bytes`,
     ];
     return [
       measured({
@@ -91,9 +91,9 @@ interface Run {
 }
 
 /** Large files of 64 MiB (or less, for a small total) and the small files; returns the bytes written. */
-function writeTree(root: string, totalBytes: number): number {
+function writeTree(root: string, totalBytes: number, smallFiles: number): number {
   const block = randomBytes(MiB);
-  const small = SMALL_FILES * SMALL_BYTES;
+  const small = smallFiles * SMALL_BYTES;
   const largeBytes = Math.min(64 * MiB, totalBytes / 4);
   let left = totalBytes - small;
   for (let i = 0; left > 0; i++) {
@@ -107,7 +107,7 @@ function writeTree(root: string, totalBytes: number): number {
     left -= size;
   }
   const payload = randomBytes(SMALL_BYTES);
-  for (let i = 0; i < SMALL_FILES; i++) {
+  for (let i = 0; i < smallFiles; i++) {
     const dir = join(root, "small", `d${i % 50}`, `e${i % 7}`);
     mkdirSync(dir, { recursive: true });
     const fd = openSync(join(dir, `f${i}.txt`), "w");
