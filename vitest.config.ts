@@ -3,6 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // The image tests build and run container images: `npm run image:test` (and .ci/run).
+    exclude: ["test/image/**", "**/node_modules/**"],
     globalSetup: ["test/support/global-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 30_000,

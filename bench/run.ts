@@ -20,6 +20,7 @@ import { ROOT, removeTempDirs, tempDir } from "./lib/peers.ts";
 import { killStartedChildren } from "./lib/proc.ts";
 import { bundles } from "./measurements/bundles.ts";
 import { disk } from "./measurements/disk.ts";
+import { images } from "./measurements/images.ts";
 import { latency } from "./measurements/latency.ts";
 import { memory } from "./measurements/memory.ts";
 import { shutdown } from "./measurements/shutdown.ts";
@@ -51,6 +52,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   bundles,
   shutdown,
   transfer,
+  images,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 

@@ -1,3 +1,4 @@
+import type { Context, Handler } from "aws-lambda";
 import {
   AGENT_VERSION,
   AgentError,
@@ -16,18 +17,15 @@ import type { FunctionEnv } from "./function-env.ts";
 import { runSmokeTest, type SmokeFunctionInfo, type SmokeReport, SmokeTestFailedError } from "./smoke.ts";
 import { cleanWorkDir, prepareWorkDir } from "./work-dir.ts";
 
-/** The part of the Lambda context the handler uses. */
-export interface LambdaContext {
-  getRemainingTimeInMillis(): number;
-  callbackWaitsForEmptyEventLoop?: boolean;
-  awsRequestId?: string;
-  functionName?: string;
-  functionVersion?: string;
-  /** A number, or a string (`osls invoke local` passes one). */
-  memoryLimitInMB?: number | string;
-  logGroupName?: string;
-  logStreamName?: string;
-}
+/** What an invocation returns: the invocation summary of an agent run, or the smoke test's report. */
+export type InvocationResult = InvocationSummary | SmokeReport;
+
+/**
+ * The handler: an async `Handler` of `@types/aws-lambda` (it never uses the callback). The
+ * context is Lambda's (`Context`), whether the Node.js runtime, the image's Runtime API loop
+ * or `osls invoke local` made it.
+ */
+export type AgentHandler = (event: unknown, context: Context) => Promise<InvocationResult>;
 
 /** One step of the job, as the summary reports it. */
 export interface StepSummary {
@@ -105,9 +103,7 @@ export interface HandlerOptions {
  * const handler = createHandler({ env: () => ({ PATH: "/usr/bin:/bin", AGENT_DEADLINE_MARGIN_MS: "1000" }) });
  * const summary = await handler({ url, node_secret, node_name }, context);
  */
-export function createHandler(
-  options: HandlerOptions = {},
-): (event: unknown, context: LambdaContext) => Promise<InvocationSummary | SmokeReport> {
+export function createHandler(options: HandlerOptions = {}): AgentHandler {
   const invoke = invocationRunner(options);
   return async (event, context) => {
     try {
@@ -119,11 +115,9 @@ export function createHandler(
 }
 
 /** The Lambda entry point (`dist/lambda/handler.handler`). */
-export const handler = createHandler();
+export const handler: AgentHandler = createHandler() satisfies Handler<unknown, InvocationResult>;
 
-function invocationRunner(
-  options: HandlerOptions,
-): (event: unknown, context: LambdaContext) => Promise<InvocationSummary | SmokeReport> {
+function invocationRunner(options: HandlerOptions): AgentHandler {
   return async (event, context) => {
     const invokedAt = Date.now();
     // Nothing may keep this invocation alive once the agent is done: the agent closes its
@@ -131,7 +125,7 @@ function invocationRunner(
     context.callbackWaitsForEmptyEventLoop = false;
     const env = options.env?.() ?? process.env;
     const write = options.write ?? ((line: string) => void process.stderr.write(line));
-    const base = { requestId: context.awsRequestId ?? null };
+    const base = { requestId: context.awsRequestId || null };
 
     let invocation: ReturnType<typeof fromLambdaEvent>;
     try {
@@ -205,7 +199,7 @@ function asFunctionError(error: unknown): Error {
 
 async function runInvocation(
   invocation: AgentInvocation,
-  context: LambdaContext,
+  context: Context,
   logger: Logger,
   invokedAt: number,
 ): Promise<InvocationSummary> {
@@ -260,7 +254,7 @@ async function runInvocation(
 function summarize(
   invocation: AgentInvocation,
   outcome: AgentOutcome,
-  context: LambdaContext,
+  context: Context,
   invokedAt: number,
   diskBudgetBytes: number,
 ): InvocationSummary {
@@ -315,9 +309,9 @@ function summarize(
     },
     limits: { deadlineAt: invocation.deadlineAt, diskBudgetBytes },
     logs: {
-      group: context.logGroupName ?? null,
-      stream: context.logStreamName ?? null,
-      requestId: context.awsRequestId ?? null,
+      group: context.logGroupName || null,
+      stream: context.logStreamName || null,
+      requestId: context.awsRequestId || null,
       jobLog: outcome.jobId === undefined ? null : jobLogUrl(config.url, outcome.jobId),
       cloudWatch: outcome.logs ?? null,
     },
@@ -340,15 +334,15 @@ function exitNameOf(code: number): string {
   return Object.entries(ExitCode).find(([, value]) => value === code)?.[0] ?? "unknown";
 }
 
-function functionInfo(context: LambdaContext, env: FunctionEnv): SmokeFunctionInfo {
+function functionInfo(context: Context, env: FunctionEnv): SmokeFunctionInfo {
   const memory = Number(context.memoryLimitInMB);
   return {
-    name: context.functionName ?? null,
-    version: context.functionVersion ?? null,
+    name: context.functionName || null,
+    version: context.functionVersion || null,
     memoryMb: Number.isFinite(memory) && memory > 0 ? memory : null,
     region: env.AWS_REGION ?? null,
-    requestId: context.awsRequestId ?? null,
-    logGroup: context.logGroupName ?? null,
-    logStream: context.logStreamName ?? null,
+    requestId: context.awsRequestId || null,
+    logGroup: context.logGroupName || null,
+    logStream: context.logStreamName || null,
   };
 }

@@ -1,4 +1,6 @@
 /** The Lambda handler's public face; the bundle (dist/lambda/handler.js) exports `handler`. */
+
+export { type BootstrapIo, runBootstrap } from "./bootstrap.ts";
 export {
   type AgentInvocation,
   EVENT_FIELDS,
@@ -19,13 +21,32 @@ export {
   readFunctionEnv,
 } from "./function-env.ts";
 export {
+  type AgentHandler,
   createHandler,
   type HandlerOptions,
   handler,
+  type InvocationResult,
   type InvocationSummary,
-  type LambdaContext,
   type StepSummary,
 } from "./handler.ts";
+export {
+  errorBody,
+  MAX_RESPONSE_BYTES,
+  type NextInvocation,
+  parseRuntimeApi,
+  RUNTIME_API_VERSION,
+  RUNTIME_HEADERS,
+  RuntimeApiClient,
+  RuntimeApiError,
+  type RuntimeErrorBody,
+} from "./runtime-api.ts";
+export {
+  callHandler,
+  contextFor,
+  RuntimeInitError,
+  type RuntimeLoopOptions,
+  runRuntimeLoop,
+} from "./runtime-loop.ts";
 export {
   probeController,
   type SmokeCheck,

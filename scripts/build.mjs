@@ -1,4 +1,6 @@
-// Bundles the three programs with esbuild: self-contained ESM files that need no node_modules.
+// Bundles the programs with esbuild: self-contained ESM files that need no node_modules.
+//   node scripts/build.mjs                                  # all of them
+//   node scripts/build.mjs container-entrypoint lambda      # only these (the image's build stage)
 import { readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { build } from "esbuild";
@@ -27,19 +29,38 @@ const common = {
 
 // Code splitting keeps what is loaded on demand (the AWS SDK behind the CloudWatch copy of the
 // job log) in chunks beside each program, so a start that does not use it does not parse it.
-const split = (entry, outdir, name, extension) => ({
+const split = (entryPoints, outdir, extension) => ({
   ...common,
-  entryPoints: { [name]: entry },
+  entryPoints,
   outdir,
   splitting: true,
   chunkNames: "chunks/[name]-[hash]",
   outExtension: { ".js": extension },
 });
 
-await rm("dist", { recursive: true, force: true });
-await Promise.all([
-  build(split("container-entrypoint/bin.ts", "dist", "container-entrypoint", ".mjs")),
-  build(split("controller/bin.ts", "dist", "controller", ".mjs")),
+const programs = {
+  "container-entrypoint": () =>
+    build(split({ "container-entrypoint": "container-entrypoint/bin.ts" }, "dist", ".mjs")),
+  controller: () => build(split({ controller: "controller/bin.ts" }, "dist", ".mjs")),
   // osls invoke local loads the handler with require(): a .js file in this "type": "module" package.
-  build(split("lambda-handler/index.ts", "dist/lambda", "handler", ".js")),
-]);
+  // The bootstrap (the Runtime API loop of the container image) shares the handler's chunks.
+  lambda: () =>
+    build(
+      split(
+        { handler: "lambda-handler/index.ts", bootstrap: "lambda-handler/bootstrap-bin.ts" },
+        "dist/lambda",
+        ".js",
+      ),
+    ),
+};
+const wanted = process.argv.slice(2);
+const unknown = wanted.filter((name) => !Object.hasOwn(programs, name));
+if (unknown.length > 0) {
+  console.error(
+    `build: unknown program ${unknown.join(", ")}; expected some of ${Object.keys(programs).join(", ")}`,
+  );
+  process.exit(2);
+}
+
+await rm("dist", { recursive: true, force: true });
+await Promise.all((wanted.length > 0 ? wanted : Object.keys(programs)).map((name) => programs[name]()));

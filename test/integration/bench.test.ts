@@ -36,6 +36,12 @@ const FIGURE_IDS = [
   "shutdown-sigterm",
   "transfer-throughput",
   "transfer-peak-rss",
+  "image-default-compressed",
+  "image-default-uncompressed",
+  "image-jenkins-compressed",
+  "image-jenkins-uncompressed",
+  "image-build-default",
+  "image-build-jenkins",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];

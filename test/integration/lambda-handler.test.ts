@@ -2,12 +2,13 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import type { Context } from "aws-lambda";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode, filesystemSpace } from "../../agent-core/index.ts";
 import {
+  contextFor,
   createHandler,
   type InvocationSummary,
-  type LambdaContext,
   type SmokeReport,
   SmokeTestFailedError,
 } from "../../lambda-handler/index.ts";
@@ -45,19 +46,28 @@ function functionEnv(extra: Record<string, string> = {}): Record<string, string>
   };
 }
 
-/** A Lambda-like context whose remaining time runs out `remainingMs` from now. */
-function context(remainingMs: number): LambdaContext & { callbackWaitsForEmptyEventLoop: boolean } {
-  const deadline = Date.now() + remainingMs;
-  return {
-    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
-    callbackWaitsForEmptyEventLoop: true,
-    awsRequestId: "req-1",
-    functionName: "jnlp-agent-git-bash",
-    functionVersion: "$LATEST",
-    memoryLimitInMB: 256,
-    logGroupName: "/aws/lambda/jnlp-agent-git-bash",
-    logStreamName: "2026/01/01/[$LATEST]abc",
-  };
+/** Lambda's context, as the image's Runtime API loop makes it, for an invocation that times out `remainingMs` from now. */
+function context(remainingMs: number): Context {
+  return contextFor(
+    {
+      requestId: "req-1",
+      deadlineMs: Date.now() + remainingMs,
+      invokedFunctionArn: "arn:aws:lambda:eu-west-1:123456789012:function:jnlp-agent-git-bash",
+      traceId: undefined,
+      clientContext: undefined,
+      identity: undefined,
+      tenantId: undefined,
+      body: "{}",
+      notes: [],
+    },
+    {
+      AWS_LAMBDA_FUNCTION_NAME: "jnlp-agent-git-bash",
+      AWS_LAMBDA_FUNCTION_VERSION: "$LATEST",
+      AWS_LAMBDA_FUNCTION_MEMORY_SIZE: "256",
+      AWS_LAMBDA_LOG_GROUP_NAME: "/aws/lambda/jnlp-agent-git-bash",
+      AWS_LAMBDA_LOG_STREAM_NAME: "2026/01/01/[$LATEST]abc",
+    },
+  );
 }
 
 function makeHandler(env: Record<string, string> = {}) {

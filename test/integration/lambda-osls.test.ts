@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { inflateRawSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -280,11 +280,94 @@ describe("serverless.yml, packaged offline with osls", () => {
     )![1].Properties;
     expect(gitBash).toMatchObject({ MemorySize: 512, ReservedConcurrentExecutions: 5 });
     expect(gitBash.Layers).toEqual([{ "Fn::If": ["HasGitLayer", layer, { Ref: "AWS::NoValue" }] }]);
-    expect(t.Conditions.HasGitLayer).toEqual({ "Fn::Not": [{ "Fn::Equals": [layer, ""] }] });
+    expect(t.Conditions.HasGitLayer).toEqual({
+      "Fn::And": [{ "Fn::Not": [{ "Fn::Equals": [layer, ""] }] }, { "Fn::Equals": ["zip", "zip"] }],
+    });
     // Without the param the condition is false: no layer at all.
     expect((template as unknown as { Conditions: Record<string, unknown> }).Conditions.HasGitLayer).toEqual({
-      "Fn::Not": [{ "Fn::Equals": ["", ""] }],
+      "Fn::And": [{ "Fn::Not": [{ "Fn::Equals": ["", ""] }] }, { "Fn::Equals": ["zip", "zip"] }],
     });
+  }, 90_000);
+});
+
+describe("serverless.yml, image form (packageType=image), packaged offline", () => {
+  const IMAGE_URI =
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/ephemeral-agent@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  let template: Template & { Conditions: Record<string, unknown> };
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = join(scratch.path, "package-image");
+    const run = await osls(
+      [
+        "package",
+        "--package",
+        dir,
+        "--stage",
+        "test",
+        "--param=packageType=image",
+        `--param=imageUri=${IMAGE_URI}`,
+        "--param=architecture=x86_64",
+        // Ignored for images: the condition leaves the layer out.
+        "--param=gitLayerArn=arn:aws:lambda:us-east-1:123456789012:layer:git:1",
+      ],
+      scratch.path,
+    );
+    expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
+    template = JSON.parse(
+      readFileSync(join(dir, "cloudformation-template-update-stack.json"), "utf8"),
+    ) as typeof template;
+  }, 90_000);
+
+  it("deploys the same two functions from the image: package type Image, the digest-pinned URI, no handler or runtime", () => {
+    const functions = resourcesOf(template, "AWS::Lambda::Function").map(([, r]) => r.Properties);
+    expect(functions.map((f) => f.FunctionName).sort()).toEqual([...FUNCTIONS]);
+    for (const f of functions) {
+      expect(f).toMatchObject({
+        PackageType: "Image",
+        Code: { ImageUri: IMAGE_URI },
+        Architectures: ["x86_64"],
+        Timeout: 900,
+        Environment: { Variables: expect.objectContaining({ AGENT_DEADLINE_MARGIN_MS: "20000" }) },
+      });
+      expect(f).not.toHaveProperty("Handler");
+      expect(f).not.toHaveProperty("Runtime");
+    }
+    const byName = Object.fromEntries(functions.map((f) => [f.FunctionName, f]));
+    expect(byName["jnlp-agent-git-bash"]).toMatchObject({
+      MemorySize: 256,
+      EphemeralStorage: { Size: 2048 },
+    });
+    expect(byName["jnlp-agent-git-bash-node"]).toMatchObject({
+      MemorySize: 1024,
+      EphemeralStorage: { Size: 4096 },
+    });
+    // A layer cannot be attached to an image function: the condition is false whatever the ARN.
+    expect(template.Conditions.HasGitLayer).toMatchObject({
+      "Fn::And": [expect.anything(), { "Fn::Equals": ["image", "zip"] }],
+    });
+  });
+
+  it("keeps retries off, and builds no zip", () => {
+    for (const [, r] of resourcesOf(template, "AWS::Lambda::EventInvokeConfig")) {
+      expect(r.Properties).toMatchObject({ MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 });
+    }
+    expect(existsSync(join(dir, "jnlp-agent.zip"))).toBe(false);
+  });
+
+  it("refuses an image form without an image URI, and an unknown package type", async () => {
+    const cases: [string, RegExp][] = [
+      ["--param=packageType=image", /functions\.jnlp-agent-git-bash\.image/],
+      ["--param=packageType=docker", /Either "handler" or "image" property needs to be set/],
+    ];
+    for (const [param, message] of cases) {
+      const run = await osls(
+        ["package", "--package", join(scratch.path, "bad"), "--stage", "test", param],
+        scratch.path,
+      );
+      expect(run.code, param).not.toBe(0);
+      expect(`${run.stdout}${run.stderr}`, param).toMatch(message);
+    }
   }, 90_000);
 });
 
