@@ -114,7 +114,9 @@ describe("warm caches across jobs of one process", () => {
     mkdirSync(join(root, scopeOf(TRUSTED), "stray"));
     store.release(first);
     const second = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
-    expect(second.report.evictions).toEqual([{ name: "stray", reason: "unknown-origin", freedBytes: 0 }]);
+    expect(second.report.evictions).toEqual([
+      { name: "stray", reason: "unknown-origin", freedBytes: expect.any(Number) },
+    ]);
   });
 });
 
