@@ -1,6 +1,15 @@
 import { ControllerApiError } from "./errors.ts";
 import type { JobEvent, JobRecord } from "./job-store.ts";
 
+/** What the controller answers to a workspace upload. */
+export interface WorkspaceUploadInfo {
+  id: string;
+  bytes: number;
+  sha256: string;
+  entries: number;
+  contentBytes: number;
+}
+
 /** A small HTTP client of the controller's API (used by the CLI and tests). */
 export class ControllerClient {
   readonly #base: string;
@@ -25,6 +34,40 @@ export class ControllerClient {
   async log(id: string): Promise<Buffer> {
     const res = await this.#fetch("GET", `api/v1/jobs/${encodeURIComponent(id)}/log`);
     return Buffer.from(await res.arrayBuffer());
+  }
+
+  /**
+   * Uploads a workspace archive (streamed, never held whole): resolves with its id, length,
+   * SHA-256 and entries. The controller refuses an archive an agent would refuse (400) or one over
+   * its limit (413).
+   */
+  async uploadWorkspace(archive: AsyncIterable<Uint8Array>): Promise<WorkspaceUploadInfo> {
+    const res = await this.#fetch("POST", "api/v1/workspaces", undefined, {
+      body: archive,
+      contentType: "application/x-tar",
+    });
+    return (await res.json()) as WorkspaceUploadInfo;
+  }
+
+  /**
+   * A job's artifacts: the tar stream and the digest the controller checked when it stored them
+   * (from the \`Repr-Digest\` and \`Content-Length\` headers). 404 when the job kept none.
+   */
+  async artifacts(id: string): Promise<{ stream: AsyncIterable<Uint8Array>; bytes: number; sha256: string }> {
+    const res = await this.#fetch("GET", `api/v1/jobs/${encodeURIComponent(id)}/artifacts`);
+    const digest = /sha-256=:([A-Za-z0-9+/=]+):/.exec(res.headers.get("repr-digest") ?? "");
+    if (digest === null || res.body === null) {
+      throw new ControllerApiError(
+        502,
+        "CONTROLLER_ERR_BAD_REQUEST",
+        "the controller sent artifacts without their digest",
+      );
+    }
+    return {
+      stream: res.body as unknown as AsyncIterable<Uint8Array>,
+      bytes: Number(res.headers.get("content-length")),
+      sha256: Buffer.from(digest[1]!, "base64").toString("hex"),
+    };
   }
 
   /** Yields the job's events: the stored ones, then live ones until the job ends. */
@@ -53,7 +96,12 @@ export class ControllerClient {
     return res.json();
   }
 
-  async #fetch(method: string, path: string, body?: unknown): Promise<Response> {
+  async #fetch(
+    method: string,
+    path: string,
+    body?: unknown,
+    raw?: { body: AsyncIterable<Uint8Array>; contentType: string },
+  ): Promise<Response> {
     let res: Response;
     try {
       res = await fetch(new URL(path, this.#base), {
@@ -61,7 +109,15 @@ export class ControllerClient {
         ...(body !== undefined
           ? { body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }
           : {}),
-      });
+        // A streamed request body (undici): sent as it is read, with chunked encoding.
+        ...(raw !== undefined
+          ? {
+              body: raw.body as unknown as RequestInit["body"],
+              headers: { "Content-Type": raw.contentType },
+              duplex: "half",
+            }
+          : {}),
+      } as RequestInit);
     } catch (error) {
       throw new ControllerApiError(
         0,
