@@ -9,13 +9,15 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  realpathSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
+import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   ArchiveError,
@@ -498,3 +500,55 @@ describe("selecting artifacts", () => {
     await expect(packed.done).rejects.toMatchObject({ code: "AGENT_ERR_ARCHIVE_IO" });
   });
 });
+
+describe("whatever the archive says, nothing is written outside the workspace", () => {
+  /** Every path under `root`, not following links. */
+  const listAll = (root: string): string[] =>
+    existsSync(root) ? readdirSync(root, { recursive: true }).map(String).sort() : [];
+
+  it("holds for random archives of files, directories, links and hard links", async () => {
+    const name = fc.constantFrom("a", "b", "..", ".", "", "/", "c/..", "d");
+    const path = fc.array(name, { minLength: 1, maxLength: 4 }).map((parts) => parts.join("/"));
+    const entry = fc.oneof(
+      fc.record({ path, type: fc.constant("File" as const), body: fc.constant("x") }),
+      fc.record({ path, type: fc.constant("Directory" as const) }),
+      fc.record({ path, type: fc.constant("SymbolicLink" as const), linkpath: path }),
+      fc.record({ path, type: fc.constant("Link" as const), linkpath: path }),
+    );
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(entry, { minLength: 1, maxLength: 8 }), async (entries) => {
+        const box = join(dir.path, `box-${run++}`);
+        const ws = join(box, "ws");
+        mkdirSync(join(box, "outside"), { recursive: true });
+        writeFileSync(join(box, "outside", "keep"), "keep");
+        // Every write lands in ws (or is refused): what else is in the box stays as it was.
+        const tar = rawTar(entries.map((e) => (e.path === "" ? { ...e, path: "x" } : e)));
+        await extractArchive(Readable.from([tar]), { dir: ws, ...LIMITS }).catch((error: unknown) => {
+          if (!(error instanceof ArchiveError)) throw error;
+        });
+        expect(listAll(box).filter((p) => !p.startsWith("ws"))).toEqual(["outside", "outside/keep"]);
+        expect(readFileSync(join(box, "outside", "keep"), "utf8")).toBe("keep");
+        // Every link that was made resolves inside the workspace (or dangles there).
+        for (const rel of listAll(ws)) {
+          const abs = join(ws, rel);
+          if (!lstatSync(abs).isSymbolicLink()) continue;
+          const target = resolvePath(join(abs, ".."), readlinkSync(abs));
+          expect(target === ws || target.startsWith(`${ws}/`), `${rel} -> ${readlinkSync(abs)}`).toBe(true);
+          const real = realpathOrNull(abs);
+          if (real !== null)
+            expect(real === realpathSync(ws) || real.startsWith(`${realpathSync(ws)}/`)).toBe(true);
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+});
+
+function realpathOrNull(path: string): string | null {
+  try {
+    return realpathSync(path);
+  } catch {
+    return null;
+  }
+}
