@@ -48,6 +48,8 @@ export {
   runRuntimeLoop,
 } from "./runtime-loop.ts";
 export {
+  type CloudWatchFailure,
+  cloudWatchFailureCause,
   probeController,
   type SmokeCheck,
   type SmokeFunctionInfo,

@@ -10,14 +10,15 @@ import {
   AGENT_WS_PATH,
   agentConfigSchema,
   agentSocketUrl,
+  CloudWatchSinkWarning,
   createCloudWatchSink,
+  createLogger,
   diskBudgetBytes,
   filesystemSpace,
   NAME_HEADER,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
   SECRET_HEADER,
-  silentLogger,
 } from "../agent-core/index.ts";
 import type { SmokeInvocation } from "./event.ts";
 import { cleanWorkDir, prepareWorkDir } from "./work-dir.ts";
@@ -170,18 +171,90 @@ function skipped(name: string, detail: string): SmokeCheck {
 async function checkCloudWatch(invocation: SmokeInvocation, timeoutMs: number): Promise<Verdict> {
   const settings = invocation.cloudWatch;
   const where = `${settings.region} ${settings.logGroupName} ${settings.logStreamName}`;
+  // The sink reports why it gave up in a warning (code + error): keep them to name the cause.
+  const warnings: Record<string, unknown>[] = [];
   const sink = await createCloudWatchSink({
     region: settings.region!,
     logGroupName: settings.logGroupName,
     logStreamName: settings.logStreamName,
-    logger: silentLogger,
+    logger: createLogger({ level: "warn", write: (line) => void warnings.push(JSON.parse(line)) }),
   });
   sink.write(`smoke test of ${AGENT_VERSION} on ${platform()}/${arch()}: CloudWatch Logs writable`);
   const summary = await sink.close(timeoutMs);
   if (summary.sentEvents === 1) return pass(`wrote a line to ${where}`);
-  return fail(
-    `could not write to ${where} (${summary.timedOut ? "timed out" : "refused"}); the role needs logs:CreateLogStream and logs:PutLogEvents on the group`,
+  const failure = warnings.find(
+    (w) => w.code === CloudWatchSinkWarning.disabled || w.code === CloudWatchSinkWarning.sendFailed,
   );
+  const error = failure?.error as CloudWatchFailure | undefined;
+  return fail(
+    `could not write to ${where} (${summary.timedOut ? `no answer within ${timeoutMs} ms` : "refused"}): ${cloudWatchFailureCause(error, settings.region!, settings.logGroupName)}`,
+  );
+}
+
+/** The error a CloudWatch call failed with, as the sink's warning carries it. */
+export interface CloudWatchFailure {
+  name?: string;
+  message?: string;
+  code?: string;
+}
+
+const CREDENTIALS_MISSING = new Set(["CredentialsProviderError"]);
+const CREDENTIALS_REFUSED = new Set([
+  "UnrecognizedClientException",
+  "InvalidClientTokenId",
+  "InvalidSignatureException",
+  "IncompleteSignature",
+  "MissingAuthenticationToken",
+  "ExpiredTokenException",
+]);
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ETIMEDOUT",
+  "ENETUNREACH",
+  "EHOSTUNREACH",
+  "EPIPE",
+]);
+
+/**
+ * The likely cause of a failed CloudWatch check, for the person reading the smoke report: no
+ * credentials, credentials refused, a missing permission, or no network (an unreachable or silent
+ * endpoint: no error at all within the time also means that). `error` is undefined when the
+ * sink gave up without one (it was still retrying).
+ *
+ * @example
+ * cloudWatchFailureCause({ name: "AccessDeniedException" }, "eu-west-1", "/ephemeral-agent/lambda");
+ * // "a missing permission: the role needs logs:CreateLogStream and logs:PutLogEvents on /ephemeral-agent/lambda (AccessDeniedException)"
+ */
+export function cloudWatchFailureCause(
+  error: CloudWatchFailure | undefined,
+  region: string,
+  group: string,
+): string {
+  const endpoint = `logs.${region}.amazonaws.com`;
+  const name = error?.name ?? "";
+  const message = error?.message ?? "";
+  const detail = error ? ` (${[name, error.code, message.split("\n")[0]].filter(Boolean).join(": ")})` : "";
+  if (CREDENTIALS_MISSING.has(name) || /could not load credentials/i.test(message)) {
+    return `no AWS credentials: on Lambda the function's role provides them; locally set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or turn the copy off with AGENT_CLOUDWATCH=off${detail}`;
+  }
+  if (CREDENTIALS_REFUSED.has(name)) {
+    return `the credentials were refused (invalid, expired, or for another partition)${detail}`;
+  }
+  if (name === "AccessDeniedException" || /not authorized/i.test(message)) {
+    return `a missing permission: the role needs logs:CreateLogStream and logs:PutLogEvents on ${group}${detail}`;
+  }
+  if (
+    error === undefined ||
+    name === "TimeoutError" ||
+    NETWORK_CODES.has(error.code ?? "") ||
+    NETWORK_CODES.has(name)
+  ) {
+    return `no network: ${endpoint} could not be reached (offline, DNS, a firewall, or a VPC without a route or endpoint to CloudWatch Logs)${detail}`;
+  }
+  return `CloudWatch Logs refused the write${detail}`;
 }
 
 /** Prepares the work dir as an invocation would, then writes, reads back and removes 1 MiB. */

@@ -42,6 +42,8 @@ const programs = {
   "container-entrypoint": () =>
     build(split({ "container-entrypoint": "container-entrypoint/bin.ts" }, "dist", ".mjs")),
   controller: () => build(split({ controller: "controller/bin.ts" }, "dist", ".mjs")),
+  // The deploy command (npm run rollout): not part of the Lambda package.
+  deploy: () => build(split({ deploy: "deploy/bin.ts" }, "dist", ".mjs")),
   // osls invoke local loads the handler with require(): a .js file in this "type": "module" package.
   // The bootstrap (the Runtime API loop of the container image) shares the handler's chunks.
   lambda: () =>

@@ -161,12 +161,51 @@ describe("serverless.yml, packaged offline with osls", () => {
     });
   });
 
-  it("never retries an async invocation, and drops events older than the plugin waits", () => {
+  it("never retries an async invocation, and drops events older than the plugin waits: on $LATEST and on live", () => {
     const configs = resourcesOf(template, "AWS::Lambda::EventInvokeConfig").map(([, r]) => r.Properties);
-    expect(configs).toHaveLength(FUNCTIONS.length);
+    // Async settings are per qualifier: callers invoke the live alias, so it needs its own.
+    expect(configs.map((c) => c.Qualifier).sort()).toEqual(["$LATEST", "$LATEST", "live", "live"]);
     for (const config of configs) {
       expect(config).toMatchObject({ MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 });
     }
+  });
+
+  it("publishes a version per deploy, kept for rollbacks, and a live alias per function that CloudFormation never moves", () => {
+    const functionIds = Object.fromEntries(
+      resourcesOf(template, "AWS::Lambda::Function").map(([id, r]) => [
+        r.Properties.FunctionName as string,
+        id,
+      ]),
+    );
+    const versions = resourcesOf(template, "AWS::Lambda::Version");
+    expect(versions).toHaveLength(FUNCTIONS.length);
+    for (const [, version] of versions) {
+      expect((version as unknown as { DeletionPolicy: string }).DeletionPolicy).toBe("Retain");
+    }
+    const aliases = resourcesOf(template, "AWS::Lambda::Alias");
+    expect(aliases).toHaveLength(FUNCTIONS.length);
+    for (const name of FUNCTIONS) {
+      const alias = aliases.find(
+        ([, a]) => (a.Properties.FunctionName as { Ref: string }).Ref === functionIds[name],
+      );
+      // Created on $LATEST and never changed by a stack update: the deploy command moves it.
+      expect(alias?.[1].Properties).toEqual({
+        FunctionName: { Ref: functionIds[name] },
+        Name: "live",
+        FunctionVersion: "$LATEST",
+      });
+      const evConf = resourcesOf(template, "AWS::Lambda::EventInvokeConfig").find(
+        ([, c]) =>
+          c.Properties.Qualifier === "live" &&
+          (c.Properties.FunctionName as { Ref: string }).Ref === functionIds[name],
+      );
+      expect(evConf).toBeDefined();
+      expect((evConf![1] as unknown as { DependsOn: string[] }).DependsOn).toEqual([alias![0]]);
+    }
+    const outputs = (template as unknown as { Outputs: Record<string, { Value: unknown }> }).Outputs;
+    expect(Object.values(outputs).map((o) => o.Value)).toEqual(
+      expect.arrayContaining(aliases.map(([id]) => ({ Ref: id }))),
+    );
   });
 
   it("grants the functions' role CloudWatch Logs actions only", () => {
@@ -354,6 +393,17 @@ describe("serverless.yml, image form (packageType=image), packaged offline", () 
       expect(r.Properties).toMatchObject({ MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 });
     }
     expect(existsSync(join(dir, "jnlp-agent.zip"))).toBe(false);
+  });
+
+  it("publishes a version per deploy and keeps the live alias (with its async settings), as the zip form does", () => {
+    expect(resourcesOf(template, "AWS::Lambda::Version")).toHaveLength(FUNCTIONS.length);
+    const aliases = resourcesOf(template, "AWS::Lambda::Alias").map(([, a]) => a.Properties);
+    expect(aliases).toHaveLength(FUNCTIONS.length);
+    for (const alias of aliases) expect(alias).toMatchObject({ Name: "live", FunctionVersion: "$LATEST" });
+    const qualifiers = resourcesOf(template, "AWS::Lambda::EventInvokeConfig").map(
+      ([, c]) => c.Properties.Qualifier,
+    );
+    expect(qualifiers.sort()).toEqual(["$LATEST", "$LATEST", "live", "live"]);
   });
 
   it("refuses an image form without an image URI, and an unknown package type", async () => {
