@@ -8,9 +8,12 @@ export {
   type ArtifactChannel,
   type ArtifactOptions,
   artifactsDue,
+  cacheRequestFor,
   type SeedOptions,
+  seedFailureOutcome,
   seedWorkspace,
   uploadArtifacts,
+  withArtifactsResult,
 } from "./job/transfers.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
 export {

@@ -6,6 +6,7 @@ import {
   type ArtifactsSpec,
   type Job,
   SKIPPED_LISTED,
+  type StepReason,
   type TransferResult,
 } from "../protocol/messages.ts";
 import { extractArchive } from "../workspace/extract.ts";
@@ -170,4 +171,51 @@ function asTransferFailure(
     message: `the transfer failed: ${(error as Error).message}`.slice(0, 4000),
     entry: null,
   };
+}
+
+/**
+ * How a seed that did not arrive ends the job: before its first step, `failed` with reason `disk`
+ * for contents over the budget and `error` otherwise, the message naming the rule and the entry.
+ * A seed stopped by the job's own stop (cancel, interrupt, deadline) ends with that reason.
+ */
+export function seedFailureOutcome(
+  result: Extract<TransferResult, { status: "failed" }>,
+  stopReason: StepReason | undefined,
+): { status: "failed"; reason: StepReason; message: string } {
+  if (result.code === "AGENT_ERR_ARCHIVE_ABORTED" && stopReason !== undefined) {
+    return {
+      status: "failed",
+      reason: stopReason,
+      message: `the job was stopped (${stopReason}) while its workspace was seeded`,
+    };
+  }
+  return {
+    status: "failed",
+    reason: result.code === "AGENT_ERR_ARCHIVE_TOO_LARGE" ? "disk" : "error",
+    message: `the workspace archive was refused: ${result.message}`,
+  };
+}
+
+/** Failed artifacts fail a job whose steps succeeded (reason `error`); any other outcome stays. */
+export function withArtifactsResult<T extends Pick<JobOutcome, "status" | "reason" | "message">>(
+  outcome: T,
+  result: TransferResult,
+): T {
+  if (result.status !== "failed" || outcome.status !== "succeeded") return outcome;
+  return {
+    ...outcome,
+    status: "failed",
+    reason: "error",
+    message: `the artifacts could not be kept: ${result.message}`,
+  };
+}
+
+/** The cache store's request for a job: its need is `diskNeedBytes`, else the configured budget cap, else 0, plus the headroom. */
+export function cacheRequestFor(
+  job: Job,
+  config: { diskBudgetBytes: number | null; diskHeadroomBytes: number },
+): { trust: string; names: string[]; needBytes: number } | undefined {
+  if (job.caches === undefined) return undefined;
+  const need = job.diskNeedBytes ?? config.diskBudgetBytes ?? 0;
+  return { trust: job.caches.trust, names: job.caches.names, needBytes: need + config.diskHeadroomBytes };
 }

@@ -7,10 +7,13 @@ import {
   type ArtifactChannel,
   type ArtifactsEnd,
   artifactsDue,
+  cacheRequestFor,
   extractArchive,
+  seedFailureOutcome,
   seedWorkspace,
   silentLogger,
   uploadArtifacts,
+  withArtifactsResult,
 } from "../../agent-core/index.ts";
 import { tempDir } from "../support/harness.ts";
 import { rawTar } from "../support/tar-builder.ts";
@@ -217,5 +220,51 @@ describe("uploadArtifacts", () => {
     expect(rec.ends).toEqual([
       expect.objectContaining({ error: expect.objectContaining({ code: "AGENT_ERR_ARCHIVE_ABORTED" }) }),
     ]);
+  });
+});
+
+describe("how transfers end a job", () => {
+  const failed = (code: string) => ({ status: "failed" as const, code, message: `m ${code}`, entry: null });
+
+  it("a refused seed fails the job before its first step: disk for the budget, error otherwise", () => {
+    expect(seedFailureOutcome(failed("AGENT_ERR_ARCHIVE_TOO_LARGE"), undefined)).toMatchObject({
+      status: "failed",
+      reason: "disk",
+    });
+    expect(seedFailureOutcome(failed("AGENT_ERR_ARCHIVE_LINK_ESCAPE"), undefined)).toMatchObject({
+      status: "failed",
+      reason: "error",
+      message: "the workspace archive was refused: m AGENT_ERR_ARCHIVE_LINK_ESCAPE",
+    });
+    expect(seedFailureOutcome(failed("AGENT_ERR_ARCHIVE_ABORTED"), "cancelled")).toMatchObject({
+      reason: "cancelled",
+    });
+  });
+
+  it("failed artifacts fail a succeeded job, and change no other outcome", () => {
+    const ok = { status: "succeeded" as const, reason: "exit" as const };
+    expect(withArtifactsResult(ok, failed("AGENT_ERR_ARCHIVE_IO"))).toMatchObject({
+      status: "failed",
+      reason: "error",
+    });
+    expect(withArtifactsResult(ok, { status: "done", bytes: 0, sha256: "0".repeat(64), entries: 0 })).toBe(
+      ok,
+    );
+    const timedOut = { status: "failed" as const, reason: "timeout" as const };
+    expect(withArtifactsResult(timedOut, failed("AGENT_ERR_ARCHIVE_IO"))).toBe(timedOut);
+  });
+
+  it("a job's cache need is its own, else the configured cap, else nothing, plus the headroom", () => {
+    const job = (fields: Record<string, unknown>) =>
+      ({ id: "j", env: {}, mask: [], steps: [], caches: { trust: "t", names: ["npm"] }, ...fields }) as never;
+    const config = { diskBudgetBytes: 500, diskHeadroomBytes: 16 };
+    expect(cacheRequestFor(job({ diskNeedBytes: 100 }), config)).toEqual({
+      trust: "t",
+      names: ["npm"],
+      needBytes: 116,
+    });
+    expect(cacheRequestFor(job({}), config)?.needBytes).toBe(516);
+    expect(cacheRequestFor(job({}), { diskBudgetBytes: null, diskHeadroomBytes: 16 })?.needBytes).toBe(16);
+    expect(cacheRequestFor(job({ caches: undefined }), config)).toBeUndefined();
   });
 });
