@@ -1,3 +1,5 @@
+import { clip } from "./clip.ts";
+
 /**
  * Errors raised by the agent. Every error carries a stable `code` (documented in the README);
  * tests and callers branch on `code`, never on the wording of `message`.
@@ -11,6 +13,8 @@ export type AgentErrorCode =
   | "AGENT_ERR_ACK_TIMEOUT"
   | "AGENT_ERR_WORKSPACE"
   | "AGENT_ERR_IDLE_TIMEOUT"
+  | "AGENT_ERR_IO"
+  | "AGENT_ERR_INTERRUPTED"
   | "AGENT_ERR_INTERNAL"
   | ArchiveErrorCode;
 
@@ -71,12 +75,14 @@ export class ConfigError extends AgentError {
   readonly problems: ConfigProblem[];
 
   constructor(problems: ConfigProblem[], intro = "Invalid agent configuration") {
-    const lines = problems.map((p) => `  - ${p.field}: ${p.message}`);
+    // Field names can come from outside (an unknown event field, an option): never echoed whole.
+    const clipped = problems.map((p) => ({ field: clip(p.field, 200), message: clip(p.message, 2000) }));
+    const lines = clipped.map((p) => `  - ${p.field}: ${p.message}`);
     super(
       "AGENT_ERR_CONFIG",
       `${intro} (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n${lines.join("\n")}`,
     );
-    this.problems = problems;
+    this.problems = clipped;
   }
 }
 
@@ -103,6 +109,25 @@ export class ControllerRefusedError extends AgentError {
 export class WorkspaceError extends AgentError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("AGENT_ERR_WORKSPACE", message, options);
+  }
+}
+
+/**
+ * The agent could not read or write one of its own files (the output spool). `errno` is the
+ * system's code (`ENOSPC`, `EIO`, ...) when there is one.
+ */
+export class AgentIoError extends AgentError {
+  readonly errno: string | undefined;
+
+  constructor(message: string, errno: string | undefined, options?: { cause?: unknown }) {
+    super("AGENT_ERR_IO", message, options);
+    this.name = "AgentIoError";
+    this.errno = errno;
+  }
+
+  /** True when the filesystem is full (or the quota is used up). */
+  get diskFull(): boolean {
+    return this.errno === "ENOSPC" || this.errno === "EDQUOT";
   }
 }
 

@@ -10,10 +10,12 @@ import {
   type CloudWatchSettings,
   ConfigError,
   type ConfigProblem,
+  clip,
   ExitCode,
   isLogLevel,
   type LogLevel,
   parseAgentConfig,
+  proxyProblems,
   RUNTIME_KINDS,
   type RuntimeKind,
   readCloudWatchSettings,
@@ -221,7 +223,10 @@ function expandAtFile(text: string, readFile: ReadTextFile, problems: ConfigProb
   const path = text.slice(1);
   const read = tryRead(readFile, path);
   if (!read.ok) {
-    problems.push({ field: text, message: `Cannot read the arguments file \`${path}\`: ${read.reason}` });
+    problems.push({
+      field: clip(text),
+      message: `Cannot read the arguments file \`${clip(path)}\`: ${read.reason}`,
+    });
     return [];
   }
   return read.text
@@ -237,8 +242,8 @@ function scanOption(text: string, pending: Token[], scan: ScannedArgs): void {
   const flag = FLAGS.get(name);
   if (flag === undefined) {
     scan.problems.push({
-      field: name,
-      message: `Unknown option \`${name}\`; see --help for the accepted options`,
+      field: clip(name),
+      message: `Unknown option \`${clip(name)}\`; see --help for the accepted options`,
     });
     return;
   }
@@ -323,6 +328,7 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
   const labels = resolveLabels(scan, env);
   if (labels !== undefined) put("labels", labels.value, labels.from);
   for (const { variable, field, value } of readTunables(env, problems)) put(field, value, variable);
+  problems.push(...proxyProblems(env));
   const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, { unit: "milliseconds" });
   if (maxDurationMs !== undefined) put("deadlineAt", Date.now() + maxDurationMs, MAX_DURATION_ENV);
   input.runtime = resolveRuntime(env, problems);
@@ -522,8 +528,7 @@ function nonEmpty(value: string | undefined): string | undefined {
 
 /** A string value for a message, execa style: `` `value` (string) ``, clipped. */
 function showText(value: string): string {
-  const clipped = value.length > 60 ? `${value.slice(0, 60)}...` : value;
-  return `\`${clipped}\` (string)`;
+  return `\`${clip(value)}\` (string)`;
 }
 
 function isDefined<T>(value: T | undefined): value is T {
@@ -625,6 +630,9 @@ Environment:
   AGENT_SECRET                 never passed on to steps either
   AGENT_MAX_DURATION_MS        stop the job this long after the agent started, reporting it as
                                \`deadline\` (ECS/Fargate have no deadline of their own; default none)
+  HTTPS_PROXY, HTTP_PROXY      http(s):// proxy for https/wss and http/ws URLs (the controller, the
+  ALL_PROXY, NO_PROXY          AWS SDK); ALL_PROXY for both; NO_PROXY: hosts reached directly.
+                               Upper or lower case
   Accepted without effect:
 ${wrapWords(IGNORED_ENV)}
 

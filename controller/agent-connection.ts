@@ -144,6 +144,21 @@ export class AgentConnection {
     this.#socket.send(encodeMessage({ v: 1, type: "resume", jobId: stream.job.id, seq: stream.lastSeq }));
   }
 
+  /**
+   * Answers a resuming hello for a job that already ended with this agent's `job-end` (its ack
+   * was lost): `resume` with the last seq stored and `ended: true`. Nothing more is accepted.
+   */
+  confirmEnded(stream: JobStream): void {
+    if (this.#state !== "idle")
+      throw new Error(`cannot confirm the end of a job on agent ${this.name} in state ${this.#state}`);
+    this.stream = stream;
+    this.#state = "done";
+    this.#socket.send(
+      encodeMessage({ v: 1, type: "resume", jobId: stream.job.id, seq: stream.lastSeq, ended: true }),
+    );
+    setTimeout(() => this.close(CloseCode.normal, "job done"), LINGER_AFTER_JOB_MS).unref();
+  }
+
   cancel(reason: string): void {
     if (this.#state === "busy" && this.job) {
       this.#socket.send(encodeMessage({ v: 1, type: "cancel", jobId: this.job.id, reason }));

@@ -294,6 +294,7 @@ export class Controller implements ControllerApi {
     stepEnd: (agent, message) => this.#runOf(agent).recorder.stepEnd(message),
     jobEnd: (agent, message) => {
       const run = this.#runOf(agent);
+      run.endedByAgent = agent.name;
       const { status, ending } = run.recorder.jobEnd(message, run.cancelRequested);
       this.#finish(run, status, ending);
     },
@@ -331,6 +332,15 @@ export class Controller implements ControllerApi {
   #resume(agent: AgentConnection, jobId: string): void {
     const run = this.#jobs.get(jobId);
     const previous = run?.agent;
+    if (run?.endedByAgent === agent.name && previous?.stream !== undefined) {
+      // Its job-end was stored but the ack was lost: the agent learns that its result is stored.
+      this.#logger.info("agent resumed a job that already ended; confirming its end", {
+        agent: agent.name,
+        job: jobId,
+      });
+      agent.confirmEnded(previous.stream);
+      return;
+    }
     const refusal =
       run === undefined
         ? "no such job"

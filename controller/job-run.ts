@@ -24,6 +24,8 @@ export interface JobRun {
   launchAttempts: number;
   /** Ends the job as agent-lost unless its agent resumes first. */
   lostTimer?: NodeJS.Timeout;
+  /** The agent whose `job-end` ended the job: its resume after a lost ack is told the end is stored. */
+  endedByAgent?: string;
   /** Times the job went back to the queue because its agent left before starting it. */
   requeues: number;
   cancelRequested: boolean;

@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import { type WebSocket, WebSocketServer } from "ws";
 import {
   AGENT_WS_PATH,
+  decodeNameHeader,
   type Logger,
   NAME_HEADER,
   PROTOCOL_HEADER,
@@ -30,6 +31,15 @@ export function headerValue(req: IncomingMessage, name: string): string | undefi
 }
 
 /**
+ * The agent's name from `Node-Name` (percent-encoded UTF-8, see `decodeNameHeader`): undefined
+ * when the header is missing, null when it cannot be decoded.
+ */
+export function agentName(req: IncomingMessage): string | null | undefined {
+  const header = headerValue(req, NAME_HEADER);
+  return header === undefined ? undefined : (decodeNameHeader(header) ?? null);
+}
+
+/**
  * Why an agent's upgrade request is refused, or undefined to accept it. The checks run in the
  * order docs/protocol.md §2.4 gives: path, headers, secret, protocol version, open session,
  * shutdown.
@@ -37,8 +47,9 @@ export function headerValue(req: IncomingMessage, name: string): string | undefi
 export function upgradeRefusal(req: IncomingMessage, context: UpgradeContext): UpgradeRefusal | undefined {
   const path = new URL(req.url ?? "/", "http://localhost").pathname;
   if (path !== `/${AGENT_WS_PATH}`) return [404, `Not Found: no agent endpoint at ${path}`];
-  const name = headerValue(req, NAME_HEADER);
+  const name = agentName(req);
   const secret = headerValue(req, SECRET_HEADER);
+  if (name === null) return [400, "Bad Request: the Node-Name header is not valid percent-encoded UTF-8"];
   if (!name || !secret) return [400, "Bad Request: the Node-Name and Secret-Key headers are required"];
   if (!verifyAgentSecret(context.key, name, secret))
     return [403, `Forbidden: wrong secret for agent ${name}`];
@@ -87,7 +98,7 @@ export class AgentGate {
   handle(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on("error", () => socket.destroy());
     const refusal = upgradeRefusal(req, this.#options.context);
-    const name = headerValue(req, NAME_HEADER);
+    const name = agentName(req);
     if (refusal !== undefined) {
       const [status, text] = refusal;
       this.#options.logger.warn("agent refused", { status, reason: text, name });

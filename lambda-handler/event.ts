@@ -8,6 +8,7 @@ import {
   type CloudWatchSettings,
   ConfigError,
   type ConfigProblem,
+  clip,
   type LogLevel,
   readCloudWatchSettings,
   zodProblems,
@@ -243,7 +244,7 @@ function decodeEvent(event: unknown, problems: ConfigProblem[], notes: string[])
   for (const key of Object.keys(value)) {
     if (!EVENT_FIELDS.includes(key))
       problems.push({
-        field: key,
+        field: clip(key),
         message: `unknown field; the payload accepts ${EVENT_FIELDS.join(", ")}`,
       });
   }
@@ -268,7 +269,7 @@ function resolveWorkDir(given: string | undefined, problems: ConfigProblem[]): s
   if (!isAbsolute(given) || rel === "" || rel.startsWith("..") || isAbsolute(rel)) {
     problems.push({
       field: "work_dir",
-      message: `Expected an absolute path below ${root} (the function's writable storage), got ${JSON.stringify(given)}`,
+      message: `Expected an absolute path below ${root} (the function's writable storage), got ${JSON.stringify(clip(given))}`,
     });
     return undefined;
   }

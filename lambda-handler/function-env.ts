@@ -4,6 +4,7 @@ import {
   describeValue,
   isLogLevel,
   type LogLevel,
+  proxyProblems,
   readIntegerEnv,
   readTunables,
   TUNABLE_ENV,
@@ -84,6 +85,7 @@ export function readFunctionEnv(env: FunctionEnv, problems: ConfigProblem[]): Fu
 
   const tunables: Record<string, number> = {};
   for (const { field, value } of readTunables(env, problems)) tunables[field] = value;
+  problems.push(...proxyProblems(env));
 
   const stepEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {

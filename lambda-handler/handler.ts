@@ -171,6 +171,9 @@ function invocationRunner(options: HandlerOptions): AgentHandler {
   };
 }
 
+/** Time kept after the agent returns for removing the work dir and returning the summary. */
+const SUMMARY_RESERVE_MS = 1_000;
+
 /** `errorType` of a Lambda function error is the error's `name`: stable names, whatever the bundler does to classes. */
 const ERROR_TYPES: Partial<Record<string, string>> = {
   AGENT_ERR_CONFIG: "ConfigError",
@@ -204,6 +207,8 @@ async function runInvocation(
   invokedAt: number,
 ): Promise<InvocationSummary> {
   const { layout, deadlineAt } = invocation;
+  // When Lambda ends the invocation (no SIGTERM comes: the sandbox is frozen or killed).
+  const invocationEndsAt = Date.now() + context.getRemainingTimeInMillis();
   const leftovers = await prepareWorkDir(layout);
   if (leftovers.length > 0)
     logger.warn("removed leftovers of an earlier invocation (stopped at its timeout?)", { leftovers });
@@ -240,6 +245,9 @@ async function runInvocation(
       cloudWatch: { settings: invocation.cloudWatch },
       // The margin after the deadline also carries the job's end and the summary.
       logFlushTimeoutMs: Math.max(1_000, Math.min(5_000, invocation.settings.deadlineMarginMs / 2)),
+      // Whatever the controller does (never acknowledging, answering one byte a second), the
+      // agent is done in time for the work dir's cleanup and the summary.
+      returnBy: invocationEndsAt - SUMMARY_RESERVE_MS,
     });
   } finally {
     clearTimeout(timer);

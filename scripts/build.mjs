@@ -17,8 +17,10 @@ const common = {
   keepNames: true,
   sourcemap: "linked",
   legalComments: "linked",
-  // ws loads these optional native helpers in a try/catch.
-  external: ["bufferutil", "utf-8-validate"],
+  // ws loads these optional native helpers in a try/catch. proxy-agent loads its PAC and SOCKS
+  // agents on demand; the agent accepts only http(s) proxies (agent-core/net/proxy.ts), so they
+  // are never loaded and stay out of the bundles (the PAC one carries a JavaScript engine).
+  external: ["bufferutil", "utf-8-validate", "pac-proxy-agent", "socks-proxy-agent"],
   define: { __AGENT_VERSION__: JSON.stringify(version) },
   // CommonJS dependencies (ws) call require() on Node built-ins.
   banner: {

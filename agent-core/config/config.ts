@@ -1,6 +1,7 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as z from "zod";
+import { clip } from "../clip.ts";
 import { ConfigError, type ConfigProblem } from "../errors.ts";
 import { runtimeKindSchema } from "../protocol/messages.ts";
 
@@ -13,12 +14,18 @@ const ms = (min: number) => z.number().int().min(min);
 export const agentConfigSchema = z.object({
   /** Controller URL as given (http, https, ws or wss). */
   url: z.string().refine(isControllerUrl, "must be an http(s):// or ws(s):// URL"),
-  secret: z.string().min(1, "must not be empty").max(1024),
+  secret: z
+    .string()
+    .min(1, "must not be empty")
+    .max(1024)
+    // It travels in the Secret-Key header: only printable ASCII can (Jenkins secrets are hex).
+    .regex(/^[\x21-\x7e]*$/, "must be printable ASCII without spaces (it is sent in an HTTP header)"),
   name: z
     .string()
     .min(1, "must not be empty")
     .max(200)
-    // Jenkins names Lambda nodes "<label expression>.lambda-xxxxxx": spaces and && are fine.
+    // Jenkins names Lambda nodes "<label expression>.lambda-xxxxxx": spaces, && and any
+    // Unicode are fine (the name travels percent-encoded in the Node-Name header).
     .refine(isPrintableName, "must not contain control characters or slashes"),
   labels: z.array(z.string().min(1).max(100)).max(100).default([]),
   /** Root of the agent's files; each job gets a fresh workspace below it. */
@@ -105,11 +112,11 @@ export function zodProblems(
   secretFields: ReadonlySet<string> = SECRET_FIELDS,
 ): ConfigProblem[] {
   return error.issues.map((issue) => {
-    const field = issue.path.join(".") || "(input)";
+    const field = clip(issue.path.join(".") || "(input)", 200);
     if (issue.code === "unrecognized_keys") {
       return {
         field,
-        message: `unknown field${issue.keys.length === 1 ? "" : "s"} ${issue.keys.map((k) => `\`${k}\``).join(", ")}`,
+        message: `unknown field${issue.keys.length === 1 ? "" : "s"} ${issue.keys.map((k) => `\`${clip(k)}\``).join(", ")}`,
       };
     }
     // The whole input may hold secrets: values are shown only for named fields that are not secret.
@@ -124,8 +131,7 @@ export function zodProblems(
 export function describeValue(value: unknown): string {
   if (value === undefined) return "nothing";
   const text = JSON.stringify(value) ?? String(value);
-  const clipped = text.length > 60 ? `${text.slice(0, 60)}...` : text;
-  return `\`${clipped}\` (${Array.isArray(value) ? "array" : value === null ? "null" : typeof value})`;
+  return `\`${clip(text)}\` (${Array.isArray(value) ? "array" : value === null ? "null" : typeof value})`;
 }
 
 function isPrintableName(value: string): boolean {

@@ -1,3 +1,4 @@
+import { clip } from "../clip.ts";
 import type { ConfigProblem } from "../errors.ts";
 import type { AgentConfigInput } from "./config.ts";
 
@@ -55,10 +56,9 @@ export function readIntegerEnv(
       : min === 0
         ? "a non-negative integer"
         : `an integer >= ${min}`;
-  const clipped = raw.length > 60 ? `${raw.slice(0, 60)}...` : raw;
   problems.push({
     field: name,
-    message: `Expected \`${name}\` to be ${range}${unit ? ` (${unit})` : ""}, got \`${clipped}\` (string)`,
+    message: `Expected \`${name}\` to be ${range}${unit ? ` (${unit})` : ""}, got \`${clip(raw)}\` (string)`,
   });
   return undefined;
 }

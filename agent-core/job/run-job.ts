@@ -10,14 +10,19 @@ import type { Job, Step, StepReason } from "../protocol/messages.ts";
 import { abortReason, type Command, reapGroups, runStep, type StepResult } from "../runner/run-step.ts";
 import { resolveInWorkspace } from "../workspace/workspace.ts";
 
-/** Where a job's events go: the session, or anything else (tests, a local run). */
+/** Backpressure: while `hasRoom()` is false the runner pauses the step's pipes until `waitForRoom` resolves. */
+export interface OutputFlow {
+  hasRoom(): boolean;
+  waitForRoom(): Promise<void>;
+}
+
+/** Where a job's events go: the output tee (controller stream and log copy), or anything else (tests, a local run). */
 export interface JobSink {
   stepStart(stepId: string, startedAt: number): void;
   output(stepId: string, stream: OutputStream, offset: number, data: Buffer): void;
   stepEnd(stepId: string, result: StepOutcome): void;
-  /** False when the sink is full; the runner pauses the step's pipes until `waitForRoom` resolves. */
-  hasRoom(): boolean;
-  waitForRoom(): Promise<void>;
+  /** The sink's backpressure. */
+  readonly flow: OutputFlow;
 }
 
 export interface StepOutcome extends Omit<StepResult, "pgid"> {
@@ -256,9 +261,9 @@ async function runOneStep(
             },
             onOutput: (stream, chunk) => {
               framer.write(stream, maskers[stream].write(chunk));
-              return sink.hasRoom();
+              return sink.flow.hasRoom();
             },
-            waitForDrain: () => sink.waitForRoom(),
+            waitForDrain: () => sink.flow.waitForRoom(),
           });
   } catch (error) {
     result = {

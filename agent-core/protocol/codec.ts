@@ -1,4 +1,5 @@
 import type * as z from "zod";
+import { clip } from "../clip.ts";
 import { ProtocolError } from "../errors.ts";
 import { safeCut } from "../logs/utf8.ts";
 import { CloseCode } from "./close-codes.ts";
@@ -80,5 +81,5 @@ export function closeReason(text: string): string {
 }
 
 function preview(text: string): string {
-  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text);
+  return JSON.stringify(clip(text, 80));
 }

@@ -12,3 +12,4 @@ export const SECRET_HEADER = "secret-key";
 export const PROTOCOL_HEADER = "x-agent-protocol";
 /** On a reconnect mid-job: the job being resumed (lets the controller replace a stale connection). */
 export const RESUME_HEADER = "x-agent-resume";
+export * from "./name-header.ts";

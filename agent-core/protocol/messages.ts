@@ -314,12 +314,17 @@ export type Cancel = z.infer<typeof cancelSchema>;
 export const ackSchema = z.object({ ...envelope, type: z.literal("ack"), seq: nonNegativeInt });
 export type Ack = z.infer<typeof ackSchema>;
 
-/** Answer to a resuming hello: the controller has every message up to `seq`; the agent sends the rest. */
+/**
+ * Answer to a resuming hello: the controller has every message up to `seq`; the agent sends the
+ * rest. `ended: true` says the job already ended on the controller with this agent's `job-end`
+ * (which `seq` covers): its result is stored, nothing more is accepted, the agent closes.
+ */
 export const resumeSchema = z.object({
   ...envelope,
   type: z.literal("resume"),
   jobId: idSchema,
   seq: nonNegativeInt,
+  ended: z.boolean().optional(),
 });
 export type Resume = z.infer<typeof resumeSchema>;
 

@@ -65,6 +65,16 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
 
   // Loaded on first use: a Lambda cold start that never runs a step does not pay for it.
   const { execa } = await import("execa");
+  // A stop (cancel, SIGTERM) that came while execa loaded is not lost: nothing is started.
+  if (options.signal?.aborted) {
+    return {
+      exitCode: null,
+      signal: null,
+      durationMs: elapsed(),
+      reason: abortReason(options.signal),
+      pgid: null,
+    };
+  }
   const child = execa(file!, args, {
     cwd: options.cwd,
     env: options.env,
@@ -100,6 +110,7 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
       : setTimeout(() => stop("timeout"), options.timeoutMs).unref();
   const onAbort = () => stop(abortReason(options.signal!));
   options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
   const onKill = () => {
     stop(options.signal?.aborted ? abortReason(options.signal) : "interrupted");
     if (pgid !== null) signalGroup(pgid, "SIGKILL");

@@ -1,11 +1,13 @@
-import type { IncomingMessage } from "node:http";
+import type { Agent, IncomingMessage } from "node:http";
 import WebSocket from "ws";
 import type { AgentConfig } from "../config/config.ts";
 import { agentSocketUrl } from "../config/config.ts";
 import { AgentError, ControllerRefusedError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
+import { tunnelAgentFor } from "../net/proxy.ts";
 import {
   AGENT_WS_PATH,
+  encodeNameHeader,
   NAME_HEADER,
   PROTOCOL_HEADER,
   RESUME_HEADER,
@@ -15,34 +17,78 @@ import { PROTOCOL_VERSION } from "../version.ts";
 
 /** HTTP answers to the upgrade that no retry can change. */
 const REFUSAL_STATUSES = new Set([400, 401, 403, 404, 409, 410, 426]);
+/** How much of a refusal's body is read, and for how long at most. */
+const REFUSAL_BODY_CHARS = 500;
+const REFUSAL_BODY_WAIT_MS = 1_000;
 
-type Attempt = { ok: true; socket: WebSocket } | { ok: false; error: Error; final: boolean };
+type Attempt<T> =
+  | { ok: true; value: T }
+  | { ok: false; error: Error; final: boolean }
+  | { ok: false; aborted: true };
+
+export interface ConnectOptions<T> {
+  /** Aborting ends the connect phase at once: the attempt in flight is dropped. */
+  signal?: AbortSignal | undefined;
+  /** Set when reconnecting mid-job: the job whose session is resumed (`X-Agent-Resume`). */
+  resumeJobId?: string;
+  /** How long to keep trying (default `config.connectTimeoutMs`; 0: one attempt). */
+  timeoutMs?: number;
+  /** Epoch ms past which no attempt runs, whatever `timeoutMs` says (the caller's own deadline). */
+  notAfter?: number | null;
+  /**
+   * Takes over the open socket, synchronously in its `open` event, before any frame can be read
+   * (a frame the controller sent right behind the 101 would otherwise go unheard).
+   */
+  adopt: (socket: WebSocket) => T;
+}
 
 /**
- * Opens the agent's WebSocket to the controller. Retries transient failures (connection
- * refused, timeouts, 5xx including 503 while a controller shuts down or restarts) with capped,
- * jittered backoff until `connectTimeoutMs`; a refusal (400 missing headers, 403 wrong secret,
- * 404 no agent endpoint, 409 duplicate name, 426 protocol version) throws ControllerRefusedError at once.
+ * Opens the agent's WebSocket to the controller (through the environment's proxy, if any).
+ * Retries transient failures (connection refused, timeouts, 5xx including 503 while a
+ * controller shuts down or restarts) with capped, jittered backoff until `timeoutMs`; a refusal
+ * (400 missing headers, 403 wrong secret, 404 no agent endpoint, 409 duplicate name, 426 protocol
+ * version) throws ControllerRefusedError at once. Every attempt has a total deadline
+ * (`handshakeTimeoutMs`, and never past the connect phase's end), however slowly the peer
+ * answers, and aborting `signal` ends the attempt in flight.
+ *
+ * @throws {@link ControllerRefusedError} on a refusal; {@link AgentError} `AGENT_ERR_CONTROLLER_UNREACHABLE`
+ * when the time is up, `AGENT_ERR_INTERRUPTED` when `signal` was aborted.
  */
-export async function connectToController(
+export async function connectToController<T>(
   config: AgentConfig,
   logger: Logger,
-  signal?: AbortSignal,
-  options: { resumeJobId?: string; timeoutMs?: number } = {},
-): Promise<WebSocket> {
+  options: ConnectOptions<T>,
+): Promise<T> {
   const url = agentSocketUrl(config.url, AGENT_WS_PATH);
   const timeoutMs = options.timeoutMs ?? config.connectTimeoutMs;
   const giveUpAt = Date.now() + timeoutMs;
+  const { signal } = options;
   let delayMs = 250;
+  let agent: Agent | undefined;
+  try {
+    agent = await tunnelAgentFor(url);
+  } catch (error) {
+    throw new AgentError("AGENT_ERR_CONFIG", `cannot use the proxy for ${url}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
   for (let attempt = 1; ; attempt++) {
-    const result = await attemptConnect(url, config, options.resumeJobId);
+    if (signal?.aborted) throw interrupted(url);
+    // The last attempt may not run past the end of the connect phase (a single attempt: 0 ms).
+    const endsAt = timeoutMs === 0 ? Date.now() + config.handshakeTimeoutMs : giveUpAt;
+    const attemptMs = Math.max(
+      1,
+      Math.min(config.handshakeTimeoutMs, endsAt - Date.now(), (options.notAfter ?? Infinity) - Date.now()),
+    );
+    const result = await attemptConnect(url, config, agent, attemptMs, options);
     if (result.ok) {
       logger.info("connected to the controller", { url, attempt });
-      return result.socket;
+      return result.value;
     }
+    if ("aborted" in result) throw interrupted(url);
     if (result.final) throw result.error;
     const waitMs = Math.min(delayMs, giveUpAt - Date.now());
-    if (waitMs <= 0 || signal?.aborted) {
+    if (waitMs <= 0) {
       throw new AgentError(
         "AGENT_ERR_CONTROLLER_UNREACHABLE",
         `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${timeoutMs} ms: ${result.error.message}`,
@@ -60,38 +106,87 @@ export async function connectToController(
   }
 }
 
-function attemptConnect(url: string, config: AgentConfig, resumeJobId: string | undefined): Promise<Attempt> {
+function interrupted(url: string): AgentError {
+  return new AgentError("AGENT_ERR_INTERRUPTED", `interrupted while connecting to ${url}`);
+}
+
+/** One attempt, over within `attemptMs` whatever the peer does (a peer that answers one byte a second included). */
+function attemptConnect<T>(
+  url: string,
+  config: AgentConfig,
+  agent: Agent | undefined,
+  attemptMs: number,
+  options: ConnectOptions<T>,
+): Promise<Attempt<T>> {
   return new Promise((resolve) => {
-    const socket = new WebSocket(url, {
-      perMessageDeflate: false,
-      handshakeTimeout: config.handshakeTimeoutMs,
-      maxPayload: config.maxPayloadBytes,
-      headers: {
-        [NAME_HEADER]: config.name,
-        [SECRET_HEADER]: config.secret,
-        [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
-        ...(resumeJobId !== undefined ? { [RESUME_HEADER]: resumeJobId } : {}),
-      },
-    });
-    const done = (result: Attempt) => {
-      socket.removeAllListeners("open");
-      socket.removeAllListeners("unexpected-response");
-      socket.removeAllListeners("error");
-      socket.on("error", () => {}); // late errors of a socket we gave up on
+    let socket: WebSocket;
+    try {
+      socket = new WebSocket(url, {
+        perMessageDeflate: false,
+        maxPayload: config.maxPayloadBytes,
+        ...(agent !== undefined ? { agent } : {}),
+        headers: {
+          [NAME_HEADER]: encodeNameHeader(config.name),
+          [SECRET_HEADER]: config.secret,
+          [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
+          ...(options.resumeJobId !== undefined ? { [RESUME_HEADER]: options.resumeJobId } : {}),
+        },
+      });
+    } catch (error) {
+      resolve({ ok: false, error: error as Error, final: true });
+      return;
+    }
+    let settled = false;
+    const done = (result: Attempt<T>) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      options.signal?.removeEventListener("abort", onAbort);
+      // Only this attempt's own listeners: the session adopted in `open` keeps its own.
+      socket.off("open", onOpen);
+      socket.off("unexpected-response", onRefusal);
+      socket.off("error", onError);
+      if (!result.ok) {
+        socket.on("error", () => {}); // late errors of a socket given up on
+        socket.terminate();
+      }
       resolve(result);
     };
-    socket.once("open", () => done({ ok: true, socket }));
-    socket.once("unexpected-response", (_req, res: IncomingMessage) => {
-      readBody(res).then((body) => {
-        socket.terminate();
+    const deadline = setTimeout(
+      () =>
+        done({
+          ok: false,
+          final: false,
+          error: new Error(`the WebSocket handshake did not complete within ${attemptMs} ms`),
+        }),
+      attemptMs,
+    );
+    const onAbort = () => done({ ok: false, aborted: true });
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    const onOpen = () => {
+      let value: T;
+      try {
+        value = options.adopt(socket);
+      } catch (error) {
+        done({ ok: false, error: error as Error, final: true });
+        return;
+      }
+      done({ ok: true, value });
+    };
+    const onRefusal = (_req: unknown, res: IncomingMessage) => {
+      readBody(res, Math.min(REFUSAL_BODY_WAIT_MS, attemptMs)).then((body) => {
+        res.destroy();
         done(refusalFor(res, body, url));
       });
-    });
-    socket.once("error", (error) => done({ ok: false, error, final: false }));
+    };
+    const onError = (error: Error) => done({ ok: false, error, final: false });
+    socket.once("open", onOpen);
+    socket.once("unexpected-response", onRefusal);
+    socket.once("error", onError);
   });
 }
 
-function refusalFor(res: IncomingMessage, body: string, url: string): Attempt {
+function refusalFor<T>(res: IncomingMessage, body: string, url: string): Attempt<T> {
   const status = res.statusCode ?? 0;
   const detail = body.trim() ? `: ${body.trim()}` : "";
   if (res.headers["x-jenkins"] !== undefined) {
@@ -127,20 +222,26 @@ function refusalFor(res: IncomingMessage, body: string, url: string): Attempt {
   return { ok: false, final: false, error: new Error(`the controller answered HTTP ${status}${detail}`) };
 }
 
-function readBody(res: IncomingMessage): Promise<string> {
+/** Up to REFUSAL_BODY_CHARS of the body, waiting at most `waitMs`. */
+function readBody(res: IncomingMessage, waitMs: number): Promise<string> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const finish = () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString("utf8").slice(0, REFUSAL_BODY_CHARS));
+    };
+    const timer = setTimeout(finish, waitMs);
     res.on("data", (chunk: Buffer) => {
       if (size < 2048) chunks.push(chunk);
       size += chunk.length;
     });
-    res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8").slice(0, 500)));
-    res.on("error", () => resolve(""));
-    setTimeout(() => resolve(Buffer.concat(chunks).toString("utf8").slice(0, 500)), 1000).unref();
+    res.on("end", finish);
+    res.on("error", finish);
   });
 }
 
+/** Waits `ms`, or less when `signal` is aborted. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
@@ -150,5 +251,6 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
       resolve();
     }
     signal?.addEventListener("abort", done, { once: true });
+    if (signal?.aborted) done();
   });
 }

@@ -12,7 +12,9 @@ import {
   type SmokeReport,
   SmokeTestFailedError,
 } from "../../lambda-handler/index.ts";
+import { fakeController, waitForType } from "../support/fake-peers.ts";
 import { startController, type TestController, tempDir } from "../support/harness.ts";
+import { slowPeer } from "../support/slow-peer.ts";
 
 let ctl: TestController;
 let root: ReturnType<typeof tempDir>;
@@ -317,6 +319,88 @@ describe("Lambda handler: malformed invocations fail fast with every problem lis
       expect(JSON.stringify(entries())).not.toContain(SECRET);
     });
   }
+});
+
+describe("Lambda handler: echoed values are clipped", () => {
+  it("a 1 MB unknown field name is not echoed in full into the error or the log", async () => {
+    const huge = "f".repeat(1_048_576);
+    const { handler, lines } = makeHandler();
+    const error = await handler(
+      { url: "http://h/", node_secret: "s3cret-value", node_name: "n", [huge]: 1, work_dir: `/tmp/${huge}` },
+      context(900_000),
+    ).then(
+      () => undefined,
+      (e: unknown) => e as Error & { problems?: { field: string; message: string }[] },
+    );
+    expect(error?.message).toMatch(/^AGENT_ERR_CONFIG: /);
+    expect(error!.message.length).toBeLessThan(2_000);
+    expect(error?.problems?.map((p) => p.field)).toContain(`${"f".repeat(60)}... (1048576 characters)`);
+    expect(lines.join("").length).toBeLessThan(4_000);
+  });
+});
+
+describe("Lambda handler: the summary comes before the invocation's deadline, whatever the peer does", () => {
+  it("a peer that answers the upgrade one byte per second", async () => {
+    const peer = await slowPeer(1_000);
+    try {
+      const ctx = context(5_000);
+      const timeoutAt = Date.now() + ctx.getRemainingTimeInMillis();
+      const { handler } = makeHandler({
+        AGENT_DEADLINE_MARGIN_MS: "2000",
+        AGENT_CONNECT_TIMEOUT_MS: "60000",
+      });
+      const summary = asSummary(
+        await handler(
+          { url: peer.url, node_secret: "s3cret-value", node_name: "tarpit", work_dir: workDir() },
+          ctx,
+        ),
+      );
+      expect(Date.now()).toBeLessThan(timeoutAt);
+      // The connect phase ends at the deadline, when the backstop interrupts too: either says it.
+      expect(summary.result).toBe("error");
+      expect(["AGENT_ERR_CONTROLLER_UNREACHABLE", "AGENT_ERR_INTERRUPTED"]).toContain(summary.errorCode);
+    } finally {
+      await peer.close();
+    }
+  });
+
+  it("a peer that takes the job and never acknowledges anything, nor answers a resume", async () => {
+    let connections = 0;
+    const fake = await fakeController((socket, traffic) => {
+      connections++;
+      if (connections > 1) return; // a resume is never answered
+      void waitForType(traffic, "hello").then(() =>
+        socket.send(
+          JSON.stringify({ v: 1, type: "job", job: { id: "j1", steps: [{ id: "s1", run: "sleep 60" }] } }),
+        ),
+      );
+    });
+    try {
+      const ctx = context(6_000);
+      const timeoutAt = Date.now() + ctx.getRemainingTimeInMillis();
+      const { handler } = makeHandler({
+        AGENT_DEADLINE_MARGIN_MS: "2500",
+        AGENT_DEADLINE_STEP_START_MIN_MS: "0",
+        AGENT_ACK_TIMEOUT_MS: "30000",
+        AGENT_RECONNECT_TIMEOUT_MS: "60000",
+      });
+      const summary = asSummary(
+        await handler(
+          { url: fake.url, node_secret: "s3cret-value", node_name: "silent", work_dir: workDir() },
+          ctx,
+        ),
+      );
+      expect(Date.now()).toBeLessThan(timeoutAt);
+      expect(summary).toMatchObject({
+        jobId: "j1",
+        result: "failed",
+        reason: "deadline",
+        exitCode: ExitCode.controllerFailure,
+      });
+    } finally {
+      await fake.close();
+    }
+  });
 });
 
 describe("Lambda handler: smoke mode", () => {

@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
 import {
   agentConfigFor,
+  canMountTmpfs,
   captureLogger,
   ENTRYPOINT,
   FIXTURES,
@@ -113,19 +114,7 @@ describe("the disk budget", () => {
     expect(readdirSync(join(dir.path, "workspace"))).toEqual([]);
   });
 
-  const canMount = (() => {
-    try {
-      const probe = tempDir("mount-probe-");
-      execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe.path], { stdio: "ignore" });
-      execFileSync("umount", [probe.path]);
-      probe.remove();
-      return true;
-    } catch {
-      return false;
-    }
-  })();
-
-  it.skipIf(!canMount)(
+  it.skipIf(!canMountTmpfs)(
     "reports a disk filled to the brim as disk, and still reports the job (skipped where a tmpfs cannot be mounted: needs root)",
     async () => {
       const mountPoint = join(dir.path, "small");

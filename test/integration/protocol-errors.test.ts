@@ -157,7 +157,7 @@ describe("the agent against a misbehaving controller", () => {
     },
   );
 
-  it("closes with 1009 when the controller sends a frame over maxPayload", async () => {
+  it("closes with 1009 when the controller sends a frame over maxPayload, and reports 1009", async () => {
     const fake = await fakeController((socket, traffic) => {
       void waitForType(traffic, "hello").then(() => socket.send(Buffer.alloc(200_000)));
     });
@@ -169,6 +169,9 @@ describe("the agent against a misbehaving controller", () => {
       const outcome = await runAgent(config, { logger });
       expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
       await expect.poll(() => fake.closes[0]?.code).toBe(CloseCode.messageTooBig);
+      // Reported as what it is (1009), not as the 1006 of a connection that stopped being read.
+      expect(outcome.error).toMatchObject({ code: "AGENT_ERR_PROTOCOL", closeCode: CloseCode.messageTooBig });
+      expect(outcome.summary).toMatch(/Max payload size exceeded/);
     } finally {
       await fake.close();
     }

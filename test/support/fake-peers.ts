@@ -1,13 +1,28 @@
 import type { AddressInfo } from "node:net";
+import * as wsModule from "ws";
 import WebSocket, { WebSocketServer } from "ws";
-import { AGENT_WS_PATH, encodeOutputFrame, NAME_HEADER, SECRET_HEADER } from "../../agent-core/index.ts";
+import {
+  AGENT_WS_PATH,
+  encodeNameHeader,
+  encodeOutputFrame,
+  NAME_HEADER,
+  SECRET_HEADER,
+} from "../../agent-core/index.ts";
 
 /** A hand-driven agent: a raw WebSocket to a real controller, for sending whatever a test needs. */
-export async function rawAgent(controller: { url: string; secretFor(name: string): string }, name: string) {
+export async function rawAgent(
+  controller: { url: string; secretFor(name: string): string },
+  name: string,
+  headers: Record<string, string> = {},
+) {
   const url = `${controller.url.replace(/^http/, "ws")}${AGENT_WS_PATH}`;
   const socket = new WebSocket(url, {
     perMessageDeflate: false,
-    headers: { [NAME_HEADER]: name, [SECRET_HEADER]: controller.secretFor(name) },
+    headers: {
+      [NAME_HEADER]: encodeNameHeader(name),
+      [SECRET_HEADER]: controller.secretFor(name),
+      ...headers,
+    },
   });
   const received: unknown[] = [];
   socket.on("message", (data) => received.push(JSON.parse(data.toString())));
@@ -95,4 +110,56 @@ export async function waitForType(
     if (Date.now() - started > timeoutMs) throw new Error(`no ${type} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** ws's frame builder (the one its sockets use; @types/ws does not declare it). */
+const { Sender } = wsModule as unknown as {
+  Sender: {
+    frame(
+      data: Buffer,
+      options: { fin: boolean; rsv1: boolean; opcode: number; mask: boolean; readOnly: boolean },
+    ): Buffer[];
+  };
+};
+
+/**
+ * Sends the messages as text frames in ONE write on the TCP socket, so that the agent reads
+ * them together (one read, one parse): what a controller does when it answers quickly.
+ */
+export function sendInOneRead(socket: WebSocket, messages: unknown[]): void {
+  const frames = messages.flatMap((message) =>
+    Sender.frame(Buffer.from(JSON.stringify(message)), {
+      fin: true,
+      rsv1: false,
+      opcode: 1,
+      mask: false,
+      readOnly: false,
+    }),
+  );
+  (socket as unknown as { _socket: { write(data: Buffer): void } })._socket.write(Buffer.concat(frames));
+}
+
+/** The seq of a sequenced message the agent sent (JSON, or an output frame's header). */
+export function seqOf(data: Buffer, isBinary: boolean): number | undefined {
+  if (isBinary) return data.readUInt32BE(4);
+  const seq = (JSON.parse(data.toString()) as { seq?: unknown }).seq;
+  return typeof seq === "number" ? seq : undefined;
+}
+
+/** Acknowledges every sequenced message at once, as the reference controller does (until `stop()`). */
+export function ackEverything(socket: WebSocket): { stop(): void; last(): number } {
+  let last = 0;
+  let stopped = false;
+  socket.on("message", (data, isBinary) => {
+    const seq = seqOf(data as Buffer, isBinary);
+    if (seq === undefined || stopped) return;
+    last = seq;
+    socket.send(JSON.stringify({ v: 1, type: "ack", seq }));
+  });
+  return {
+    stop: () => {
+      stopped = true;
+    },
+    last: () => last,
+  };
 }

@@ -1,3 +1,4 @@
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -111,3 +112,62 @@ export async function until(predicate: () => boolean, timeoutMs = 10_000, what =
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** What a run of the entrypoint bundle came to: its exit, its stderr, and that as JSON lines. */
+export interface EntrypointRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** From the spawn to the exit. */
+  ms: number;
+  stderr: string;
+  /** The JSON diagnostics (other stderr lines are left out). */
+  lines: Record<string, unknown>[];
+}
+
+/**
+ * Starts the real container entrypoint bundle as a container runtime would: `args`, and `env`
+ * over a minimal environment (PATH only, nothing else of this process's), stdout ignored.
+ */
+export function spawnEntrypoint(
+  args: string[],
+  env: Record<string, string> = {},
+): { child: ChildProcess; done: Promise<EntrypointRun> } {
+  const started = Date.now();
+  const child = spawn(process.execPath, [ENTRYPOINT, ...args], {
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const done = new Promise<EntrypointRun>((resolve) =>
+    child.once("close", (code, signal) =>
+      resolve({
+        code,
+        signal,
+        ms: Date.now() - started,
+        stderr,
+        lines: stderr
+          .split("\n")
+          .filter((line) => line.startsWith("{"))
+          .map((line) => JSON.parse(line) as Record<string, unknown>),
+      }),
+    ),
+  );
+  return { child, done };
+}
+
+/** Whether this machine lets the tests mount a tmpfs (root, and a kernel that allows it). */
+export const canMountTmpfs: boolean = (() => {
+  const probe = tempDir("mount-probe-");
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe.path], { stdio: "ignore" });
+    execFileSync("umount", [probe.path]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    probe.remove();
+  }
+})();

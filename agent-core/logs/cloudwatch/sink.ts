@@ -5,6 +5,7 @@ import type {
 } from "@aws-sdk/client-cloudwatch-logs";
 import { ConfigError, type ConfigProblem } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
+import { awsProxyAgents } from "../../net/proxy.ts";
 import { batchBytes, EVENT_OVERHEAD_BYTES, LogBatcher, type LogEvent, splitMessage } from "./batcher.ts";
 import {
   DEFAULT_FLUSH_INTERVAL_MS,
@@ -658,7 +659,8 @@ function unavailableApi(cause: unknown): CloudWatchLogsApi {
 /**
  * Loads the AWS SDK (only now: it costs tens of milliseconds of start-up) and returns a sink
  * writing to `logGroupName`/`logStreamName` in `region`. The client makes one attempt per
- * call (the sink retries) with the default credential chain, unless `clientConfig` says otherwise.
+ * call (the sink retries) with the default credential chain, through the environment's proxy
+ * (`HTTPS_PROXY`, `NO_PROXY`...) if one is set, unless `clientConfig` says otherwise.
  * If the SDK cannot be loaded, the sink is returned anyway and turns itself off at its first send
  * (warned, losses counted).
  *
@@ -685,12 +687,15 @@ export async function createCloudWatchSink(options: CreateCloudWatchSinkOptions)
     // exposes only `default`.
     const sdk = typeof loaded.CloudWatchLogsClient === "function" ? loaded : loaded.default;
     if (sdk === undefined) throw new TypeError("the module has no CloudWatchLogsClient export");
+    // Through the environment's proxy (HTTPS_PROXY, NO_PROXY...), decided per request.
+    const proxyAgents = await awsProxyAgents();
     const client = new sdk.CloudWatchLogsClient({
       region: options.region,
       maxAttempts: 1,
       requestHandler: {
         requestTimeout: requestTimeoutMs,
         connectionTimeout: Math.min(5000, requestTimeoutMs),
+        ...proxyAgents,
       },
       ...options.clientConfig,
     });
