@@ -3,7 +3,13 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { createLogger, deriveAgentSecret, isLogLevel, type Logger } from "../agent-core/index.ts";
+import {
+  ArchiveError,
+  createLogger,
+  deriveAgentSecret,
+  isLogLevel,
+  type Logger,
+} from "../agent-core/index.ts";
 import { ControllerClient } from "./client.ts";
 import { Controller } from "./controller.ts";
 import { ControllerApiError } from "./errors.ts";
@@ -11,6 +17,7 @@ import { readJobFile } from "./job-spec.ts";
 import type { JobRecord } from "./job-store.ts";
 import { LocalProvisioner } from "./provisioner.ts";
 import { createRenderer } from "./render.ts";
+import { fetchArtifacts, uploadArchive, uploadDirectory } from "./workspace-cli.ts";
 
 export const CLI_EXIT = {
   ok: 0,
@@ -37,6 +44,13 @@ Commands:
   submit FILE           Submit a job file (YAML or JSON) and follow its log.
       --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
       --no-follow         Print the job id and return at once.
+      --workspace DIR     Seed the job's workspace with DIR (instead of the job file's
+                          \`workspace\`): packed without following links, uploaded, checked.
+      --workspace-archive FILE
+                          Seed it with a tar archive (tar, tar.gz, tar.br, tar.zst) as it is.
+  artifacts JOB         Fetch a job's artifacts and extract them (safely: nothing outside DIR).
+      --out DIR           Where to extract them.
+      --url U             Controller URL.
   demo [FILE]           Start a controller on a free loopback port with a local provisioner,
                         run FILE (default examples/hello.yml) on a freshly launched agent,
                         show its log live, stop. Exits with the job's status.
@@ -63,6 +77,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         return await demo(rest, env);
       case "secret":
         return secret(rest);
+      case "artifacts":
+        return await artifacts(rest, env);
       case undefined:
       case "help":
       case "--help":
@@ -161,19 +177,97 @@ async function submit(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { url: { type: "string" }, "no-follow": { type: "boolean", default: false } },
+    options: {
+      url: { type: "string" },
+      "no-follow": { type: "boolean", default: false },
+      workspace: { type: "string" },
+      "workspace-archive": { type: "string" },
+    },
   });
   if (positionals.length !== 1) {
     process.stderr.write(`controller submit: expected one job file, got ${positionals.length}\n`);
     return CLI_EXIT.usage;
   }
+  if (values.workspace !== undefined && values["workspace-archive"] !== undefined) {
+    process.stderr.write("controller submit: give --workspace DIR or --workspace-archive FILE, not both\n");
+    return CLI_EXIT.usage;
+  }
   const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/");
-  const job = await client.submit(await readJobFile(positionals[0]!));
+  const file = positionals[0]!;
+  const submission = await withUploadedWorkspace(
+    client,
+    await readJobFile(file),
+    dirname(resolve(file)),
+    { dir: values.workspace, archive: values["workspace-archive"] },
+    stderrLogger(env.CONTROLLER_LOG_LEVEL ?? "warn"),
+  );
+  const job = await client.submit(submission);
   if (values["no-follow"]) {
     process.stdout.write(`${job.id}\n`);
     return CLI_EXIT.ok;
   }
   return followToTerminal(client, job);
+}
+
+/**
+ * Uploads the job's workspace, when it names one (a directory relative to the job file) or the
+ * command line does (`--workspace DIR` relative to the working directory, `--workspace-archive`),
+ * and returns the submission with `workspace: { upload: <id> }`.
+ */
+async function withUploadedWorkspace(
+  client: ControllerClient,
+  submission: unknown,
+  jobDir: string,
+  given: { dir: string | undefined; archive: string | undefined },
+  logger: Logger,
+): Promise<unknown> {
+  if (typeof submission !== "object" || submission === null || Array.isArray(submission)) return submission;
+  const fields = submission as Record<string, unknown>;
+  const declared = fields.workspace;
+  let upload: { id: string; bytes: number; entries: number } | undefined;
+  if (given.archive !== undefined) upload = await uploadArchive(client, given.archive);
+  else if (given.dir !== undefined) upload = await uploadDirectory(client, given.dir, [], logger);
+  else if (typeof declared === "string")
+    upload = await uploadDirectory(client, resolve(jobDir, declared), [], logger);
+  else if (typeof declared === "object" && declared !== null && "path" in declared) {
+    const { path, exclude } = declared as { path: unknown; exclude?: unknown };
+    if (typeof path === "string") {
+      const patterns = Array.isArray(exclude)
+        ? exclude.filter((p): p is string => typeof p === "string")
+        : [];
+      upload = await uploadDirectory(client, resolve(jobDir, path), patterns, logger);
+    }
+  }
+  if (upload === undefined) return submission;
+  process.stderr.write(`workspace uploaded: ${upload.entries} entries, ${upload.bytes} bytes\n`);
+  return { ...fields, workspace: { upload: upload.id } };
+}
+
+/** `artifacts JOB --out DIR`: fetches the job's artifacts and extracts them safely. */
+async function artifacts(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { url: { type: "string" }, out: { type: "string" } },
+  });
+  if (positionals.length !== 1 || values.out === undefined) {
+    process.stderr.write("controller artifacts: expected a job id and --out DIR\n");
+    return CLI_EXIT.usage;
+  }
+  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/");
+  try {
+    const summary = await fetchArtifacts(client, positionals[0]!, values.out);
+    process.stdout.write(
+      `${summary.entries} entries (${summary.contentBytes} bytes) extracted to ${resolve(values.out)}, sha256 ${summary.digest.sha256} checked\n`,
+    );
+    return CLI_EXIT.ok;
+  } catch (error) {
+    if (error instanceof ArchiveError) {
+      process.stderr.write(`controller artifacts: ${error.code}: ${error.message}\n`);
+      return CLI_EXIT.failed;
+    }
+    throw error;
+  }
 }
 
 async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -198,7 +292,15 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   try {
     out(`controller listening on ${controller.url} (data: ${dataDir})\n`);
     const client = new ControllerClient(controller.url);
-    const job = await client.submit(submission);
+    const job = await client.submit(
+      await withUploadedWorkspace(
+        client,
+        submission,
+        dirname(resolve(file)),
+        { dir: undefined, archive: undefined },
+        stderrLogger(env.CONTROLLER_LOG_LEVEL ?? "warn"),
+      ),
+    );
     out(`submitted ${file} as job ${job.id}; launching a local agent...\n`);
     const code = await followToTerminal(client, job);
     const record = await client.get(job.id);

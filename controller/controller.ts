@@ -1,5 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { WebSocket } from "ws";
 import {
@@ -11,17 +20,19 @@ import {
   silentLogger,
 } from "../agent-core/index.ts";
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
+import { ArtifactReceiver } from "./artifact-receiver.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { ControllerApiError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
 import { type JobEnding, JobRecorder } from "./job-recorder.ts";
 import type { JobRun } from "./job-run.ts";
-import { prepareJob } from "./job-spec.ts";
+import { DEFAULT_PROTECTED_BRANCHES, prepareJob } from "./job-spec.ts";
 import { JobFiles, type JobRecord, type JobStatus, type LogListener } from "./job-store.ts";
 import type { Provisioner } from "./provisioner.ts";
 import { Provisioning } from "./provisioning.ts";
 import { ControllerServer } from "./server.ts";
 import { AgentGate } from "./upgrade.ts";
+import { UploadStore, type WorkspaceUpload } from "./workspace-uploads.ts";
 
 export interface ControllerOptions {
   /** Where jobs' records and logs are stored. */
@@ -47,11 +58,22 @@ export interface ControllerOptions {
   resumeWindowMs?: number;
   /** Further HTTP routes served beside the API (pages, metrics). */
   routes?: readonly Route[];
+  /** Branch patterns whose jobs' warm caches are `protected` (default `main`, `master`). */
+  protectedBranches?: readonly string[];
+  /** Largest workspace archive accepted for upload, in bytes (default 10 GiB). */
+  maxUploadBytes?: number;
+  /** Largest artifact set kept per job, in bytes (default 10 GiB): beyond it the artifacts are refused. */
+  maxArtifactBytes?: number;
+  /** Most entries in an uploaded workspace archive (default 100,000, the agents' default). */
+  maxArchiveEntries?: number;
 }
 
 type ResolvedOptions = Required<
   Omit<ControllerOptions, "provisioner" | "key" | "host" | "port" | "routes" | "logger">
 >;
+
+/** Uploads no job took are removed after this long. */
+const UPLOAD_TTL_MS = 24 * 3_600_000;
 
 const MAX_REQUEUES = 3;
 
@@ -76,6 +98,7 @@ export class Controller implements ControllerApi {
   readonly #dispatcher: Dispatcher;
   readonly #provisioning: Provisioning | undefined;
   readonly #gate: AgentGate;
+  readonly #uploads: UploadStore;
   #server: ControllerServer | undefined;
   #stopping = false;
 
@@ -90,8 +113,17 @@ export class Controller implements ControllerApi {
       maxProvisionAttempts: options.maxProvisionAttempts ?? 3,
       provisionTimeoutMs: options.provisionTimeoutMs ?? 60_000,
       resumeWindowMs: options.resumeWindowMs ?? 90_000,
+      protectedBranches: options.protectedBranches ?? DEFAULT_PROTECTED_BRANCHES,
+      maxUploadBytes: options.maxUploadBytes ?? 10 * 1024 ** 3,
+      maxArtifactBytes: options.maxArtifactBytes ?? 10 * 1024 ** 3,
+      maxArchiveEntries: options.maxArchiveEntries ?? 100_000,
     };
     mkdirSync(join(options.dataDir, "jobs"), { recursive: true });
+    this.#uploads = new UploadStore(join(options.dataDir, "uploads"), {
+      maxBytes: this.#options.maxUploadBytes,
+      maxEntries: this.#options.maxArchiveEntries,
+    });
+    this.#uploads.prune(UPLOAD_TTL_MS);
     this.#key = options.key ?? loadOrCreateKey(options.dataDir);
     this.#dispatcher = new Dispatcher(
       {
@@ -167,7 +199,16 @@ export class Controller implements ControllerApi {
     if (this.#stopping)
       throw new ControllerApiError(409, "CONTROLLER_ERR_CONFLICT", "the controller is shutting down");
     const id = newJobId();
-    const prepared = prepareJob(input, id);
+    const prepared = prepareJob(input, id, { protectedBranches: this.#options.protectedBranches });
+    const upload =
+      prepared.workspaceUpload === undefined ? undefined : this.#uploads.get(prepared.workspaceUpload);
+    if (prepared.workspaceUpload !== undefined && upload === undefined) {
+      throw new ControllerApiError(
+        400,
+        "CONTROLLER_ERR_INVALID_JOB",
+        `invalid job: workspace.upload ${JSON.stringify(prepared.workspaceUpload)} is no upload of this controller (POST /api/v1/workspaces first; uploads are kept 24 h)`,
+      );
+    }
     const record: JobRecord = {
       id,
       ...(prepared.job.name !== undefined ? { name: prepared.job.name } : {}),
@@ -183,6 +224,12 @@ export class Controller implements ControllerApi {
     };
     const files = new JobFiles(this.#options.dataDir, id);
     writeFileSync(join(files.dir, "submission.json"), `${JSON.stringify(prepared.stored, null, 2)}\n`);
+    if (upload !== undefined) {
+      this.#uploads.take(upload.id, join(files.dir, "workspace.tar"));
+      prepared.job.workspace = { bytes: upload.bytes, sha256: upload.sha256 };
+      record.workspace = { bytes: upload.bytes, sha256: upload.sha256, entries: upload.entries };
+    }
+    if (prepared.cacheTrust !== undefined) record.cacheTrust = prepared.cacheTrust;
     const run: JobRun = {
       id,
       recorder: new JobRecorder(record, files),
@@ -225,6 +272,31 @@ export class Controller implements ControllerApi {
   /** Path of the job's raw output (every byte the steps wrote, in arrival order). */
   outputPath(id: string): string {
     return join(this.#require(id).recorder.files.dir, "output.log");
+  }
+
+  /** Stores an uploaded workspace archive, checked with the agents' rules (see UploadStore). */
+  uploadWorkspace(body: AsyncIterable<Uint8Array>): Promise<WorkspaceUpload> {
+    if (this.#stopping)
+      throw new ControllerApiError(409, "CONTROLLER_ERR_CONFLICT", "the controller is shutting down");
+    return this.#uploads.receive(body);
+  }
+
+  /** The job's stored artifacts; 404 when the job kept none (yet). */
+  artifactsOf(id: string): { path: string; bytes: number; sha256: string } {
+    const run = this.#require(id);
+    const artifacts = run.recorder.record.artifacts;
+    if (artifacts?.status !== "stored" || artifacts.bytes === 0) {
+      throw new ControllerApiError(
+        404,
+        "CONTROLLER_ERR_NOT_FOUND",
+        `job ${id} has no artifacts${artifacts?.status === "failed" ? ` (${artifacts.code}: ${artifacts.message})` : ""}`,
+      );
+    }
+    return {
+      path: join(run.recorder.files.dir, "artifacts.tar"),
+      bytes: artifacts.bytes,
+      sha256: artifacts.sha256,
+    };
   }
 
   /** Cancels a job: a queued one at once, a running one by asking its agent. */
@@ -292,6 +364,50 @@ export class Controller implements ControllerApi {
     stepStart: (agent, message) => this.#runOf(agent).recorder.stepStart(message),
     output: (agent, frame) => this.#runOf(agent).recorder.output(frame),
     stepEnd: (agent, message) => this.#runOf(agent).recorder.stepEnd(message),
+    workspacePull: (agent, message) => {
+      const run = this.#runOf(agent);
+      const seed = run.prepared.job.workspace!;
+      const length = Math.min(message.length, seed.bytes - message.offset);
+      const data = Buffer.allocUnsafe(length);
+      const fd = openSync(join(run.recorder.files.dir, "workspace.tar"), "r");
+      try {
+        let read = 0;
+        while (read < length) {
+          const n = readSync(fd, data, read, length - read, message.offset + read);
+          if (n === 0) break;
+          read += n;
+        }
+      } finally {
+        closeSync(fd);
+      }
+      agent.sendWorkspace(message.offset, data);
+    },
+    artifact: (agent, frame) => {
+      const run = this.#runOf(agent);
+      run.artifacts ??= ArtifactReceiver.create(
+        join(run.recorder.files.dir, "artifacts.tar"),
+        this.#options.maxArtifactBytes,
+      );
+      run.artifacts.write(frame.offset, frame.data);
+    },
+    artifactsEnd: (agent, message) => {
+      const run = this.#runOf(agent);
+      const receiver =
+        run.artifacts ??
+        ArtifactReceiver.create(
+          join(run.recorder.files.dir, "artifacts.tar"),
+          this.#options.maxArtifactBytes,
+        );
+      delete run.artifacts;
+      const record = receiver.end(message);
+      run.recorder.artifacts(record);
+      this.#logger.info(record.status === "stored" ? "artifacts stored" : "artifacts refused", {
+        job: run.id,
+        ...(record.status === "stored"
+          ? { bytes: record.bytes, entries: record.entries }
+          : { code: record.code }),
+      });
+    },
     jobEnd: (agent, message) => {
       const run = this.#runOf(agent);
       run.endedByAgent = agent.name;
@@ -444,6 +560,12 @@ export class Controller implements ControllerApi {
 
   #finish(run: JobRun, status: JobStatus, ending: JobEnding): void {
     clearTimeout(run.lostTimer);
+    // A partial artifact stream (no artifacts-end came) is dropped; the seed is no longer needed.
+    run.artifacts?.discard();
+    delete run.artifacts;
+    if (run.prepared.job.workspace !== undefined && !run.recorder.ended) {
+      rmSync(join(run.recorder.files.dir, "workspace.tar"), { force: true });
+    }
     this.#dispatcher.remove(run);
     if (run.recorder.finish(status, ending))
       this.#logger.info("job ended", { job: run.id, status, reason: run.recorder.record.reason });

@@ -1,4 +1,5 @@
 import type { JobEnd, OutputFrame, StepEnd, StepReason, StepStart } from "../agent-core/index.ts";
+import type { ArtifactsRecord } from "./artifact-receiver.ts";
 import {
   type AgentLogs,
   type FailureCause,
@@ -125,6 +126,9 @@ export class JobRecorder {
   jobEnd(message: JobEnd, cancelRequested: boolean): { status: JobStatus; ending: JobEnding } {
     if (message.agentPeakRssBytes !== undefined) this.record.agentPeakRssBytes = message.agentPeakRssBytes;
     if (message.diskUsedBytes !== undefined) this.record.diskUsedBytes = message.diskUsedBytes;
+    if (message.transfers !== undefined) this.record.transfers = message.transfers;
+    if (message.caches !== undefined)
+      this.record.caches = { ...message.caches, ...(this.record.caches ?? {}) };
     const status: JobStatus =
       message.status === "succeeded"
         ? "succeeded"
@@ -140,6 +144,12 @@ export class JobRecorder {
         ...(message.message !== undefined ? { message: message.message } : {}),
       },
     };
+  }
+
+  /** Records what became of the job's artifacts on the controller. */
+  artifacts(record: ArtifactsRecord): void {
+    this.record.artifacts = record;
+    this.files.saveRecord(this.record);
   }
 
   /** Ends the job (once: later calls are ignored); returns whether this call ended it. */

@@ -1,4 +1,5 @@
 import type { AgentConnection } from "./agent-connection.ts";
+import type { ArtifactReceiver } from "./artifact-receiver.ts";
 import type { JobRecorder } from "./job-recorder.ts";
 import type { PreparedJob } from "./job-spec.ts";
 import type { ProvisionedAgent } from "./provisioner.ts";
@@ -29,4 +30,6 @@ export interface JobRun {
   /** Times the job went back to the queue because its agent left before starting it. */
   requeues: number;
   cancelRequested: boolean;
+  /** The job's artifact stream, between its first `artifact` frame and `artifacts-end`. */
+  artifacts?: ArtifactReceiver;
 }

@@ -3,6 +3,7 @@ import { parse as parseYaml } from "yaml";
 import * as z from "zod";
 import { type ConfigProblem, idSchema, type Job, shellSchema, zodProblems } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
+import { cacheTrust, transferSubmissionFields } from "./transfer-spec.ts";
 
 /**
  * A job as submitted (HTTP API body, or a YAML/JSON job file). Durations are milliseconds or
@@ -44,6 +45,7 @@ export const jobSubmissionSchema = z
     /** Exported to every step and masked in logs; never stored. */
     secrets: envSchema.optional(),
     timeout: durationSchema.optional(),
+    ...transferSubmissionFields,
     steps: z
       .array(stepSubmissionSchema)
       .min(1)
@@ -73,7 +75,20 @@ export interface PreparedJob {
   labels: string[];
   /** The submission with secret values replaced by "***". */
   stored: ParsedSubmission;
+  /** The uploaded archive that seeds the workspace (`job.workspace` is set once it is taken). */
+  workspaceUpload?: string;
+  /** The caches' trust value, when the job uses caches. */
+  cacheTrust?: string;
 }
+
+/** What preparing a job needs besides the submission. */
+export interface PrepareContext {
+  /** Branch patterns whose jobs' caches are `protected` (see `cacheTrust`). */
+  protectedBranches: readonly string[];
+}
+
+/** Branches whose jobs' caches are `protected` unless the controller is told otherwise. */
+export const DEFAULT_PROTECTED_BRANCHES: readonly string[] = ["main", "master"];
 
 export function durationMs(value: number | string): number {
   if (typeof value === "number") return value;
@@ -84,7 +99,11 @@ export function durationMs(value: number | string): number {
 }
 
 /** Validates a submission and builds the protocol `job` for it. Throws ControllerApiError (400) listing every problem. */
-export function prepareJob(input: unknown, jobId: string): PreparedJob {
+export function prepareJob(
+  input: unknown,
+  jobId: string,
+  context: PrepareContext = { protectedBranches: DEFAULT_PROTECTED_BRANCHES },
+): PreparedJob {
   const parsed = jobSubmissionSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) throw invalidJob(zodProblems(parsed.error, new Set(["secrets"])));
   const submission = parsed.data;
@@ -100,6 +119,21 @@ export function prepareJob(input: unknown, jobId: string): PreparedJob {
     continueOnError: step.continueOnError ?? false,
   }));
   const secrets = submission.secrets ?? {};
+  const workspace = submission.workspace;
+  if (workspace !== undefined && (typeof workspace === "string" || "path" in workspace)) {
+    throw invalidJob([
+      {
+        field: "workspace",
+        message:
+          "a directory is packed and uploaded by the CLI (`submit`); the HTTP API takes `{ upload: <id> }` from POST /api/v1/workspaces",
+      },
+    ]);
+  }
+  const artifacts = submission.artifacts;
+  const trust =
+    submission.caches !== undefined
+      ? cacheTrust(submission.repository, submission.branch, context.protectedBranches)
+      : undefined;
   const job: Job = {
     id: jobId,
     ...(submission.name !== undefined ? { name: submission.name } : {}),
@@ -107,6 +141,17 @@ export function prepareJob(input: unknown, jobId: string): PreparedJob {
     mask: Object.values(secrets),
     steps,
     ...(submission.timeout !== undefined ? { timeoutMs: durationMs(submission.timeout) } : {}),
+    ...(artifacts !== undefined
+      ? {
+          artifacts: Array.isArray(artifacts)
+            ? { paths: artifacts, exclude: [], when: "on-success" as const }
+            : artifacts,
+        }
+      : {}),
+    ...(trust !== undefined && submission.caches !== undefined
+      ? { caches: { trust, names: submission.caches } }
+      : {}),
+    ...(submission.diskNeed !== undefined ? { diskNeedBytes: submission.diskNeed } : {}),
   };
   const stored = {
     ...submission,
@@ -114,7 +159,13 @@ export function prepareJob(input: unknown, jobId: string): PreparedJob {
       ? { secrets: Object.fromEntries(Object.keys(secrets).map((k) => [k, "***"])) }
       : {}),
   };
-  return { job, labels: submission.labels, stored };
+  return {
+    job,
+    labels: submission.labels,
+    stored,
+    ...(workspace !== undefined && "upload" in workspace ? { workspaceUpload: workspace.upload } : {}),
+    ...(trust !== undefined ? { cacheTrust: trust } : {}),
+  };
 }
 
 function invalidJob(problems: ConfigProblem[]): ControllerApiError {

@@ -9,7 +9,8 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import type { OutputStream, StepReason } from "../agent-core/index.ts";
+import type { JobEnd, OutputStream, StepReason } from "../agent-core/index.ts";
+import type { ArtifactsRecord } from "./artifact-receiver.ts";
 
 export type JobStatus = "queued" | "assigned" | "running" | "succeeded" | "failed" | "cancelled" | "error";
 export type StepStatus = "pending" | "running" | "succeeded" | "failed" | "skipped";
@@ -73,6 +74,16 @@ export interface JobRecord {
   agentPeakRssBytes?: number;
   /** Peak bytes the job used on the agent's work dir filesystem. */
   diskUsedBytes?: number;
+  /** The archive that seeds the workspace: its length, digest and entries. */
+  workspace?: { bytes: number; sha256: string; entries: number };
+  /** How the seed and the artifacts went on the agent (its `job-end.transfers`). */
+  transfers?: JobEnd["transfers"];
+  /** The artifacts as the controller stored them (or why it did not). */
+  artifacts?: ArtifactsRecord;
+  /** The trust value the job's warm caches are keyed by (`<repository>@protected|unprotected`). */
+  cacheTrust?: string;
+  /** What the warm caches did: hits, misses, evictions (the agent's report). */
+  caches?: JobEnd["caches"];
   steps: StepRecord[];
 }
 

@@ -334,8 +334,10 @@ export const agentMessageSchemas = {
   "step-start": stepStartSchema,
   "step-end": stepEndSchema,
   "job-end": jobEndSchema,
+  "workspace-pull": workspacePullSchema,
+  "artifacts-end": artifactsEndSchema,
 } as const;
-export type AgentMessage = Hello | StepStart | StepEnd | JobEnd;
+export type AgentMessage = Hello | StepStart | StepEnd | JobEnd | WorkspacePull | ArtifactsEnd;
 
 /** JSON messages the controller sends. */
 export const controllerMessageSchemas = {

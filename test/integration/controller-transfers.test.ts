@@ -28,7 +28,7 @@ describe("ArtifactReceiver", () => {
     const path = join(dir.path, "artifacts.tar");
     const receiver = ArtifactReceiver.create(path, 1 << 20);
     sendAll(receiver, data);
-    const record = await receiver.end({ ...listing, bytes: data.length, sha256: sha256(data) });
+    const record = receiver.end({ ...listing, bytes: data.length, sha256: sha256(data) });
     expect(record).toEqual({ status: "stored", ...listing, bytes: data.length, sha256: sha256(data) });
     expect(readFileSync(path).equals(data)).toBe(true);
     expect(readdirSync(dir.path)).toEqual(["artifacts.tar"]);
@@ -69,7 +69,7 @@ describe("ArtifactReceiver", () => {
     const data = randomBytes(3_000);
     const receiver = ArtifactReceiver.create(join(dir.path, "a.tar"), 1 << 20);
     sendAll(receiver, data);
-    const record = await receiver.end({ ...listing, ...end(data) });
+    const record = receiver.end({ ...listing, ...end(data) });
     expect(record).toMatchObject({ status: "failed", code });
     expect(readdirSync(dir.path)).toEqual([]);
   });
@@ -79,7 +79,7 @@ describe("ArtifactReceiver", () => {
     const receiver = ArtifactReceiver.create(join(dir.path, "a.tar"), 2_000);
     sendAll(receiver, data);
     expect(receiver.receivedBytes).toBe(5_000);
-    const record = await receiver.end({ ...listing, bytes: data.length, sha256: sha256(data) });
+    const record = receiver.end({ ...listing, bytes: data.length, sha256: sha256(data) });
     expect(record).toMatchObject({ status: "failed", code: "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE" });
     expect(readdirSync(dir.path)).toEqual([]);
   });
@@ -93,7 +93,7 @@ describe("ArtifactReceiver", () => {
     const after = ArtifactReceiver.reopen(path, 1 << 20, 4_000);
     expect(after.receivedBytes).toBe(4_000);
     sendAll(after, data, 1000, 4_000);
-    const record = await after.end({ ...listing, bytes: data.length, sha256: sha256(data) });
+    const record = after.end({ ...listing, bytes: data.length, sha256: sha256(data) });
     expect(record).toMatchObject({ status: "stored", sha256: sha256(data) });
     expect(readFileSync(path).equals(data)).toBe(true);
   });
