@@ -540,7 +540,7 @@ describe("whatever the archive says, nothing is written outside the workspace", 
             expect(real === realpathSync(ws) || real.startsWith(`${realpathSync(ws)}/`)).toBe(true);
         }
       }),
-      { numRuns: 150 },
+      { numRuns: 80 },
     );
   });
 });
