@@ -236,8 +236,12 @@ describe("CloudWatchSink against a fake CloudWatch Logs (real SDK client)", () =
     for (let n = 0; n < 100; n++) sink.write(`line ${n}`);
     const summary = await sink.close(10_000);
     const starts = puts().map((r) => r.startedAt);
-    expect(starts.at(-1)! - starts[0]!).toBeGreaterThanOrEqual(290);
-    expect(starts[4]! - starts[3]!).toBeGreaterThan(starts[1]! - starts[0]!);
+    // Each wait is a lower bound on the gap between two attempts (load can only lengthen a gap):
+    // floor(0.999 * 10 * 2^(n-1)) ms before attempt n + 1.
+    const gaps = starts.slice(1).map((t, k) => t - starts[k]!);
+    expect(gaps).toHaveLength(5);
+    for (const [k, gap] of gaps.entries())
+      expect(gap).toBeGreaterThanOrEqual(Math.floor(0.999 * 10 * 2 ** k));
 
     expect(summary).toMatchObject({ writtenEvents: 100, sentEvents: 100, droppedEvents: 0 });
     expect(puts().map((r) => r.errorType ?? r.status)).toEqual([
