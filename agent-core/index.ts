@@ -45,7 +45,9 @@ export {
   type ChannelEffect,
   type ChannelState,
   ChannelStateMachine,
+  type ControllerInput,
   type LossAction,
+  type WorkspaceData,
 } from "./session/channel-state.ts";
 export { FlowControl } from "./session/flow-control.ts";
 export { Outbox, type OutboxOptions } from "./session/outbox.ts";

@@ -488,6 +488,9 @@ export class Controller implements ControllerApi {
   #assign(run: JobRun, agent: AgentConnection): void {
     // Another agent may take the job: the one launched for it is then no longer needed.
     this.#provisioning?.release(run, agent.name);
+    // A new attempt sends its artifacts from the start: what an earlier one sent is dropped.
+    run.artifacts?.discard();
+    delete run.artifacts;
     run.agent = agent;
     const hello = agent.hello!;
     const record = run.recorder.record;
