@@ -4,6 +4,7 @@ export { CLIP_CHARS, clip } from "./clip.ts";
 export * from "./config/index.ts";
 export * from "./errors.ts";
 export * from "./exit-codes.ts";
+export { formatBytes } from "./format.ts";
 export { type JobOutcome, type JobSink, type OutputFlow, runJob, type StepOutcome } from "./job/run-job.ts";
 export {
   type ArtifactChannel,
@@ -17,13 +18,7 @@ export {
   withArtifactsResult,
 } from "./job/transfers.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
-export {
-  DiskWatcher,
-  diskBudgetBytes,
-  filesystemSpace,
-  formatBytes,
-  largestDirectories,
-} from "./limits/disk-budget.ts";
+export { DiskWatcher, diskBudgetBytes, filesystemSpace, largestDirectories } from "./limits/disk-budget.ts";
 export { groupRssBytes } from "./limits/memory.ts";
 export {
   createLogger,

@@ -28,6 +28,7 @@ import { startup } from "./measurements/startup.ts";
 import { steps } from "./measurements/steps.ts";
 import { throughput } from "./measurements/throughput.ts";
 import { transfer } from "./measurements/transfer.ts";
+import { webView } from "./measurements/web-view.ts";
 
 /** Version of the results file's shape. */
 export const RESULTS_SCHEMA = 1;
@@ -53,6 +54,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   shutdown,
   transfer,
   images,
+  webView,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 

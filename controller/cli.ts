@@ -2,119 +2,151 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import {
+  AGENT_VERSION,
   ArchiveError,
   createLogger,
   deriveAgentSecret,
   isLogLevel,
   type Logger,
 } from "../agent-core/index.ts";
+import { CLI_EXIT, CLI_HELP, COMMAND_HELP, type CommandName } from "./cli-help.ts";
 import { ControllerClient } from "./client.ts";
 import { Controller } from "./controller.ts";
 import { ControllerApiError } from "./errors.ts";
 import { readJobFile } from "./job-spec.ts";
 import type { JobRecord } from "./job-store.ts";
 import { LocalProvisioner } from "./provisioner.ts";
-import { createRenderer } from "./render.ts";
+import { colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
+import { defaultWebDir, webViewRoutes } from "./web-assets.ts";
 import { fetchArtifacts, uploadArchive, uploadDirectory } from "./workspace-cli.ts";
 
-export const CLI_EXIT = {
-  ok: 0,
-  failed: 1,
-  usage: 2,
-  platform: 3,
-  deadline: 4,
-  disk: 5,
-  interrupted: 130,
-} as const;
+export { CLI_EXIT, CLI_HELP };
 
-export const CLI_HELP = `Usage: controller <command> [options]
+const COMMANDS: Readonly<Record<CommandName, (argv: string[], env: NodeJS.ProcessEnv) => Promise<number>>> = {
+  serve,
+  submit,
+  demo,
+  secret: async (argv, env) => secret(argv, env),
+  artifacts,
+};
 
-The reference controller of the ephemeral build agent (protocol v1).
+const isCommand = (name: string | undefined): name is CommandName =>
+  name !== undefined && Object.hasOwn(COMMAND_HELP, name);
 
-Commands:
-  serve                 Run the controller until SIGINT/SIGTERM.
-      --host H            Interface to listen on (default 127.0.0.1).
-      --port P            Port (default 8080; 0 picks a free one).
-      --data-dir D        Job records and logs (default ./.data). The HMAC key agents'
-                          secrets derive from is D/controller.key (or CONTROLLER_KEY).
-      --no-provision      Do not launch local agents; wait for agents to connect.
-      --log-level L       debug | info | warn | error (default info). Diagnostics go to stderr.
-  submit FILE           Submit a job file (YAML or JSON) and follow its log.
-      --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
-      --no-follow         Print the job id and return at once.
-      --workspace DIR     Seed the job's workspace with DIR (instead of the job file's
-                          \`workspace\`): packed without following links, uploaded, checked.
-      --workspace-archive FILE
-                          Seed it with a tar archive (tar, tar.gz, tar.br, tar.zst) as it is.
-  artifacts JOB         Fetch a job's artifacts and extract them (safely: nothing outside DIR).
-      --out DIR           Where to extract them.
-      --url U             Controller URL.
-  demo [FILE]           Start a controller on a free loopback port with a local provisioner,
-                        run FILE (default examples/hello.yml) on a freshly launched agent,
-                        show its log live, stop. Exits with the job's status.
-      --keep-data         Keep the temporary data directory.
-  secret NAME           Print the secret an agent named NAME must present.
-      --data-dir D        Where controller.key is (default ./.data).
+/** A command line that cannot be run as given: reported with the command's name and a pointer to its help. */
+class UsageError extends Error {
+  readonly command: CommandName | undefined;
+  constructor(command: CommandName | undefined, message: string) {
+    super(message);
+    this.name = "UsageError";
+    this.command = command;
+  }
+}
 
-Exit codes of submit and demo:
-  0 job succeeded   1 job failed or cancelled   2 bad usage or job file
-  3 platform failure (agent lost, no agent could start, controller unreachable)
-  4 deadline        5 disk budget               130 interrupted (the job was cancelled)
-`;
-
-/** Runs the CLI; resolves with the exit code. */
+/**
+ * Runs the CLI; resolves with the exit code (see `CLI_EXIT`). Help goes to stdout with exit 0; a
+ * usage error names the command and points to its `--help`, exit 2.
+ */
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [command, ...rest] = argv;
+  const out = (text: string) => process.stdout.write(text);
   try {
-    switch (command) {
-      case "serve":
-        return await serve(rest, env);
-      case "submit":
-        return await submit(rest, env);
-      case "demo":
-        return await demo(rest, env);
-      case "secret":
-        return secret(rest);
-      case "artifacts":
-        return await artifacts(rest, env);
-      case undefined:
-      case "help":
-      case "--help":
-      case "-h":
-        process.stdout.write(CLI_HELP);
-        return command === undefined ? CLI_EXIT.usage : CLI_EXIT.ok;
-      default:
-        process.stderr.write(`controller: unknown command ${JSON.stringify(command)}\n\n${CLI_HELP}`);
-        return CLI_EXIT.usage;
+    if (command === "--version" || command === "-V" || command === "version") {
+      out(`${AGENT_VERSION}\n`);
+      return CLI_EXIT.ok;
     }
+    if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+      const topic = command === "help" ? rest[0] : undefined;
+      if (topic !== undefined && !isCommand(topic))
+        throw new UsageError(undefined, `no command ${JSON.stringify(topic)}`);
+      out(topic === undefined ? CLI_HELP : COMMAND_HELP[topic]);
+      return command === undefined ? CLI_EXIT.usage : CLI_EXIT.ok;
+    }
+    if (!isCommand(command)) throw new UsageError(undefined, `unknown command ${JSON.stringify(command)}`);
+    if (rest.includes("--help") || rest.includes("-h")) {
+      out(COMMAND_HELP[command]);
+      return CLI_EXIT.ok;
+    }
+    return await COMMANDS[command](rest, env);
   } catch (error) {
-    if (error instanceof ControllerApiError) {
-      process.stderr.write(`controller: ${error.message}\n`);
-      return error.code === "CONTROLLER_ERR_UNREACHABLE" ? CLI_EXIT.platform : CLI_EXIT.usage;
-    }
-    if (error instanceof TypeError && (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
-      process.stderr.write(`controller: ${error.message}\n\n${CLI_HELP}`);
+    if (error instanceof UsageError) {
+      const name = error.command === undefined ? "controller" : `controller ${error.command}`;
+      const help = error.command === undefined ? "controller --help" : `controller ${error.command} --help`;
+      process.stderr.write(`${name}: ${error.message}\nRun \`${help}\` for usage.\n`);
       return CLI_EXIT.usage;
+    }
+    if (error instanceof ControllerApiError) {
+      const hint =
+        error.code === "CONTROLLER_ERR_UNAUTHORIZED"
+          ? " (the CLI sends CONTROLLER_TOKEN, or the contents of --token-file)"
+          : "";
+      process.stderr.write(`controller: ${error.message}${hint}\n`);
+      return error.code === "CONTROLLER_ERR_UNREACHABLE" ? CLI_EXIT.platform : CLI_EXIT.usage;
     }
     throw error;
   }
 }
 
-function stderrLogger(level: string | undefined): Logger {
+/** `parseArgs` for `command`, its errors turned into a UsageError in plain words. */
+function parse<T extends ParseArgsConfig["options"]>(
+  command: CommandName,
+  argv: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (!code?.startsWith("ERR_PARSE_ARGS")) throw error;
+    const message = (error as Error).message;
+    const unknown = /^Unknown option '([^']+)'/.exec(message);
+    const positional = /^Unexpected argument '([^']+)'/.exec(message);
+    throw new UsageError(
+      command,
+      unknown
+        ? `unknown option ${unknown[1]}`
+        : positional
+          ? `unexpected argument ${JSON.stringify(positional[1])}`
+          : message.replace(/\.$/, ""),
+    );
+  }
+}
+
+function stderrLogger(command: CommandName, level: string | undefined): Logger {
   const chosen = level ?? "info";
   if (!isLogLevel(chosen))
-    throw new ControllerApiError(
-      400,
-      "CONTROLLER_ERR_BAD_REQUEST",
-      `Expected --log-level to be one of debug, info, warn, error, got ${JSON.stringify(chosen)}`,
+    throw new UsageError(
+      command,
+      `Expected --log-level (or CONTROLLER_LOG_LEVEL) to be one of debug, info, warn, error, got ${JSON.stringify(chosen)}`,
     );
   return createLogger({
     level: chosen,
     write: (line) => process.stderr.write(line),
     fields: { component: "controller" },
   });
+}
+
+/** A file an option names, read whole; a usage error names the option when it cannot be read. */
+function readOptionFile(command: CommandName, option: string, path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw new UsageError(command, `cannot read ${option} ${path}: ${(error as Error).message}`);
+  }
+}
+
+/** The API token: the contents of `--token-file` (trailing whitespace dropped), else CONTROLLER_TOKEN. */
+function readToken(
+  command: CommandName,
+  file: string | undefined,
+  env: NodeJS.ProcessEnv,
+): string | undefined {
+  const token =
+    file !== undefined ? readOptionFile(command, "--token-file", file).trimEnd() : env.CONTROLLER_TOKEN;
+  return token === "" ? undefined : token;
 }
 
 /** The container entrypoint bundle that sits beside this CLI bundle in dist/. */
@@ -132,26 +164,35 @@ function entrypointCommand(env: NodeJS.ProcessEnv): string[] {
 }
 
 async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      host: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "8080" },
-      "data-dir": { type: "string", default: ".data" },
-      "no-provision": { type: "boolean", default: false },
-      "log-level": { type: "string" },
-    },
+  const { values } = parse("serve", argv, {
+    host: { type: "string", default: "127.0.0.1" },
+    port: { type: "string", default: "8080" },
+    "data-dir": { type: "string", default: ".data" },
+    "no-provision": { type: "boolean", default: false },
+    "log-level": { type: "string" },
+    "token-file": { type: "string" },
+    insecure: { type: "boolean", default: false },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
   });
+  const token = readToken("serve", values["token-file"], env);
+  if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined))
+    throw new UsageError("serve", "--tls-cert and --tls-key go together: give both or neither");
+  const tls =
+    values["tls-cert"] !== undefined && values["tls-key"] !== undefined
+      ? {
+          cert: readOptionFile("serve", "--tls-cert", values["tls-cert"]),
+          key: readOptionFile("serve", "--tls-key", values["tls-key"]),
+        }
+      : undefined;
   const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
-    throw new ControllerApiError(
-      400,
-      "CONTROLLER_ERR_BAD_REQUEST",
+  if (!Number.isInteger(port) || port < 0 || port > 65_535)
+    throw new UsageError(
+      "serve",
       `Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`,
     );
-  }
   const dataDir = resolve(values["data-dir"]);
-  const logger = stderrLogger(values["log-level"] ?? env.CONTROLLER_LOG_LEVEL);
+  const logger = stderrLogger("serve", values["log-level"] ?? env.CONTROLLER_LOG_LEVEL);
   const provisioner = values["no-provision"]
     ? undefined
     : new LocalProvisioner({ command: entrypointCommand(env), logDir: join(dataDir, "agents") });
@@ -160,10 +201,20 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     host: values.host,
     port,
     logger,
+    routes: webViewRoutes(defaultWebDir()),
+    insecure: values.insecure,
+    ...(token !== undefined ? { apiToken: token } : {}),
+    ...(tls !== undefined ? { tls } : {}),
     ...(env.CONTROLLER_KEY ? { key: env.CONTROLLER_KEY } : {}),
     ...(provisioner ? { provisioner } : {}),
   });
-  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir})\n`);
+  const guard =
+    token !== undefined
+      ? "API token required"
+      : values.insecure
+        ? "no API token (--insecure)"
+        : "loopback only";
+  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir}; ${guard})\n`);
   const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
     process.once("SIGINT", () => resolveSignal("SIGINT"));
     process.once("SIGTERM", () => resolveSignal("SIGTERM"));
@@ -174,39 +225,40 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
 }
 
 async function submit(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
+  const { values, positionals } = parse(
+    "submit",
+    argv,
+    {
       url: { type: "string" },
       "no-follow": { type: "boolean", default: false },
+      "token-file": { type: "string" },
       workspace: { type: "string" },
       "workspace-archive": { type: "string" },
     },
+    true,
+  );
+  if (positionals.length !== 1)
+    throw new UsageError("submit", `expected one job file, got ${positionals.length} arguments`);
+  if (values.workspace !== undefined && values["workspace-archive"] !== undefined)
+    throw new UsageError("submit", "give --workspace DIR or --workspace-archive FILE, not both");
+  const token = readToken("submit", values["token-file"], env);
+  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/", {
+    ...(token !== undefined ? { token } : {}),
   });
-  if (positionals.length !== 1) {
-    process.stderr.write(`controller submit: expected one job file, got ${positionals.length}\n`);
-    return CLI_EXIT.usage;
-  }
-  if (values.workspace !== undefined && values["workspace-archive"] !== undefined) {
-    process.stderr.write("controller submit: give --workspace DIR or --workspace-archive FILE, not both\n");
-    return CLI_EXIT.usage;
-  }
-  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/");
   const file = positionals[0]!;
   const submission = await withUploadedWorkspace(
     client,
     await readJobFile(file),
     dirname(resolve(file)),
     { dir: values.workspace, archive: values["workspace-archive"] },
-    stderrLogger(env.CONTROLLER_LOG_LEVEL ?? "warn"),
+    stderrLogger("submit", env.CONTROLLER_LOG_LEVEL ?? "warn"),
   );
   const job = await client.submit(submission);
   if (values["no-follow"]) {
     process.stdout.write(`${job.id}\n`);
     return CLI_EXIT.ok;
   }
-  return followToTerminal(client, job);
+  return followToTerminal(client, job, env);
 }
 
 /**
@@ -245,16 +297,19 @@ async function withUploadedWorkspace(
 
 /** `artifacts JOB --out DIR`: fetches the job's artifacts and extracts them safely. */
 async function artifacts(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { url: { type: "string" }, out: { type: "string" } },
+  const { values, positionals } = parse(
+    "artifacts",
+    argv,
+    { url: { type: "string" }, out: { type: "string" }, "token-file": { type: "string" } },
+    true,
+  );
+  if (positionals.length !== 1)
+    throw new UsageError("artifacts", `expected one job id, got ${positionals.length} arguments`);
+  if (values.out === undefined) throw new UsageError("artifacts", "--out DIR is required");
+  const token = readToken("artifacts", values["token-file"], env);
+  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/", {
+    ...(token !== undefined ? { token } : {}),
   });
-  if (positionals.length !== 1 || values.out === undefined) {
-    process.stderr.write("controller artifacts: expected a job id and --out DIR\n");
-    return CLI_EXIT.usage;
-  }
-  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/");
   try {
     const summary = await fetchArtifacts(client, positionals[0]!, values.out);
     process.stdout.write(
@@ -271,11 +326,14 @@ async function artifacts(argv: string[], env: NodeJS.ProcessEnv): Promise<number
 }
 
 async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { "keep-data": { type: "boolean", default: false } },
-  });
+  const { values, positionals } = parse(
+    "demo",
+    argv,
+    { "keep-data": { type: "boolean", default: false } },
+    true,
+  );
+  if (positionals.length > 1)
+    throw new UsageError("demo", `expected at most one job file, got ${positionals.length} arguments`);
   const file = positionals[0] ?? "examples/hello.yml";
   const submission = await readJobFile(file);
   const dataDir = mkdtempSync(join(tmpdir(), "agent-demo-"));
@@ -286,7 +344,8 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const controller = await Controller.start({
     dataDir,
     provisioner,
-    logger: stderrLogger(env.CONTROLLER_LOG_LEVEL ?? "warn"),
+    logger: stderrLogger("demo", env.CONTROLLER_LOG_LEVEL ?? "warn"),
+    routes: webViewRoutes(defaultWebDir()),
   });
   const out = (text: string) => process.stdout.write(text);
   try {
@@ -298,11 +357,11 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
         submission,
         dirname(resolve(file)),
         { dir: undefined, archive: undefined },
-        stderrLogger(env.CONTROLLER_LOG_LEVEL ?? "warn"),
+        stderrLogger("demo", env.CONTROLLER_LOG_LEVEL ?? "warn"),
       ),
     );
     out(`submitted ${file} as job ${job.id}; launching a local agent...\n`);
-    const code = await followToTerminal(client, job);
+    const code = await followToTerminal(client, job, env);
     const record = await client.get(job.id);
     const where = values["keep-data"]
       ? `diagnostics kept in ${join(dataDir, "agents")}`
@@ -324,11 +383,16 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
 }
 
 /** Follows a job's events to the terminal; Ctrl-C cancels the job. Resolves with the CLI exit code. */
-async function followToTerminal(client: ControllerClient, job: JobRecord): Promise<number> {
-  const render = createRenderer({
-    write: (text) => process.stdout.write(text),
-    color: process.stdout.isTTY === true,
-  });
+async function followToTerminal(
+  client: ControllerClient,
+  job: JobRecord,
+  env: NodeJS.ProcessEnv,
+): Promise<number> {
+  const color = colorEnabled(process.stdout, env);
+  const render = createRenderer({ write: (text) => process.stdout.write(text), color });
+  process.stdout.write(
+    `${paint(color, "dim", `--- job ${job.id}: ${client.baseUrl}jobs/${encodeURIComponent(job.id)}`)}\n`,
+  );
   let interrupted = false;
   const onSigint = () => {
     interrupted = true;
@@ -342,6 +406,7 @@ async function followToTerminal(client: ControllerClient, job: JobRecord): Promi
     process.removeListener("SIGINT", onSigint);
   }
   const record = await client.get(job.id);
+  process.stdout.write(renderOutcome(record, color));
   return interrupted ? CLI_EXIT.interrupted : exitCodeForJob(record);
 }
 
@@ -354,19 +419,17 @@ export function exitCodeForJob(record: JobRecord): number {
   return CLI_EXIT.failed;
 }
 
-function secret(argv: string[]): number {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { "data-dir": { type: "string", default: ".data" } },
-  });
-  if (positionals.length !== 1) {
-    process.stderr.write("controller secret: expected one agent name\n");
-    return CLI_EXIT.usage;
-  }
+function secret(argv: string[], env: NodeJS.ProcessEnv): number {
+  const { values, positionals } = parse(
+    "secret",
+    argv,
+    { "data-dir": { type: "string", default: ".data" } },
+    true,
+  );
+  if (positionals.length !== 1)
+    throw new UsageError("secret", `expected one agent name, got ${positionals.length} arguments`);
   const keyPath = join(resolve(values["data-dir"]), "controller.key");
-  const key =
-    process.env.CONTROLLER_KEY ?? (existsSync(keyPath) ? readFileSync(keyPath, "utf8").trim() : undefined);
+  const key = env.CONTROLLER_KEY ?? (existsSync(keyPath) ? readFileSync(keyPath, "utf8").trim() : undefined);
   if (key === undefined) {
     process.stderr.write(
       `controller secret: no key: set CONTROLLER_KEY or start \`controller serve\` once to create ${keyPath}\n`,

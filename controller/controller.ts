@@ -21,16 +21,17 @@ import {
 } from "../agent-core/index.ts";
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
 import { ArtifactReceiver } from "./artifact-receiver.ts";
+import { checkListenSecurity, sessionRoutes } from "./auth.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { ControllerApiError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
 import { type JobEnding, JobRecorder } from "./job-recorder.ts";
 import type { JobRun } from "./job-run.ts";
-import { DEFAULT_PROTECTED_BRANCHES, prepareJob } from "./job-spec.ts";
+import { DEFAULT_PROTECTED_BRANCHES, prepareJob, resubmission } from "./job-spec.ts";
 import { JobFiles, type JobRecord, type JobStatus, type LogListener } from "./job-store.ts";
 import type { Provisioner } from "./provisioner.ts";
 import { Provisioning } from "./provisioning.ts";
-import { ControllerServer } from "./server.ts";
+import { ControllerServer, type TlsFiles } from "./server.ts";
 import { AgentGate } from "./upgrade.ts";
 import { UploadStore, type WorkspaceUpload } from "./workspace-uploads.ts";
 
@@ -66,10 +67,24 @@ export interface ControllerOptions {
   maxArtifactBytes?: number;
   /** Most entries in an uploaded workspace archive (default 100,000, the agents' default). */
   maxArchiveEntries?: number;
+  /**
+   * The API token (at least 16 characters): every request but `/healthz`, the web view's pages
+   * and `POST /login` must carry it (`Authorization: Bearer`, or the web view's session cookie).
+   * Required to listen beyond loopback unless `insecure`. Agents authenticate with their HMAC
+   * secrets, not with it.
+   */
+  apiToken?: string;
+  /** Listen beyond loopback without a token (something else guards the port). */
+  insecure?: boolean;
+  /** Serve HTTPS and WSS with this certificate and key (PEM); agents verify it. */
+  tls?: TlsFiles;
 }
 
 type ResolvedOptions = Required<
-  Omit<ControllerOptions, "provisioner" | "key" | "host" | "port" | "routes" | "logger">
+  Omit<
+    ControllerOptions,
+    "provisioner" | "key" | "host" | "port" | "routes" | "logger" | "apiToken" | "insecure" | "tls"
+  >
 >;
 
 /** Uploads no job took are removed after this long. */
@@ -171,14 +186,29 @@ export class Controller implements ControllerApi {
     });
   }
 
-  /** Starts listening; resolves once the port is bound. */
+  /**
+   * Starts listening; resolves once the port is bound. Throws ControllerApiError
+   * `CONTROLLER_ERR_CONFIG` for a host beyond loopback without `apiToken` (unless `insecure`), a
+   * short token, or a certificate that cannot be used.
+   */
   static async start(options: ControllerOptions): Promise<Controller> {
+    const host = options.host ?? "127.0.0.1";
+    checkListenSecurity(host, options.apiToken, options.insecure ?? false);
+    const auth =
+      options.apiToken === undefined
+        ? undefined
+        : { token: options.apiToken, secureCookie: options.tls !== undefined };
     const controller = new Controller(options);
     controller.#server = await ControllerServer.listen({
-      host: options.host ?? "127.0.0.1",
+      host,
       port: options.port ?? 0,
-      api: createApiHandler(controller, options.routes),
+      api: createApiHandler(
+        controller,
+        [...(auth ? sessionRoutes(auth) : []), ...(options.routes ?? [])],
+        auth,
+      ),
       gate: controller.#gate,
+      ...(options.tls ? { tls: options.tls } : {}),
     });
     controller.#logger.info("controller listening", { url: controller.url });
     return controller;
@@ -196,6 +226,26 @@ export class Controller implements ControllerApi {
 
   /** Queues a job; throws ControllerApiError (400) when the submission is invalid. */
   submit(input: unknown): JobRecord {
+    return this.#submit(input, undefined);
+  }
+
+  /**
+   * Queues the ended job `id` again as a new job whose record says `retryOf: id`, with the same
+   * steps, labels, env and secrets (held in memory only). Throws ControllerApiError 404 for an
+   * unknown job, 409 while it has not ended.
+   */
+  retry(id: string): JobRecord {
+    const run = this.#require(id);
+    if (!run.recorder.ended)
+      throw new ControllerApiError(
+        409,
+        "CONTROLLER_ERR_CONFLICT",
+        `job ${id} is ${run.recorder.record.status}: it can be run again once it has ended`,
+      );
+    return this.#submit(resubmission(run.prepared), id);
+  }
+
+  #submit(input: unknown, retryOf: string | undefined): JobRecord {
     if (this.#stopping)
       throw new ControllerApiError(409, "CONTROLLER_ERR_CONFLICT", "the controller is shutting down");
     const id = newJobId();
@@ -211,6 +261,7 @@ export class Controller implements ControllerApi {
     }
     const record: JobRecord = {
       id,
+      ...(retryOf !== undefined ? { retryOf } : {}),
       ...(prepared.job.name !== undefined ? { name: prepared.job.name } : {}),
       labels: prepared.labels,
       status: "queued",
@@ -434,7 +485,10 @@ export class Controller implements ControllerApi {
     const leasedJob = this.#dispatcher.leases.get(agent.name);
     if (leasedJob !== undefined) {
       const run = this.#jobs.get(leasedJob);
-      if (run) this.#provisioning?.connected(run, agent.name);
+      if (run) {
+        run.recorder.record.connectedAt ??= new Date().toISOString();
+        this.#provisioning?.connected(run, agent.name);
+      }
     }
     this.#dispatcher.dispatch();
     if (agent.state === "idle" && leasedJob !== undefined) {

@@ -9,6 +9,9 @@ export type ControllerErrorCode =
   | "CONTROLLER_ERR_BAD_ARCHIVE"
   | "CONTROLLER_ERR_TOO_LARGE"
   | "CONTROLLER_ERR_UNREACHABLE"
+  | "CONTROLLER_ERR_UNAUTHORIZED"
+  | "CONTROLLER_ERR_FORBIDDEN"
+  | "CONTROLLER_ERR_CONFIG"
   | "CONTROLLER_ERR_INTERNAL";
 
 /** An error the HTTP API returns as `{ "error": { "code", "message", "problems" } }` with `status`. */

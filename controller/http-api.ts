@@ -1,7 +1,10 @@
 import { createReadStream } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { type ApiAuth, authorize } from "./auth.ts";
 import { ControllerApiError } from "./errors.ts";
+import { durationMs } from "./job-spec.ts";
 import type { JobEvent, JobRecord, LogListener } from "./job-store.ts";
+import { computeMetrics, DEFAULT_WINDOW_MS, prometheusText } from "./metrics.ts";
 import type { WorkspaceUpload } from "./workspace-uploads.ts";
 
 /** An agent as the API lists it. */
@@ -21,6 +24,8 @@ export interface ControllerApi {
   listJobs(): JobRecord[];
   listAgents(): AgentInfo[];
   cancel(id: string): JobRecord;
+  /** Queues the ended job `id` again as a new job (`retryOf: id`). Throws 404, or 409 while it runs. */
+  retry(id: string): JobRecord;
   /** Replays a job's events, then follows it live while `live`; returns an unsubscribe function. Throws 404 for an unknown job. */
   follow(id: string, listener: LogListener, live: boolean): () => void;
   /** Path of the job's raw output. Throws 404 for an unknown job. */
@@ -47,6 +52,8 @@ export interface RouteContext {
 export interface Route {
   method: "GET" | "POST" | "PUT" | "DELETE" | "PATCH";
   path: string;
+  /** Answered without the API token (health check, the web view's static pages, sign-in). */
+  public?: boolean;
   handle(context: RouteContext): Promise<void> | void;
 }
 
@@ -54,7 +61,7 @@ const MAX_BODY_BYTES = 1_048_576;
 
 /** The API's own routes (see the README's HTTP API table). */
 export const API_ROUTES: readonly Route[] = [
-  { method: "GET", path: "/healthz", handle: ({ res }) => sendJson(res, 200, { ok: true }) },
+  { method: "GET", path: "/healthz", public: true, handle: ({ res }) => sendJson(res, 200, { ok: true }) },
   {
     method: "GET",
     path: "/api/v1/agents",
@@ -88,6 +95,16 @@ export const API_ROUTES: readonly Route[] = [
     path: "/api/v1/jobs/:id/cancel",
     handle: ({ res, api, params }) => sendJson(res, 202, api.cancel(params.id!)),
   },
+  {
+    method: "POST",
+    path: "/api/v1/jobs/:id/retry",
+    handle: ({ res, api, params }) => {
+      const record = api.retry(params.id!);
+      res.setHeader("Location", `/api/v1/jobs/${record.id}`);
+      sendJson(res, 201, record);
+    },
+  },
+  { method: "GET", path: "/api/v1/metrics", handle: (context) => sendMetrics(context) },
   { method: "GET", path: "/api/v1/jobs/:id/log", handle: (context) => sendLog(context) },
   {
     method: "POST",
@@ -118,18 +135,21 @@ export const API_ROUTES: readonly Route[] = [
 
 /**
  * The HTTP request handler: the API's routes, then `extraRoutes` (pages and endpoints built on
- * the same controller). Errors answer `{"error": {code, message, problems?}}` with their status.
+ * the same controller). With `auth`, every route that is not `public` needs the API token (an
+ * unknown path too: strangers learn nothing). Errors answer `{"error": {code, message,
+ * problems?}}` with their status.
  */
-export function createApiHandler(api: ControllerApi, extraRoutes: readonly Route[] = []) {
+export function createApiHandler(api: ControllerApi, extraRoutes: readonly Route[] = [], auth?: ApiAuth) {
   const routes = [...API_ROUTES, ...extraRoutes];
   return (req: IncomingMessage, res: ServerResponse): void => {
-    route(routes, api, req, res).catch((error: unknown) => sendError(res, error));
+    route(routes, api, auth, req, res).catch((error: unknown) => sendError(res, error));
   };
 }
 
 async function route(
   routes: readonly Route[],
   api: ControllerApi,
+  auth: ApiAuth | undefined,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
@@ -137,6 +157,7 @@ async function route(
   const segments = url.pathname.split("/").filter(Boolean);
   const method = req.method ?? "GET";
   const allowed: string[] = [];
+  let match: { route: Route; params: Record<string, string> } | undefined;
   for (const candidate of routes) {
     const params = matchPath(candidate.path, segments);
     if (params === undefined) continue;
@@ -144,7 +165,20 @@ async function route(
       allowed.push(candidate.method);
       continue;
     }
-    await candidate.handle({ req, res, url, params, api });
+    match = { route: candidate, params };
+    break;
+  }
+  if (auth !== undefined && match?.route.public !== true) {
+    try {
+      authorize(auth, req);
+    } catch (error) {
+      if ((error as ControllerApiError).status === 401)
+        res.setHeader("WWW-Authenticate", 'Bearer realm="controller"');
+      throw error;
+    }
+  }
+  if (match !== undefined) {
+    await match.route.handle({ req, res, url, params: match.params, api });
     return;
   }
   if (allowed.length > 0) {
@@ -220,6 +254,49 @@ function sendEvents({ api, params, url, res }: RouteContext): void {
     isFollow(url),
   );
   res.on("close", unsubscribe);
+}
+
+/**
+ * `GET /api/v1/metrics[?window=1h][&format=prometheus]`: queue and start latency over the jobs
+ * submitted in the window (default 1 h), as JSON, or as Prometheus text when asked by `format`
+ * or by an `Accept` that prefers text (what Prometheus sends).
+ */
+function sendMetrics({ api, url, req, res }: RouteContext): void {
+  const window = url.searchParams.get("window");
+  const windowMs = window === null ? DEFAULT_WINDOW_MS : durationMs(window);
+  if (!Number.isFinite(windowMs) || windowMs < 1)
+    throw new ControllerApiError(
+      400,
+      "CONTROLLER_ERR_BAD_REQUEST",
+      `Expected window to be a duration such as 15m, 1h or 24h, got ${JSON.stringify(window)}`,
+    );
+  const metrics = computeMetrics(
+    api.listJobs(),
+    api.listAgents().map((agent) => agent.state),
+    Date.now(),
+    windowMs,
+  );
+  const format = url.searchParams.get("format");
+  const accept = req.headers.accept ?? "";
+  const text =
+    format === "prometheus" ||
+    (format === null && !accept.includes("application/json") && /text\/plain|openmetrics/.test(accept));
+  if (format !== null && format !== "prometheus" && format !== "json")
+    throw new ControllerApiError(
+      400,
+      "CONTROLLER_ERR_BAD_REQUEST",
+      `Expected format to be json or prometheus, got ${JSON.stringify(format)}`,
+    );
+  if (!text) {
+    sendJson(res, 200, metrics);
+    return;
+  }
+  const body = prometheusText(metrics);
+  res.writeHead(200, {
+    "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+    "Content-Length": Buffer.byteLength(body),
+  });
+  res.end(body);
 }
 
 /** Reads a JSON request body of at most 1 MiB. Throws ControllerApiError 413 or 400. */

@@ -1,12 +1,47 @@
 /** The reference controller's public face. */
 
+export {
+  type ApiAuth,
+  authorize,
+  checkListenSecurity,
+  isLoopbackHost,
+  MIN_TOKEN_CHARS,
+  SESSION_COOKIE,
+  sessionRoutes,
+  sessionValue,
+} from "./auth.ts";
 export { CLI_EXIT, exitCodeForJob } from "./cli.ts";
-export { ControllerClient } from "./client.ts";
+export { CLI_EXIT_MEANINGS, COMMAND_HELP } from "./cli-help.ts";
+export { ControllerClient, describeConnectError } from "./client.ts";
 export { type AgentInfo, Controller, type ControllerOptions } from "./controller.ts";
+export {
+  CAUSE_WORDS,
+  describeFailure,
+  describeStepEnd,
+  formatBytes,
+  formatMs,
+  REASON_WORDS,
+} from "./describe.ts";
 export { ControllerApiError, type ControllerErrorCode } from "./errors.ts";
 export { API_ROUTES, type ControllerApi, type Route, type RouteContext } from "./http-api.ts";
 export { type JobSubmission, prepareJob, readJobFile } from "./job-spec.ts";
-export type { FailureCause, JobEvent, JobReason, JobRecord, JobStatus, StepRecord } from "./job-store.ts";
+export type {
+  FailureCause,
+  JobEvent,
+  JobReason,
+  JobRecord,
+  JobStatus,
+  StepRecord,
+  StepStatus,
+} from "./job-store.ts";
+export {
+  computeMetrics,
+  type LatencySummary,
+  type Metrics,
+  type MetricsGroup,
+  prometheusText,
+  summarize,
+} from "./metrics.ts";
 export {
   LocalProvisioner,
   type LocalProvisionerOptions,
@@ -14,4 +49,6 @@ export {
   type Provisioner,
   type ProvisionRequest,
 } from "./provisioner.ts";
-export { createRenderer } from "./render.ts";
+export { type ColorTarget, colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
+export type { TlsFiles } from "./server.ts";
+export { defaultWebDir, WEB_SECURITY_HEADERS, webViewRoutes } from "./web-assets.ts";

@@ -87,8 +87,11 @@ export class JobRecorder {
     });
   }
 
+  /** Stores output bytes with the controller's receipt time. */
   output(frame: OutputFrame): void {
-    this.files.appendOutput(frame.stepId, frame.stream, frame.data);
+    const at = new Date().toISOString();
+    if (this.record.firstOutputAt === undefined && frame.data.length > 0) this.record.firstOutputAt = at;
+    this.files.appendOutput(frame.stepId, frame.stream, frame.data, at);
     this.record.logBytes = this.files.outputBytes;
   }
 

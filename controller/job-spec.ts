@@ -168,6 +168,17 @@ export function prepareJob(
   };
 }
 
+/**
+ * The submission that prepares `prepared`'s job again: the stored copy with the secrets' values
+ * put back from the job sent to agents (they are kept in memory only, never stored).
+ */
+export function resubmission(prepared: PreparedJob): ParsedSubmission {
+  const { stored, job } = prepared;
+  if (stored.secrets === undefined) return stored;
+  const secrets = Object.fromEntries(Object.keys(stored.secrets).map((key) => [key, job.env[key] ?? ""]));
+  return { ...stored, secrets };
+}
+
 function invalidJob(problems: ConfigProblem[]): ControllerApiError {
   const lines = problems.map((p) => `  - ${p.field}: ${p.message}`).join("\n");
   return new ControllerApiError(

@@ -61,8 +61,14 @@ export interface JobRecord {
   message?: string;
   agent?: { name: string; runtime: string; version: string; labels: string[]; logs?: AgentLogs };
   submittedAt: string;
+  /** When the controller first asked a provisioner for an agent for this job. */
+  launchedAt?: string;
+  /** When the agent launched for this job said hello. */
+  connectedAt?: string;
   assignedAt?: string;
   startedAt?: string;
+  /** When the controller received the job's first output byte. */
+  firstOutputAt?: string;
   endedAt?: string;
   /** Milliseconds from submission to the agent's first step starting. */
   queuedMs?: number;
@@ -85,13 +91,22 @@ export interface JobRecord {
   /** What the warm caches did: hits, misses, evictions (the agent's report). */
   caches?: JobEnd["caches"];
   steps: StepRecord[];
+  /** The job this one runs again (`POST /api/v1/jobs/:id/retry`). */
+  retryOf?: string;
 }
 
 /** One line of a job's event log, as served by `GET /api/v1/jobs/:id/events`. */
 export type JobEvent =
   | { type: "status"; status: JobStatus; at: string; agent?: string; logs?: AgentLogs }
   | { type: "step-start"; stepId: string; name?: string; index: number; total: number; at: string }
-  | { type: "output"; stepId: string; stream: OutputStream; text: string }
+  | {
+      type: "output";
+      stepId: string;
+      stream: OutputStream;
+      text: string;
+      /** When the controller received these bytes (its own clock); absent in logs stored before it was recorded. */
+      at?: string;
+    }
   | {
       type: "step-end";
       stepId: string;
@@ -117,7 +132,7 @@ export type JobEvent =
 /** What is stored for an output event: where its bytes are in output.log. */
 type StoredEvent =
   | Exclude<JobEvent, { type: "output" }>
-  | { type: "output"; stepId: string; stream: OutputStream; offset: number; length: number };
+  | { type: "output"; stepId: string; stream: OutputStream; offset: number; length: number; at?: string };
 
 /** A reader of a job's events; `end` is called once when the job's log is complete. */
 const SAVE_DELAY_MS = 200;
@@ -177,15 +192,19 @@ export class JobFiles {
 
   #saveTimer: NodeJS.Timeout | undefined;
 
-  appendOutput(stepId: string, stream: OutputStream, data: Buffer): void {
+  /**
+   * Appends output bytes, unchanged, to output.log, and an event saying where they are and when
+   * they arrived (`at`, ISO time).
+   */
+  appendOutput(stepId: string, stream: OutputStream, data: Buffer, at: string): void {
     if (this.#closed) return;
     const offset = this.#outputBytes;
     writeAll(this.#outputFd, data);
     this.#outputBytes += data.length;
-    this.#writeEvent({ type: "output", stepId, stream, offset, length: data.length });
+    this.#writeEvent({ type: "output", stepId, stream, offset, length: data.length, at });
     // Decoding costs on every frame: only when someone follows the job live.
     if (this.#listeners.size > 0)
-      this.#emit({ type: "output", stepId, stream, text: data.toString("utf8") }, data);
+      this.#emit({ type: "output", stepId, stream, text: data.toString("utf8"), at }, data);
   }
 
   appendEvent(event: Exclude<JobEvent, { type: "output" }>): void {
@@ -225,6 +244,7 @@ export class JobFiles {
             stepId: stored.stepId,
             stream: stored.stream,
             text: data.toString("utf8"),
+            ...(stored.at !== undefined ? { at: stored.at } : {}),
           },
           data,
         };

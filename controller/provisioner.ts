@@ -82,6 +82,8 @@ export class LocalProvisioner implements Provisioner {
         HOME: process.env.HOME ?? "/tmp",
         ...(process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {}),
         ...(process.env.LANG ? { LANG: process.env.LANG } : {}),
+        // Trust settings, not secrets: an agent must verify a controller's private CA as the controller's clients do.
+        ...(process.env.NODE_EXTRA_CA_CERTS ? { NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS } : {}),
         ...this.#options.env,
         JENKINS_URL: request.controllerUrl,
         JENKINS_SECRET: request.secret,

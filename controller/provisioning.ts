@@ -44,6 +44,7 @@ export class Provisioning {
     const { provisioner, logger } = this.#options;
     if (run.launch || !provisioner.accepts(run.recorder.record.labels)) return;
     run.launchAttempts++;
+    run.recorder.record.launchedAt ??= new Date().toISOString();
     const agentName = `${provisioner.kind}-${randomBytes(3).toString("hex")}`;
     const launch: Launch = { agentName };
     run.launch = launch;

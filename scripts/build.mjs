@@ -1,8 +1,10 @@
-// Bundles the programs with esbuild: self-contained ESM files that need no node_modules.
+// Bundles the programs with esbuild: self-contained ESM files that need no node_modules; and the
+// controller's web view (dist/web: index.html, assets/app.js, assets/app.css), which the
+// controller serves: nothing is fetched from elsewhere at run time.
 //   node scripts/build.mjs                                  # all of them
 //   node scripts/build.mjs container-entrypoint lambda      # only these (the image's build stage)
 import { readFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { copyFile, mkdir, rm } from "node:fs/promises";
 import { build } from "esbuild";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
@@ -56,6 +58,7 @@ const programs = {
         ".js",
       ),
     ),
+  web: buildWeb,
 };
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((name) => !Object.hasOwn(programs, name));
@@ -68,3 +71,23 @@ if (unknown.length > 0) {
 
 await rm("dist", { recursive: true, force: true });
 await Promise.all((wanted.length > 0 ? wanted : Object.keys(programs)).map((name) => programs[name]()));
+
+/** The web view: a browser bundle and its page. */
+async function buildWeb() {
+  await build({
+    entryPoints: { app: "controller/web/main.tsx" },
+    outdir: "dist/web/assets",
+    bundle: true,
+    platform: "browser",
+    target: ["chrome111", "firefox111", "safari16.4"],
+    format: "esm",
+    minify: true,
+    sourcemap: "linked",
+    legalComments: "linked",
+    jsx: "automatic",
+    jsxImportSource: "preact",
+    logLevel: "warning",
+  });
+  await mkdir("dist/web", { recursive: true });
+  await copyFile("controller/web/index.html", "dist/web/index.html");
+}

@@ -1,6 +1,7 @@
 import { statfsSync } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import { join, relative } from "node:path";
+import { formatBytes } from "../format.ts";
 
 /** Free and total bytes of the filesystem holding `path` (space available to unprivileged users). */
 export function filesystemSpace(path: string): { freeBytes: number; totalBytes: number } {
@@ -102,18 +103,6 @@ export async function largestDirectories(
     .map(([path, bytes]) => ({ path, bytes }))
     .sort((a, b) => b.bytes - a.bytes)
     .slice(0, limit);
-}
-
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** The plain-words explanation of a disk failure, naming the path, the figures and the biggest directories. */

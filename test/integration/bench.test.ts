@@ -42,6 +42,8 @@ const FIGURE_IDS = [
   "image-jenkins-uncompressed",
   "image-build-default",
   "image-build-jenkins",
+  "webview-log-shown",
+  "webview-log-longest-task",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];

@@ -1,9 +1,9 @@
-import { createServer } from "node:net";
 import { InvokeCommand, LambdaClient } from "@aws-sdk/client-lambda";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SmokeReport } from "../../lambda-handler/index.ts";
 import { type FakeCloudWatch, startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
 import { startFakeLambda } from "../support/fake-lambda.ts";
+import { closedPort } from "../support/harness.ts";
 
 /**
  * The smoke test's CloudWatch check, run by the real handler bundle in the fake Lambda: when it
@@ -12,15 +12,6 @@ import { startFakeLambda } from "../support/fake-lambda.ts";
 
 // A 5 s deadline for the checks, and 5 s of slack before the function's timeout.
 const ENV = { AGENT_SMOKE_TOOLS: "bash", AGENT_DEADLINE_MARGIN_MS: "5000" };
-
-/** A loopback port with nothing listening: connections are refused, as with no network. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 let cloud: FakeCloudWatch;
 beforeAll(async () => {

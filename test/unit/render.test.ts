@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { createRenderer, type JobEvent } from "../../controller/index.ts";
+import {
+  colorEnabled,
+  createRenderer,
+  type JobEvent,
+  type JobRecord,
+  renderOutcome,
+} from "../../controller/index.ts";
 
 function render(events: JobEvent[], color = false): string {
   let out = "";
@@ -9,6 +15,7 @@ function render(events: JobEvent[], color = false): string {
 }
 
 const at = "2024-01-01T00:00:00.000Z";
+const ESC = "\u001b";
 const start = (index: number, total: number, name?: string): JobEvent => ({
   type: "step-start",
   stepId: String(index),
@@ -103,7 +110,7 @@ describe("createRenderer (no colour)", () => {
     );
   });
 
-  it("prints the job-end line for failure with reason, cause and message", () => {
+  it("says in words why a job failed: what the reason means and whom the cause blames", () => {
     const text = render([
       {
         type: "job-end",
@@ -114,17 +121,21 @@ describe("createRenderer (no colour)", () => {
         durationMs: 40,
       },
     ]);
-    expect(text).toBe("=== job failed (exit, user) in 40 ms: step 2 exited with 1\n");
+    expect(text).toBe(
+      "=== job failed in 40 ms: a step exited with a non-zero code (exit, user: the job's own commands failed; running it again unchanged will fail the same way)\n=== step 2 exited with 1\n",
+    );
   });
 
-  it("prints the job-end line for a platform failure without a duration", () => {
+  it("says a platform failure is not the job's fault, without a duration", () => {
     const text = render([{ type: "job-end", status: "error", reason: "agent-lost", cause: "platform" }]);
-    expect(text).toBe("=== job error (agent-lost, platform) in 0 ms\n");
+    expect(text).toBe(
+      "=== job error in 0 ms: the agent was lost before the job ended (agent-lost, platform: the platform failed the job, not its commands; running it again may succeed)\n",
+    );
   });
 
-  it("prints an unknown reason when a failed job has none", () => {
+  it("says the reason is unknown when a failed job has none", () => {
     expect(render([{ type: "job-end", status: "failed", durationMs: 1 }])).toBe(
-      "=== job failed (unknown) in 1 ms\n",
+      "=== job failed in 1 ms: unknown reason\n",
     );
   });
 
@@ -144,8 +155,89 @@ describe("createRenderer (no colour)", () => {
 });
 
 describe("createRenderer (colour)", () => {
-  it("paints stderr red and leaves stdout alone", () => {
-    const text = render([output("out\n"), output("err\n", "stderr")], true);
-    expect(text).toBe("out\n\u001b[31merr\n\u001b[0m");
+  it("paints stderr red and leaves stdout alone, ending the colour before each newline", () => {
+    const text = render([output("out\n"), output("err 1\nerr 2\n", "stderr")], true);
+    expect(text).toBe("out\n\u001b[31merr 1\u001b[39m\n\u001b[31merr 2\u001b[39m\n");
+  });
+
+  it("never leaves a colour open across a newline, in any line it paints", () => {
+    const text = render(
+      [
+        {
+          type: "status",
+          status: "assigned",
+          at,
+          agent: "a",
+          logs: { region: "r", group: "g", stream: "s", url: "u" },
+        },
+        start(1, 1, "s"),
+        output("x\ny", "stderr"),
+        end({ status: "failed", exitCode: 2 }),
+        { type: "job-end", status: "failed", reason: "exit", cause: "user", message: "m\nn", durationMs: 1 },
+      ],
+      true,
+    );
+    for (const line of text.split("\n")) {
+      const opens = line.match(new RegExp(`${ESC}\\[(?:1|2|31|32|36)m`, "g"))?.length ?? 0;
+      const closes = line.match(new RegExp(`${ESC}\\[(?:22|39)m`, "g"))?.length ?? 0;
+      expect({ line, balanced: opens === closes }).toEqual({ line, balanced: true });
+    }
+    expect(text).toContain("\u001b[1m\u001b[36m==> [1/1] s\u001b[39m\u001b[22m\n");
+  });
+});
+
+describe("colorEnabled", () => {
+  const tty = { isTTY: true, hasColors: () => true };
+  const pipe = { isTTY: false };
+  it.each([
+    ["a terminal", tty, {}, true],
+    ["a pipe", pipe, {}, false],
+    ["a dumb terminal", { isTTY: true }, { TERM: "dumb" }, false],
+    ["NO_COLOR=1 on a terminal", tty, { NO_COLOR: "1" }, false],
+    ["NO_COLOR empty (ignored, as no-color.org says)", tty, { NO_COLOR: "" }, true],
+    ["NODE_DISABLE_COLORS on a terminal", tty, { NODE_DISABLE_COLORS: "1" }, false],
+    ["FORCE_COLOR=1 on a pipe", pipe, { FORCE_COLOR: "1" }, true],
+    ["FORCE_COLOR empty on a pipe", pipe, { FORCE_COLOR: "" }, true],
+    ["FORCE_COLOR=3 on a pipe", pipe, { FORCE_COLOR: "3" }, true],
+    ["FORCE_COLOR=0 on a terminal", tty, { FORCE_COLOR: "0" }, false],
+    ["FORCE_COLOR=false on a terminal", tty, { FORCE_COLOR: "false" }, false],
+    ["FORCE_COLOR=1 beating NO_COLOR (as Node does)", pipe, { FORCE_COLOR: "1", NO_COLOR: "1" }, true],
+  ])("%s", (_name, stream, env, expected) => {
+    expect(colorEnabled(stream, env as NodeJS.ProcessEnv)).toBe(expected);
+  });
+});
+
+describe("renderOutcome", () => {
+  const record = (status: JobRecord["status"], steps: JobRecord["steps"]): JobRecord => ({
+    id: "j",
+    labels: [],
+    status,
+    submittedAt: at,
+    logBytes: 0,
+    steps,
+  });
+
+  it("lists the failed step with how it ended and every skipped step", () => {
+    const text = renderOutcome(
+      record("failed", [
+        { id: "1", name: "Build", status: "succeeded", reason: "exit", exitCode: 0 },
+        { id: "2", name: "Test", status: "failed", reason: "exit", exitCode: 3 },
+        { id: "3", name: "Deploy", status: "skipped" },
+        { id: "notify", status: "skipped" },
+      ]),
+      false,
+    );
+    expect(text).toBe(
+      "=== failed: [2/4] Test (exit 3)\n=== skipped: [3/4] Deploy\n=== skipped: [4/4] step notify\n",
+    );
+  });
+
+  it("says nothing for a job that succeeded", () => {
+    expect(renderOutcome(record("succeeded", [{ id: "1", status: "succeeded" }]), false)).toBe("");
+  });
+
+  it("paints each line on its own", () => {
+    const text = renderOutcome(record("failed", [{ id: "1", status: "skipped" }]), true);
+    expect(text).toBe("\u001b[2m=== skipped: [1/1] step 1\u001b[22m\n");
   });
 });

@@ -1,0 +1,214 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { defaultWebDir, webViewRoutes } from "../../controller/index.ts";
+import { pattern } from "../fixtures/pattern.mjs";
+import { artifactPath, computedStyle, launchChromium } from "../support/browser.ts";
+import { FIXTURES, startController, type TestController, tempDir } from "../support/harness.ts";
+
+// A real controller on loopback launching real agents (the container entrypoint bundle), and
+// Debian's Chromium driven by playwright-core looking at the web view the controller serves.
+let ctl: TestController;
+let browser: { context: BrowserContext; close: () => Promise<void> };
+let scratch: ReturnType<typeof tempDir>;
+
+beforeAll(async () => {
+  scratch = tempDir("web-view-");
+  [ctl, browser] = await Promise.all([
+    startController({ provision: true, overrides: { routes: webViewRoutes(defaultWebDir()) } }),
+    launchChromium(),
+  ]);
+});
+afterAll(async () => {
+  await browser?.close();
+  await ctl?.close();
+  scratch?.remove();
+});
+
+async function openPage(path: string): Promise<{ page: Page; errors: string[] }> {
+  const page = await browser.context.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text());
+  });
+  await page.goto(new URL(path, ctl.controller.url).href);
+  return { page, errors };
+}
+
+const logLine = (page: Page, text: string) => page.locator(".log .row.line", { hasText: text });
+const stepHeader = (page: Page, stepId: string) => page.locator(`.log .row.header[data-step="${stepId}"]`);
+
+/** A step that prints `before`, waits (bounded) for `gate` to exist, then prints `after`. */
+function gatedStep(gate: string, before: string, after: string): string {
+  return `echo '${before}'; for i in $(seq 1 600); do [ -e '${gate}' ] && break; sleep 0.05; done; echo '${after}'`;
+}
+
+describe("the web view in a real browser", () => {
+  it("follows a job's log as it streams, with colours and finished steps collapsed", async () => {
+    const gate = join(scratch.path, "gate-stream");
+    const job = await ctl.client.submit({
+      name: "streaming",
+      steps: [
+        {
+          id: "colours",
+          name: "Colours",
+          run: "printf '\\033[32mgreen ok\\033[0m and \\033[1;31mbold red\\033[0m\\n'",
+        },
+        { id: "stream", name: "Stream", run: gatedStep(gate, "line A", "line B") },
+      ],
+    });
+    const { page, errors } = await openPage(`/jobs/${job.id}`);
+
+    await logLine(page, "line A").waitFor({ timeout: 20_000 });
+    expect(await logLine(page, "line B").count()).toBe(0);
+    // The step that finished is folded away when the next one starts: its lines are not shown.
+    await expect.poll(() => stepHeader(page, "colours").getAttribute("aria-expanded")).toBe("false");
+    expect(await logLine(page, "green ok").count()).toBe(0);
+    expect(await stepHeader(page, "stream").getAttribute("aria-expanded")).toBe("true");
+
+    writeFileSync(gate, "");
+    await logLine(page, "line B").waitFor({ timeout: 20_000 });
+    await page.locator(".job-header .badge.status-succeeded").waitFor({ timeout: 20_000 });
+
+    await stepHeader(page, "colours").click();
+    const green = page.locator(".log .row.line .ansi-green-fg", { hasText: "green ok" });
+    await green.waitFor();
+    expect(await computedStyle(green, "color")).toBe("rgb(63, 185, 80)");
+    const red = page.locator(".log .row.line .ansi-red-fg", { hasText: "bold red" });
+    expect(await computedStyle(red, "fontWeight")).toBe("700");
+    // The escape codes themselves never reach the page.
+    expect(await page.locator(".log").textContent()).not.toContain("[32m");
+
+    // Each line shows when the controller received it, on demand.
+    expect(await page.locator(".log .row.line time.ts").count()).toBe(0);
+    await page.getByLabel("Timestamps").check();
+    const stamp = logLine(page, "line B").locator("time.ts");
+    expect(await stamp.textContent()).toMatch(/^\d\d:\d\d:\d\d\.\d{3}$/);
+
+    const screenshot = artifactPath("web-view-job.png");
+    await page.screenshot({ path: screenshot });
+    console.log(`web view screenshot: ${screenshot}`);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("cancels a running job from its page, and lists it and its agent", async () => {
+    const gate = join(scratch.path, "gate-cancel");
+    const job = await ctl.client.submit({
+      name: "to-cancel",
+      steps: [
+        { id: "wait", name: "Wait", run: gatedStep(gate, "waiting", "not cancelled") },
+        { id: "after", name: "After", run: "echo after" },
+      ],
+    });
+    const { page, errors } = await openPage(`/jobs/${job.id}`);
+    await logLine(page, "waiting").waitFor({ timeout: 20_000 });
+
+    const agents = await openPage("/agents");
+    const agentRow = agents.page.locator("table.agents tbody tr", { hasText: job.id });
+    await agentRow.waitFor({ timeout: 10_000 });
+    expect(await agentRow.locator(".badge").textContent()).toBe("busy");
+    await agents.page.close();
+
+    await page.getByRole("button", { name: "Cancel" }).click();
+    await page.locator(".job-header .badge.status-cancelled").waitFor({ timeout: 20_000 });
+    const record = await ctl.controller.waitForJob(job.id);
+    expect(record).toMatchObject({ status: "cancelled", reason: "cancelled" });
+    expect(record.steps.map((s) => s.status)).toEqual(["failed", "skipped"]);
+    expect(await logLine(page, "not cancelled").count()).toBe(0);
+    await page.locator(".failure .skipped", { hasText: "After" }).waitFor();
+
+    await page.getByRole("link", { name: "Jobs", exact: true }).click();
+    const row = page.locator(`table.jobs tr[data-job="${job.id}"]`);
+    await row.waitFor();
+    expect(await row.locator(".badge").textContent()).toBe("cancelled");
+    await row.getByRole("link", { name: "to-cancel" }).click();
+    await page.locator(".job-header h1", { hasText: "to-cancel" }).waitFor();
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("runs a failed job again from its page, and never shows the job's secrets", async () => {
+    const secret = "page-secret-5c4b3a2918";
+    const job = await ctl.client.submit({
+      name: "flaky",
+      secrets: { DEPLOY_KEY: secret },
+      steps: [{ id: "only", run: 'echo "using $DEPLOY_KEY"; exit 1' }],
+    });
+    await ctl.controller.waitForJob(job.id);
+    const { page, errors } = await openPage(`/jobs/${job.id}`);
+    await logLine(page, "using ***").waitFor({ timeout: 20_000 });
+    await page.locator(".failure", { hasText: "a step exited with a non-zero code" }).waitFor();
+    expect(await page.locator("body").textContent()).not.toContain(secret);
+
+    await page.getByRole("button", { name: "Retry" }).click();
+    await page.locator(".job-header .sub a", { hasText: job.id }).waitFor({ timeout: 10_000 });
+    const retryId = decodeURIComponent(new URL(page.url()).pathname.split("/").pop()!);
+    expect(retryId).not.toBe(job.id);
+    expect(await ctl.controller.waitForJob(retryId)).toMatchObject({ retryOf: job.id, status: "failed" });
+    await logLine(page, "using ***").waitFor({ timeout: 20_000 });
+    expect(await page.locator("body").textContent()).not.toContain(secret);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("asks for the API token when the controller has one, and shows the jobs once signed in", async () => {
+    const token = "web-token-0123456789abcdef";
+    const guarded = await startController({
+      overrides: { apiToken: token, routes: webViewRoutes(defaultWebDir()) },
+    });
+    const page = await browser.context.newPage();
+    try {
+      const job = guarded.controller.submit({
+        name: "guarded-job",
+        labels: ["nobody"],
+        steps: [{ run: "true" }],
+      });
+      await page.goto(guarded.controller.url);
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      await page.getByPlaceholder("token").fill("wrong-token-0000000000");
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.locator(".sign-in .error", { hasText: "wrong token" }).waitFor();
+      await page.getByPlaceholder("token").fill(token);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.locator(`table.jobs tr[data-job="${job.id}"]`, { hasText: "guarded-job" }).waitFor();
+      const cookies = await browser.context.cookies(guarded.controller.url);
+      expect(cookies.map((c) => [c.name, c.httpOnly, c.sameSite, c.value === token])).toEqual([
+        ["controller_session", true, "Strict", false],
+      ]);
+      guarded.controller.cancel(job.id);
+    } finally {
+      await page.close();
+      await guarded.close();
+    }
+  });
+
+  it("shows a large log without putting it all in the page: only the rows on screen are rendered", async () => {
+    const bytes = 8 * 1024 * 1024;
+    const job = await ctl.client.submit({
+      name: "big",
+      steps: [{ id: "big", argv: ["node", join(FIXTURES, "write-bytes.mjs"), String(bytes)] }],
+    });
+    const record = await ctl.controller.waitForJob(job.id);
+    expect(record.status).toBe("succeeded");
+    // The fixture repeats one line; the last one may be cut short.
+    const expectedLines = Math.ceil(bytes / (pattern(200).indexOf(10) + 1));
+
+    const { page, errors } = await openPage(`/jobs/${job.id}`);
+    await page.locator('[data-testid="log-state"]', { hasText: "complete" }).waitFor({ timeout: 30_000 });
+    // The page follows the log to its end: the last line is on screen, and few rows are in the page.
+    await page.locator(".log .row.line .ln", { hasText: String(expectedLines) }).waitFor();
+    expect(await page.locator(".log .row").count()).toBeLessThan(200);
+    // Every line is a row of the log (plus the two section headers).
+    expect(Number(await page.locator(".log").getAttribute("data-rows"))).toBe(expectedLines + 2);
+    await page.locator(".log").evaluate((el) => {
+      el.scrollTop = 0;
+    });
+    expect(await stepHeader(page, "big").locator(".lines").textContent()).toBe(`${expectedLines} lines`);
+    expect(await page.locator(".log .row").count()).toBeLessThan(200);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
