@@ -23,6 +23,7 @@ import { disk } from "./measurements/disk.ts";
 import { images } from "./measurements/images.ts";
 import { latency } from "./measurements/latency.ts";
 import { memory } from "./measurements/memory.ts";
+import { packaging } from "./measurements/packaging.ts";
 import { shutdown } from "./measurements/shutdown.ts";
 import { startup } from "./measurements/startup.ts";
 import { steps } from "./measurements/steps.ts";
@@ -55,6 +56,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   transfer,
   images,
   webView,
+  packaging,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 

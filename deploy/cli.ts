@@ -11,10 +11,13 @@ import { createLambdaClient } from "./lambda-api.ts";
 import {
   type AliasStatus,
   aliasStatus,
+  type DeployRequest,
   deployFunction,
+  preflightDeploy,
   type RolloutContext,
   type RolloutResult,
   rollbackFunction,
+  rolledBackFrom,
 } from "./rollout.ts";
 import type { SmokeRequest } from "./smoke-check.ts";
 
@@ -41,6 +44,9 @@ Options (all commands):
   --max-attempts N       Attempts per AWS call; throttling and transient errors are retried
                          with backoff (default 8).
   --json                 Print the results as JSON on stdout (progress stays on stderr).
+  --break-hold RUN_ID    (deploy, rollback) Take over the hold of a deploy that died (its process
+                         was killed) before the hold expires. RUN_ID is the "run" the refusal
+                         names; a hold by any other run is still refused.
 
 deploy:
   --zip FILE             Upload this zip first (e.g. .serverless/jnlp-agent.zip from
@@ -59,7 +65,8 @@ deploy:
   --max-wait DURATION    Longest wait for a code update or a new version (default 10m).
 
 rollback:
-  --to VERSION           The version to go back to (default: the record's previous version).
+  --to VERSION           The version to go back to (default: the record's previous version; after
+                         a deploy that died, the version it began on, with its traffic split cleared).
   --check                Smoke-check that version first (with --controller-url ...).
 
 Exit codes: 0 done; 1 a new version failed its check (the alias is on the previous version);
@@ -88,6 +95,7 @@ export type RolloutCommand =
       maxWaitMs: number;
       to?: string;
       check: boolean;
+      breakHold?: string;
     };
 
 /** What the CLI writes to and listens to; tests pass their own. */
@@ -119,6 +127,7 @@ const OPTIONS = {
   "max-wait": { type: "string" },
   to: { type: "string" },
   check: { type: "boolean" },
+  "break-hold": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -176,6 +185,7 @@ export async function parseRolloutArgs(
   notFor(DEPLOY_ONLY, ["deploy"]);
   notFor(SMOKE_OPTIONS, ["deploy", "rollback"]);
   notFor(ROLLBACK_ONLY, ["rollback"]);
+  notFor(["break-hold"], ["deploy", "rollback"]);
 
   // Functions and alias: from the arguments, else from serverless.yml.
   const config = readServiceConfig(
@@ -184,7 +194,8 @@ export async function parseRolloutArgs(
     values.function === undefined,
     problems,
   );
-  const functions = values.function ?? config.functions;
+  // A function named twice is deployed once.
+  const functions = [...new Set(values.function ?? config.functions)];
   for (const name of functions) {
     if (!FUNCTION_NAME.test(name))
       problems.push(`--function ${JSON.stringify(name)}: not a Lambda function name`);
@@ -203,8 +214,14 @@ export async function parseRolloutArgs(
   if (values.zip !== undefined && values["image-uri"] !== undefined) {
     problems.push("give --zip or --image-uri, not both");
   }
-  if (values.to !== undefined && !/^[0-9]+$/.test(values.to)) {
-    problems.push(`--to must be a published version number, got ${JSON.stringify(values.to)}`);
+  if (values.to !== undefined && !/^[1-9][0-9]*$/.test(values.to)) {
+    problems.push(`--to must be a published version number (1, 2, ...), got ${JSON.stringify(values.to)}`);
+  }
+  const breakHold = values["break-hold"];
+  if (breakHold !== undefined && !/^[A-Za-z0-9@._:/+$-]{1,64}$/.test(breakHold)) {
+    problems.push(
+      `--break-hold must be the run id a refusal names (e.g. 5f1c0e6a), got ${JSON.stringify(breakHold)}`,
+    );
   }
   const smoke = smokeRequest(values, env, cwd, problems);
   if (problems.length > 0) {
@@ -233,6 +250,7 @@ export async function parseRolloutArgs(
     maxWaitMs,
     ...(values.to !== undefined ? { to: values.to } : {}),
     check: values.check ?? false,
+    ...(breakHold !== undefined ? { breakHold } : {}),
   };
 }
 
@@ -246,7 +264,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): P
     command = await parseRolloutArgs(argv, env, io.cwd ?? process.cwd());
   } catch (error) {
     if (!(error instanceof DeployError)) throw error;
-    io.stderr(`rollout: ${error.message}\n\nRun with --help for the options.\n`);
+    io.stderr(`rollout: ${error.code}: ${error.message}\n\nRun with --help for the options.\n`);
+    if (argv.includes("--json")) io.stdout(`${jsonError(error)}\n`);
     return exitCodeOf(error.code);
   }
   if (command.command === "help") {
@@ -268,27 +287,43 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): P
     maxWaitSeconds: command.maxWaitMs / 1000,
     ...(io.signal ? { signal: io.signal } : {}),
   };
+  const deployRequest = (functionName: string): DeployRequest => ({
+    functionName,
+    alias: command.alias,
+    ...(command.artifact ? { artifact: command.artifact } : {}),
+    smoke: command.smoke,
+    steps: command.steps,
+    stepWaitMs: command.stepWaitMs,
+    leaseMs: command.leaseMs,
+    ...(command.breakHold !== undefined ? { breakHold: command.breakHold } : {}),
+  });
   try {
     if (command.command === "status") return await status(ctx, command, io);
+    if (command.command === "deploy") {
+      // Every function is checked before any changes: a bad input leaves all of them alone.
+      for (const functionName of command.functions) {
+        try {
+          await preflightDeploy(ctx, deployRequest(functionName));
+        } catch (error) {
+          if (!(error instanceof DeployError)) throw error;
+          io.stderr(`rollout: ${error.code}: ${error.message}; nothing was deployed\n`);
+          if (command.json) io.stdout(`${jsonError(error)}\n`);
+          return exitCodeOf(error.code);
+        }
+      }
+    }
     const results: RolloutResult[] = [];
     for (const functionName of command.functions) {
       const result =
         command.command === "deploy"
-          ? await deployFunction(ctx, {
-              functionName,
-              alias: command.alias,
-              ...(command.artifact ? { artifact: command.artifact } : {}),
-              smoke: command.smoke,
-              steps: command.steps,
-              stepWaitMs: command.stepWaitMs,
-              leaseMs: command.leaseMs,
-            })
+          ? await deployFunction(ctx, deployRequest(functionName))
           : await rollbackFunction(ctx, {
               functionName,
               alias: command.alias,
               ...(command.to !== undefined ? { to: command.to } : {}),
               check: command.check,
               smoke: command.smoke,
+              ...(command.breakHold !== undefined ? { breakHold: command.breakHold } : {}),
             });
       results.push(result);
       if (result.error) break;
@@ -317,13 +352,19 @@ async function status(
       statuses.push(await aliasStatus(ctx, functionName, command.alias));
     } catch (error) {
       if (!(error instanceof DeployError)) throw error;
-      io.stderr(`rollout: ${error.message}\n`);
+      io.stderr(`rollout: ${error.code}: ${error.message}\n`);
+      if (command.json) io.stdout(`${jsonError(error)}\n`);
       return exitCodeOf(error.code);
     }
   }
   if (command.json) io.stdout(`${JSON.stringify({ aliases: statuses }, null, 2)}\n`);
   else for (const s of statuses) io.stdout(`${s.summary}\n`);
   return DeployExit.ok;
+}
+
+/** An error as `--json` prints it: `{"error": {"code", "message"}}`. */
+function jsonError(error: DeployError): string {
+  return JSON.stringify({ error: { code: error.code, message: error.message } }, null, 2);
 }
 
 function resultLine(result: RolloutResult): string {
@@ -334,7 +375,7 @@ function resultLine(result: RolloutResult): string {
     case "unchanged":
       return `${label}: unchanged, serves version ${result.live}`;
     case "rolled-back":
-      return `${label}: rolled back to version ${result.live} (from ${result.previous})`;
+      return `${label}: rolled back to version ${result.live} (from ${rolledBackFrom(result.record, result.previous)})`;
     default:
       return `${label}: ${result.outcome} (${result.error?.code}): ${result.error?.message}${result.live ? `; serves version ${result.live}` : ""}`;
   }

@@ -7,11 +7,14 @@
  *     rollout/1 state=promoted live=5 version=5 previous=4 at=2026-05-04T10:11:12Z by=ci@runner-3 id=5f1c0e6a
  *
  * - `state`: `deploying` (a deploy holds the alias until `expires`), `promoted`, `failed` (the
- *   new version failed its check; the alias stayed on `live`), `rolled-back`.
+ *   new version was not promoted: it failed its check, or the deploy failed or was interrupted;
+ *   the alias stayed on `live`), `rolled-back`.
  * - `live`: the version the alias serves (all traffic; during `deploying`, the version it served
  *   when the deploy began).
  * - `version`: the version the operation was about (the new one; for a rollback, the one left).
  * - `previous`: where `rollback` goes, or `-` when there is nowhere to go.
+ * - Versions are version numbers (`live` may also be `$LATEST`, where a new stack's alias starts);
+ *   a description that breaks this is not a record.
  * - `reason` (failed only, last, to the end of the line): why.
  */
 
@@ -40,6 +43,8 @@ export interface DeploymentRecord {
 }
 
 const TOKEN = /^[A-Za-z0-9@._:/+$-]+$/;
+/** A published version: what `previous` and `version` may name, so a hand edit cannot aim a rollback at $LATEST or an alias. */
+const VERSION = /^[1-9][0-9]*$/;
 
 /** A value as it may appear in the record: no spaces, at most `max` characters. */
 export function recordToken(value: string, max = 64): string {
@@ -96,6 +101,11 @@ export function decodeRecord(description: string | undefined | null): Deployment
   const by = fields.get("by");
   const id = fields.get("id");
   if (!state || !STATES.includes(state) || !live || !version || !previous || !at || !by || !id) return null;
+  // live: a version, or $LATEST (where a new stack's alias starts); version: a version, or - before
+  // one is published; previous: a version, or - for none.
+  if (!VERSION.test(live) && live !== "$LATEST") return null;
+  if (!VERSION.test(version) && version !== "-") return null;
+  if (!VERSION.test(previous) && previous !== "-") return null;
   if (Number.isNaN(Date.parse(at))) return null;
   const expires = fields.get("expires");
   if (state === "deploying" && (expires === undefined || Number.isNaN(Date.parse(expires)))) return null;
@@ -117,16 +127,27 @@ export function recordTime(epochMs: number): string {
   return new Date(Math.floor(epochMs / 1000) * 1000).toISOString().replace(".000Z", "Z");
 }
 
-/** One line for people: what the record says. */
-export function describeRecord(record: DeploymentRecord): string {
+/** Whether a `deploying` record's hold has expired at `now` (epoch ms): its deploy is gone, and the next deploy or rollback takes over. */
+export function holdExpired(record: DeploymentRecord, now: number): boolean {
+  return record.state === "deploying" && !(Date.parse(record.expires!) > now);
+}
+
+/** One line for people: what the record says (`now`, epoch ms, tells whether a hold has expired). */
+export function describeRecord(record: DeploymentRecord, now = Date.now()): string {
   switch (record.state) {
-    case "deploying":
-      return `a deploy by ${record.by} started at ${record.at}${record.version === "-" ? "" : ` (version ${record.version})`}, holding the alias until ${record.expires}`;
+    case "deploying": {
+      const started = `a deploy by ${record.by} (run ${record.id}) started at ${record.at}${record.version === "-" ? "" : ` (version ${record.version})`}`;
+      return holdExpired(record, now)
+        ? `${started}, held the alias until ${record.expires} (expired: the next deploy or rollback takes over)`
+        : `${started}, holding the alias until ${record.expires}`;
+    }
     case "promoted":
       return `version ${record.version} promoted at ${record.at} by ${record.by}${record.previous ? ` (previous: ${record.previous})` : ""}`;
     case "failed":
-      return `version ${record.version} failed its check at ${record.at} (deploy by ${record.by}); the alias stayed on ${record.live}${record.reason ? `: ${record.reason}` : ""}`;
+      return `version ${record.version} was not promoted (deploy by ${record.by} at ${record.at}); the alias stayed on ${record.live}${record.reason ? `: ${record.reason}` : ""}`;
     case "rolled-back":
-      return `rolled back from ${record.version} to ${record.live} at ${record.at} by ${record.by}`;
+      return record.version === "-"
+        ? `an unfinished deploy rolled back, the alias on ${record.live}, at ${record.at} by ${record.by}`
+        : `rolled back from ${record.version} to ${record.live} at ${record.at} by ${record.by}`;
   }
 }

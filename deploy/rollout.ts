@@ -19,6 +19,7 @@ import {
   decodeRecord,
   describeRecord,
   encodeRecord,
+  holdExpired,
   recordTime,
   recordToken,
 } from "./record.ts";
@@ -39,6 +40,11 @@ export interface RolloutContext {
   pollSeconds: number;
   /** Longest wait for a code update or a new version to be ready (seconds). */
   maxWaitSeconds: number;
+  /**
+   * How long past the function's timeout a smoke invocation may go unanswered before it is given
+   * up as lost (ms, default 30,000).
+   */
+  smokeGraceMs?: number;
   now?: () => number;
 }
 
@@ -55,6 +61,8 @@ export interface DeployRequest {
   stepWaitMs: number;
   /** How long the deploy holds the alias against other deploys (ms); a crashed deploy's hold expires. */
   leaseMs: number;
+  /** The run id of a dead deploy whose hold this one takes over before it expires (`--break-hold`). */
+  breakHold?: string;
 }
 
 export interface RollbackRequest {
@@ -65,6 +73,8 @@ export interface RollbackRequest {
   /** Smoke-check the version before moving the alias to it. */
   check: boolean;
   smoke: SmokeRequest;
+  /** The run id of a dead deploy whose hold this rollback takes over before it expires (`--break-hold`). */
+  breakHold?: string;
 }
 
 /**
@@ -152,16 +162,12 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
       ),
     );
   try {
-    const fn = await getFunction(ctx.client, functionName);
-    checkLease(request, fn, label);
-    if (request.artifact) {
-      checkArtifactFits(request.artifact, functionName, fn.PackageType, fn.Handler);
-    }
+    const fn = await preflightDeploy(ctx, request);
     const alias = await getAlias(ctx.client, functionName, aliasName);
     if (alias) {
       originalDescription = alias.Description ?? "";
       before = decodeRecord(alias.Description);
-      refuseIfHeld(alias, before, now(), label);
+      refuseIfHeld(ctx, alias, before, now(), label, request.breakHold);
       result.previous = alias.FunctionVersion ?? null;
       result.live = result.previous;
       ctx.log(`${label} serves version ${result.previous}${before ? `: ${describeRecord(before)}` : ""}`);
@@ -179,7 +185,7 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
     if (handle) await handle.update(result.previous!, {}, holding(version), "record the new version");
 
     exposed = true;
-    await check(ctx, request, result, version);
+    await check(ctx, request, result, version, fn.Timeout);
 
     if (version === result.previous) {
       // Nothing new: release the hold as it was.
@@ -214,7 +220,7 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
           `${label}: ${percent}% of invocations go to version ${version}, ${100 - percent}% to ${previous}`,
         );
         await sleep(request.stepWaitMs, ctx.signal);
-        await check(ctx, request, result, version, `${percent}%`);
+        await check(ctx, request, result, version, fn.Timeout, `${percent}%`);
       }
     }
 
@@ -265,9 +271,31 @@ export async function deployFunction(ctx: RolloutContext, request: DeployRequest
 }
 
 /**
+ * Checks, before anything changes, that a deploy of `request` can run: the function exists, the
+ * hold (`leaseMs`) outlasts a step's wait and a smoke invocation, and the artifact, if any, fits
+ * the function's package type and handler. Run it for every function before deploying any, so
+ * that a bad input leaves all of them alone. Returns the function's configuration; throws a
+ * DeployError (DEPLOY_ERR_USAGE, DEPLOY_ERR_ARTIFACT, DEPLOY_ERR_AWS).
+ */
+export async function preflightDeploy(
+  ctx: RolloutContext,
+  request: DeployRequest,
+): Promise<FunctionConfiguration> {
+  const fn = await getFunction(ctx.client, request.functionName);
+  checkLease(request, fn, `${request.functionName}:${request.alias}`);
+  if (request.artifact) {
+    checkArtifactFits(request.artifact, request.functionName, fn.PackageType, fn.Handler);
+  }
+  return fn;
+}
+
+/**
  * Moves the alias back to `request.to`, or to the version the last deploy replaced (its record's
- * `previous`), with a conditional UpdateAlias; refused while a deploy holds the alias. With
- * `check`, the version is smoke-checked first. Never throws: the result says.
+ * `previous`), with a conditional UpdateAlias; refused while a deploy holds the alias (unless
+ * `breakHold` names it). After a deploy that died (its hold expired, or broken), rollback undoes
+ * that deploy: the alias stays on the version it served, its traffic split is cleared, and the
+ * record's `previous` is kept for the next rollback. With `check`, the version is smoke-checked
+ * first. Never throws: the result says.
  */
 export async function rollbackFunction(
   ctx: RolloutContext,
@@ -287,27 +315,42 @@ export async function rollbackFunction(
       );
     }
     const record = decodeRecord(alias.Description);
-    refuseIfHeld(alias, record, now(), label);
+    refuseIfHeld(ctx, alias, record, now(), label, request.breakHold);
     const current = alias.FunctionVersion!;
     result.previous = current;
     result.live = current;
-    const target = request.to ?? recordedTarget(record, current, label);
+    // A deploy that died (hold expired or broken) is what this rollback undoes; with --to, its hold
+    // is released all the same.
+    const held = record?.state === "deploying" ? record : null;
+    const unfinished = held && request.to === undefined ? held : null;
+    const target =
+      request.to ??
+      (unfinished ? unfinishedTarget(unfinished, current, label) : recordedTarget(record, current, label));
     result.version = target;
     const weights = alias.RoutingConfig?.AdditionalVersionWeights ?? {};
-    if (target === current && Object.keys(weights).length === 0) {
+    if (target === current && Object.keys(weights).length === 0 && !held) {
       ctx.log(`${label} already serves version ${target}`);
       result.outcome = "unchanged";
       result.record = record;
       return result;
     }
     // The version must exist (a typo in --to is not a rollback).
-    await getFunction(ctx.client, functionName, target);
-    if (request.check) await check(ctx, request, result, target);
+    const targetConfig = await getFunction(ctx.client, functionName, target).catch((error: unknown) => {
+      if (error instanceof DeployError && isAwsError(error.cause, "ResourceNotFoundException")) {
+        throw new DeployError(
+          "DEPLOY_ERR_NOTHING_TO_ROLL_BACK",
+          `version ${target} of ${functionName} does not exist: nothing to roll back to`,
+          { cause: error },
+        );
+      }
+      throw error;
+    });
+    if (request.check) await check(ctx, request, result, target, targetConfig.Timeout);
     const rolledBack: DeploymentRecord = {
       state: "rolled-back",
       live: target,
-      version: current,
-      previous: null,
+      version: unfinished ? unfinished.version : current,
+      previous: unfinished ? unfinished.previous : null,
       at: recordTime(now()),
       by: recordToken(ctx.by),
       id: ctx.runId,
@@ -317,7 +360,9 @@ export async function rollbackFunction(
     result.outcome = "rolled-back";
     result.live = target;
     result.record = rolledBack;
-    ctx.log(`${label} now serves version ${target} (rolled back from ${current})`);
+    ctx.log(
+      `${label} now serves version ${target} (rolled back from ${rolledBackFrom(rolledBack, current)})`,
+    );
   } catch (error) {
     const failure = asDeployError(error, ctx.signal);
     result.error = { code: failure.code, message: failure.message };
@@ -327,6 +372,12 @@ export async function rollbackFunction(
     result.durationMs = now() - started;
   }
   return result;
+}
+
+/** What a rollback left, for people: the version, or the unfinished deploy it undid (`version 5's unfinished deploy`). */
+export function rolledBackFrom(record: DeploymentRecord | null, current: string | null): string {
+  if (record === null || record.version === current) return current ?? "?";
+  return record.version === "-" ? "an unfinished deploy" : `version ${record.version}'s unfinished deploy`;
 }
 
 /** Reads a function's alias and its record. Throws DeployError (DEPLOY_ERR_AWS) when the call fails. */
@@ -341,9 +392,14 @@ export async function aliasStatus(
   const split = Object.entries(weights)
     .map(([version, weight]) => `, ${Math.round(weight * 100)}% to version ${version}`)
     .join("");
+  // A new stack's alias is on $LATEST: whatever `osls deploy` uploads is live at once, unchecked.
+  const unchecked =
+    alias?.FunctionVersion === "$LATEST"
+      ? " (unchecked: $LATEST; run deploy to check and pin a version)"
+      : "";
   const summary = !alias
     ? `${functionName}:${aliasName} does not exist`
-    : `${functionName}:${aliasName} serves version ${alias.FunctionVersion}${split}${record ? `: ${describeRecord(record)}` : alias.Description ? ` (${alias.Description})` : ""}`;
+    : `${functionName}:${aliasName} serves version ${alias.FunctionVersion}${unchecked}${split}${record ? `: ${describeRecord(record, (ctx.now ?? Date.now)())}` : alias.Description ? ` (${alias.Description})` : ""}`;
   return {
     functionName,
     alias: aliasName,
@@ -408,21 +464,41 @@ function restoredDescription(original: string, record: DeploymentRecord | null):
   return record?.state === "deploying" ? "" : original;
 }
 
-/** Refuses while another deploy holds the alias, or when the alias splits traffic that no deploy in progress set. */
+/**
+ * Refuses while another deploy holds the alias (unless `breakHold` names its run), or when the
+ * alias splits traffic that no deploy in progress set. A hold that expired, or was broken, is
+ * taken over: its deploy is gone. Should it still be alive, its next conditional write fails
+ * (DEPLOY_ERR_BUSY) and it changes nothing more.
+ */
 function refuseIfHeld(
+  ctx: RolloutContext,
   alias: AliasConfiguration,
   record: DeploymentRecord | null,
   now: number,
   label: string,
+  breakHold: string | undefined,
 ): void {
   if (record?.state === "deploying") {
-    if (Date.parse(record.expires!) > now) {
+    if (holdExpired(record, now)) {
+      ctx.log(`${label}: taking over an expired hold: ${describeRecord(record, now)}`);
+      return;
+    }
+    if (breakHold === record.id) {
+      ctx.log(
+        `${label}: breaking the hold of run ${record.id} (--break-hold): ${describeRecord(record, now)}`,
+      );
+      return;
+    }
+    if (breakHold !== undefined) {
       throw new DeployError(
         "DEPLOY_ERR_BUSY",
-        `another deploy holds ${label}: ${describeRecord(record)}; wait for it, or for its hold to expire`,
+        `${label} is held by run ${record.id}, not ${breakHold}: ${describeRecord(record, now)}; nothing was changed`,
       );
     }
-    return; // Abandoned (the deploy crashed): taken over; its traffic split is undone.
+    throw new DeployError(
+      "DEPLOY_ERR_BUSY",
+      `another deploy holds ${label}: ${describeRecord(record, now)}; wait for it, or for its hold to expire; if that deploy is dead (its process was killed), take over now with --break-hold ${record.id}`,
+    );
   }
   const weights = Object.entries(alias.RoutingConfig?.AdditionalVersionWeights ?? {});
   if (weights.length > 0) {
@@ -447,6 +523,17 @@ function checkLease(request: DeployRequest, fn: FunctionConfiguration, label: st
       `--lease ${request.leaseMs} ms is too short: a step's wait (${stepWaitMs} ms) plus a smoke invocation of ${label} (timeout ${fn.Timeout} s) plus a minute needs ${neededMs} ms`,
     );
   }
+}
+
+/** Where a rollback of a deploy that died goes: the version the alias served when it began. */
+function unfinishedTarget(record: DeploymentRecord, current: string, label: string): string {
+  if (record.live !== current) {
+    throw new DeployError(
+      "DEPLOY_ERR_NOTHING_TO_ROLL_BACK",
+      `${label} serves version ${current} but its unfinished deploy began on ${record.live} (moved by hand?): give the version with --to`,
+    );
+  }
+  return record.live;
 }
 
 function recordedTarget(record: DeploymentRecord | null, current: string, label: string): string {
@@ -638,16 +725,28 @@ async function waitForUpdate(
   return configuration ?? (await getFunction(ctx.client, name));
 }
 
-/** Smoke-checks `version`, logs the outcome, and throws DEPLOY_ERR_SMOKE_FAILED when it failed. */
+/**
+ * Smoke-checks `version` (whose timeout is `timeoutSeconds`: the invocation is given up as lost
+ * after it and the grace), logs the outcome, and throws DEPLOY_ERR_SMOKE_FAILED when it failed.
+ */
 async function check(
   ctx: RolloutContext,
   request: { functionName: string; smoke: SmokeRequest },
   result: RolloutResult,
   version: string,
+  timeoutSeconds: number | undefined,
   stage?: string,
 ): Promise<void> {
   ctx.signal?.throwIfAborted();
-  const outcome = await smokeCheck(ctx.client, request.functionName, version, request.smoke, ctx.signal);
+  const boundMs = (timeoutSeconds ?? 900) * 1000 + (ctx.smokeGraceMs ?? 30_000);
+  const outcome = await smokeCheck(
+    ctx.client,
+    request.functionName,
+    version,
+    request.smoke,
+    ctx.signal,
+    boundMs,
+  );
   result.smoke.push(outcome);
   ctx.log(`${request.functionName}: ${formatSmoke(outcome)}`);
   if (!outcome.ok) {
@@ -680,9 +779,17 @@ async function restore(
       error instanceof DeployError ? error : awsError("UpdateAlias", result.functionName, error);
     result.outcome = "restore-failed";
     result.live = null;
+    // What the alias does now, as far as this run wrote it: the hold keeps the old version; only a
+    // step sends traffic to the new one.
+    const split = Object.entries(handle.weights)
+      .map(([version, weight]) => `${Math.round(weight * 100)}% of invocations to version ${version}`)
+      .join(", ");
+    const now = split
+      ? `it may still send ${split}`
+      : `it still serves version ${previous} to every invocation, but its record still holds it`;
     result.error = {
       code: "DEPLOY_ERR_RESTORE_FAILED",
-      message: `could not put ${result.functionName}:${result.alias} back on version ${previous} (${failure.message}); it may still send invocations to version ${result.version ?? "?"}: check it with \`status\` and fix it with \`rollback --to ${previous}\``,
+      message: `could not put ${result.functionName}:${result.alias} back on version ${previous} (${failure.message}); ${now}: check it with \`npm run rollout -- status --function ${result.functionName}\` and fix it with \`npm run rollout -- rollback --function ${result.functionName} --to ${previous} --break-hold ${ctx.runId}\``,
     };
     ctx.log(`${result.functionName}:${result.alias}: ${result.error.message}`);
   }
@@ -697,6 +804,8 @@ async function restore(
 class AliasHandle {
   /** Whether this run holds the alias (its last write succeeded and nobody else wrote since). */
   held = false;
+  /** The routing weights of this run's last successful write. */
+  weights: Record<string, number> = {};
 
   constructor(
     private readonly client: LambdaClient,
@@ -724,6 +833,7 @@ class AliasHandle {
       );
       this.revisionId = output.RevisionId!;
       this.held = true;
+      this.weights = weights;
     } catch (error) {
       if (!isAwsError(error, "PreconditionFailedException")) {
         throw awsError("UpdateAlias", `${this.functionName}:${this.alias} (${what})`, error);
@@ -734,6 +844,7 @@ class AliasHandle {
       if (now && now.FunctionVersion === version && now.Description === description && sameWeights) {
         this.revisionId = now.RevisionId!;
         this.held = true;
+        this.weights = weights;
         return;
       }
       this.held = false;

@@ -1,5 +1,6 @@
 import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from "@aws-sdk/client-lambda";
 import type { SmokeCheck, SmokeReport } from "../lambda-handler/index.ts";
+import { DeployError } from "./errors.ts";
 import { awsError } from "./lambda-api.ts";
 
 /** What to ask the smoke test for: the controller check when a URL is given (with credentials: authenticated). */
@@ -40,7 +41,9 @@ export function smokeEvent(request: SmokeRequest): Record<string, unknown> {
  * Invokes `version` of the function synchronously in smoke mode (the handler's self-test: /tmp,
  * tools, the controller when asked, CloudWatch) and reads the verdict. Never throws for a bad
  * version: a function error, a timeout or a payload that is not a smoke report is a failed
- * outcome. Throws a DeployError (DEPLOY_ERR_AWS) when the Invoke call itself fails.
+ * outcome. Throws a DeployError (DEPLOY_ERR_AWS) when the Invoke call itself fails, or when no
+ * answer came within `timeoutMs` (the function's timeout plus a grace: Lambda answers a synchronous
+ * invoke by then, so a longer wait is a lost request; the bound covers the SDK's retries too).
  *
  * @example
  * const outcome = await smokeCheck(client, "jnlp-agent-git-bash", "5", { controllerUrl });
@@ -52,8 +55,11 @@ export async function smokeCheck(
   version: string,
   request: SmokeRequest,
   signal?: AbortSignal,
+  timeoutMs?: number,
 ): Promise<SmokeOutcome> {
   const started = performance.now();
+  const bound = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
+  const abortSignal = signal && bound ? AbortSignal.any([signal, bound]) : (signal ?? bound);
   let output: InvokeCommandOutput;
   try {
     output = await client.send(
@@ -64,9 +70,16 @@ export async function smokeCheck(
         LogType: "Tail",
         Payload: Buffer.from(JSON.stringify(smokeEvent(request))),
       }),
-      signal ? { abortSignal: signal } : {},
+      abortSignal ? { abortSignal } : {},
     );
   } catch (error) {
+    if (bound?.aborted && !signal?.aborted) {
+      throw new DeployError(
+        "DEPLOY_ERR_AWS",
+        `Invoke ${functionName}:${version} got no answer within ${timeoutMs! / 1000} s (the function's timeout and a grace): the request or the connection was lost`,
+        { cause: error },
+      );
+    }
     throw awsError("Invoke", `${functionName}:${version}`, error);
   }
   const durationMs = Math.round(performance.now() - started);

@@ -4,7 +4,10 @@
 //
 // Environment:
 //   IMAGE_TEST_SKIP=<reason>   skip, saying why (not honoured in CI)
-//   IMAGE_TEST_NODE=<path>     the node binary of the base (default: this node); npm comes from
+//   IMAGE_TEST_NODE=<path>     the node binary of the base (default: the official Node.js binary
+//                              of the version images/Dockerfile's BASE names, from the npm
+//                              registry's node-linux-<arch> package, so that the image tested and
+//                              measured is the Node 22 image that ships); npm comes from
 //                              IMAGE_TEST_NPM=<dir> (default: this npm's package directory)
 //   IMAGE_TEST_CACHE=<dir>     where the debootstrap tree and build logs are kept
 //                              (default: ~/.cache/ephemeral-agent/image-test)
@@ -12,7 +15,7 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -82,6 +85,41 @@ function imageExists(tag: string): boolean {
   return spawnSync("buildah", ["inspect", "--type", "image", tag], { stdio: "ignore" }).status === 0;
 }
 
+/** The Node.js version the Dockerfile's default BASE pins (`node:22.23.5-bookworm-slim` -> 22.23.5). */
+function baseNodeVersion(dockerfile: string): string {
+  const match = /^ARG BASE=\S*node:(\d+\.\d+\.\d+)-/m.exec(dockerfile);
+  if (!match)
+    throw new Error(
+      "images/Dockerfile: no `ARG BASE=...node:X.Y.Z-...` line to take the Node.js version from",
+    );
+  return match[1]!;
+}
+
+/**
+ * The official Node.js binary of the BASE's version: the npm registry's `node-linux-<arch>`
+ * package (the release tarball's contents), fetched once with `npm pack` (which checks the
+ * registry's integrity hash) and unpacked in the cache.
+ */
+function officialNode(): string {
+  const version = baseNodeVersion(readFileSync(join(ROOT, "images/Dockerfile"), "utf8"));
+  const pkg = `node-linux-${process.arch}`;
+  const dir = join(cacheDir, `${pkg}-${version}`);
+  const binary = join(dir, "package/bin/node");
+  if (existsSync(binary)) return binary;
+  say(`fetching ${pkg}@${version} from the npm registry`);
+  mkdirSync(dir, { recursive: true });
+  const tarball = execFileSync("npm", ["pack", `${pkg}@${version}`, "--pack-destination", dir, "--silent"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  })
+    .toString()
+    .trim()
+    .split("\n")
+    .at(-1)!;
+  execFileSync("tar", ["-xzf", join(dir, tarball), "-C", dir, "package/bin/node"]);
+  rmSync(join(dir, tarball));
+  return binary;
+}
+
 /** The npm package directory of the npm that runs this (…/lib/node_modules/npm). */
 function npmDir(): string {
   if (process.env.IMAGE_TEST_NPM) return process.env.IMAGE_TEST_NPM;
@@ -124,7 +162,7 @@ async function main(): Promise<number> {
   mkdirSync(cacheDir, { recursive: true });
   ensureTools();
 
-  const node = realpathSync(process.env.IMAGE_TEST_NODE ?? process.execPath);
+  const node = realpathSync(process.env.IMAGE_TEST_NODE ?? officialNode());
   const npm = npmDir();
   const base = baseTag(node, npm);
   const baseBuild = timed(`base ${base}`, () => {

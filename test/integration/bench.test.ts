@@ -37,13 +37,16 @@ const FIGURE_IDS = [
   "transfer-throughput",
   "transfer-peak-rss",
   "image-default-compressed",
+  "image-default-compressed-9",
   "image-default-uncompressed",
   "image-jenkins-compressed",
+  "image-jenkins-compressed-9",
   "image-jenkins-uncompressed",
   "image-build-default",
   "image-build-jenkins",
   "webview-log-shown",
   "webview-log-longest-task",
+  "osls-package",
 ];
 
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];

@@ -1,8 +1,16 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { LambdaClient, UpdateAliasCommand } from "@aws-sdk/client-lambda";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type DeploymentRecord, decodeRecord, encodeRecord, main, recordTime } from "../../deploy/index.ts";
+import {
+  type DeploymentRecord,
+  decodeRecord,
+  deployFunction,
+  encodeRecord,
+  main,
+  recordTime,
+} from "../../deploy/index.ts";
 import { bundleZip, type FakeLambda, startFakeLambda } from "../support/fake-lambda.ts";
 import { ROOT, startController, tempDir, until } from "../support/harness.ts";
 
@@ -100,11 +108,13 @@ async function cli(args: string[]): Promise<Run> {
  * A function as the stack leaves it after its first `osls deploy`: version 1 published, the
  * `live` alias on $LATEST (serverless.yml's plugin creates it there).
  */
-function stackFunction(extra: { environment?: Record<string, string>; imageUri?: string } = {}): string {
+function stackFunction(
+  extra: { environment?: Record<string, string>; imageUri?: string; timeoutSeconds?: number } = {},
+): string {
   const name = `jnlp-agent-test-${++seq}`;
   lambda.createFunction({
     name,
-    timeoutSeconds: 30,
+    timeoutSeconds: extra.timeoutSeconds ?? 30,
     environment: { ...AGENT_ENV, ...extra.environment },
     ...(extra.imageUri ? { code: { imageUri: extra.imageUri } } : {}),
   });
@@ -114,8 +124,8 @@ function stackFunction(extra: { environment?: Record<string, string>; imageUri?:
 }
 
 /** A function already promoted once: live on version 1, with the record a deploy leaves. */
-function promotedFunction(): string {
-  const name = stackFunction();
+function promotedFunction(extra: { timeoutSeconds?: number } = {}): string {
+  const name = stackFunction(extra);
   const record: DeploymentRecord = {
     state: "promoted",
     live: "1",
@@ -137,6 +147,29 @@ function zipFile(marker: string, overrides: Record<string, string> = {}): string
 
 function recordOf(name: string): DeploymentRecord | null {
   return decodeRecord(lambda.state(name).aliases.live?.description);
+}
+
+/** Points the alias at `version` with routing weights, through the API (the fake's setAlias has none). */
+async function setRouting(
+  name: string,
+  version: string,
+  weights: Record<string, number>,
+  description: string,
+): Promise<void> {
+  const client = new LambdaClient(lambda.clientConfig);
+  try {
+    await client.send(
+      new UpdateAliasCommand({
+        FunctionName: name,
+        Name: "live",
+        FunctionVersion: version,
+        RoutingConfig: { AdditionalVersionWeights: weights },
+        Description: description,
+      }),
+    );
+  } finally {
+    client.destroy();
+  }
 }
 
 function callsOf(name: string, operation: string) {
@@ -390,9 +423,13 @@ describe("rollback", () => {
       status: "succeeded",
     });
 
-    const missing = await cli(["rollback", "--function", name, "--to", "99"]);
-    expect(missing.code).toBe(3);
-    expect(missing.stderr).toMatch(/ResourceNotFoundException/);
+    // A version that does not exist is nothing to roll back to (exit 2), not an AWS failure.
+    const missing = await cli(["rollback", "--function", name, "--to", "99", "--json"]);
+    expect(missing.code).toBe(2);
+    expect(JSON.parse(missing.stdout).results[0].error).toMatchObject({
+      code: "DEPLOY_ERR_NOTHING_TO_ROLL_BACK",
+      message: expect.stringMatching(/version 99 of \S+ does not exist/),
+    });
     expect(lambda.state(name).aliases.live?.version).toBe("2");
 
     const status = await cli(["status", "--function", name]);
@@ -400,6 +437,123 @@ describe("rollback", () => {
     expect(status.stdout).toMatch(
       new RegExp(`${name}:live serves version 2: rolled back from 1 to 2 at \\S+ by oncall$`, "m"),
     );
+  });
+});
+
+describe("rollback after trouble", () => {
+  it("undoes a deploy that died mid-step: live back on the version it served, no split, the earlier history kept", async () => {
+    const name = promotedFunction();
+    const second = await cli(["deploy", "--function", name, "--zip", zipFile("died-base"), ...FAST]);
+    expect(second.code, second.stderr).toBe(0);
+    // A deploy of version 3 died at its 50% step, and its hold has expired.
+    lambda.updateConfiguration(name, { environment: { ...AGENT_ENV, AGENT_LOG_LEVEL: "debug" } });
+    const three = lambda.publish(name);
+    const dead: DeploymentRecord = {
+      state: "deploying",
+      live: "2",
+      version: three,
+      previous: "1",
+      at: "2026-01-01T00:00:00Z",
+      expires: "2026-01-01T00:30:00Z",
+      by: "crashed@ci",
+      id: "deadbeef",
+    };
+    await setRouting(name, "2", { [three]: 0.5 }, encodeRecord(dead));
+
+    const back = await cli(["rollback", "--function", name, "--by", "oncall"]);
+    expect(back.code, back.stderr).toBe(0);
+    expect(back.stdout).toContain(
+      `${name}:live: rolled back to version 2 (from version 3's unfinished deploy)`,
+    );
+    expect(lambda.state(name).aliases.live).toMatchObject({ version: "2", weights: {} });
+    expect(recordOf(name)).toMatchObject({ state: "rolled-back", live: "2", version: "3", previous: "1" });
+    // The version before still is where the next rollback goes.
+    const further = await cli(["rollback", "--function", name]);
+    expect(further.code, further.stderr).toBe(0);
+    expect(lambda.state(name).aliases.live?.version).toBe("1");
+  });
+
+  it("a hand-edited record cannot send live to $LATEST or to another alias", async () => {
+    for (const previous of ["$LATEST", "live"]) {
+      const name = promotedFunction();
+      lambda.setAlias(
+        name,
+        "live",
+        "1",
+        `rollout/1 state=promoted live=1 version=1 previous=${previous} at=2026-01-01T00:00:00Z by=x id=y`,
+      );
+      const result = await cli(["rollback", "--function", name, "--json"]);
+      expect(result.code, previous).toBe(2);
+      expect(JSON.parse(result.stdout).results[0].error.code).toBe("DEPLOY_ERR_NOTHING_TO_ROLL_BACK");
+      expect(lambda.state(name).aliases.live?.version).toBe("1");
+    }
+  });
+
+  it("after a deploy killed with SIGKILL mid-step, its hold names the run to break; --break-hold takes over", async () => {
+    const name = promotedFunction();
+    const deploy = start([
+      "deploy",
+      "--function",
+      name,
+      "--zip",
+      zipFile("killed"),
+      "--steps",
+      "50",
+      "--step-wait",
+      "30s",
+      ...FAST,
+    ]);
+    await until(
+      () => Object.keys(lambda.state(name).aliases.live?.weights ?? {}).length > 0,
+      20_000,
+      "the 50% step",
+    );
+    deploy.child.kill("SIGKILL");
+    expect((await deploy.done).signal).toBe("SIGKILL");
+    const hold = recordOf(name)!;
+    expect(hold).toMatchObject({ state: "deploying", live: "1", version: "2" });
+
+    const refused = await cli(["rollback", "--function", name]);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain(`--break-hold ${hold.id}`);
+    const wrongId = await cli(["rollback", "--function", name, "--break-hold", "0000abcd"]);
+    expect(wrongId.code).toBe(4);
+    expect(wrongId.stderr).toMatch(/held by run [0-9a-f]+, not 0000abcd/);
+    expect(lambda.state(name).aliases.live?.weights).toEqual({ "2": 0.5 });
+
+    const back = await cli(["rollback", "--function", name, "--break-hold", hold.id, "--by", "oncall"]);
+    expect(back.code, back.stderr).toBe(0);
+    expect(lambda.state(name).aliases.live).toMatchObject({ version: "1", weights: {} });
+    expect(recordOf(name)).toMatchObject({ state: "rolled-back", live: "1", version: "2" });
+  });
+
+  it("a deploy can break a dead deploy's hold too, and then promotes", async () => {
+    const name = promotedFunction();
+    const dead: DeploymentRecord = {
+      state: "deploying",
+      live: "1",
+      version: "-",
+      previous: null,
+      at: recordTime(Date.now()),
+      expires: recordTime(Date.now() + 30 * 60_000),
+      by: "killed@ci",
+      id: "0badf00d",
+    };
+    lambda.setAlias(name, "live", "1", encodeRecord(dead));
+    const refused = await cli(["deploy", "--function", name, ...FAST]);
+    expect(refused.code).toBe(4);
+    const taken = await cli([
+      "deploy",
+      "--function",
+      name,
+      "--zip",
+      zipFile("break"),
+      "--break-hold",
+      "0badf00d",
+      ...FAST,
+    ]);
+    expect(taken.code, taken.stderr).toBe(0);
+    expect(recordOf(name)).toMatchObject({ state: "promoted", live: "2", previous: "1" });
   });
 });
 
@@ -426,7 +580,9 @@ describe("two deploys at once", () => {
     release();
     const firstRun = await first.done;
     expect(second.code).toBe(4);
-    expect(second.stderr).toMatch(/another deploy holds .*:live: a deploy by ci@test started at/);
+    expect(second.stderr).toMatch(
+      /another deploy holds .*:live: a deploy by ci@test \(run [0-9a-f]+\) started at/,
+    );
     expect(firstRun.code, firstRun.stderr).toBe(0);
     expect(lambda.state(name).aliases.live?.version).toBe("2");
     // The refused deploy uploaded nothing.
@@ -516,6 +672,34 @@ describe("AWS trouble", () => {
     expect(recordOf(name)).toMatchObject({ state: "failed", live: "1" });
   });
 
+  it("when live cannot be put back (exit 5), the command it prints is the one that fixes it", async () => {
+    const name = promotedFunction();
+    lambda.updateConfiguration(name, {
+      environment: { ...AGENT_ENV, AGENT_SMOKE_TOOLS: "bash,definitely-not-installed" },
+    });
+    // Alias writes are throttled from the failed smoke check on: the put-back fails too.
+    lambda.onRequest = (operation, input) => {
+      if (operation === "Invoke" && input.functionName === name) {
+        lambda.failNext(100, "TooManyRequestsException", "UpdateAlias");
+        lambda.onRequest = undefined;
+      }
+    };
+    const result = await cli(["deploy", "--function", name, ...FAST, "--max-attempts", "2"]);
+    expect(result.code).toBe(5);
+    // No step was reached: every invocation still goes to version 1, and the message says so.
+    expect(result.stderr).toMatch(/it still serves version 1 to every invocation/);
+    const fix =
+      /fix it with `npm run rollout -- (rollback --function \S+ --to 1 --break-hold [0-9a-f]+)`/.exec(
+        result.stderr,
+      );
+    expect(fix, result.stderr).not.toBeNull();
+    lambda.clearFailures();
+    const fixed = await cli(fix![1]!.split(" "));
+    expect(fixed.code, fixed.stderr).toBe(0);
+    expect(lambda.state(name).aliases.live).toMatchObject({ version: "1", weights: {} });
+    expect(recordOf(name)).toMatchObject({ state: "rolled-back", live: "1" });
+  });
+
   it("recognises its own alias update whose answer was lost", async () => {
     const name = promotedFunction();
     lambda.failNext(1, "ConnectionReset", "UpdateAlias", { afterHandling: true });
@@ -526,6 +710,38 @@ describe("AWS trouble", () => {
     );
     expect(lambda.state(name).aliases.live?.version).toBe("2");
   });
+
+  it("a smoke invocation Lambda never answers is given up after the function's timeout, and live is put back", async () => {
+    const name = promotedFunction({ timeoutSeconds: 2 });
+    lambda.onRequest = (operation, input) =>
+      operation === "Invoke" && input.functionName === name ? new Promise<void>(() => {}) : undefined;
+    const client = new LambdaClient({ ...lambda.clientConfig, maxAttempts: 3 });
+    try {
+      const result = await deployFunction(
+        {
+          client,
+          log: () => {},
+          by: "ci@test",
+          runId: "0000cafe",
+          pollSeconds: 0.02,
+          maxWaitSeconds: 30,
+          smokeGraceMs: 200,
+        },
+        { functionName: name, alias: "live", smoke: {}, steps: [], stepWaitMs: 0, leaseMs: 120_000 },
+      );
+      lambda.onRequest = undefined;
+      expect(result.error).toMatchObject({
+        code: "DEPLOY_ERR_AWS",
+        message: expect.stringMatching(/no answer within 2\.2 s/),
+      });
+      // One invocation, not one per retry: the bound covers the whole call.
+      expect(callsOf(name, "Invoke")).toHaveLength(1);
+      expect(lambda.state(name).aliases.live).toMatchObject({ version: "1", weights: {} });
+      expect(recordOf(name)).toMatchObject({ state: "failed", live: "1" });
+    } finally {
+      client.destroy();
+    }
+  }, 60_000);
 
   it("names the missing permission when the role may not move the alias", async () => {
     const name = promotedFunction();
@@ -567,6 +783,62 @@ describe("AWS trouble", () => {
   });
 });
 
+describe("IAM", () => {
+  it("every Lambda call deploy, rollback and status make is an action the policy in docs/deploy.md allows", async () => {
+    const doc = readFileSync(join(ROOT, "docs/deploy.md"), "utf8");
+    const section = doc.slice(doc.indexOf("## IAM for deploying"));
+    const policy = JSON.parse(/```json\n([\s\S]*?)\n```/.exec(section)![1]!) as {
+      Statement: { Action: string[]; Resource: string[] }[];
+    };
+    const allowed = new Set(policy.Statement.flatMap((statement) => statement.Action));
+    // A function with no alias yet (CreateAlias), a stepped zip deploy, a checked rollback, status.
+    const fresh = `jnlp-agent-test-${++seq}`;
+    lambda.createFunction({ name: fresh, timeoutSeconds: 30, environment: AGENT_ENV });
+    const name = promotedFunction();
+    const since = lambda.requests.length;
+    for (const args of [
+      ["deploy", "--function", fresh, ...FAST],
+      [
+        "deploy",
+        "--function",
+        name,
+        "--zip",
+        zipFile("iam"),
+        "--steps",
+        "50",
+        "--step-wait",
+        "10ms",
+        ...FAST,
+      ],
+      ["rollback", "--function", name, "--check"],
+      ["status", "--function", name],
+    ]) {
+      const result = await cli(args);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const operations = new Set(
+      lambda.requests
+        .slice(since)
+        .filter((r) => r.functionName === fresh || r.functionName === name)
+        .map((r) => r.operation),
+    );
+    expect(operations).toEqual(
+      new Set([
+        "GetFunction",
+        "GetAlias",
+        "CreateAlias",
+        "UpdateAlias",
+        "UpdateFunctionCode",
+        "PublishVersion",
+        "Invoke",
+      ]),
+    );
+    for (const operation of operations) {
+      expect(allowed, operation).toContain(`lambda:${operation === "Invoke" ? "InvokeFunction" : operation}`);
+    }
+  });
+});
+
 describe("bad input", () => {
   it("lists every argument problem at once, exit 2, and calls no AWS API", async () => {
     const before = lambda.requests.length;
@@ -589,6 +861,48 @@ describe("bad input", () => {
     expect(result.stderr).toMatch(/--step-wait must be a duration/);
     expect(result.stderr).toMatch(/--to is not an option of deploy/);
     expect(lambda.requests.length).toBe(before);
+  });
+
+  it("checks every function selected before it changes any: a later one's unfit zip or too short a lease leaves the first alone", async () => {
+    const first = promotedFunction();
+    const otherHandler = `jnlp-agent-test-${++seq}`;
+    lambda.createFunction({ name: otherHandler, timeoutSeconds: 30, handler: "other/main.handler" });
+    const slow = `jnlp-agent-test-${++seq}`;
+    lambda.createFunction({ name: slow, timeoutSeconds: 90 }); // needs a lease over 150 s
+    for (const [second, rule] of [
+      [otherHandler, /holds no other\/main\.js/],
+      [slow, /--lease 120000 ms is too short/],
+    ] as const) {
+      const result = await cli([
+        "deploy",
+        "--function",
+        first,
+        "--function",
+        second,
+        "--zip",
+        zipFile(`preflight-${second}`),
+        ...FAST,
+        "--json",
+      ]);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toMatch(rule);
+      expect(result.stderr).toMatch(/nothing was deployed/);
+      expect(JSON.parse(result.stdout).error.code).toMatch(/^DEPLOY_ERR_(ARTIFACT|USAGE)$/);
+    }
+    expect(callsOf(first, "UpdateFunctionCode")).toHaveLength(0);
+    expect(callsOf(first, "UpdateAlias")).toHaveLength(0);
+    expect(recordOf(first)).toMatchObject({ state: "promoted", live: "1" });
+  });
+
+  it("with --json, a usage error is JSON on stdout too, with its code", async () => {
+    const result = await cli(["deploy", "--steps", "50,10", "--json"]);
+    expect(result.code).toBe(2);
+    expect(JSON.parse(result.stdout)).toEqual({
+      error: { code: "DEPLOY_ERR_USAGE", message: expect.stringMatching(/--steps must be ascending/) },
+    });
+    expect(result.stderr).toMatch(/^rollout: DEPLOY_ERR_USAGE: invalid arguments/);
+    const notZip = await cli(["deploy", "--function", "jnlp-agent-x", "--zip", "/dev/null", "--json"]);
+    expect(JSON.parse(notZip.stdout).error.code).toBe("DEPLOY_ERR_ARTIFACT");
   });
 
   it("refuses a zip that is not one, or lacks the function's handler, before changing anything", async () => {

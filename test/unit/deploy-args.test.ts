@@ -132,6 +132,26 @@ describe("parseRolloutArgs", () => {
     expect((await usageError(["rollback", "--function", "f", "--to", "latest"])).message).toMatch(
       /--to must be a published version number/,
     );
+    for (const to of ["0", "007", "-1", "1.5"]) {
+      expect((await usageError(["rollback", "--function", "f", `--to=${to}`])).message, to).toMatch(
+        /--to must be a published version number \(1, 2, \.\.\.\)/,
+      );
+    }
+    expect((await usageError(["status", "--function", "f", "--break-hold", "x"])).message).toMatch(
+      /--break-hold is not an option of status/,
+    );
+    expect((await usageError(["rollback", "--function", "f", "--break-hold", "two words"])).message).toMatch(
+      /--break-hold must be the run id a refusal names/,
+    );
+  });
+
+  it("deploys a function named twice once", async () => {
+    const command = await parseRolloutArgs(
+      ["deploy", "--function", "f", "--function", "g", "--function", "f"],
+      {},
+      dir,
+    );
+    expect(command).toMatchObject({ functions: ["f", "g"] });
   });
 
   it("needs --function when there is no serverless.yml to read", async () => {

@@ -74,6 +74,54 @@ describe("the deployment record in an alias description", () => {
     }
   });
 
+  it("is null when a version field is not a version: a hand edit cannot aim rollback at $LATEST or an alias", () => {
+    const base = "at=2026-05-04T10:11:12Z by=x id=y";
+    for (const fields of [
+      "state=promoted live=5 version=5 previous=$LATEST",
+      "state=promoted live=5 version=5 previous=live",
+      "state=promoted live=5 version=5 previous=0",
+      "state=promoted live=5 version=5 previous=04",
+      "state=promoted live=canary version=5 previous=4",
+      "state=promoted live=5 version=$LATEST previous=4",
+      "state=rolled-back live=4 version=five previous=-",
+    ]) {
+      expect(decodeRecord(`rollout/1 ${fields} ${base}`), fields).toBeNull();
+    }
+    // What deploys write: live on $LATEST (a new stack), a version not yet published.
+    expect(decodeRecord(`rollout/1 state=failed live=$LATEST version=2 previous=- ${base}`)).toMatchObject({
+      live: "$LATEST",
+    });
+    expect(
+      decodeRecord(
+        `rollout/1 state=deploying live=5 version=- previous=4 at=2026-05-04T10:11:12Z expires=2026-05-04T10:41:12Z by=x id=y`,
+      ),
+    ).toMatchObject({ version: "-", previous: "4" });
+  });
+
+  it("says when a hold has expired, and that a failed record was not promoted whatever the cause", () => {
+    const hold: DeploymentRecord = {
+      ...promoted,
+      state: "deploying",
+      live: "4",
+      expires: "2026-05-04T10:41:12Z",
+    };
+    expect(describeRecord(hold, Date.parse("2026-05-04T10:30:00Z"))).toMatch(
+      /holding the alias until 2026-05-04T10:41:12Z$/,
+    );
+    expect(describeRecord(hold, Date.parse("2026-05-04T11:00:00Z"))).toMatch(
+      /held the alias until 2026-05-04T10:41:12Z \(expired: the next deploy or rollback takes over\)$/,
+    );
+    const interrupted: DeploymentRecord = {
+      ...promoted,
+      state: "failed",
+      live: "4",
+      reason: "interrupted (SIGINT)",
+    };
+    expect(describeRecord(interrupted)).toBe(
+      "version 5 was not promoted (deploy by ci@runner-3 at 2026-05-04T10:11:12Z); the alias stayed on 4: interrupted (SIGINT)",
+    );
+  });
+
   it("writes times in UTC to the second", () => {
     expect(recordTime(Date.UTC(2026, 4, 4, 10, 11, 12, 999))).toBe("2026-05-04T10:11:12Z");
   });

@@ -1,6 +1,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readdirSync, readFileSync } from "node:fs";
+import { chownSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 
 /**
@@ -52,6 +53,13 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Lambda's conditions: read-only root, writable /tmp, uid 993. */
   lambda?: boolean;
+  /** Run as this `uid:gid` instead of the image's USER (`docker run --user`). */
+  user?: string;
+  /**
+   * Files written into the container before it starts (path in the image: content, mode), owned
+   * by uid 1000 with the directories made for them.
+   */
+  files?: Record<string, { content: string | Uint8Array; mode: number }>;
 }
 
 export interface Container {
@@ -87,6 +95,16 @@ export async function startContainer(tag: string, options: StartOptions = {}): P
   const config = await imageConfig(tag);
   const id = (await exec("buildah", ["from", "--pull-never", tag])).stdout.trim();
   const root = (await exec("buildah", ["mount", id])).stdout.trim();
+  for (const [path, file] of Object.entries(options.files ?? {})) {
+    const target = join(root, path);
+    // The directories it creates belong to the image's user too (as a volume mounted for it would).
+    const created = mkdirSync(dirname(target), { recursive: true });
+    for (let dir = dirname(target); created !== undefined && dir.startsWith(created); dir = dirname(dir)) {
+      chownSync(dir, 1000, 1000);
+    }
+    writeFileSync(target, file.content, { mode: file.mode });
+    chownSync(target, 1000, 1000);
+  }
   const env = [...(config.Env ?? [])];
   for (const [key, value] of Object.entries(options.env ?? {})) {
     const at = env.findIndex((entry) => entry.startsWith(`${key}=`));
@@ -94,7 +112,7 @@ export async function startContainer(tag: string, options: StartOptions = {}): P
     env.push(`${key}=${value}`);
   }
   const argv = options.command ?? [...(config.Entrypoint ?? []), ...(options.args ?? config.Cmd ?? [])];
-  const user = options.lambda ? "993:990" : numericUser(config.User);
+  const user = options.user ?? (options.lambda ? "993:990" : numericUser(config.User));
   const workDir = options.lambda ? "/tmp" : config.WorkingDir || "/";
   const child = spawn(
     "unshare",
