@@ -19,6 +19,7 @@ import {
 import { ROOT, removeTempDirs, tempDir } from "./lib/peers.ts";
 import { killStartedChildren } from "./lib/proc.ts";
 import { bundles } from "./measurements/bundles.ts";
+import { controllerScale } from "./measurements/controller-scale.ts";
 import { disk } from "./measurements/disk.ts";
 import { images } from "./measurements/images.ts";
 import { latency } from "./measurements/latency.ts";
@@ -57,6 +58,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   images,
   webView,
   packaging,
+  controllerScale,
 ];
 const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs", "dist/lambda/handler.js"];
 

@@ -60,6 +60,20 @@ export interface JobStream {
   artifactsEnded: boolean;
 }
 
+/** The stream of a job that no message has arrived for yet. */
+export function newJobStream(job: Job): JobStream {
+  return {
+    job,
+    lastSeq: 0,
+    nextStep: 0,
+    runningStep: undefined,
+    offsets: { stdout: 0, stderr: 0 },
+    duplicates: 0,
+    artifactBytes: 0,
+    artifactsEnded: false,
+  };
+}
+
 const LINGER_AFTER_JOB_MS = 30_000;
 /** Largest `workspace` frame sent: with its header it fits the agent's smallest `maxPayload`. */
 const WORKSPACE_FRAME_BYTES = 262_144;
@@ -77,6 +91,11 @@ export class AgentConnection {
   stream: JobStream | undefined;
   /** Set when a newer connection of the same agent took over (a resume): its close is not a loss. */
   superseded = false;
+  /**
+   * Set when the agent's name is spent (its job ended) and the connection was let in only to
+   * resume that job: a hello without that resume is refused.
+   */
+  resumeOnly: string | undefined;
   #state: State = "awaiting-hello";
   readonly #socket: WebSocket;
   readonly #handlers: AgentConnectionHandlers;
@@ -137,16 +156,7 @@ export class AgentConnection {
   assign(job: Job): void {
     if (this.#state !== "idle")
       throw new Error(`cannot assign a job to agent ${this.name} in state ${this.#state}`);
-    this.stream = {
-      job,
-      lastSeq: 0,
-      nextStep: 0,
-      runningStep: undefined,
-      offsets: { stdout: 0, stderr: 0 },
-      duplicates: 0,
-      artifactBytes: 0,
-      artifactsEnded: false,
-    };
+    this.stream = newJobStream(job);
     this.#state = "busy";
     this.#socket.send(encodeMessage({ v: 1, type: "job", job }));
   }
@@ -164,14 +174,11 @@ export class AgentConnection {
    * Answers a resuming hello for a job that already ended with this agent's `job-end` (its ack
    * was lost): `resume` with the last seq stored and `ended: true`. Nothing more is accepted.
    */
-  confirmEnded(stream: JobStream): void {
+  confirmEnded(jobId: string, jobEndSeq: number): void {
     if (this.#state !== "idle")
       throw new Error(`cannot confirm the end of a job on agent ${this.name} in state ${this.#state}`);
-    this.stream = stream;
     this.#state = "done";
-    this.#socket.send(
-      encodeMessage({ v: 1, type: "resume", jobId: stream.job.id, seq: stream.lastSeq, ended: true }),
-    );
+    this.#socket.send(encodeMessage({ v: 1, type: "resume", jobId, seq: jobEndSeq, ended: true }));
     setTimeout(() => this.close(CloseCode.normal, "job done"), LINGER_AFTER_JOB_MS).unref();
   }
 
@@ -182,9 +189,7 @@ export class AgentConnection {
       const chunk = data.subarray(at, at + WORKSPACE_FRAME_BYTES);
       this.#socket.send(
         encodeTransferFrame({ kind: "workspace", seq: 0, offset: offset + at, data: chunk }),
-        {
-          binary: true,
-        },
+        { binary: true },
       );
     }
   }
@@ -238,33 +243,18 @@ export class AgentConnection {
       return;
     }
     const stream = this.#requireStream(message.type);
-    if (message.type === "workspace-pull") {
-      // Not sequenced: a request for seed bytes, answered at once.
-      if (message.jobId !== stream.job.id) {
-        throw new ProtocolError(
-          CloseCode.invalidMessage,
-          `workspace-pull names job ${message.jobId}, but the agent runs ${stream.job.id}`,
-        );
-      }
-      const seed = stream.job.workspace;
-      if (seed === undefined)
-        throw outOfOrder(`workspace-pull for job ${stream.job.id}, which has no workspace to seed`);
-      if (message.offset >= seed.bytes) {
-        throw new ProtocolError(
-          CloseCode.invalidMessage,
-          `workspace-pull from offset ${message.offset}, but the seed has ${seed.bytes} bytes`,
-        );
-      }
-      this.#handlers.workspacePull(this, message);
-      return;
-    }
-    if (this.#isDuplicate(stream, message.seq)) return;
+    // The job first: a seq already used does not make a message about another job a duplicate.
     if (message.jobId !== stream.job.id) {
       throw new ProtocolError(
         CloseCode.invalidMessage,
         `${message.type} names job ${message.jobId}, but the agent runs ${stream.job.id}`,
       );
     }
+    if (message.type === "workspace-pull") {
+      this.#onWorkspacePull(stream, message);
+      return;
+    }
+    if (this.#isDuplicate(stream, message.seq)) return;
     switch (message.type) {
       case "artifacts-end": {
         this.#checkArtifacts(stream, "artifacts-end");
@@ -324,6 +314,20 @@ export class AgentConnection {
       }
     }
     this.#scheduleAck();
+  }
+
+  /** Not sequenced: a request for seed bytes, answered at once (the next pull acknowledges them). */
+  #onWorkspacePull(stream: JobStream, message: WorkspacePull): void {
+    const seed = stream.job.workspace;
+    if (seed === undefined)
+      throw outOfOrder(`workspace-pull for job ${stream.job.id}, which has no workspace to seed`);
+    if (message.offset >= seed.bytes) {
+      throw new ProtocolError(
+        CloseCode.invalidMessage,
+        `workspace-pull from offset ${message.offset}, but the seed has ${seed.bytes} bytes`,
+      );
+    }
+    this.#handlers.workspacePull(this, message);
   }
 
   #onArtifact(frame: TransferFrame): void {

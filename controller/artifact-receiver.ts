@@ -17,6 +17,9 @@ export type ArtifactsRecord =
   | ({ status: "stored" } & ArtifactsListing & { bytes: number; sha256: string })
   | ({ status: "failed" } & ArtifactsListing & { code: string; message: string; entry: string | null });
 
+/** The code of artifacts refused for being over the store's cap. */
+export const ARTIFACTS_TOO_LARGE = "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE";
+
 type ArtifactsListing = Pick<ArtifactsEnd, "entries" | "skipped" | "skippedCount" | "unmatched">;
 
 /**
@@ -50,22 +53,38 @@ export class ArtifactReceiver {
   }
 
   /**
-   * Continues a stream after a restart of the controller: keeps the first `committedBytes` of
-   * the partial file (the bytes whose messages were acknowledged) and drops the rest.
+   * Continues a stream after a restart of the controller, from what the job's journal committed:
+   * `receivedBytes` arrived in order (the next frame's offset), of which the first `storedBytes`
+   * were written (the rest was past `maxBytes`). Bytes written after the last committed frame are
+   * cut off, and a stream whose end was being kept when the controller died (renamed to `path`
+   * before its `artifacts-end` was journaled) is taken back, so the agent's resend of that end
+   * checks it again. A file shorter than what was committed (the machine lost power: writes are
+   * not flushed to disk per frame) fails the artifacts' check at their end.
    */
-  static reopen(path: string, maxBytes: number, committedBytes: number): ArtifactReceiver {
+  static reopen(
+    path: string,
+    maxBytes: number,
+    committed: { receivedBytes: number; storedBytes: number },
+  ): ArtifactReceiver {
     const part = `${path}.part`;
-    const have = existsSync(part) ? statSync(part).size : 0;
-    const kept = Math.min(have, committedBytes);
-    if (existsSync(part)) {
+    if (!existsSync(part) && existsSync(path)) renameSync(path, part);
+    if (existsSync(part) && statSync(part).size > committed.storedBytes) {
       const fd = openSync(part, "r+");
       try {
-        ftruncateSync(fd, kept);
+        ftruncateSync(fd, committed.storedBytes);
       } finally {
         closeSync(fd);
       }
     }
-    return new ArtifactReceiver(path, maxBytes, kept, kept === 0 ? createHash("sha256") : undefined);
+    const receiver = new ArtifactReceiver(
+      path,
+      maxBytes,
+      committed.receivedBytes,
+      committed.receivedBytes === 0 ? createHash("sha256") : undefined,
+    );
+    receiver.#overLimit =
+      committed.receivedBytes > committed.storedBytes || committed.receivedBytes > maxBytes;
+    return receiver;
   }
 
   /** Bytes received in order so far. */
@@ -73,12 +92,18 @@ export class ArtifactReceiver {
     return this.#received;
   }
 
+  /** Whether the stream went past `maxBytes`: what came after is dropped and the artifacts refused. */
+  get overLimit(): boolean {
+    return this.#overLimit;
+  }
+
   /**
-   * Writes one frame. A frame entirely before what was received is a duplicate and dropped; one
-   * that leaves a gap or overlaps is a ProtocolError (4003).
+   * Writes one frame; returns whether its bytes were kept (false past `maxBytes`, or for a
+   * duplicate). A frame entirely before what was received is a duplicate and dropped; one that
+   * leaves a gap or overlaps is a ProtocolError (4003).
    */
-  write(offset: number, data: Buffer): void {
-    if (offset < this.#received && offset + data.length <= this.#received) return;
+  write(offset: number, data: Buffer): boolean {
+    if (offset < this.#received && offset + data.length <= this.#received) return false;
     if (offset !== this.#received) {
       throw new ProtocolError(
         CloseCode.outOfOrder,
@@ -88,12 +113,13 @@ export class ArtifactReceiver {
     this.#received += data.length;
     if (this.#overLimit || this.#received > this.#maxBytes) {
       this.#overLimit = true;
-      return;
+      return false;
     }
     this.#fd ??= openSync(`${this.#path}.part`, "a", 0o600);
     let written = 0;
     while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
     this.#hash?.update(data);
+    return true;
   }
 
   /** The end of the stream: checks it and keeps it, or says why not. */
@@ -112,8 +138,8 @@ export class ArtifactReceiver {
     if (end.error !== undefined) return fail(end.error.code, end.error.message, end.error.entry);
     if (this.#overLimit) {
       return fail(
-        "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE",
-        `the artifacts (${this.#received} bytes) are over the controller's limit of ${this.#maxBytes} bytes`,
+        ARTIFACTS_TOO_LARGE,
+        `the artifacts (${this.#received} bytes) are over the store's cap of ${this.#maxBytes} bytes (maxArtifactBytes)`,
       );
     }
     if (end.bytes !== this.#received) {

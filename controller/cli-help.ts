@@ -35,14 +35,17 @@ export const COMMAND_HELP: Readonly<Record<CommandName, string>> = {
   serve: `Usage: controller serve [options]
 
 Runs the controller until SIGINT or SIGTERM: the agents' WebSocket endpoint, the HTTP API and
-the web view (http://HOST:PORT/).
+the web view (http://HOST:PORT/). Unfinished jobs survive a restart: their agents resume.
 
 Options:
-  --host H            Interface to listen on (default 127.0.0.1).
-  --port P            Port (default 8080; 0 picks a free one).
-  --data-dir D        Job records and logs (default ./.data). The HMAC key agents' secrets
-                      derive from is D/controller.key (or CONTROLLER_KEY).
-  --no-provision      Do not launch local agents; wait for agents to connect.
+  --config F          Controller config (YAML or JSON): clouds, launch templates and labels
+                      (Lambda, ECS/Fargate, local), retry policy, log cap (docs/controller.md).
+                      Without it, one local template launches the container entrypoint.
+  --host H            Interface to listen on (default 127.0.0.1; or the config's listen.host).
+  --port P            Port (default 8080; 0 picks a free one; or the config's listen.port).
+  --data-dir D        Job records and logs (default ./.data; or the config's dataDir). The HMAC
+                      key agents' secrets derive from is D/controller.key (or CONTROLLER_KEY).
+  --no-provision      Launch no agents; wait for agents to connect.
   --log-level L       debug | info | warn | error (default info). Diagnostics go to stderr.
   --token-file F      The API token (at least 16 characters) is the contents of F. With a
                       token, the API and the web view need it; agents keep their HMAC secrets.

@@ -13,11 +13,12 @@ import {
 } from "../agent-core/index.ts";
 import { CLI_EXIT, CLI_HELP, COMMAND_HELP, type CommandName } from "./cli-help.ts";
 import { ControllerClient } from "./client.ts";
+import { buildTemplates, parseControllerConfig, readControllerConfig } from "./config.ts";
 import { Controller } from "./controller.ts";
 import { ControllerApiError } from "./errors.ts";
+import type { JobRecord } from "./job-record.ts";
 import { readJobFile } from "./job-spec.ts";
-import type { JobRecord } from "./job-store.ts";
-import { LocalProvisioner } from "./provisioner.ts";
+import { LocalProvisioner } from "./provisioners/local.ts";
 import { colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
 import { defaultWebDir, webViewRoutes } from "./web-assets.ts";
 import { fetchArtifacts, uploadArchive, uploadDirectory } from "./workspace-cli.ts";
@@ -165,9 +166,10 @@ function entrypointCommand(env: NodeJS.ProcessEnv): string[] {
 
 async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parse("serve", argv, {
-    host: { type: "string", default: "127.0.0.1" },
-    port: { type: "string", default: "8080" },
-    "data-dir": { type: "string", default: ".data" },
+    config: { type: "string" },
+    host: { type: "string" },
+    port: { type: "string" },
+    "data-dir": { type: "string" },
     "no-provision": { type: "boolean", default: false },
     "log-level": { type: "string" },
     "token-file": { type: "string" },
@@ -175,6 +177,7 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     "tls-cert": { type: "string" },
     "tls-key": { type: "string" },
   });
+  const config = values.config ? await readControllerConfig(values.config) : parseControllerConfig({});
   const token = readToken("serve", values["token-file"], env);
   if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined))
     throw new UsageError("serve", "--tls-cert and --tls-key go together: give both or neither");
@@ -185,28 +188,45 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
           key: readOptionFile("serve", "--tls-key", values["tls-key"]),
         }
       : undefined;
-  const port = Number(values.port);
+  const port = values.port === undefined ? (config.listen?.port ?? 8080) : Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535)
     throw new UsageError(
       "serve",
       `Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`,
     );
-  const dataDir = resolve(values["data-dir"]);
+  const dataDir = resolve(values["data-dir"] ?? config.dataDir ?? ".data");
   const logger = stderrLogger("serve", values["log-level"] ?? env.CONTROLLER_LOG_LEVEL);
-  const provisioner = values["no-provision"]
-    ? undefined
-    : new LocalProvisioner({ command: entrypointCommand(env), logDir: join(dataDir, "agents") });
+  const agentLogDir = join(dataDir, "agents");
+  const templates = values["no-provision"]
+    ? []
+    : values.config
+      ? await buildTemplates(config, {
+          logger,
+          defaultLocalCommand: () => entrypointCommand(env),
+          agentLogDir,
+        })
+      : [
+          {
+            name: "local",
+            provisioner: new LocalProvisioner({ command: entrypointCommand(env), logDir: agentLogDir }),
+          },
+        ];
   const controller = await Controller.start({
     dataDir,
-    host: values.host,
+    host: values.host ?? config.listen?.host ?? "127.0.0.1",
     port,
     logger,
+    templates,
+    ...(config.url ? { agentUrl: config.url } : {}),
+    ...(config.retry ? { retry: config.retry } : {}),
+    ...(config.maxLogBytes !== undefined ? { maxLogBytes: config.maxLogBytes } : {}),
+    ...(config.connectTimeout !== undefined ? { connectTimeoutMs: config.connectTimeout } : {}),
+    ...(config.resumeWindow !== undefined ? { resumeWindowMs: config.resumeWindow } : {}),
     routes: webViewRoutes(defaultWebDir()),
     insecure: values.insecure,
     ...(token !== undefined ? { apiToken: token } : {}),
     ...(tls !== undefined ? { tls } : {}),
     ...(env.CONTROLLER_KEY ? { key: env.CONTROLLER_KEY } : {}),
-    ...(provisioner ? { provisioner } : {}),
   });
   const guard =
     token !== undefined
@@ -219,7 +239,7 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     process.once("SIGINT", () => resolveSignal("SIGINT"));
     process.once("SIGTERM", () => resolveSignal("SIGTERM"));
   });
-  logger.info("stopping", { signal });
+  logger.info("stopping; unfinished jobs resume at the next start", { signal });
   await controller.stop();
   return CLI_EXIT.ok;
 }
@@ -377,7 +397,7 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     }
     return code;
   } finally {
-    await controller.stop();
+    await controller.stop({ endJobs: true });
     if (!values["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -1,5 +1,5 @@
 import { ControllerApiError } from "./errors.ts";
-import type { JobEvent, JobRecord } from "./job-store.ts";
+import type { JobEvent, JobRecord } from "./job-record.ts";
 
 /** What the controller answers to a workspace upload. */
 export interface WorkspaceUploadInfo {

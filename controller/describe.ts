@@ -2,7 +2,7 @@
  * Plain words for a job's figures and outcomes, shared by the terminal renderer and the web view
  * (so this module imports nothing that needs Node: the browser bundle includes it).
  */
-import type { FailureCause, JobReason, StepRecord } from "./job-store.ts";
+import type { FailureCause, JobReason, StepRecord } from "./job-record.ts";
 
 // agent-core's one byte formatter, by its own path: it imports nothing, so the browser bundle can
 // take it, where agent-core's index pulls in Node built-ins.
@@ -19,6 +19,8 @@ export const REASON_WORDS: Readonly<Record<JobReason, string>> = {
   error: "a step could not be started",
   "agent-lost": "the agent was lost before the job ended",
   "provision-failed": "no agent could be started for the job",
+  "log-limit": "the job's log reached the controller's size cap, so the job was stopped",
+  "artifact-limit": "the job's artifacts were over the controller's size cap, so they were dropped",
 };
 
 /** Who a failure is attributed to, in words. */

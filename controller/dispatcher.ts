@@ -12,7 +12,7 @@ export interface DispatchActions {
 /**
  * The queue of jobs waiting for an agent, the connected agents and their leases, and the rule that
  * matches them: a leased agent (launched for one job) takes only that job; any other idle agent
- * takes the first queued job whose labels it all carries.
+ * takes the first queued job whose labels it all carries (the job's, or its overflow label).
  */
 export class Dispatcher {
   /** Connected agents by name. */
@@ -21,11 +21,9 @@ export class Dispatcher {
   readonly leases = new Map<string, string>();
   readonly #queue: JobRun[] = [];
   readonly #actions: DispatchActions;
-  readonly #lookup: (jobId: string) => JobRun | undefined;
 
-  constructor(actions: DispatchActions, lookup: (jobId: string) => JobRun | undefined) {
+  constructor(actions: DispatchActions) {
     this.#actions = actions;
-    this.#lookup = lookup;
   }
 
   get queued(): readonly JobRun[] {
@@ -51,7 +49,6 @@ export class Dispatcher {
       const agent = this.#pickAgent(run);
       if (agent) {
         this.remove(run);
-        this.leases.delete(agent.name);
         this.#actions.assign(run, agent);
         continue;
       }
@@ -62,13 +59,10 @@ export class Dispatcher {
   #pickAgent(run: JobRun): AgentConnection | undefined {
     const leased = run.launch && this.agents.get(run.launch.agentName);
     if (leased?.state === "idle") return leased;
-    const labels = run.recorder.record.labels;
     for (const agent of this.agents.values()) {
-      if (agent.state !== "idle") continue;
-      const lease = this.leases.get(agent.name);
-      if (lease !== undefined && lease !== run.id && this.#lookup(lease)?.recorder.record.status === "queued")
-        continue;
-      if (labels.every((label) => agent.labels.includes(label))) return agent;
+      // A launched agent carries a lease on one job and takes no other.
+      if (agent.state !== "idle" || this.leases.has(agent.name)) continue;
+      if (run.labels.every((label) => agent.labels.includes(label))) return agent;
     }
     return undefined;
   }

@@ -1,9 +1,11 @@
 import { createReadStream } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { pipeline } from "node:stream/promises";
 import { type ApiAuth, authorize } from "./auth.ts";
 import { ControllerApiError } from "./errors.ts";
+import type { ReadEvent } from "./job-files.ts";
+import type { JobRecord } from "./job-record.ts";
 import { durationMs } from "./job-spec.ts";
-import type { JobEvent, JobRecord, LogListener } from "./job-store.ts";
 import { computeMetrics, DEFAULT_WINDOW_MS, prometheusText } from "./metrics.ts";
 import type { WorkspaceUpload } from "./workspace-uploads.ts";
 
@@ -26,8 +28,11 @@ export interface ControllerApi {
   cancel(id: string): JobRecord;
   /** Queues the ended job `id` again as a new job (`retryOf: id`). Throws 404, or 409 while it runs. */
   retry(id: string): JobRecord;
-  /** Replays a job's events, then follows it live while `live`; returns an unsubscribe function. Throws 404 for an unknown job. */
-  follow(id: string, listener: LogListener, live: boolean): () => void;
+  /**
+   * A job's events from the start; with `follow`, live ones until the job ends. Throws
+   * ControllerApiError 404 at once (before anything is read) for an unknown job.
+   */
+  readEvents(id: string, options: { follow: boolean; signal?: AbortSignal }): AsyncIterable<ReadEvent>;
   /** Path of the job's raw output. Throws 404 for an unknown job. */
   outputPath(id: string): string;
   /** Stores an uploaded workspace archive (streamed); throws 400 / 413 for one agents would refuse or too large. */
@@ -221,39 +226,73 @@ function isFollow(url: URL): boolean {
   return ["1", "true", "yes"].includes(url.searchParams.get("follow") ?? "");
 }
 
-function sendLog({ api, params, url, res }: RouteContext): void {
+async function sendLog({ api, params, url, res }: RouteContext): Promise<void> {
   const id = params.id!;
   if (!isFollow(url)) {
     const path = api.outputPath(id);
     res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8" });
-    createReadStream(path).pipe(res);
+    await pipeline(createReadStream(path), res);
     return;
   }
-  res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" });
-  const unsubscribe = api.follow(
-    id,
-    {
-      event: (event, data) => {
-        if (event.type === "output" && data) res.write(data);
-      },
-      end: () => res.end(),
-    },
-    true,
+  await stream(res, api, id, true, "text/plain; charset=utf-8", ({ event, data }) =>
+    event.type === "output" ? data : undefined,
   );
-  res.on("close", unsubscribe);
 }
 
-function sendEvents({ api, params, url, res }: RouteContext): void {
-  res.writeHead(200, { "Content-Type": "application/x-ndjson", "Cache-Control": "no-store" });
-  const unsubscribe = api.follow(
+async function sendEvents({ api, params, url, res }: RouteContext): Promise<void> {
+  await stream(
+    res,
+    api,
     params.id!,
-    {
-      event: (event: JobEvent) => res.write(`${JSON.stringify(event)}\n`),
-      end: () => res.end(),
-    },
     isFollow(url),
+    "application/x-ndjson",
+    ({ event }) => `${JSON.stringify(event)}\n`,
   );
-  res.on("close", unsubscribe);
+}
+
+/**
+ * Streams a job's events to `res`, one at a time, waiting for the socket to drain whenever its
+ * buffer is full: a slow reader slows the reading of the files, not the controller's memory.
+ * The job is looked up before the status line is sent, so an unknown job answers 404.
+ */
+async function stream(
+  res: ServerResponse,
+  api: ControllerApi,
+  id: string,
+  follow: boolean,
+  contentType: string,
+  render: (event: ReadEvent) => string | Buffer | undefined,
+): Promise<void> {
+  const abort = new AbortController();
+  const events = api.readEvents(id, { follow, signal: abort.signal });
+  res.writeHead(200, { "Content-Type": contentType, "Cache-Control": "no-store" });
+  const closed = () => abort.abort();
+  res.once("close", closed);
+  try {
+    for await (const event of events) {
+      const chunk = render(event);
+      if (chunk === undefined || chunk.length === 0) continue;
+      if (!res.write(chunk)) await drained(res, abort.signal);
+      if (abort.signal.aborted) return;
+    }
+    res.end();
+  } finally {
+    res.off("close", closed);
+  }
+}
+
+/** Resolves when `res` drained its buffer, or when the client went away. */
+function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    res.once("drain", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 /**

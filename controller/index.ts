@@ -13,7 +13,13 @@ export {
 export { CLI_EXIT, exitCodeForJob } from "./cli.ts";
 export { CLI_EXIT_MEANINGS, COMMAND_HELP } from "./cli-help.ts";
 export { ControllerClient, describeConnectError } from "./client.ts";
-export { type AgentInfo, Controller, type ControllerOptions } from "./controller.ts";
+export {
+  type AgentInfo,
+  Controller,
+  type ControllerOptions,
+  DEFAULT_INFRASTRUCTURE_RETRIES,
+  DEFAULT_MAX_LOG_BYTES,
+} from "./controller.ts";
 export {
   CAUSE_WORDS,
   describeFailure,
@@ -24,8 +30,9 @@ export {
 } from "./describe.ts";
 export { ControllerApiError, type ControllerErrorCode } from "./errors.ts";
 export { API_ROUTES, type ControllerApi, type Route, type RouteContext } from "./http-api.ts";
-export { type JobSubmission, prepareJob, readJobFile } from "./job-spec.ts";
 export type {
+  AttemptCause,
+  AttemptRecord,
   FailureCause,
   JobEvent,
   JobReason,
@@ -33,7 +40,8 @@ export type {
   JobStatus,
   StepRecord,
   StepStatus,
-} from "./job-store.ts";
+} from "./job-record.ts";
+export { type JobSubmission, nestingDepth, prepareJob, readJobFile } from "./job-spec.ts";
 export {
   computeMetrics,
   type LatencySummary,
@@ -42,13 +50,14 @@ export {
   prometheusText,
   summarize,
 } from "./metrics.ts";
-export {
-  LocalProvisioner,
-  type LocalProvisionerOptions,
-  type ProvisionedAgent,
-  type Provisioner,
-  type ProvisionRequest,
-} from "./provisioner.ts";
+export { LocalProvisioner, type LocalProvisionerOptions } from "./provisioners/local.ts";
+export type {
+  AgentExit,
+  LaunchTemplate,
+  ProvisionedAgent,
+  Provisioner,
+  ProvisionRequest,
+} from "./provisioners/provisioner.ts";
 export { type ColorTarget, colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
 export type { TlsFiles } from "./server.ts";
 export { defaultWebDir, WEB_SECURITY_HEADERS, webViewRoutes } from "./web-assets.ts";

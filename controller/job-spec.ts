@@ -5,6 +5,11 @@ import { type ConfigProblem, idSchema, type Job, shellSchema, zodProblems } from
 import { ControllerApiError } from "./errors.ts";
 import { cacheTrust, transferSubmissionFields } from "./transfer-spec.ts";
 
+/** Most infrastructure retries a job may ask for. */
+export const MAX_INFRASTRUCTURE_RETRIES = 10;
+/** Deepest nesting of arrays and objects a submission may have (a real job needs 4). */
+export const MAX_SUBMISSION_DEPTH = 32;
+
 /**
  * A job as submitted (HTTP API body, or a YAML/JSON job file). Durations are milliseconds or
  * strings such as "500ms", "30s", "5m", "1h".
@@ -46,6 +51,11 @@ export const jobSubmissionSchema = z
     secrets: envSchema.optional(),
     timeout: durationSchema.optional(),
     ...transferSubmissionFields,
+    /** Attempts retried when they end for a platform cause (never for a user failure). */
+    retry: z
+      .object({ infrastructure: z.number().int().min(0).max(MAX_INFRASTRUCTURE_RETRIES) })
+      .strict()
+      .optional(),
     steps: z
       .array(stepSubmissionSchema)
       .min(1)
@@ -79,6 +89,8 @@ export interface PreparedJob {
   workspaceUpload?: string;
   /** The caches' trust value, when the job uses caches. */
   cacheTrust?: string;
+  /** The job's own retry policy, when it sets one. */
+  retry: { infrastructure: number } | undefined;
 }
 
 /** What preparing a job needs besides the submission. */
@@ -104,6 +116,15 @@ export function prepareJob(
   jobId: string,
   context: PrepareContext = { protectedBranches: DEFAULT_PROTECTED_BRANCHES },
 ): PreparedJob {
+  const depth = nestingDepth(input, MAX_SUBMISSION_DEPTH);
+  if (depth > MAX_SUBMISSION_DEPTH) {
+    throw invalidJob([
+      {
+        field: "(submission)",
+        message: `Expected arrays and objects nested at most ${MAX_SUBMISSION_DEPTH} levels deep, got more than ${MAX_SUBMISSION_DEPTH}`,
+      },
+    ]);
+  }
   const parsed = jobSubmissionSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) throw invalidJob(zodProblems(parsed.error, new Set(["secrets"])));
   const submission = parsed.data;
@@ -163,9 +184,27 @@ export function prepareJob(
     job,
     labels: submission.labels,
     stored,
+    retry: submission.retry,
     ...(workspace !== undefined && "upload" in workspace ? { workspaceUpload: workspace.upload } : {}),
     ...(trust !== undefined ? { cacheTrust: trust } : {}),
   };
+}
+
+/**
+ * How deep arrays and objects nest in `value`, counted without recursion (so any depth is
+ * measured safely); stops counting past `limit`.
+ */
+export function nestingDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 0]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (item === null || typeof item !== "object") continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > limit) return deepest;
+    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return deepest;
 }
 
 /**

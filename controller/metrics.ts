@@ -8,7 +8,7 @@
  * runtime of the agent that took it; `(none)` until one does). Served as JSON and as Prometheus
  * text by `GET /api/v1/metrics`.
  */
-import type { JobRecord, JobStatus } from "./job-store.ts";
+import type { JobRecord, JobStatus } from "./job-record.ts";
 
 /** Percentiles of a set of durations, ms (nearest-rank). */
 export interface LatencySummary {

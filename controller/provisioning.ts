@@ -1,32 +1,45 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../agent-core/index.ts";
 import type { Dispatcher } from "./dispatcher.ts";
+import type { AttemptCause } from "./job-record.ts";
 import type { JobRun, Launch } from "./job-run.ts";
-import type { Provisioner } from "./provisioner.ts";
+import {
+  type LaunchTemplate,
+  type ProvisionedAgent,
+  type Provisioner,
+  templateServes,
+} from "./provisioners/provisioner.ts";
 
 export interface ProvisioningOptions {
-  provisioner: Provisioner;
+  templates: readonly LaunchTemplate[];
   logger: Logger;
-  /** Launch attempts per job before it fails with `provision-failed`. */
-  maxAttempts: number;
-  /** A launched agent that has not said hello by then is stopped. */
+  /** A launched agent that has not said hello by then is stopped (a template may set its own). */
   connectTimeoutMs: number;
   /** The controller URL the agents are given. */
   controllerUrl: () => string;
   secretFor: (agentName: string) => string;
 }
 
-/** What provisioning asks of the controller. */
+/** The ways a launch fails before its agent connects. */
+export type LaunchFailure = Extract<
+  AttemptCause,
+  "launch-failed" | "stopped-before-connecting" | "never-connected"
+>;
+
+/** What provisioning tells the controller. */
 export interface ProvisioningEvents {
-  /** No agent could be started within the attempts: end the job. */
-  gaveUp(run: JobRun, message: string): void;
-  /** A launch failed but attempts remain: dispatch again (which launches anew). */
-  retry(): void;
+  /** The launch failed, its agent went away before connecting, or did not connect in time. */
+  failed(run: JobRun, cause: LaunchFailure, message: string): void;
+  /** The platform reports a launched agent gone after it connected (a task STOPPED, a process exit). */
+  gone(run: JobRun, agentName: string, detail: string): void;
 }
 
 /**
- * Launches an agent for a queued job that no idle agent matches: one launch at a time per job,
- * each under a new agent name leased to the job, stopped when it has not connected in time.
+ * Launches an agent for a queued job that no idle agent matches: the first template serving the
+ * job's labels, one launch at a time per job, each a new attempt under a new single-use agent
+ * name leased to the job. A launched agent that has not connected in time is stopped; one that
+ * the platform reports gone before connecting fails the attempt at once, with the platform's
+ * reason.
  */
 export class Provisioning {
   readonly #options: ProvisioningOptions;
@@ -39,74 +52,150 @@ export class Provisioning {
     this.#events = events;
   }
 
-  /** Launches an agent for `run` unless one is on its way or the provisioner cannot carry its labels. */
+  /** Every provisioner of the templates, once each. */
+  provisioners(): Provisioner[] {
+    return [...new Set(this.#options.templates.map((template) => template.provisioner))];
+  }
+
+  /** The first template that serves `labels`. */
+  templateFor(labels: readonly string[]): LaunchTemplate | undefined {
+    return this.#options.templates.find((template) => templateServes(template, labels));
+  }
+
+  template(name: string | undefined): LaunchTemplate | undefined {
+    return this.#options.templates.find((template) => template.name === name);
+  }
+
+  /** Launches an agent for `run` unless one is on its way or no template serves its labels. */
   launch(run: JobRun): void {
-    const { provisioner, logger } = this.#options;
-    if (run.launch || !provisioner.accepts(run.recorder.record.labels)) return;
-    run.launchAttempts++;
-    run.recorder.record.launchedAt ??= new Date().toISOString();
-    const agentName = `${provisioner.kind}-${randomBytes(3).toString("hex")}`;
-    const launch: Launch = { agentName };
+    if (run.launch) return;
+    const template = this.templateFor(run.labels);
+    if (template === undefined) return;
+    const { provisioner } = template;
+    run.recorder.record.launchedAt ??= run.recorder.now();
+    const agentName = `${run.id}-${run.recorder.record.attempts.length + 1}-${randomBytes(3).toString("hex")}`;
+    const attempt = run.recorder.beginAttempt({
+      agent: agentName,
+      platform: provisioner.kind,
+      template: template.name,
+      labels: [...run.labels],
+      launchedAt: run.recorder.now(),
+    });
+    const launch: Launch = { agentName, template, connected: false };
     run.launch = launch;
     this.#dispatcher.leases.set(agentName, run.id);
-    logger.info("launching an agent", { job: run.id, agent: agentName, attempt: run.launchAttempts });
+    this.#options.logger.info("launching an agent", {
+      job: run.id,
+      agent: agentName,
+      attempt: attempt.n,
+      template: template.name,
+    });
     provisioner
       .provision({
         agentName,
         secret: this.#options.secretFor(agentName),
         controllerUrl: this.#options.controllerUrl(),
-        labels: run.recorder.record.labels,
+        labels: [...(template.labels ?? run.labels)],
         jobId: run.id,
+        attempt: attempt.n,
       })
       .then(
         (handle) => {
-          launch.handle = handle;
-          launch.timer = setTimeout(() => {
-            if (this.#dispatcher.agents.get(agentName)?.hello === undefined) void handle.stop();
-          }, this.#options.connectTimeoutMs);
-          launch.timer.unref();
-          void handle.exited.then(({ detail }) => {
-            if (run.agent?.name !== agentName) this.#failed(run, launch, detail);
-          });
+          if (run.launch !== launch) {
+            // Released while the launch was on its way (cancelled, another agent took the job).
+            void handle.stop("the job no longer needs this agent");
+            return;
+          }
+          run.recorder.noteAttempt({ platformRef: handle.ref });
+          // A restart must find the launch (its agent name and the platform's id) to hold it again.
+          run.recorder.save();
+          this.#hold(run, launch, handle, this.#connectTimeoutMs(template));
         },
-        (error: unknown) => this.#failed(run, launch, `could not be launched: ${(error as Error).message}`),
+        (error: unknown) =>
+          this.#fail(run, launch, "launch-failed", `could not be launched: ${(error as Error).message}`),
       );
+  }
+
+  /**
+   * After a restart: holds on to the launch of the current attempt again (its lease, its connect
+   * timer for what is left of it, the platform's handle where there is one).
+   */
+  adopt(run: JobRun): void {
+    const attempt = run.recorder.currentAttempt;
+    if (attempt === undefined) return;
+    const template = this.template(attempt.template);
+    const launch: Launch = { agentName: attempt.agent, template, connected: false };
+    run.launch = launch;
+    this.#dispatcher.leases.set(attempt.agent, run.id);
+    if (template === undefined) {
+      this.#fail(
+        run,
+        launch,
+        "launch-failed",
+        `its template ${attempt.template ?? "(none)"} is no longer configured`,
+      );
+      return;
+    }
+    const handle = attempt.platformRef
+      ? template.provisioner.adopt?.(attempt.platformRef, attempt.agent)
+      : undefined;
+    const elapsed =
+      Date.now() - Date.parse(attempt.launchedAt ?? attempt.endedAt ?? new Date().toISOString());
+    this.#hold(run, launch, handle, Math.max(0, this.#connectTimeoutMs(template) - elapsed));
   }
 
   /** The launched agent said hello: it no longer needs its connect timer. */
   connected(run: JobRun, agentName: string): void {
-    if (run.launch?.agentName === agentName) clearTimeout(run.launch.timer);
-  }
-
-  /** The job no longer needs its launched agent (another agent took it, or it ended): stop it. */
-  release(run: JobRun, exceptAgent?: string): void {
     const launch = run.launch;
-    if (launch === undefined || launch.agentName === exceptAgent) return;
+    if (launch?.agentName !== agentName) return;
     clearTimeout(launch.timer);
-    void launch.handle?.stop();
+    launch.connected = true;
   }
 
-  async close(): Promise<void> {
-    await this.#options.provisioner.close();
-  }
-
-  #failed(run: JobRun, launch: Launch, detail: string): void {
+  /** The job no longer needs its launched agent: stop it where the platform allows, end the lease. */
+  release(run: JobRun, reason: string): void {
+    const launch = run.launch;
+    if (launch === undefined) return;
+    delete run.launch;
     clearTimeout(launch.timer);
     this.#dispatcher.leases.delete(launch.agentName);
+    if (!launch.connected) void launch.handle?.stop(reason);
+  }
+
+  #hold(run: JobRun, launch: Launch, handle: ProvisionedAgent | undefined, timeoutMs: number): void {
+    if (handle) launch.handle = handle;
+    launch.timer = setTimeout(() => {
+      if (run.launch !== launch || launch.connected) return;
+      const message = `agent ${launch.agentName} did not connect within ${this.#connectTimeoutMs(launch.template)} ms${
+        handle ? "; stopped" : ""
+      }`;
+      void handle?.stop("did not connect in time");
+      this.#fail(run, launch, "never-connected", message);
+    }, timeoutMs);
+    launch.timer.unref();
+    void handle?.exited.then(({ detail }) => {
+      if (run.launch === launch && !launch.connected) {
+        const log = handle.logLocation ? ` (agent log: ${handle.logLocation})` : "";
+        this.#fail(run, launch, "stopped-before-connecting", `agent ${launch.agentName} ${detail}${log}`);
+      } else this.#events.gone(run, launch.agentName, detail);
+    });
+  }
+
+  #fail(run: JobRun, launch: Launch, cause: LaunchFailure, message: string): void {
     if (run.launch !== launch) return;
     delete run.launch;
-    if (run.recorder.record.status !== "queued") return;
-    const log = launch.handle ? ` (agent log: ${launch.handle.logLocation})` : "";
+    clearTimeout(launch.timer);
+    this.#dispatcher.leases.delete(launch.agentName);
     this.#options.logger.warn("launched agent did not take its job", {
       job: run.id,
       agent: launch.agentName,
-      detail,
+      cause,
+      detail: message,
     });
-    if (run.launchAttempts >= this.#options.maxAttempts) {
-      this.#events.gaveUp(
-        run,
-        `no agent could be started after ${run.launchAttempts} attempts; last: ${launch.agentName} ${detail}${log}`,
-      );
-    } else this.#events.retry();
+    this.#events.failed(run, cause, message);
+  }
+
+  #connectTimeoutMs(template: LaunchTemplate | undefined): number {
+    return template?.connectTimeoutMs ?? this.#options.connectTimeoutMs;
   }
 }

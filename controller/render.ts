@@ -1,6 +1,6 @@
 import { styleText } from "node:util";
 import { describeFailure, describeStepEnd, formatBytes, formatMs, stepTitle } from "./describe.ts";
-import type { JobEvent, JobRecord } from "./job-store.ts";
+import type { JobEvent, JobRecord } from "./job-record.ts";
 
 export interface RenderOptions {
   write: (text: string) => void;
@@ -72,6 +72,14 @@ export function createRenderer(options: RenderOptions): (event: JobEvent) => voi
             );
           }
         }
+        break;
+      case "attempt":
+        if (event.retryOf === undefined) break;
+        ensureNewline();
+        line(
+          ["bold", "yellow"],
+          `--- attempt ${event.attempt} on agent ${event.agent} (${event.platform}${event.template ? `, ${event.template}` : ""}): the previous one ended ${event.retryOf.cause}${event.retryOf.message ? `: ${event.retryOf.message}` : ""}`,
+        );
         break;
       case "step-start":
         ensureNewline();

@@ -34,16 +34,18 @@ export class ControllerServer {
   }
 
   /**
-   * Listens; resolves once the port is bound, rejects with the listen error (EADDRINUSE...) or,
-   * for a certificate or key that cannot be used, ControllerApiError `CONTROLLER_ERR_CONFIG`.
+   * Listens; resolves once the port is bound. Rejects with ControllerApiError
+   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound (in use, no permission), or
+   * `CONTROLLER_ERR_CONFIG` for a certificate or key that cannot be used.
    */
   static async listen(options: ServerOptions): Promise<ControllerServer> {
     const server = options.tls ? createTlsServer(options.tls, options.api) : createServer(options.api);
     server.on("upgrade", (req, socket: Socket, head) => options.gate.handle(req, socket, head));
     await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
+      const failed = (error: NodeJS.ErrnoException) => reject(listenError(error, options.host, options.port));
+      server.once("error", failed);
       server.listen(options.port, options.host, () => {
-        server.off("error", reject);
+        server.off("error", failed);
         resolve();
       });
     });
@@ -57,6 +59,23 @@ export class ControllerServer {
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
+}
+
+const LISTEN_PROBLEMS: Record<string, string> = {
+  EADDRINUSE: "the port is in use by another process",
+  EACCES: "permission denied (ports below 1024 need privileges)",
+  EADDRNOTAVAIL: "the address is not one of this machine's",
+};
+
+/** A listen failure as a clear error (`CONTROLLER_ERR_LISTEN`) naming the address, the problem and the fix. */
+function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
+  const problem = LISTEN_PROBLEMS[error.code ?? ""];
+  if (problem === undefined) return error;
+  return new ControllerApiError(
+    0,
+    "CONTROLLER_ERR_LISTEN",
+    `cannot listen on ${host}:${port}: ${problem} (${error.code}); choose another with --host/--port`,
+  );
 }
 
 function createTlsServer(tls: TlsFiles, api: RequestListener): Server {

@@ -22,6 +22,8 @@ export interface UpgradeContext {
   stopping: boolean;
   /** The id of the job run by the open session of this agent name, `null` for an idle one, or undefined when none is open. */
   openSession(name: string): string | null | undefined;
+  /** The id of the job this agent name ran, when that job (or its attempt) ended: a spent name. */
+  spentBy(name: string): string | undefined;
 }
 
 /** The value of a request header (the first one when repeated). */
@@ -41,8 +43,9 @@ export function agentName(req: IncomingMessage): string | null | undefined {
 
 /**
  * Why an agent's upgrade request is refused, or undefined to accept it. The checks run in the
- * order docs/protocol.md §2.4 gives: path, headers, secret, protocol version, open session,
- * shutdown.
+ * order docs/protocol.md §2.4 gives: path, headers, secret, protocol version, spent name, open
+ * session, shutdown. A spent name (single-use: its job ended) is let in only to resume that job,
+ * so that the agent learns how it ended; a leaked secret of a finished job opens nothing.
  */
 export function upgradeRefusal(req: IncomingMessage, context: UpgradeContext): UpgradeRefusal | undefined {
   const path = new URL(req.url ?? "/", "http://localhost").pathname;
@@ -60,8 +63,12 @@ export function upgradeRefusal(req: IncomingMessage, context: UpgradeContext): U
       `Upgrade Required: this controller speaks protocol ${PROTOCOL_VERSION}, the agent ${version}`,
     ];
   }
-  const open = context.openSession(name);
   const resuming = headerValue(req, RESUME_HEADER);
+  const spentBy = context.spentBy(name);
+  if (spentBy !== undefined && resuming !== spentBy) {
+    return [410, `Gone: agent name ${name} is single-use and its job ${spentBy} ended`];
+  }
+  const open = context.openSession(name);
   if (open !== undefined && (resuming === undefined || open !== resuming)) {
     return [409, `Conflict: agent ${name} is already connected`];
   }
@@ -73,8 +80,8 @@ export interface AgentGateOptions {
   maxPayloadBytes: number;
   logger: Logger;
   context: UpgradeContext;
-  /** Called with each accepted agent's socket and name. */
-  accepted(socket: WebSocket, name: string): void;
+  /** Called with each accepted agent's socket, name, and for a spent name the only job it may resume. */
+  accepted(socket: WebSocket, name: string, resumeOnly: string | undefined): void;
 }
 
 /**
@@ -107,7 +114,8 @@ export class AgentGate {
       );
       return;
     }
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#options.accepted(ws, name!));
+    const resumeOnly = this.#options.context.spentBy(name!);
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#options.accepted(ws, name!, resumeOnly));
   }
 
   close(): void {

@@ -1,7 +1,7 @@
 import { type Summary, summarize } from "./stats.ts";
 
 /** Units of the figures: MB is 10^6 bytes throughout. */
-export type Unit = "ms" | "MB/s" | "MB" | "bytes" | "CPU s/GB" | "CPU ms";
+export type Unit = "ms" | "MB/s" | "MB" | "bytes" | "CPU s/GB" | "CPU ms" | "% of a core";
 
 export interface Target {
   /** What is required, e.g. `ratio <= 2.5`. */

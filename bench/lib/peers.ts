@@ -101,21 +101,16 @@ export class BenchController {
     onEvent: (event: JobEvent, data: Buffer | undefined, at: number) => void,
   ): JobWatch {
     const record = this.controller.submit(submission);
-    const unsubscribe = this.controller.follow(
-      record.id,
-      {
-        event: (event, data) => onEvent(event, data, performance.now()),
-        end: () => {},
-      },
-      true,
+    const unwatch = this.controller.watchJob(record.id, (event, data) =>
+      onEvent(event, data, performance.now()),
     );
-    const done = this.controller.waitForJob(record.id).finally(unsubscribe);
+    const done = this.controller.waitForJob(record.id).finally(unwatch);
     return { id: record.id, done, outputPath: this.controller.outputPath(record.id) };
   }
 
   async stop(): Promise<void> {
     try {
-      await this.controller.stop();
+      await this.controller.stop({ endJobs: true });
     } finally {
       this.#data.remove();
     }

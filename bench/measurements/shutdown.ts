@@ -75,7 +75,11 @@ async function sigtermWithPending(
     try {
       proxy.hold();
       const watch = ctl.run(
-        { steps: [{ argv: [NODE, WRITE_THEN_SLEEP, String(PENDING_BYTES), marker, "30000"] }] },
+        // No retry: the interrupted attempt ends the job, as this measurement waits for.
+        {
+          retry: { infrastructure: 0 },
+          steps: [{ argv: [NODE, WRITE_THEN_SLEEP, String(PENDING_BYTES), marker, "30000"] }],
+        },
         () => {},
       );
       await waitUntil(() => existsSync(marker), 30_000, "the step to write its 10 MB");

@@ -4,7 +4,7 @@
  * token.
  */
 import type { AgentInfo } from "../http-api.ts";
-import type { JobRecord } from "../job-store.ts";
+import type { JobRecord } from "../job-record.ts";
 import type { LogEvent } from "./log-model.ts";
 
 /** The controller answered 401: the page shows the sign-in form. */

@@ -10,7 +10,7 @@
  */
 import { AnsiUp } from "ansi_up";
 import { formatBytes, formatMs, stepTitle } from "../describe.ts";
-import type { JobEvent, JobStatus, StepRecord, StepStatus } from "../job-store.ts";
+import type { JobEvent, JobStatus, StepRecord, StepStatus } from "../job-record.ts";
 
 /**
  * Longest line kept as one row, in characters: a longer one (minified output, a progress bar

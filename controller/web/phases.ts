@@ -3,7 +3,7 @@
  * the timeline picture and the jobs list. Times the record lacks (a job still queued, a
  * controller that does not record launches) shorten the list; a phase still going ends at `now`.
  */
-import type { JobRecord, StepStatus } from "../job-store.ts";
+import type { JobRecord, StepStatus } from "../job-record.ts";
 
 /** Record fields the view reads when the controller records them (launches, first output). */
 export type JobView = JobRecord & {

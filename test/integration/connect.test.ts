@@ -121,8 +121,9 @@ describe("proxies from the environment", () => {
     ["HTTP_PROXY", "HTTP_PROXY"],
     ["http_proxy (lower case)", "http_proxy"],
     ["ALL_PROXY", "ALL_PROXY"],
-  ])("%s: a controller reachable only through a CONNECT proxy runs the job", async (_what, variable) => {
-    const name = `proxied-${variable.toLowerCase()}`;
+  ])("%s: a controller reachable only through a CONNECT proxy runs the job", async (what, variable) => {
+    // Names are single-use: HTTP_PROXY and http_proxy must not share one.
+    const name = `proxied-${what.replace(/\W+/g, "-").toLowerCase()}`;
     const record = ctl.controller.submit({ steps: [{ run: "echo through the proxy" }] });
     const { code } = await launch(name, { [variable]: proxy.url });
     expect(code).toBe(ExitCode.ok);

@@ -90,7 +90,7 @@ describe("ArtifactReceiver", () => {
     const before = ArtifactReceiver.create(path, 1 << 20);
     sendAll(before, data.subarray(0, 5_000));
     // The controller died having acknowledged 4,000 bytes: the rest is sent again.
-    const after = ArtifactReceiver.reopen(path, 1 << 20, 4_000);
+    const after = ArtifactReceiver.reopen(path, 1 << 20, { receivedBytes: 4_000, storedBytes: 4_000 });
     expect(after.receivedBytes).toBe(4_000);
     sendAll(after, data, 1000, 4_000);
     const record = after.end({ ...listing, bytes: data.length, sha256: sha256(data) });

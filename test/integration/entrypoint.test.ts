@@ -156,7 +156,9 @@ describe("container entrypoint launch forms", () => {
 
   it("on SIGTERM during a step reports the job interrupted, keeps its output, and exits 143", async () => {
     const name = "sigterm-agent";
+    // No retry: the interrupted attempt ends the job (by default the controller would retry it).
     const record = ctl.controller.submit({
+      retry: { infrastructure: 0 },
       steps: [{ run: "echo started; sleep 30" }, { run: "echo never" }],
     });
     const run = startEntrypoint([

@@ -196,7 +196,11 @@ describe("signals", () => {
   }
 
   it("a second SIGTERM skips the grace: a step that ignores SIGTERM is killed at once", async () => {
-    const job = ctl.controller.submit({ steps: [{ argv: ["node", join(FIXTURES, "ignore-sigterm.mjs")] }] });
+    // No retry: the interrupted attempt ends the job (by default the controller would retry it).
+    const job = ctl.controller.submit({
+      retry: { infrastructure: 0 },
+      steps: [{ argv: ["node", join(FIXTURES, "ignore-sigterm.mjs")] }],
+    });
     const agent = launch(named("sig2"), { AGENT_GRACE_MS: "60000" });
     await firstOutput(job.id);
     agent.child.kill("SIGTERM");
@@ -214,7 +218,11 @@ describe("signals", () => {
   });
 
   it("the first SIGTERM gives a step that ignores it the grace period, then kills it, and exits 143", async () => {
-    const job = ctl.controller.submit({ steps: [{ argv: ["node", join(FIXTURES, "ignore-sigterm.mjs")] }] });
+    // No retry: the interrupted attempt ends the job (by default the controller would retry it).
+    const job = ctl.controller.submit({
+      retry: { infrastructure: 0 },
+      steps: [{ argv: ["node", join(FIXTURES, "ignore-sigterm.mjs")] }],
+    });
     const agent = launch(named("sig1"), { AGENT_GRACE_MS: "700" });
     await firstOutput(job.id);
     const sentAt = Date.now();

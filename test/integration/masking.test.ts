@@ -71,7 +71,9 @@ describe("secret masking", () => {
     const job = ctl.controller.submit({ steps: [{ run: `cat ${file}; sleep 0.3; echo done` }] });
     const { logger, lines } = captureLogger();
     const running = runAgent(agentConfigFor(ctl.controller, name), { logger });
-    await expect.poll(() => ctl.controller.getJob(job.id)?.logBytes ?? 0).toBeGreaterThan(0);
+    await expect
+      .poll(() => ctl.controller.getJob(job.id)?.logBytes ?? 0, { timeout: 15_000 })
+      .toBeGreaterThan(0);
     expect(allCommandLines()).not.toContain(secret);
     expect((await running).exitCode).toBe(ExitCode.ok);
     expect((await ctl.client.log(job.id)).toString()).toBe("***\ndone\n");

@@ -58,7 +58,11 @@ describe("the controller against a misbehaving agent", () => {
   });
 
   it("keeps the output that arrived before an agent broke the protocol mid-job", async () => {
-    const record = ctl.controller.submit({ steps: [{ id: "s1", run: "true" }] });
+    // No retry: the job ends with this attempt (a retry would run it again on another agent).
+    const record = ctl.controller.submit({
+      retry: { infrastructure: 0 },
+      steps: [{ id: "s1", run: "true" }],
+    });
     const agent = await rawAgent(ctl.controller, "mid-job");
     agent.hello();
     const job = (await agent.next("job")).job as { id: string };
@@ -73,7 +77,10 @@ describe("the controller against a misbehaving agent", () => {
   });
 
   it("rejects a step-end whose byte counts differ from what arrived", async () => {
-    const record = ctl.controller.submit({ steps: [{ id: "s1", run: "true" }] });
+    const record = ctl.controller.submit({
+      retry: { infrastructure: 0 },
+      steps: [{ id: "s1", run: "true" }],
+    });
     const agent = await rawAgent(ctl.controller, "miscount");
     agent.hello();
     const job = (await agent.next("job")).job as { id: string };

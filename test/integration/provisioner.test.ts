@@ -34,7 +34,7 @@ describe("dispatch and the local provisioner", () => {
     const logs = tempDir("agent-logs-");
     const data = await startController({
       overrides: {
-        maxProvisionAttempts: 2,
+        retry: { infrastructure: 1 },
         provisioner: new LocalProvisioner({
           command: [process.execPath, "-e", "process.stderr.write('cannot start\\n'); process.exit(9)"],
           logDir: logs.path,

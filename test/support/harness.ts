@@ -77,7 +77,7 @@ export async function startController(
     dataDir: data.path,
     log,
     close: async () => {
-      await controller.stop();
+      await controller.stop({ endJobs: true });
       data.remove();
     },
   };

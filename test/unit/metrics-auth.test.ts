@@ -28,6 +28,8 @@ function job(
     id,
     labels,
     status,
+    retry: { infrastructure: 0 },
+    attempts: [],
     logBytes: 0,
     steps: [],
     submittedAt: iso(times.submitted),

@@ -212,6 +212,8 @@ describe("renderOutcome", () => {
     id: "j",
     labels: [],
     status,
+    retry: { infrastructure: 0 },
+    attempts: [],
     submittedAt: at,
     logBytes: 0,
     steps,
@@ -239,5 +241,29 @@ describe("renderOutcome", () => {
   it("paints each line on its own", () => {
     const text = renderOutcome(record("failed", [{ id: "1", status: "skipped" }]), true);
     expect(text).toBe("\u001b[2m=== skipped: [1/1] step 1\u001b[22m\n");
+  });
+
+  it("announces a retry: the attempt, its agent and platform, and why the previous one ended", () => {
+    let out = "";
+    const render = createRenderer({ write: (text) => (out += text), color: false });
+    const attempt = {
+      type: "attempt" as const,
+      at: "t",
+      agent: "a-1",
+      platform: "ecs",
+      labels: [],
+      logOffset: 0,
+    };
+    render({ ...attempt, attempt: 1 });
+    render({
+      ...attempt,
+      attempt: 2,
+      agent: "a-2",
+      template: "fargate",
+      retryOf: { cause: "interrupted", message: "SIGTERM" },
+    });
+    expect(out).toBe(
+      "--- attempt 2 on agent a-2 (ecs, fargate): the previous one ended interrupted: SIGTERM\n",
+    );
   });
 });

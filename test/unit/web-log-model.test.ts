@@ -196,6 +196,8 @@ describe("web view job phases", () => {
   const base = {
     id: "j",
     labels: [],
+    retry: { infrastructure: 0 },
+    attempts: [],
     logBytes: 0,
     submittedAt: "2026-01-01T00:00:00.000Z",
   };

@@ -1,0 +1,309 @@
+import { readFile } from "node:fs/promises";
+import { parse as parseYaml } from "yaml";
+import * as z from "zod";
+import { type ConfigProblem, type Logger, zodProblems } from "../agent-core/index.ts";
+import { ControllerApiError } from "./errors.ts";
+import { durationMs, MAX_INFRASTRUCTURE_RETRIES, nestingDepth } from "./job-spec.ts";
+import { EcsProvisioner } from "./provisioners/ecs.ts";
+import { LambdaProvisioner } from "./provisioners/lambda.ts";
+import { LocalProvisioner } from "./provisioners/local.ts";
+import type { LaunchTemplate } from "./provisioners/provisioner.ts";
+
+const durationSchema = z
+  .union([
+    z.number().int().nonnegative(),
+    z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h"),
+  ])
+  .transform((value) => durationMs(value));
+
+const BYTE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as const;
+const bytesSchema = z
+  .union([
+    z.number().int().positive(),
+    z.string().regex(/^\d+\s*(B|KiB|MiB|GiB)$/, "must be a number of bytes or look like 512MiB or 1GiB"),
+  ])
+  .transform((value) => {
+    if (typeof value === "number") return value;
+    const [, count, unit] = /^(\d+)\s*(B|KiB|MiB|GiB)$/.exec(value)!;
+    return Number(count) * BYTE_UNITS[unit as keyof typeof BYTE_UNITS];
+  });
+
+const nameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 letters, digits, '_', '.', '-'");
+const labelSchema = z.string().min(1).max(100);
+
+const awsCloudSchema = z
+  .object({
+    name: nameSchema,
+    type: z.literal("aws"),
+    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, "must be an AWS region such as eu-west-1"),
+    /** Endpoints other than AWS's (VPC endpoints, or loopback fakes in tests). */
+    endpoints: z.object({ ecs: z.url().optional(), lambda: z.url().optional() }).strict().optional(),
+    /** Attempts per AWS call, retries of throttling and 5xx answers included (SDK standard retry). */
+    maxAttempts: z.number().int().min(1).max(20).default(5),
+  })
+  .strict();
+
+const localCloudSchema = z
+  .object({
+    name: nameSchema,
+    type: z.literal("local"),
+    /** The command that starts an agent; default: the container entrypoint bundle beside the controller. */
+    command: z.array(z.string().min(1)).min(1).optional(),
+    /** Environment added for the agents (tunables such as AGENT_GRACE_MS). */
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).optional(),
+  })
+  .strict();
+
+const ecsSchema = z
+  .object({
+    cluster: z.string().min(1),
+    taskDefinition: z.string().min(1),
+    container: z.string().min(1),
+    capacityProvider: z.string().min(1).optional(),
+    launchType: z.enum(["FARGATE", "EC2", "EXTERNAL"]).optional(),
+    subnets: z.array(z.string().min(1)).min(1).max(16).optional(),
+    securityGroups: z.array(z.string().min(1)).max(5).optional(),
+    assignPublicIp: z.boolean().default(false),
+    secretIn: z.enum(["environment", "command"]).default("environment"),
+    tags: z.record(z.string().min(1).max(128), z.string().max(256)).optional(),
+    /** How often the controller asks ECS about the tasks it watches. */
+    pollInterval: durationSchema.default(5_000),
+  })
+  .strict()
+  .refine((ecs) => !(ecs.capacityProvider && ecs.launchType), {
+    message: "give either `capacityProvider` or `launchType`, not both",
+  });
+
+const lambdaSchema = z
+  .object({
+    function: z.string().min(1).max(170),
+    qualifier: z
+      .string()
+      .regex(/^(\$LATEST|[A-Za-z0-9_-]{1,128})$/, "must be a version or an alias")
+      .optional(),
+  })
+  .strict();
+
+const templateSchema = z
+  .object({
+    name: nameSchema,
+    cloud: nameSchema,
+    /** The labels its agents carry; it serves a job whose labels are all here. Omitted: every job. */
+    labels: z.array(labelSchema).max(100).optional(),
+    connectTimeout: durationSchema.optional(),
+    /** A job whose attempt here ends with reason `deadline` moves once to this label. */
+    overflowLabel: labelSchema.optional(),
+    ecs: ecsSchema.optional(),
+    lambda: lambdaSchema.optional(),
+  })
+  .strict();
+
+/** The controller config file (YAML or JSON): see docs/controller.md. */
+export const controllerConfigSchema = z
+  .object({
+    /** The URL agents are given to reach the controller (default: the URL it listens on). */
+    url: z.url().optional(),
+    listen: z
+      .object({ host: z.string().min(1).optional(), port: z.number().int().min(0).max(65_535).optional() })
+      .strict()
+      .optional(),
+    dataDir: z.string().min(1).optional(),
+    retry: z
+      .object({ infrastructure: z.number().int().min(0).max(MAX_INFRASTRUCTURE_RETRIES) })
+      .strict()
+      .optional(),
+    maxLogBytes: bytesSchema.optional(),
+    connectTimeout: durationSchema.optional(),
+    resumeWindow: durationSchema.optional(),
+    clouds: z.array(z.discriminatedUnion("type", [awsCloudSchema, localCloudSchema])).default([]),
+    templates: z.array(templateSchema).default([]),
+  })
+  .strict();
+
+/**
+ * The rules between fields (names unique, a template's cloud exists and suits its platform, an
+ * overflow label is served elsewhere), checked on the raw input so that they are reported
+ * together with the schema's own problems.
+ */
+function crossProblems(input: unknown): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const config = (input ?? {}) as { clouds?: unknown; templates?: unknown };
+  const clouds = Array.isArray(config.clouds) ? (config.clouds as { name?: unknown; type?: unknown }[]) : [];
+  const templates = Array.isArray(config.templates) ? (config.templates as Record<string, unknown>[]) : [];
+  const cloudNames = clouds.map((cloud) => cloud?.name);
+  if (new Set(cloudNames).size !== cloudNames.length)
+    problems.push({ field: "clouds", message: "cloud names must be unique" });
+  const templateNames = templates.map((template) => template?.name);
+  if (new Set(templateNames).size !== templateNames.length)
+    problems.push({ field: "templates", message: "template names must be unique" });
+  templates.forEach((template, index) => {
+    if (template === null || typeof template !== "object") return;
+    const at = (field: string) => `templates.${index}.${field}`;
+    const cloud = clouds.find((c) => c?.name === template.cloud);
+    if (cloud === undefined) {
+      problems.push({ field: at("cloud"), message: `no cloud named ${JSON.stringify(template.cloud)}` });
+      return;
+    }
+    const platforms = [template.ecs && "ecs", template.lambda && "lambda"].filter(Boolean);
+    if (cloud.type === "aws" && platforms.length !== 1)
+      problems.push({
+        field: at("cloud"),
+        message: "an aws template needs exactly one of `ecs` and `lambda`",
+      });
+    if (cloud.type === "local" && platforms.length > 0)
+      problems.push({ field: at("cloud"), message: "a local template takes no `ecs` or `lambda`" });
+    const ecs = template.ecs as { subnets?: unknown; launchType?: unknown } | undefined;
+    if (ecs && typeof ecs === "object" && ecs.subnets === undefined && ecs.launchType !== "EC2")
+      problems.push({ field: `${at("ecs")}.subnets`, message: "Fargate (awsvpc) needs `subnets`" });
+    const overflow = template.overflowLabel;
+    if (typeof overflow === "string") {
+      const served = templates.some(
+        (other) =>
+          other !== template &&
+          other !== null &&
+          typeof other === "object" &&
+          (other.labels === undefined || (Array.isArray(other.labels) && other.labels.includes(overflow))),
+      );
+      if (!served)
+        problems.push({
+          field: at("overflowLabel"),
+          message: `no other template serves the label ${JSON.stringify(overflow)}`,
+        });
+    }
+  });
+  return problems;
+}
+
+export type ControllerConfig = z.output<typeof controllerConfigSchema>;
+
+/** Validates a parsed config; throws ControllerApiError `CONTROLLER_ERR_CONFIG` listing every problem. */
+export function parseControllerConfig(input: unknown, source = "the controller config"): ControllerConfig {
+  if (nestingDepth(input, 16) > 16)
+    throw configError(source, [{ field: "(config)", message: "Expected at most 16 levels of nesting" }]);
+  const parsed = controllerConfigSchema.safeParse(input ?? {}, { reportInput: true });
+  const problems = [...(parsed.success ? [] : zodProblems(parsed.error, new Set())), ...crossProblems(input)];
+  if (problems.length > 0 || !parsed.success) throw configError(source, problems);
+  return parsed.data;
+}
+
+/** Reads and validates a config file (YAML, or JSON for `.json`). */
+export async function readControllerConfig(path: string): Promise<ControllerConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new ControllerApiError(
+      0,
+      "CONTROLLER_ERR_CONFIG",
+      `cannot read ${path}: ${(error as Error).message}`,
+    );
+  }
+  let input: unknown;
+  try {
+    input = path.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new ControllerApiError(
+      0,
+      "CONTROLLER_ERR_CONFIG",
+      `${path} is not valid: ${(error as Error).message}`,
+    );
+  }
+  return parseControllerConfig(input, path);
+}
+
+function configError(source: string, problems: ConfigProblem[]): ControllerApiError {
+  const lines = problems.map((p) => `  - ${p.field}: ${p.message}`).join("\n");
+  return new ControllerApiError(
+    0,
+    "CONTROLLER_ERR_CONFIG",
+    `${source} is invalid (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n${lines}`,
+    problems,
+  );
+}
+
+export interface TemplateBuildOptions {
+  logger: Logger;
+  /** The agent command for local clouds without their own `command`. */
+  defaultLocalCommand: () => string[];
+  /** Where local agents write their diagnostics. */
+  agentLogDir: string;
+  /** Credentials for the AWS clients; default: the SDK's provider chain (environment, role). */
+  awsCredentials?: { accessKeyId: string; secretAccessKey: string };
+}
+
+/**
+ * The launch templates of a config, each with its provisioner: one AWS SDK client per cloud
+ * and service (loaded only when a template uses it), one provisioner per template.
+ */
+export async function buildTemplates(
+  config: ControllerConfig,
+  options: TemplateBuildOptions,
+): Promise<LaunchTemplate[]> {
+  const ecsClients = new Map<string, import("@aws-sdk/client-ecs").ECSClient>();
+  const lambdaClients = new Map<string, import("@aws-sdk/client-lambda").LambdaClient>();
+  const templates: LaunchTemplate[] = [];
+  for (const template of config.templates) {
+    const cloud = config.clouds.find((c) => c.name === template.cloud)!;
+    const common = {
+      name: template.name,
+      ...(template.labels ? { labels: template.labels } : {}),
+      ...(template.connectTimeout !== undefined ? { connectTimeoutMs: template.connectTimeout } : {}),
+      ...(template.overflowLabel ? { overflowLabel: template.overflowLabel } : {}),
+    };
+    if (cloud.type === "local") {
+      templates.push({
+        ...common,
+        provisioner: new LocalProvisioner({
+          command: cloud.command ?? options.defaultLocalCommand(),
+          logDir: options.agentLogDir,
+          ...(template.labels ? { labels: template.labels } : {}),
+          ...(cloud.env ? { env: cloud.env } : {}),
+        }),
+      });
+      continue;
+    }
+    const clientConfig = {
+      region: cloud.region,
+      maxAttempts: cloud.maxAttempts,
+      retryMode: "standard",
+      ...(options.awsCredentials ? { credentials: options.awsCredentials } : {}),
+    };
+    if (template.ecs) {
+      let client = ecsClients.get(cloud.name);
+      if (client === undefined) {
+        const { ECSClient } = await import("@aws-sdk/client-ecs");
+        client = new ECSClient({
+          ...clientConfig,
+          ...(cloud.endpoints?.ecs ? { endpoint: cloud.endpoints.ecs } : {}),
+        });
+        ecsClients.set(cloud.name, client);
+      }
+      const { pollInterval, ...ecs } = template.ecs;
+      templates.push({
+        ...common,
+        provisioner: new EcsProvisioner(
+          client,
+          { ...ecs, template: template.name },
+          { logger: options.logger, pollIntervalMs: pollInterval },
+        ),
+      });
+    } else if (template.lambda) {
+      let client = lambdaClients.get(cloud.name);
+      if (client === undefined) {
+        const { LambdaClient } = await import("@aws-sdk/client-lambda");
+        client = new LambdaClient({
+          ...clientConfig,
+          ...(cloud.endpoints?.lambda ? { endpoint: cloud.endpoints.lambda } : {}),
+        });
+        lambdaClients.set(cloud.name, client);
+      }
+      templates.push({
+        ...common,
+        provisioner: new LambdaProvisioner(client, template.lambda, { logger: options.logger }),
+      });
+    }
+  }
+  return templates;
+}

@@ -1,0 +1,364 @@
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { open } from "node:fs/promises";
+import { join } from "node:path";
+import type { OutputStream } from "../agent-core/index.ts";
+import type { JobEvent, JobRecord } from "./job-record.ts";
+
+/** Fields the journal adds to what an agent reported: its message's seq and the attempt it belongs to. */
+interface FromAgent {
+  seq: number;
+  attempt: number;
+}
+
+/**
+ * A line of `events.jsonl`. Output is stored as a pointer into `output.log`, and an artifact frame
+ * as its place in the attempt's artifact stream (its bytes are in `artifacts.tar.part`; readers
+ * are not shown these lines); events that came from an agent carry their `seq` and `attempt`, so
+ * the journal alone rebuilds where a job's message stream stands after a restart.
+ */
+export type StoredEvent =
+  | Exclude<JobEvent, { type: "output" | "step-start" | "step-end" | "artifacts" }>
+  | (Extract<JobEvent, { type: "artifacts" }> & { seq: number })
+  | ({
+      type: "artifact";
+      offset: number;
+      length: number;
+      /** Set when the frame's bytes were not stored: the artifacts are past the store's cap. */
+      dropped?: true;
+    } & FromAgent)
+  | (Extract<JobEvent, { type: "step-start" }> & FromAgent & { agentAt?: string })
+  | (Extract<JobEvent, { type: "step-end" }> &
+      FromAgent & { at: string; stdoutBytes: number; stderrBytes: number })
+  | ({
+      type: "output";
+      stepId: string;
+      stream: OutputStream;
+      offset: number;
+      length: number;
+      /** Bytes of the frame not stored because the job's log reached its cap. */
+      dropped?: number;
+      /** When the controller received the frame (its clock). */
+      at?: string;
+    } & FromAgent);
+
+/** One event as a reader gets it: output events with their bytes. */
+export interface ReadEvent {
+  event: JobEvent;
+  data?: Buffer;
+}
+
+const SAVE_DELAY_MS = 200;
+const READ_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * A job's files under `<dataDir>/jobs/<id>/`: `job.json` (the record), `output.log` (every output
+ * byte in arrival order, unchanged) and `events.jsonl` (the journal: statuses, attempts, steps,
+ * and where each output frame sits in output.log).
+ *
+ * Writes are synchronous and ordered: an output frame's bytes go to output.log before its journal
+ * line, and a journal line is the commit point. So after the controller process dies at any
+ * instant, `JobFiles.open` finds a consistent prefix: it drops a torn last line and cuts
+ * output.log back to the end of the last committed frame. Acknowledging an agent's message only
+ * after it is written means a restarted controller asks the agent for exactly what it lacks.
+ */
+export class JobFiles {
+  readonly dir: string;
+  readonly #outputFd: number;
+  readonly #eventsFd: number;
+  #outputBytes: number;
+  #eventsBytes: number;
+  #closed = false;
+  #saveTimer: NodeJS.Timeout | undefined;
+  /** Readers waiting for the journal to grow (or close). */
+  readonly #wakers = new Set<() => void>();
+  /** In-process observers told of each event as it is stored. */
+  readonly #watchers = new Set<(event: JobEvent, data?: Buffer) => void>();
+
+  readonly #onSaveError: (error: unknown) => void;
+
+  private constructor(
+    dir: string,
+    outputBytes: number,
+    eventsBytes: number,
+    onSaveError: (error: unknown) => void,
+  ) {
+    this.dir = dir;
+    this.#onSaveError = onSaveError;
+    this.#outputFd = openSync(join(dir, "output.log"), "a");
+    this.#eventsFd = openSync(join(dir, "events.jsonl"), "a");
+    this.#outputBytes = outputBytes;
+    this.#eventsBytes = eventsBytes;
+  }
+
+  /**
+   * Creates the files of a new job in `dir`. `onSaveError` hears of a lazy record write that
+   * failed (the record is written again at the next change, and at the end).
+   */
+  static create(dir: string, onSaveError: (error: unknown) => void = () => {}): JobFiles {
+    mkdirSync(dir, { recursive: true });
+    return new JobFiles(dir, 0, 0, onSaveError);
+  }
+
+  /**
+   * Opens an existing job's files after a restart: repairs a torn journal tail and output written
+   * past the last committed frame, and returns the committed events in order.
+   */
+  static open(
+    dir: string,
+    options: { ended: boolean; onSaveError?: (error: unknown) => void },
+  ): { files: JobFiles; events: StoredEvent[] } {
+    const eventsPath = join(dir, "events.jsonl");
+    const outputPath = join(dir, "output.log");
+    const text = existsSync(eventsPath) ? readFileSync(eventsPath) : Buffer.alloc(0);
+    const events: StoredEvent[] = [];
+    let committed = 0;
+    let outputEnd = 0;
+    while (committed < text.length) {
+      const newline = text.indexOf(10, committed);
+      if (newline < 0) break;
+      let event: StoredEvent;
+      try {
+        event = JSON.parse(text.subarray(committed, newline).toString("utf8")) as StoredEvent;
+      } catch {
+        break;
+      }
+      events.push(event);
+      if (event.type === "output") outputEnd = event.offset + event.length;
+      committed = newline + 1;
+    }
+    repairLength(eventsPath, committed);
+    repairLength(outputPath, outputEnd);
+    const files = new JobFiles(dir, outputEnd, committed, options.onSaveError ?? (() => {}));
+    if (options.ended) files.close();
+    return { files, events };
+  }
+
+  get outputBytes(): number {
+    return this.#outputBytes;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Writes the record now (atomically: a temp file, then a rename). */
+  saveRecord(record: JobRecord): void {
+    clearTimeout(this.#saveTimer);
+    this.#saveTimer = undefined;
+    const path = join(this.dir, "job.json");
+    writeFileSync(`${path}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
+    renameSync(`${path}.tmp`, path);
+  }
+
+  /**
+   * Writes the record within `SAVE_DELAY_MS`, once for any number of calls: a job of many short
+   * steps does not rewrite its record at every step (the journal has every step already).
+   */
+  saveRecordSoon(record: JobRecord): void {
+    if (this.#saveTimer !== undefined) return;
+    this.#pendingRecord = record;
+    this.#saveTimer = setTimeout(() => {
+      try {
+        this.saveRecord(record);
+      } catch (error) {
+        this.#onSaveError(error);
+      }
+    }, SAVE_DELAY_MS);
+    this.#saveTimer.unref();
+  }
+
+  /** Writes a record whose lazy write is pending, now (the controller stops). */
+  flush(): void {
+    if (this.#saveTimer !== undefined && this.#pendingRecord !== undefined)
+      this.saveRecord(this.#pendingRecord);
+  }
+
+  #pendingRecord: JobRecord | undefined;
+
+  /** Stores an output frame: its bytes, then its journal line. */
+  appendOutput(
+    frame: { stepId: string; stream: OutputStream; data: Buffer; dropped?: number; at?: string } & FromAgent,
+  ): void {
+    if (this.#closed) return;
+    const offset = this.#outputBytes;
+    writeAll(this.#outputFd, frame.data);
+    this.#outputBytes += frame.data.length;
+    // Decoding costs on every frame: only when someone watches the job in process.
+    if (this.#watchers.size > 0 && frame.data.length > 0) {
+      const text = frame.data.toString("utf8");
+      const event: JobEvent = {
+        type: "output",
+        stepId: frame.stepId,
+        stream: frame.stream,
+        text,
+        ...(frame.at !== undefined ? { at: frame.at } : {}),
+      };
+      for (const watcher of this.#watchers) watcher(event, frame.data);
+    }
+    this.appendEvent({
+      type: "output",
+      stepId: frame.stepId,
+      stream: frame.stream,
+      offset,
+      length: frame.data.length,
+      ...(frame.dropped ? { dropped: frame.dropped } : {}),
+      ...(frame.at !== undefined ? { at: frame.at } : {}),
+      seq: frame.seq,
+      attempt: frame.attempt,
+    });
+  }
+
+  appendEvent(event: StoredEvent): void {
+    if (this.#closed) return;
+    const line = Buffer.from(`${JSON.stringify(event)}\n`);
+    writeAll(this.#eventsFd, line);
+    this.#eventsBytes += line.length;
+    this.#wake();
+    if (this.#watchers.size > 0 && event.type !== "output" && event.type !== "artifact") {
+      const shown = publicEvent(event);
+      for (const watcher of this.#watchers) watcher(shown);
+    }
+  }
+
+  /**
+   * Tells `watcher` synchronously of every event stored from now on (output with its bytes),
+   * until the returned function is called. For in-process observers that neither block nor
+   * buffer (metrics, benchmarks); a reader that can fall behind uses `read`.
+   */
+  watch(watcher: (event: JobEvent, data?: Buffer) => void): () => void {
+    this.#watchers.add(watcher);
+    return () => this.#watchers.delete(watcher);
+  }
+
+  /**
+   * Reads the job's events from the start, output with its bytes. With `follow`, waits for new
+   * events until the job's log is closed; without, stops at what is stored now. The reader pulls:
+   * a consumer that awaits between events (a slow HTTP client) holds no more than one chunk.
+   * Ends early when `signal` aborts.
+   */
+  async *read(options: { follow: boolean; signal?: AbortSignal }): AsyncGenerator<ReadEvent> {
+    const events = await open(join(this.dir, "events.jsonl"), "r");
+    const output = await open(join(this.dir, "output.log"), "r");
+    const limit = options.follow ? Number.POSITIVE_INFINITY : this.#eventsBytes;
+    let position = 0;
+    let pending = Buffer.alloc(0);
+    try {
+      for (;;) {
+        if (options.signal?.aborted) return;
+        const end = Math.min(this.#eventsBytes, limit);
+        if (position >= end) {
+          if (!options.follow || this.#closed) return;
+          await this.#grown(options.signal);
+          continue;
+        }
+        const chunk = Buffer.alloc(Math.min(READ_CHUNK_BYTES, end - position));
+        const { bytesRead } = await events.read(chunk, 0, chunk.length, position);
+        position += bytesRead;
+        pending =
+          pending.length === 0
+            ? chunk.subarray(0, bytesRead)
+            : Buffer.concat([pending, chunk.subarray(0, bytesRead)]);
+        let start = 0;
+        for (let newline = pending.indexOf(10); newline >= 0; newline = pending.indexOf(10, start)) {
+          const stored = JSON.parse(pending.subarray(start, newline).toString("utf8")) as StoredEvent;
+          start = newline + 1;
+          if (stored.type === "artifact") continue;
+          if (stored.type !== "output") {
+            yield { event: publicEvent(stored) };
+            continue;
+          }
+          if (stored.length === 0) continue;
+          const data = Buffer.alloc(stored.length);
+          await output.read(data, 0, stored.length, stored.offset);
+          yield {
+            event: {
+              type: "output",
+              stepId: stored.stepId,
+              stream: stored.stream,
+              text: data.toString("utf8"),
+              ...(stored.at !== undefined ? { at: stored.at } : {}),
+            },
+            data,
+          };
+        }
+        pending = pending.subarray(start);
+      }
+    } finally {
+      await events.close();
+      await output.close();
+    }
+  }
+
+  /** Ends the log: followers finish what is stored and stop. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeSync(this.#outputFd);
+    closeSync(this.#eventsFd);
+    this.#watchers.clear();
+    this.#wake();
+  }
+
+  #grown(signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        this.#wakers.delete(wake);
+        signal?.removeEventListener("abort", wake);
+        resolve();
+      };
+      this.#wakers.add(wake);
+      signal?.addEventListener("abort", wake, { once: true });
+    });
+  }
+
+  #wake(): void {
+    for (const wake of [...this.#wakers]) wake();
+  }
+}
+
+/** What a reader is shown of a stored event: the journal's bookkeeping fields left out. */
+function publicEvent(stored: Exclude<StoredEvent, { type: "output" | "artifact" }>): JobEvent {
+  if (stored.type === "step-start") {
+    const { seq: _seq, attempt: _attempt, agentAt: _agentAt, ...event } = stored;
+    return event;
+  }
+  if (stored.type === "step-end") {
+    const { seq: _seq, attempt: _attempt, at: _at, stdoutBytes: _out, stderrBytes: _err, ...event } = stored;
+    return event;
+  }
+  if (stored.type === "artifacts") {
+    const { seq: _seq, ...event } = stored;
+    return event;
+  }
+  return stored;
+}
+
+/** Cuts a file back to `length` bytes when it is longer (bytes written after the last commit). */
+function repairLength(path: string, length: number): void {
+  if (!existsSync(path)) {
+    writeFileSync(path, "");
+    return;
+  }
+  const fd = openSync(path, "r+");
+  try {
+    if (fstatSync(fd).size > length) ftruncateSync(fd, length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, data: Buffer): void {
+  let written = 0;
+  while (written < data.length) written += writeSync(fd, data, written, data.length - written);
+}

@@ -1,0 +1,255 @@
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { request } from "node:http";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { CloseCode } from "../../agent-core/index.ts";
+import { CLI_EXIT } from "../../controller/index.ts";
+import { pattern } from "../fixtures/pattern.mjs";
+import { CONTROLLER_BUNDLE } from "../support/controller-process.ts";
+import { rawAgent } from "../support/fake-peers.ts";
+import { ENTRYPOINT, FIXTURES, startController, type TestController, tempDir } from "../support/harness.ts";
+
+let ctl: TestController;
+beforeEach(async () => {
+  ctl = await startController();
+});
+afterEach(async () => {
+  await ctl.close();
+});
+
+const url = (path: string) => new URL(path, ctl.controller.url);
+
+setFlagsFromString("--expose-gc");
+const collectGarbage = runInNewContext("gc") as () => void;
+
+/** Bytes of Buffers this process still holds after a full garbage collection. */
+function heldBuffers(): number {
+  collectGarbage();
+  collectGarbage();
+  return process.memoryUsage().arrayBuffers;
+}
+
+describe("the HTTP API's faults", () => {
+  it.each([
+    "/api/v1/jobs/no-such-job",
+    "/api/v1/jobs/no-such-job/log",
+    "/api/v1/jobs/no-such-job/log?follow=1",
+    "/api/v1/jobs/no-such-job/events",
+    "/api/v1/jobs/no-such-job/events?follow=1",
+  ])("answers GET %s for an unknown job with a 404 JSON error", async (path) => {
+    const res = await fetch(url(path));
+    expect(res.status).toBe(404);
+    expect(res.headers.get("content-type")).toMatch(/application\/json/);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("CONTROLLER_ERR_NOT_FOUND");
+  });
+
+  it("answers POST cancel of an unknown job with 404", async () => {
+    const res = await fetch(url("/api/v1/jobs/nope/cancel"), { method: "POST" });
+    expect(res.status).toBe(404);
+  });
+
+  it.each([
+    ["DELETE", "/api/v1/jobs/some-id", "GET"],
+    ["GET", "/api/v1/jobs/some-id/cancel", "POST"],
+    ["PUT", "/api/v1/jobs", "GET, POST"],
+    ["POST", "/api/v1/agents", "GET"],
+    ["POST", "/healthz", "GET"],
+  ])("answers %s %s with 405 and Allow: %s", async (method, path, allow) => {
+    const res = await fetch(url(path), { method });
+    expect(res.status).toBe(405);
+    expect(res.headers.get("allow")).toBe(allow);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("CONTROLLER_ERR_BAD_REQUEST");
+  });
+
+  it("answers an unknown path with 404 whatever the method", async () => {
+    for (const method of ["GET", "POST", "DELETE"]) {
+      expect((await fetch(url("/api/v1/nothing/here"), { method })).status).toBe(404);
+    }
+  });
+
+  it.each([
+    ["20,000 levels of arrays", (depth: number) => `${"[".repeat(depth)}${"]".repeat(depth)}`, 20_000],
+    [
+      "20,000 levels of objects in a step's env",
+      (depth: number) =>
+        `{"steps":[{"run":"true","env":{"A":${'{"a":'.repeat(depth)}1${"}".repeat(depth)}}}]}`,
+      20_000,
+    ],
+    [
+      "33 levels, one past the limit",
+      (depth: number) => `{"name":${"[".repeat(depth)}${"]".repeat(depth)}}`,
+      32,
+    ],
+  ])("refuses a submission nested %s with 400, and keeps serving", async (_what, body, depth) => {
+    const res = await fetch(url("/api/v1/jobs"), {
+      method: "POST",
+      body: body(depth),
+      headers: { "Content-Type": "application/json" },
+    });
+    expect(res.status).toBe(400);
+    const error = ((await res.json()) as { error: { code: string; message: string } }).error;
+    expect(error.code).toBe("CONTROLLER_ERR_INVALID_JOB");
+    expect(error.message).toMatch(/nested at most 32 levels/);
+    expect((await ctl.client.submit({ steps: [{ run: "true" }] })).status).toBe("queued");
+  });
+
+  it("reads a follower's log at the follower's pace: a stalled reader does not grow the controller's memory, and loses nothing", async () => {
+    const size = 96 * 1024 * 1024;
+    const job = ctl.controller.submit({
+      steps: [{ argv: ["node", join(FIXTURES, "write-bytes-slowly.mjs"), String(size), "1048576", "1"] }],
+    });
+    const name = "flood";
+    const agent = spawn(process.execPath, [ENTRYPOINT], {
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        JENKINS_URL: ctl.controller.url,
+        JENKINS_SECRET: ctl.controller.secretFor(name),
+        JENKINS_AGENT_NAME: name,
+      },
+      stdio: "ignore",
+    });
+    const agentExited = new Promise((resolve) => agent.once("exit", resolve));
+    // A follower that reads nothing until the job is over.
+    const received: Buffer[] = [];
+    const response = await new Promise<import("node:http").IncomingMessage>((resolve, reject) => {
+      const req = request(url(`/api/v1/jobs/${job.id}/log?follow=1`), resolve);
+      req.on("error", reject);
+      req.end();
+    });
+    response.pause();
+    const baseline = heldBuffers();
+    await ctl.controller.waitForJob(job.id);
+    expect(ctl.controller.getJob(job.id)?.logBytes).toBe(size);
+    // Let the follower run into its stalled socket, then count what the controller still holds.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // A follower whose bytes were queued in memory would hold the whole log (96 MiB) here.
+    expect(heldBuffers() - baseline).toBeLessThan(16 * 1024 * 1024);
+    const body = await new Promise<Buffer>((resolve) => {
+      response.on("data", (chunk: Buffer) => received.push(chunk));
+      response.on("end", () => resolve(Buffer.concat(received)));
+      response.resume();
+    });
+    expect(body.length).toBe(size);
+    const sha = (data: Buffer) => createHash("sha256").update(data).digest("hex");
+    expect(sha(body)).toBe(sha(pattern(size)));
+    await agentExited;
+  });
+});
+
+describe("what an agent reports", () => {
+  it("checks the job before the seq: a used seq that names another job closes 4001, not acked as a duplicate", async () => {
+    const record = ctl.controller.submit({ steps: [{ id: "s1", run: "true" }] });
+    const agent = await rawAgent(ctl.controller, "two-jobs");
+    agent.hello();
+    await agent.next("job");
+    agent.sendJson({
+      v: 1,
+      type: "step-start",
+      seq: 1,
+      jobId: record.id,
+      stepId: "s1",
+      startedAt: Date.now(),
+    });
+    agent.sendJson({
+      v: 1,
+      type: "step-start",
+      seq: 1,
+      jobId: "another-job",
+      stepId: "s1",
+      startedAt: Date.now(),
+    });
+    const closed = await agent.closed;
+    expect(closed.code).toBe(CloseCode.invalidMessage);
+    expect(closed.reason).toMatch(/names job another-job/);
+  });
+
+  it.each([
+    ["an hour ahead", 3_600_000],
+    ["an hour behind", -3_600_000],
+  ])(
+    "records times from the controller's clock when the agent's is %s, and keeps the agent's apart",
+    async (_what, skewMs) => {
+      const record = ctl.controller.submit({
+        retry: { infrastructure: 0 },
+        steps: [{ id: "s1", run: "true" }],
+      });
+      const agent = await rawAgent(ctl.controller, `skewed${skewMs > 0 ? "-ahead" : "-behind"}`);
+      agent.hello();
+      await agent.next("job");
+      const agentNow = Date.now() + skewMs;
+      agent.sendJson({
+        v: 1,
+        type: "step-start",
+        seq: 1,
+        jobId: record.id,
+        stepId: "s1",
+        startedAt: agentNow,
+      });
+      agent.sendJson({
+        v: 1,
+        type: "step-end",
+        seq: 2,
+        jobId: record.id,
+        stepId: "s1",
+        exitCode: 0,
+        signal: null,
+        durationMs: 5,
+        reason: "exit",
+        stdoutBytes: 0,
+        stderrBytes: 0,
+      });
+      agent.sendJson({
+        v: 1,
+        type: "job-end",
+        seq: 3,
+        jobId: record.id,
+        status: "succeeded",
+        reason: "exit",
+        durationMs: 7,
+      });
+      const final = await ctl.controller.waitForJob(record.id);
+      const times = [final.submittedAt, final.assignedAt!, final.startedAt!, final.endedAt!].map(Date.parse);
+      expect([...times].sort((a, b) => a - b)).toEqual(times);
+      expect(final.queuedMs).toBeGreaterThanOrEqual(0);
+      expect(final.queuedMs).toBeLessThan(60_000);
+      expect(final.steps[0]!.agentStartedAt).toBe(new Date(agentNow).toISOString());
+      expect(Math.abs(Date.parse(final.steps[0]!.startedAt!) - Date.now())).toBeLessThan(60_000);
+      agent.socket.close();
+    },
+  );
+});
+
+describe("controller serve", () => {
+  it("on a port in use prints a clear message and exits with the usage code", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as import("node:net").AddressInfo).port;
+    const data = tempDir("serve-busy-");
+    try {
+      const child = spawn(
+        process.execPath,
+        [CONTROLLER_BUNDLE, "serve", "--port", String(port), "--data-dir", data.path],
+        {
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      const code = await new Promise((resolve) => child.once("exit", resolve));
+      expect(code).toBe(CLI_EXIT.usage);
+      expect(stderr).toContain(
+        `cannot listen on 127.0.0.1:${port}: the port is in use by another process (EADDRINUSE)`,
+      );
+      expect(stderr).not.toMatch(/internal error|\n\s+at /);
+    } finally {
+      blocker.close();
+      data.remove();
+    }
+  });
+});
