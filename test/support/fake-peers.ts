@@ -25,7 +25,10 @@ export async function rawAgent(
     },
   });
   const received: unknown[] = [];
-  socket.on("message", (data) => received.push(JSON.parse(data.toString())));
+  // JSON messages; binary frames (a seed's `workspace` frames) are for the test's own listener.
+  socket.on("message", (data, isBinary) => {
+    if (!isBinary) received.push(JSON.parse(data.toString()));
+  });
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     socket.once("close", (code, reason) => resolve({ code, reason: reason.toString() })),
   );
