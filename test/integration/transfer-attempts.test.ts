@@ -8,6 +8,7 @@ import {
   decodeControllerFrame,
   deriveAgentSecret,
   ExitCode,
+  encodeTransferFrame,
   runAgent,
 } from "../../agent-core/index.ts";
 import { Controller, ControllerClient, type JobRecord } from "../../controller/index.ts";
@@ -256,6 +257,79 @@ describe("transfers and single-use names", () => {
       "seed-first",
       "seed-second",
     ]);
+    second.socket.close();
+  });
+});
+
+describe("artifacts of a retried attempt", () => {
+  it("starts afresh: a partial stream of the interrupted attempt is dropped, never joined to the retry's", async () => {
+    const ctl = await startController();
+    cleanups.push(() => ctl.close());
+    const job = ctl.controller.submit({ artifacts: ["dist"], steps: [{ id: "s1", run: "true" }] });
+    const run = async (name: string) => {
+      const agent = await rawAgent(ctl.controller, name);
+      agent.hello();
+      await agent.next("job");
+      agent.sendJson({
+        v: 1,
+        type: "step-start",
+        seq: 1,
+        jobId: job.id,
+        stepId: "s1",
+        startedAt: Date.now(),
+      });
+      agent.sendJson({
+        v: 1,
+        type: "step-end",
+        seq: 2,
+        jobId: job.id,
+        stepId: "s1",
+        exitCode: 0,
+        signal: null,
+        reason: "exit",
+        durationMs: 1,
+        stdoutBytes: 0,
+        stderrBytes: 0,
+      });
+      return agent;
+    };
+    const frame = (seq: number, offset: number, data: Buffer) =>
+      encodeTransferFrame({ kind: "artifact", seq, offset, data });
+    // Attempt 1 sends 3 KiB of its artifacts, then is interrupted before their end.
+    const first = await run("partial-first");
+    first.socket.send(frame(3, 0, Buffer.alloc(2048, 1)));
+    first.socket.send(frame(4, 2048, Buffer.alloc(1024, 1)));
+    first.sendJson({
+      v: 1,
+      type: "job-end",
+      seq: 5,
+      jobId: job.id,
+      status: "failed",
+      reason: "interrupted",
+      durationMs: 5,
+    });
+    await expect.poll(() => ctl.controller.getJob(job.id)?.status).toBe("queued");
+    expect(ctl.controller.getJob(job.id)?.artifacts).toBeUndefined();
+    // Attempt 2 sends its own from offset 0: accepted, checked and kept alone.
+    const second = await run("partial-second");
+    const own = Buffer.alloc(1536, 2);
+    second.socket.send(frame(3, 0, own));
+    second.sendJson({
+      v: 1,
+      type: "artifacts-end",
+      seq: 4,
+      jobId: job.id,
+      bytes: own.length,
+      sha256: sha(own),
+      entries: 1,
+      skipped: [],
+      skippedCount: 0,
+      unmatched: [],
+    });
+    await expect
+      .poll(() => ctl.controller.getJob(job.id)?.artifacts)
+      .toMatchObject({ status: "stored", bytes: own.length, attempt: 2 });
+    expect(readFileSync(ctl.controller.artifactsOf(job.id).path).equals(own)).toBe(true);
     second.socket.close();
   });
 });
