@@ -749,14 +749,12 @@ export class Controller implements ControllerApi {
     const { status, ending } = run.recorder.jobEnd(message, run.cancelRequested);
     const cause = attemptCauseOf(message, run.cancelRequested);
     if (run.recorder.artifactsOverCap && (status === "succeeded" || RETRYABLE_CAUSES.has(cause))) {
-      const text = `the job's artifacts were over the store's cap of ${run.recorder.maxArtifactBytes} bytes (maxArtifactBytes): they were dropped and the job failed`;
-      run.recorder.endAttempt("artifact-limit", text);
-      this.#finish(run, "failed", {
-        reason: "artifact-limit",
-        cause: "user",
-        message: text,
-        durationMs: message.durationMs,
-      });
+      this.#capReached(
+        run,
+        "artifact-limit",
+        `the job's artifacts were over the store's cap of ${run.recorder.maxArtifactBytes} bytes (maxArtifactBytes): they were dropped and the job failed`,
+        message.durationMs,
+      );
       return;
     }
     const refused = run.recorder.record.artifacts;
@@ -768,14 +766,12 @@ export class Controller implements ControllerApi {
       return;
     }
     if (run.recorder.logCapped && status !== "succeeded") {
-      const text = `the job's log reached the store's cap of ${run.recorder.maxLogBytes} bytes (maxLogBytes): the output after it was dropped and the job stopped`;
-      run.recorder.endAttempt("log-limit", text);
-      this.#finish(run, "failed", {
-        reason: "log-limit",
-        cause: "user",
-        message: text,
-        durationMs: message.durationMs,
-      });
+      this.#capReached(
+        run,
+        "log-limit",
+        `the job's log reached the store's cap of ${run.recorder.maxLogBytes} bytes (maxLogBytes): the output after it was dropped and the job stopped`,
+        message.durationMs,
+      );
       return;
     }
     if (RETRYABLE_CAUSES.has(cause)) {
@@ -787,6 +783,17 @@ export class Controller implements ControllerApi {
     }
     run.recorder.endAttempt(cause, ending.message);
     this.#finish(run, status, ending);
+  }
+
+  /** Ends the job `failed` because what it stored reached a cap of the store (never retried). */
+  #capReached(
+    run: JobRun,
+    reason: "log-limit" | "artifact-limit",
+    message: string,
+    durationMs: number,
+  ): void {
+    run.recorder.endAttempt(reason, message);
+    this.#finish(run, "failed", { reason, cause: "user", message, durationMs });
   }
 
   #logCapReached(run: JobRun): void {

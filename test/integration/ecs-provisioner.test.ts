@@ -237,14 +237,7 @@ describe("the ECS provisioner against a loopback ECS (real @aws-sdk/client-ecs)"
     const record = controller.submit({
       steps: [{ run: `if [ -e ${mark} ]; then echo second; else touch ${mark}; echo first; sleep 30; fi` }],
     });
-    await expect.poll(() => controller.getJob(record.id)?.logBytes ?? 0, { timeout: 20_000 }).toBe(6);
-    ecs.interrupt(controller.getJob(record.id)!.attempts[0]!.platformRef!);
-    const final = await controller.waitForJob(record.id);
-    expect(final.status).toBe("succeeded");
-    expect(final.attempts.map((a) => [a.platform, a.cause])).toEqual([
-      ["ecs", "interrupted"],
-      ["ecs", "succeeded"],
-    ]);
+    const final = await interruptedOnce(controller, ecs, record.id, 6);
     expect(final.attempts[0]!.agent).not.toBe(final.attempts[1]!.agent);
     expect(taskOf(ecs, final, 0)).toMatchObject({
       stopCode: "SpotInterruption",
@@ -275,14 +268,7 @@ describe("transfers across a Spot interruption", () => {
         },
       ],
     });
-    await expect.poll(() => controller.getJob(record.id)?.logBytes ?? 0, { timeout: 20_000 }).toBe(7);
-    ecs.interrupt(controller.getJob(record.id)!.attempts[0]!.platformRef!);
-    const final = await controller.waitForJob(record.id);
-    expect(final.status).toBe("succeeded");
-    expect(final.attempts.map((a) => [a.platform, a.cause])).toEqual([
-      ["ecs", "interrupted"],
-      ["ecs", "succeeded"],
-    ]);
+    const final = await interruptedOnce(controller, ecs, record.id, 7);
     // Both attempts pulled the whole seed into a fresh workspace: nothing the first left is there.
     expect((await readLog(controller, record.id)).toString()).toBe("seeded\nseeded\nseed.txt\n");
     expect(final.transfers?.workspace).toMatchObject({ status: "done", sha256: upload.sha256 });
@@ -303,6 +289,27 @@ describe("transfers across a Spot interruption", () => {
     expect(taskOf(ecs, final, 0)).toMatchObject({ stopCode: "SpotInterruption" });
   });
 });
+
+/**
+ * Interrupts the job's first task (Spot) once its log has `logBytes`, and checks that the retry
+ * on a second task succeeded; returns the final record.
+ */
+async function interruptedOnce(
+  controller: Controller,
+  ecs: FakeEcs,
+  id: string,
+  logBytes: number,
+): Promise<JobRecord> {
+  await expect.poll(() => controller.getJob(id)?.logBytes ?? 0, { timeout: 20_000 }).toBe(logBytes);
+  ecs.interrupt(controller.getJob(id)!.attempts[0]!.platformRef!);
+  const final = await controller.waitForJob(id);
+  expect(final.status).toBe("succeeded");
+  expect(final.attempts.map((a) => [a.platform, a.cause])).toEqual([
+    ["ecs", "interrupted"],
+    ["ecs", "succeeded"],
+  ]);
+  return final;
+}
 
 async function readLog(controller: Controller, id: string): Promise<Buffer> {
   const res = await fetch(new URL(`api/v1/jobs/${id}/log`, controller.url));

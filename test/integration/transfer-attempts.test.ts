@@ -8,7 +8,6 @@ import {
   decodeControllerFrame,
   deriveAgentSecret,
   ExitCode,
-  encodeTransferFrame,
   runAgent,
 } from "../../agent-core/index.ts";
 import { Controller, ControllerClient, type JobRecord } from "../../controller/index.ts";
@@ -48,6 +47,25 @@ function seedArchive(text: string): Buffer {
 }
 
 const ENDED = ["succeeded", "failed", "error", "cancelled"];
+
+/** A raw agent ends its attempt as a SIGTERM would (`job-end` interrupted); the job goes back to the queue. */
+async function interrupted(
+  ctl: TestController,
+  agent: Awaited<ReturnType<typeof rawAgent>>,
+  seq: number,
+  jobId: string,
+): Promise<void> {
+  agent.sendJson({
+    v: 1,
+    type: "job-end",
+    seq,
+    jobId,
+    status: "failed",
+    reason: "interrupted",
+    durationMs: 5,
+  });
+  await until(() => ctl.controller.getJob(jobId)?.status === "queued", 10_000, "the job to be queued again");
+}
 
 describe("an artifact transfer across a controller restart", () => {
   it("keeps the acknowledged prefix when the controller is killed mid-transfer, and the resumed agent completes it byte for byte", async () => {
@@ -176,8 +194,6 @@ describe("a workspace seed in the store", () => {
 });
 
 describe("transfers and single-use names", () => {
-  let ctl: TestController;
-
   /** Workspace frames a raw agent received: offsets and lengths. */
   function workspaceFrames(socket: import("ws").WebSocket): { offset: number; length: number }[] {
     const frames: { offset: number; length: number }[] = [];
@@ -190,7 +206,7 @@ describe("transfers and single-use names", () => {
   }
 
   it("serves the seed to the attempt's agent only: a spent name is refused, and a retry's agent pulls it from the start", async () => {
-    ctl = await startController();
+    const ctl = await startController();
     cleanups.push(() => ctl.close());
     const seed = seedArchive("y".repeat(300_000));
     const upload = await ctl.controller.uploadWorkspace(Readable.from([seed]));
@@ -206,17 +222,7 @@ describe("transfers and single-use names", () => {
     await first.next("job");
     first.sendJson({ v: 1, type: "workspace-pull", jobId: job.id, offset: 0, length: 65_536 });
     await expect.poll(() => firstFrames.reduce((n, f) => n + f.length, 0)).toBe(65_536);
-    first.sendJson({
-      v: 1,
-      type: "job-end",
-      seq: 1,
-      jobId: job.id,
-      status: "failed",
-      reason: "interrupted",
-      durationMs: 5,
-      message: "SIGTERM",
-    });
-    await expect.poll(() => ctl.controller.getJob(job.id)?.status).toBe("queued");
+    await interrupted(ctl, first, 1, job.id);
     expect(ctl.controller.getJob(job.id)!.attempts.map((a) => a.cause)).toEqual(["interrupted"]);
     // Its session is over (closed by the controller, or refusing what comes after job-end): a
     // pull on it is answered with nothing.
@@ -230,16 +236,7 @@ describe("transfers and single-use names", () => {
     // ...and let in only to resume: it hears that its attempt ended, and a pull gets nothing.
     const resumed = await rawAgent(ctl.controller, "seed-first", { "X-Agent-Resume": job.id });
     const resumedFrames = workspaceFrames(resumed.socket);
-    resumed.socket.send(
-      JSON.stringify({
-        v: 1,
-        type: "hello",
-        agent: { name: "seed-first", labels: [], runtime: "local", version: "test" },
-        limits: { deadlineAt: null, diskBudgetBytes: null },
-        capabilities: [],
-        resume: { jobId: job.id },
-      }),
-    );
+    resumed.hello([], job.id);
     resumed.sendJson({ v: 1, type: "workspace-pull", jobId: job.id, offset: 0, length: 65_536 });
     expect(await resumed.next("resume")).toMatchObject({ jobId: job.id, seq: 1, ended: true });
     expect((await resumed.closed).code).toBe(CloseCode.outOfOrder);
@@ -270,62 +267,20 @@ describe("artifacts of a retried attempt", () => {
       const agent = await rawAgent(ctl.controller, name);
       agent.hello();
       await agent.next("job");
-      agent.sendJson({
-        v: 1,
-        type: "step-start",
-        seq: 1,
-        jobId: job.id,
-        stepId: "s1",
-        startedAt: Date.now(),
-      });
-      agent.sendJson({
-        v: 1,
-        type: "step-end",
-        seq: 2,
-        jobId: job.id,
-        stepId: "s1",
-        exitCode: 0,
-        signal: null,
-        reason: "exit",
-        durationMs: 1,
-        stdoutBytes: 0,
-        stderrBytes: 0,
-      });
+      agent.emptyStep(job.id, "s1", 1);
       return agent;
     };
-    const frame = (seq: number, offset: number, data: Buffer) =>
-      encodeTransferFrame({ kind: "artifact", seq, offset, data });
     // Attempt 1 sends 3 KiB of its artifacts, then is interrupted before their end.
     const first = await run("partial-first");
-    first.socket.send(frame(3, 0, Buffer.alloc(2048, 1)));
-    first.socket.send(frame(4, 2048, Buffer.alloc(1024, 1)));
-    first.sendJson({
-      v: 1,
-      type: "job-end",
-      seq: 5,
-      jobId: job.id,
-      status: "failed",
-      reason: "interrupted",
-      durationMs: 5,
-    });
-    await expect.poll(() => ctl.controller.getJob(job.id)?.status).toBe("queued");
+    first.artifact(3, 0, Buffer.alloc(2048, 1));
+    first.artifact(4, 2048, Buffer.alloc(1024, 1));
+    await interrupted(ctl, first, 5, job.id);
     expect(ctl.controller.getJob(job.id)?.artifacts).toBeUndefined();
     // Attempt 2 sends its own from offset 0: accepted, checked and kept alone.
     const second = await run("partial-second");
     const own = Buffer.alloc(1536, 2);
-    second.socket.send(frame(3, 0, own));
-    second.sendJson({
-      v: 1,
-      type: "artifacts-end",
-      seq: 4,
-      jobId: job.id,
-      bytes: own.length,
-      sha256: sha(own),
-      entries: 1,
-      skipped: [],
-      skippedCount: 0,
-      unmatched: [],
-    });
+    second.artifact(3, 0, own);
+    second.artifactsEnd(4, job.id, own.length, sha(own));
     await expect
       .poll(() => ctl.controller.getJob(job.id)?.artifacts)
       .toMatchObject({ status: "stored", bytes: own.length, attempt: 2 });

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { CloseCode, encodeTransferFrame } from "../../agent-core/index.ts";
+import { CloseCode } from "../../agent-core/index.ts";
 import { rawAgent } from "../support/fake-peers.ts";
 import { startController, type TestController } from "../support/harness.ts";
 
@@ -18,7 +18,7 @@ async function agentWithJob(name: string, fields: Record<string, unknown>) {
   agent.hello();
   await agent.next("job");
   const artifact = (seq: number, offset: number, data = Buffer.from("tar")) =>
-    agent.socket.send(encodeTransferFrame({ kind: "artifact", seq, offset, data }));
+    agent.artifact(seq, offset, data);
   return { agent, job, artifact };
 }
 
@@ -46,18 +46,7 @@ describe("the controller's rules for transfers", () => {
   it("refuses artifacts-end whose length is not what arrived (4001), and keeps nothing", async () => {
     const { agent, job, artifact } = await agentWithJob("miscount", { artifacts: ["dist"] });
     artifact(1, 0, Buffer.alloc(1024));
-    agent.sendJson({
-      v: 1,
-      type: "artifacts-end",
-      seq: 2,
-      jobId: job.id,
-      bytes: 2048,
-      sha256: "0".repeat(64),
-      entries: 1,
-      skipped: [],
-      skippedCount: 0,
-      unmatched: [],
-    });
+    agent.artifactsEnd(2, job.id, 2048, "0".repeat(64));
     expect((await agent.closed).code).toBe(CloseCode.invalidMessage);
     // Nothing had run: the job goes back to the queue, with no artifacts.
     await expect.poll(() => ctl.controller.getJob(job.id)?.status).toBe("queued");
@@ -68,18 +57,7 @@ describe("the controller's rules for transfers", () => {
   it("records artifacts whose digest is not the agent's as refused, with the reason", async () => {
     const { agent, job, artifact } = await agentWithJob("bad-digest", { artifacts: ["dist"] });
     artifact(1, 0, Buffer.alloc(1024));
-    agent.sendJson({
-      v: 1,
-      type: "artifacts-end",
-      seq: 2,
-      jobId: job.id,
-      bytes: 1024,
-      sha256: "0".repeat(64),
-      entries: 1,
-      skipped: [],
-      skippedCount: 0,
-      unmatched: [],
-    });
+    agent.artifactsEnd(2, job.id, 1024, "0".repeat(64));
     await expect
       .poll(() => ctl.controller.getJob(job.id)?.artifacts)
       .toMatchObject({ status: "failed", code: "AGENT_ERR_ARCHIVE_CHECKSUM" });
