@@ -1,19 +1,11 @@
 import picomatch from "picomatch";
 import * as z from "zod";
-import { ARTIFACT_WHEN, cacheNameSchema, cacheVariable, patternRefusal } from "../agent-core/index.ts";
+import { ARTIFACT_WHEN, cacheNameSchema, cacheVariable, patternSchema } from "../agent-core/index.ts";
 
 /**
  * The job file's transfer fields: what seeds the workspace, which artifacts come back, which warm
  * caches the job uses and the repository and branch its trust follows from, and the disk it needs.
  */
-
-const patternSchema = z
-  .string()
-  .max(1024)
-  .superRefine((pattern, ctx) => {
-    const why = patternRefusal(pattern);
-    if (why !== null) ctx.addIssue({ code: "custom", message: why });
-  });
 
 /**
  * `workspace`: a directory (relative to the job file, or to the CLI's working directory for

@@ -67,7 +67,7 @@ export type Step = z.infer<typeof stepSchema>;
 const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lower-case hex digits (SHA-256)");
 
 /** An artifact glob: relative to the workspace, no `..`. */
-const patternSchema = z
+export const patternSchema = z
   .string()
   .max(1024)
   .superRefine((pattern, ctx) => {

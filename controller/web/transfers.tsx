@@ -34,7 +34,8 @@ export function Transfers(props: { record: JobView }) {
       ) : null}
       {artifacts?.status === "stored" ? (
         <p class="sub">
-          Artifacts: {artifacts.entries} entries, {formatBytes(artifacts.bytes)}
+          Artifacts{record.attempts.length > 1 ? ` of attempt ${artifacts.attempt}` : ""}: {artifacts.entries}{" "}
+          entries, {formatBytes(artifacts.bytes)}
           {artifacts.bytes > 0 ? (
             <>
               {" · "}
