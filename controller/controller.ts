@@ -506,6 +506,8 @@ export class Controller implements ControllerApi {
         if (attempt.cause !== undefined) this.#spent.set(attempt.agent, stored.record.id);
       if (recorder.ended) {
         this.#records.set(stored.record.id, recorder);
+        // What an ended job no longer needs, in case the controller died before removing it.
+        this.#store.ended(stored.record.id);
         continue;
       }
       if (stored.job === undefined) {
@@ -516,6 +518,7 @@ export class Controller implements ControllerApi {
           cause: "platform",
           message: "the job could not be recovered after a restart (its sealed job is missing)",
         });
+        this.#store.ended(stored.record.id);
         continue;
       }
       if (stored.job.workspace !== undefined && !existsSync(join(stored.files.dir, SEED_FILE))) {
