@@ -255,9 +255,9 @@ async function runJobOnChannel(
 }> {
   let { logger } = options;
   // The agent's own secret and the job's secrets never reach a sink: output, messages, diagnostics.
-  const mask = buildMaskSet(job.mask, logger);
-  const both = buildMaskSet([config.secret, ...job.mask]);
-  logger = logger.redacting((line) => maskText(line, mask));
+  // One set, built once (a set of 1,000 secrets takes tens of megabytes).
+  const both = buildMaskSet([config.secret, ...job.mask], logger);
+  logger = logger.redacting((line) => maskText(line, both));
   const interrupt = options.signal;
   const onInterrupt = () => channel.stopJob("interrupted");
   interrupt?.addEventListener("abort", onInterrupt, { once: true });

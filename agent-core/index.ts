@@ -33,6 +33,7 @@ export { OutputFramer } from "./logs/framer.ts";
 export { JobLogLines, type LineWriter } from "./logs/job-log-lines.ts";
 export { type JobEventTarget, JobOutputTee } from "./logs/job-output.ts";
 export { buildMaskSet, MASK, type MaskSet, maskText, maskVariants, StreamMasker } from "./logs/masker.ts";
+export { type LongTimeout, MAX_TIMER_MS, setLongTimeout } from "./long-timer.ts";
 export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFor } from "./net/proxy.ts";
 export * from "./protocol/index.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";

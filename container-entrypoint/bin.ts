@@ -1,11 +1,13 @@
 import { ExitCode } from "../agent-core/index.ts";
 import { runEntrypoint } from "./main.ts";
+import { scrubSecretsFromProc } from "./secret-scrub.ts";
 
 runEntrypoint({
   argv: process.argv.slice(2),
   env: process.env,
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
+  scrubSecrets: scrubSecretsFromProc,
 }).then(
   (code) => {
     process.exitCode = code;

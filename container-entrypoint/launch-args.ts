@@ -14,6 +14,7 @@ import {
   ExitCode,
   isLogLevel,
   type LogLevel,
+  MAX_DURATION_MS,
   parseAgentConfig,
   proxyProblems,
   RUNTIME_KINDS,
@@ -30,13 +31,17 @@ export type LaunchPlan =
   | { kind: "version" }
   /** jenkins-agent behaviour: a single non-option argument is executed as a command. */
   | { kind: "exec"; argv: string[] }
-  /** Run the agent. `ignored`: remoting flags and variables accepted for compatibility, without effect. */
+  /**
+   * Run the agent. `ignored`: remoting flags and variables accepted for compatibility, without
+   * effect. `secrets`: every value that is or may be the secret (never shown, never given to steps).
+   */
   | {
       kind: "agent";
       config: AgentConfig;
       logLevel: LogLevel;
       ignored: string[];
       cloudWatch: CloudWatchSettings;
+      secrets: string[];
     };
 
 /** The environment as `process.env` gives it. */
@@ -329,7 +334,10 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
   if (labels !== undefined) put("labels", labels.value, labels.from);
   for (const { variable, field, value } of readTunables(env, problems)) put(field, value, variable);
   problems.push(...proxyProblems(env));
-  const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, { unit: "milliseconds" });
+  const maxDurationMs = readIntegerEnv(env, MAX_DURATION_ENV, problems, {
+    unit: "milliseconds",
+    max: MAX_DURATION_MS,
+  });
   if (maxDurationMs !== undefined) put("deadlineAt", Date.now() + maxDurationMs, MAX_DURATION_ENV);
   input.runtime = resolveRuntime(env, problems);
   input.baseEnv = childEnv(env, secrets);
@@ -346,6 +354,7 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
     logLevel,
     ignored: unique([...scan.ignored, ...ignoredEnv(env)]),
     cloudWatch,
+    secrets,
   };
 }
 
@@ -629,14 +638,15 @@ Environment:
                                AWS_ECS, else local)
   AGENT_SECRET                 never passed on to steps either
   AGENT_MAX_DURATION_MS        stop the job this long after the agent started, reporting it as
-                               \`deadline\` (ECS/Fargate have no deadline of their own; default none)
+                               \`deadline\` (ECS/Fargate have no deadline of their own; default none;
+                               at most 365 days)
   HTTPS_PROXY, HTTP_PROXY      http(s):// proxy for https/wss and http/ws URLs (the controller, the
   ALL_PROXY, NO_PROXY          AWS SDK); ALL_PROXY for both; NO_PROXY: hosts reached directly.
                                Upper or lower case
   Accepted without effect:
 ${wrapWords(IGNORED_ENV)}
 
-Tunables (non-negative integers, milliseconds or bytes):
+Tunables (non-negative integers, milliseconds (at most one day) or bytes):
 ${renderTunables()}
 
 Exit codes:

@@ -2,22 +2,25 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import {
   AGENT_VERSION,
-  type AgentConfig,
-  type CloudWatchSettings,
   ConfigError,
   createLogger,
   ExitCode,
   type Logger,
-  type LogLevel,
   runAgent,
 } from "../agent-core/index.ts";
-import { HELP_TEXT, parseLaunch } from "./launch-args.ts";
+import { HELP_TEXT, type LaunchPlan, parseLaunch } from "./launch-args.ts";
+import type { ScrubResult } from "./secret-scrub.ts";
 
 export interface EntrypointIo {
   argv: string[];
   env: Readonly<Record<string, string | undefined>>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /**
+   * Overwrites the secrets where steps could read them about this process (the real
+   * entrypoint passes scrubSecretsFromProc; tests running in-process pass none).
+   */
+  scrubSecrets?: (secrets: readonly string[]) => ScrubResult;
 }
 
 /**
@@ -46,19 +49,18 @@ export async function runEntrypoint(io: EntrypointIo): Promise<number> {
     case "exec":
       return execCommand(plan.argv);
     case "agent":
-      return runWithSignals(plan.config, plan.logLevel, plan.ignored, plan.cloudWatch, io);
+      return runWithSignals(plan, io);
   }
 }
 
 async function runWithSignals(
-  config: AgentConfig,
-  level: LogLevel,
-  ignored: string[],
-  cloudWatch: CloudWatchSettings,
+  plan: Extract<LaunchPlan, { kind: "agent" }>,
   io: EntrypointIo,
 ): Promise<number> {
+  const { config, logLevel: level, ignored, cloudWatch } = plan;
   const logger: Logger = createLogger({ level, write: io.stderr, fields: { agent: config.name } });
   if (ignored.length > 0) logger.debug("remoting options accepted without effect", { options: ignored });
+  if (io.scrubSecrets !== undefined) hideSecret(io.scrubSecrets(plan.secrets), logger);
   if (process.pid === 1) {
     logger.warn(
       "running as PID 1 without an init: orphaned grandchildren of steps will not be reaped; run under tini (the image does) or set initProcessEnabled in the ECS task definition",
@@ -105,6 +107,23 @@ async function runWithSignals(
     clearTimeout(lastResort);
     process.removeListener("SIGTERM", onSignal);
     process.removeListener("SIGINT", onSignal);
+  }
+}
+
+/** Says what the scrub of the secret left readable (or could not do), and what to do about it. */
+function hideSecret(result: ScrubResult, logger: Logger): void {
+  if (result.error !== undefined) {
+    logger.warn("could not overwrite the agent's secret in this process's memory", { error: result.error });
+  }
+  if (result.stillReadable.length > 0) {
+    logger.warn(
+      "the agent's secret stays readable by steps in these /proc files; give it as a file instead (-secret @FILE or JENKINS_SECRET=@FILE)",
+      { files: result.stillReadable },
+    );
+  } else if (result.overwritten > 0) {
+    logger.debug("the agent's secret was overwritten in /proc/<pid>/environ and cmdline", {
+      copies: result.overwritten,
+    });
   }
 }
 

@@ -1,7 +1,16 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import * as z from "zod";
-import { type ConfigProblem, idSchema, type Job, shellSchema, zodProblems } from "../agent-core/index.ts";
+import {
+  type ConfigProblem,
+  idSchema,
+  type Job,
+  MAX_DURATION_MS,
+  MAX_JOB_MASK_BYTES,
+  MAX_JOB_MASK_VALUES,
+  shellSchema,
+  zodProblems,
+} from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 import { cacheTrust, transferSubmissionFields } from "./transfer-spec.ts";
 
@@ -19,7 +28,8 @@ const durationSchema = z
     z.number().int().positive(),
     z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h"),
   ])
-  .refine((value) => durationMs(value) >= 1, "must be at least 1 ms");
+  .refine((value) => durationMs(value) >= 1, "must be at least 1 ms")
+  .refine((value) => durationMs(value) <= MAX_DURATION_MS, "must be at most 365 days (8760h)");
 const envSchema = z.record(
   z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
   z.union([z.string(), z.number(), z.boolean()]).transform(String),
@@ -47,8 +57,19 @@ export const jobSubmissionSchema = z
     name: z.string().min(1).max(200).optional(),
     labels: z.array(z.string().min(1).max(100)).max(100).default([]),
     env: envSchema.optional(),
-    /** Exported to every step and masked in logs; never stored. */
-    secrets: envSchema.optional(),
+    /** Exported to every step and masked in logs; never stored. As many as the agent can mask. */
+    secrets: envSchema
+      .refine(
+        (secrets) => Object.keys(secrets).length <= MAX_JOB_MASK_VALUES,
+        `must hold at most ${MAX_JOB_MASK_VALUES.toLocaleString("en-US")} secrets (the agent masks no more)`,
+      )
+      .refine(
+        (secrets) =>
+          Object.values(secrets).reduce((sum, value) => sum + Buffer.byteLength(value, "utf8"), 0) <=
+          MAX_JOB_MASK_BYTES,
+        `must hold at most ${MAX_JOB_MASK_BYTES.toLocaleString("en-US")} bytes of values in all (the agent masks no more)`,
+      )
+      .optional(),
     timeout: durationSchema.optional(),
     ...transferSubmissionFields,
     /** Attempts retried when they end for a platform cause (never for a user failure). */

@@ -55,7 +55,7 @@ const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
  */
 export function readFunctionEnv(env: FunctionEnv, problems: ConfigProblem[]): FunctionSettings {
   const deadlineMarginMs =
-    readIntegerEnv(env, "AGENT_DEADLINE_MARGIN_MS", problems, { unit: "milliseconds" }) ??
+    readIntegerEnv(env, "AGENT_DEADLINE_MARGIN_MS", problems, { unit: "milliseconds", max: 900_000 }) ??
     DEFAULT_DEADLINE_MARGIN_MS;
 
   let logLevel: LogLevel = "info";

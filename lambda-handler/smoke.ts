@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { arch, platform } from "node:os";
 import { join } from "node:path";
@@ -325,7 +326,10 @@ function checkTool(
           return;
         }
         const code = (error as NodeJS.ErrnoException).code;
-        if (code === "ENOENT") resolve(fail(`not found on PATH (${env.PATH ?? "PATH not set"})`));
+        // spawn reports a missing working directory as the program not found: say which it was.
+        if (code === "ENOENT" && !existsSync(cwd))
+          resolve(fail(`could not run it: the working directory ${cwd} does not exist`));
+        else if (code === "ENOENT") resolve(fail(`not found on PATH (${env.PATH ?? "PATH not set"})`));
         else if (error.killed) resolve(fail(`\`${tool} --version\` did not finish within ${timeoutMs} ms`));
         else
           resolve(

@@ -3,9 +3,17 @@ import { join } from "node:path";
 import * as z from "zod";
 import { clip } from "../clip.ts";
 import { ConfigError, type ConfigProblem } from "../errors.ts";
+import { MIN_SECRET_CHARS } from "../logs/masker.ts";
 import { runtimeKindSchema } from "../protocol/messages.ts";
 
-const ms = (min: number) => z.number().int().min(min);
+/**
+ * Longest duration a tunable accepts: one day. Far below Node's 2^31-1 ms timer limit, so that
+ * any timer made of a few tunables fires when it should.
+ */
+export const MAX_TUNABLE_MS = 86_400_000;
+
+const ms = (min: number) =>
+  z.number().int().min(min).max(MAX_TUNABLE_MS, `must be at most ${MAX_TUNABLE_MS} ms (one day)`);
 
 /**
  * Everything the agent core needs, validated. Wrappers (container entrypoint, Lambda handler)
@@ -16,10 +24,13 @@ export const agentConfigSchema = z.object({
   url: z.string().refine(isControllerUrl, "must be an http(s):// or ws(s):// URL"),
   secret: z
     .string()
-    .min(1, "must not be empty")
     .max(1024)
     // It travels in the Secret-Key header: only printable ASCII can (Jenkins secrets are hex).
-    .regex(/^[\x21-\x7e]*$/, "must be printable ASCII without spaces (it is sent in an HTTP header)"),
+    .regex(/^[\x21-\x7e]*$/, "must be printable ASCII without spaces (it is sent in an HTTP header)")
+    .refine(
+      (value) => [...value].length >= MIN_SECRET_CHARS,
+      `must be at least ${MIN_SECRET_CHARS} characters: a shorter secret cannot be masked in logs`,
+    ),
   name: z
     .string()
     .min(1, "must not be empty")

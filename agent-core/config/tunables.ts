@@ -1,6 +1,6 @@
 import { clip } from "../clip.ts";
 import type { ConfigProblem } from "../errors.ts";
-import type { AgentConfigInput } from "./config.ts";
+import { type AgentConfigInput, MAX_TUNABLE_MS } from "./config.ts";
 
 /**
  * Integer tunables every wrapper reads from its environment: variable -> agent config field.
@@ -36,8 +36,8 @@ export type EnvVariables = Readonly<Record<string, string | undefined>>;
  * problem naming the variable, the rule and the value (execa style), and undefined.
  *
  * @example
- * readIntegerEnv({ AGENT_GRACE_MS: "-1" }, "AGENT_GRACE_MS", problems, { unit: "milliseconds" });
- * // problems: Expected `AGENT_GRACE_MS` to be a non-negative integer (milliseconds), got `-1` (string)
+ * readIntegerEnv({ AGENT_GRACE_MS: "-1" }, "AGENT_GRACE_MS", problems, { unit: "milliseconds", max: 86_400_000 });
+ * // problems: Expected `AGENT_GRACE_MS` to be an integer from 0 to 86400000 (milliseconds), got `-1` (string)
  */
 export function readIntegerEnv(
   env: EnvVariables,
@@ -73,12 +73,12 @@ export function readTunables(
     TunableVariable,
     (typeof TUNABLE_ENV)[TunableVariable],
   ][]) {
-    const unit = variable.endsWith("_MS")
-      ? "milliseconds"
+    const rule = variable.endsWith("_MS")
+      ? { unit: "milliseconds", max: MAX_TUNABLE_MS }
       : variable.endsWith("_BYTES")
-        ? "bytes"
-        : undefined;
-    const value = readIntegerEnv(env, variable, problems, unit !== undefined ? { unit } : {});
+        ? { unit: "bytes" }
+        : {};
+    const value = readIntegerEnv(env, variable, problems, rule);
     if (value !== undefined) found.push({ variable, field, value });
   }
   return found;

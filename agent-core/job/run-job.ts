@@ -5,8 +5,10 @@ import { groupRssBytes } from "../limits/memory.ts";
 import type { Logger } from "../logger.ts";
 import { OutputFramer } from "../logs/framer.ts";
 import { type MaskSet, maskText, StreamMasker } from "../logs/masker.ts";
+import { setLongTimeout } from "../long-timer.ts";
 import type { OutputStream } from "../protocol/frames.ts";
 import type { Job, Step, StepReason } from "../protocol/messages.ts";
+import { newTrackingId, stopTrackedProcesses, TRACKING_VARIABLE } from "../runner/job-processes.ts";
 import { abortReason, type Command, reapGroups, runStep, type StepResult } from "../runner/run-step.ts";
 import { resolveInWorkspace } from "../workspace/workspace.ts";
 
@@ -78,27 +80,39 @@ interface Failure {
  * Runs a job's steps in order. A step that fails stops the job unless it has `continueOnError`;
  * an abort stops the running step (SIGTERM, grace, SIGKILL) and skips the rest. The platform's
  * deadline and the disk budget end the job the same way, with reasons `deadline` and `disk`.
- * When the job ends, whatever its steps left running is stopped too.
+ * When the job ends, every process its steps started is stopped too (SIGTERM, grace, SIGKILL),
+ * also those that left their step's process group: each step's environment carries
+ * {@link TRACKING_VARIABLE} (see job-processes.ts). Before the first step, leftovers of jobs whose
+ * agent died without cleaning up are stopped the same way.
  */
 export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   const { job, logger } = options;
   const started = performance.now();
   const steps: JobOutcome["steps"] = [];
   const groups = new Set<number>();
+  // Beside the first step, not before it: a step never matches (its agent is alive).
+  const sweeping = stopTrackedProcesses({ orphaned: true }, 0).then((leftovers) => {
+    if (leftovers.length > 0) {
+      logger.warn("killed processes left behind by an agent that died during its job", { pids: leftovers });
+    }
+  });
   const jobAbort = new AbortController();
   const forward = () => jobAbort.abort(options.signal.reason);
   options.signal.addEventListener("abort", forward, { once: true });
   if (options.signal.aborted) forward();
-  const timers: NodeJS.Timeout[] = [];
-  if (job.timeoutMs !== undefined)
-    timers.push(setTimeout(() => jobAbort.abort("timeout"), job.timeoutMs).unref());
+  // Any length: a `timeout: 720h` or a month-long deadline is scheduled in hops.
+  const timers = [];
+  if (job.timeoutMs !== undefined) {
+    timers.push(setLongTimeout(() => jobAbort.abort("timeout" satisfies StepReason), job.timeoutMs));
+  }
   const stopIn = msUntilStop(options.deadline);
   if (stopIn !== null) {
-    timers.push(
-      setTimeout(() => jobAbort.abort("deadline" satisfies StepReason), Math.max(0, stopIn)).unref(),
-    );
+    timers.push(setLongTimeout(() => jobAbort.abort("deadline" satisfies StepReason), Math.max(0, stopIn)));
   }
+  const trackingId = newTrackingId();
   const disk = watchDisk(options);
+  // Held before the first step: a step writing gigabytes per second fills a disk in milliseconds.
+  await disk?.reserving;
   const agentRss = { peak: process.memoryUsage.rss() };
 
   let failure: Failure | undefined;
@@ -122,7 +136,14 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
         });
         break;
       }
-      const outcome = await runOneStep(step, options, jobAbort.signal, groups, disk, agentRss);
+      const outcome = await runOneStep(
+        step,
+        options,
+        jobAbort.signal,
+        { groups, trackingId },
+        disk?.watcher ?? null,
+        agentRss,
+      );
       steps.push({ id: step.id, outcome });
       logger.info("step ended", {
         step: step.id,
@@ -144,16 +165,24 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
       }
     }
   } finally {
-    for (const timer of timers) clearTimeout(timer);
+    for (const timer of timers) timer.clear();
     options.signal.removeEventListener("abort", forward);
-    await reapGroups(groups, Math.min(options.graceMs, 2_000));
+    await sweeping;
+    await disk?.reserving;
+    disk?.watcher.releaseHeadroom();
+    const graceMs = Math.min(options.graceMs, 2_000);
+    const [, stray] = await Promise.all([
+      reapGroups(groups, graceMs),
+      stopTrackedProcesses({ id: trackingId }, graceMs),
+    ]);
+    if (stray.length > 0) logger.info("stopped processes the job left running", { pids: stray });
   }
 
   const base = {
     durationMs: Math.round(performance.now() - started),
     steps,
     agentPeakRssBytes: agentRss.peak,
-    diskUsedBytes: disk?.peakUsedBytes ?? null,
+    diskUsedBytes: disk?.watcher.peakUsedBytes ?? null,
   };
   if (failure === undefined && steps.length < job.steps.length) {
     // Stopped between steps: nothing was running, but the job did not run to its end.
@@ -170,25 +199,35 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   };
 }
 
-/** The job's disk watcher; null (with a warning) when the work dir's filesystem cannot be measured. */
-function watchDisk(options: RunJobOptions): DiskWatcher | null {
+/**
+ * The job's disk watcher, its headroom being written to a file beside the workspace (removed
+ * with it); null (with a warning) when the work dir's filesystem cannot be measured.
+ */
+function watchDisk(options: RunJobOptions): { watcher: DiskWatcher; reserving: Promise<void> } | null {
   if (options.disk === null) return null;
   const { path, limitBytes, headroomBytes, ownBytes } = options.disk;
+  let watcher: DiskWatcher;
   try {
-    return new DiskWatcher(path, limitBytes, headroomBytes, ownBytes);
+    watcher = new DiskWatcher(path, limitBytes, headroomBytes, ownBytes);
   } catch (error) {
     options.logger.warn("cannot measure the work dir's filesystem; the disk budget is not enforced", {
       error,
     });
     return null;
   }
+  const reserving = watcher.reserveHeadroom(`${options.workspace}.headroom`).then((reserved) => {
+    if (reserved < Math.floor(headroomBytes / 2)) {
+      options.logger.warn("the disk headroom could not be reserved in full", { reserved, headroomBytes });
+    }
+  });
+  return { watcher, reserving };
 }
 
 async function runOneStep(
   step: Step,
   options: RunJobOptions,
   jobSignal: AbortSignal,
-  groups: Set<number>,
+  tracking: { groups: Set<number>; trackingId: string },
   disk: DiskWatcher | null,
   agentRss: { peak: number },
 ): Promise<StepOutcome> {
@@ -217,13 +256,22 @@ async function runOneStep(
       // Zero means nothing was seen (a step too quick to sample): "not measured", not "0 bytes".
       if (rss !== null && rss > 0) peakRssBytes = Math.max(peakRssBytes ?? 0, rss);
     }
-    if (disk !== null && diskExceeded === null) {
-      diskExceeded = disk.check();
-      if (diskExceeded !== null) stepAbort.abort("disk" satisfies StepReason);
-    }
   };
   const monitor = setInterval(sample, options.monitorIntervalMs);
   monitor.unref();
+  // The disk is checked faster as the budget runs out, and on while a stopped step exits (to see
+  // whether the filesystem filled up before it was gone).
+  let diskTimer: NodeJS.Timeout | undefined;
+  const checkDisk = () => {
+    if (disk === null) return;
+    const exceeded = disk.check();
+    if (exceeded !== null && diskExceeded === null) {
+      diskExceeded = exceeded;
+      stepAbort.abort("disk" satisfies StepReason);
+    }
+    diskTimer = setTimeout(checkDisk, disk.nextCheckInMs(options.monitorIntervalMs)).unref();
+  };
+  if (disk !== null) diskTimer = setTimeout(checkDisk, disk.nextCheckInMs(options.monitorIntervalMs)).unref();
 
   let result: StepResult;
   try {
@@ -237,6 +285,8 @@ async function runOneStep(
       ...job.env,
       ...step.env,
       AGENT_STEP_ID: step.id,
+      // Last, so that no job can unset it: how the job's processes are found when it ends.
+      [TRACKING_VARIABLE]: tracking.trackingId,
     };
     const command: Command =
       step.argv !== undefined
@@ -257,7 +307,7 @@ async function runOneStep(
             ...(options.killNow ? { killNow: options.killNow } : {}),
             onStart: (id) => {
               pgid = id;
-              groups.add(id);
+              tracking.groups.add(id);
             },
             onOutput: (stream, chunk) => {
               framer.write(stream, maskers[stream].write(chunk));
@@ -276,9 +326,13 @@ async function runOneStep(
     };
   } finally {
     clearInterval(monitor);
+    clearTimeout(diskTimer);
     jobSignal.removeEventListener("abort", forward);
   }
-  if (disk !== null && diskExceeded === null) diskExceeded = disk.check();
+  if (disk !== null) {
+    const exceeded = disk.check();
+    diskExceeded ??= exceeded;
+  }
   for (const stream of ["stdout", "stderr"] as const) framer.write(stream, maskers[stream].end());
   framer.end();
 
@@ -292,7 +346,12 @@ async function runOneStep(
   if (diskExceeded !== null && disk !== null && (outcome.reason === "disk" || outcome.reason === "exit")) {
     // Over budget, whether the step was stopped for it or finished just past it.
     outcome.reason = "disk";
-    outcome.message = diskMessage(disk.path, diskExceeded, await largestDirectories(options.workspace));
+    // The job ends here: the agent needs the room for what it still has to write and report.
+    disk.releaseHeadroom();
+    outcome.message = diskMessage(disk.path, diskExceeded, await largestDirectories(options.workspace), {
+      filledUp: disk.filledUp,
+      minFreeBytes: disk.minFreeBytes,
+    });
   } else if (outcome.reason === "deadline") {
     outcome.message = deadlineMessage(options.deadline, { stepId: step.id, started: true });
   }

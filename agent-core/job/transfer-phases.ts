@@ -2,6 +2,7 @@ import type { AgentConfig } from "../config/config.ts";
 import { type DeadlinePlan, msUntilStop } from "../limits/deadline.ts";
 import { diskBudgetBytes, filesystemSpace } from "../limits/disk-budget.ts";
 import type { Logger } from "../logger.ts";
+import { setLongTimeout } from "../long-timer.ts";
 import type { Job, StepReason, TransferResult } from "../protocol/messages.ts";
 import type { CacheReport, CacheStore, PreparedCaches } from "../workspace/caches.ts";
 import type { WorkspaceDownload } from "../workspace/download.ts";
@@ -170,14 +171,17 @@ function stopAtDeadline(
     return () => signal.removeEventListener("abort", forward);
   });
   const stopIn = msUntilStop(plan);
+  // A deadline may be months away (AGENT_MAX_DURATION_MS): past setTimeout's reach, in hops.
   const timer =
     stopIn === null
       ? undefined
-      : setTimeout(() => controller.abort("deadline" satisfies StepReason), Math.max(0, stopIn)).unref();
+      : setLongTimeout(() => controller.abort("deadline" satisfies StepReason), Math.max(0, stopIn), {
+          unref: true,
+        });
   return {
     signal: controller.signal,
     dispose: () => {
-      clearTimeout(timer);
+      timer?.clear();
       for (const remove of forwards) remove();
     },
   };

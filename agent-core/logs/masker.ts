@@ -6,17 +6,28 @@
  * Matching is on bytes, so it is indifferent to how the output is split into chunks and to
  * bytes that are not valid UTF-8.
  *
+ * **Wrapped forms.** A variant of at least {@link MIN_WRAPPED_BYTES} bytes made only of base64
+ * characters (`A-Z a-z 0-9 + / - _ =`: the base64 forms of a secret of 6 bytes or more, and a
+ * raw token of that alphabet) also matches with a line break (LF, CR LF or CR) between two of
+ * its characters where that line break ends a line of base64 text (at least 16 base64
+ * characters before it): as `base64` (76 columns), `openssl base64` and PEM (64) and MIME (76,
+ * CR LF) wrap it. Its mask keeps those line breaks: `QUJD\nREVG` becomes `***\n`. A short line
+ * of ordinary output ends no wrapped form, so nothing of it is held for the next line.
+ *
  * Overlaps are resolved **leftmost-longest, non-overlapping**: scanning from the left, at the
- * first position where some variant occurs, the longest variant occurring there is replaced and
- * the scan resumes right after it. {@link StreamMasker} gives exactly this result for the
+ * first position where some variant occurs, the one spanning the most bytes is replaced and the
+ * scan resumes right after it. {@link StreamMasker} gives exactly this result for the
  * concatenated input, however it is chunked.
  *
- * The engine is an Aho-Corasick automaton compiled to a dense transition table over the byte
- * classes that occur in the variants: one table lookup per input byte, whatever the number of
- * secrets.
+ * **Bounds.** A set holds at most {@link MAX_MASK_VALUES} values of {@link MAX_MASK_BYTES} bytes
+ * in all; more is refused with `AGENT_ERR_MASK_LIMIT`. It is built in time and memory linear in
+ * the variants' total length (see mask-automaton.ts), and searched with one table lookup per
+ * input byte while its table stays small.
  */
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
+import { MAX_JOB_MASK_BYTES, MAX_JOB_MASK_VALUES } from "../protocol/messages.ts";
+import { BASE64_BYTE, base64RunAt, MaskAutomaton } from "./mask-automaton.ts";
 
 /** What a masked occurrence becomes. */
 export const MASK = "***";
@@ -26,6 +37,15 @@ export const MIN_SECRET_CHARS = 4;
 
 /** Variants shorter than this many bytes are not masked (they would mask ordinary text). */
 export const MIN_VARIANT_BYTES = 4;
+
+/** Shortest variant also matched wrapped by line breaks (shorter ones are matched as they are). */
+export const MIN_WRAPPED_BYTES = 7;
+
+/** Most values in one mask set: a job's {@link MAX_JOB_MASK_VALUES} and the agent's own secret. */
+export const MAX_MASK_VALUES = MAX_JOB_MASK_VALUES + 1;
+
+/** Most UTF-8 bytes of all values of one mask set: a job's, and 4 KiB for the agent's secret. */
+export const MAX_MASK_BYTES = MAX_JOB_MASK_BYTES + 4_096;
 
 const MASK_BYTES = Buffer.from(MASK);
 const EMPTY = Buffer.alloc(0);
@@ -56,8 +76,9 @@ const LEADING_TRIM = [0, 2, 3] as const;
  *   writes by default).
  *
  * Duplicates are removed and variants shorter than {@link MIN_VARIANT_BYTES} bytes are dropped.
- * Not covered: other encodings (hex, double encoding, base64 of the percent-encoded form, ...),
- * base64 wrapped by line breaks inside the secret's span, lower-case percent escapes.
+ * The base64 forms are also matched wrapped (see the module comment). Not covered: other
+ * encodings (hex, double encoding, base64 of the percent-encoded form, ...), lower-case percent
+ * escapes, base64 wrapped with two line breaks (or spaces) between characters.
  *
  * @example
  * ```ts
@@ -111,14 +132,20 @@ export class MaskSet {
   readonly secretCount: number;
   /** Number of distinct byte sequences masked (all variants of all secrets). */
   readonly variantCount: number;
-  /** Length in bytes of the longest variant; a masker holds back at most one byte less. */
+  /**
+   * Length in bytes of the longest variant. A masker holds back at most one byte less, plus the
+   * line breaks inside a wrapped form: at most three times that.
+   */
   readonly maxVariantBytes: number;
   /** @internal Use {@link buildMaskSet}. */
-  constructor(secretCount: number, variants: readonly Buffer[]) {
+  constructor(secretCount: number, engines: Engines) {
     this.secretCount = secretCount;
-    this.variantCount = variants.length;
-    this.maxVariantBytes = variants.reduce((max, v) => Math.max(max, v.length), 0);
-    if (variants.length > 0) automata.set(this, new Automaton(variants));
+    this.variantCount = (engines.literal?.sequenceCount ?? 0) + (engines.wrapped?.sequenceCount ?? 0);
+    this.maxVariantBytes = Math.max(
+      engines.literal?.maxSequenceBytes ?? 0,
+      engines.wrapped?.maxSequenceBytes ?? 0,
+    );
+    if (this.variantCount > 0) automata.set(this, engines);
     Object.freeze(this);
   }
 
@@ -128,25 +155,68 @@ export class MaskSet {
   }
 }
 
-/** Above this many distinct variant heads, searching each natively costs more than one scan. */
+/**
+ * The two searches of a set (variants matched as they are, and those matched wrapped too), and
+ * the needles of the quick path when there are few: byte strings of which every occurrence of a
+ * variant, and every undecided tail longer than {@link QUIET_TAIL_BYTES}, holds at least one.
+ */
+interface Engines {
+  literal: MaskAutomaton | undefined;
+  wrapped: MaskAutomaton | undefined;
+  needles: Buffer[] | undefined;
+}
+
+/** Above this many distinct needles, searching each natively costs more than one scan. */
 const MAX_NEEDLES = 32;
 
-/** The compiled automaton of each non-empty {@link MaskSet}, out of reach of its users. */
-const automata = new WeakMap<MaskSet, Automaton>();
+/**
+ * Longest undecided tail in input that holds no needle: 3 bytes of a literal variant, or 6
+ * characters of a wrapped one with a line break (up to 2 bytes) after any of them.
+ */
+const QUIET_TAIL_BYTES = 10;
+
+/**
+ * The needles for `literal` and `wrapped` variants: the first 4 bytes of each, and for a wrapped
+ * one also its bytes 3 to 6. An occurrence of a wrapped variant holds at most one line break
+ * among its first 7 characters (line breaks are 16 characters apart): after the 4th character
+ * (bytes 0-3 intact) or before it (bytes 3-6 intact, right after that line break).
+ */
+function needlesOf(literal: readonly Buffer[], wrapped: readonly Buffer[]): Buffer[] | undefined {
+  const needles = new Map<string, Buffer>();
+  const add = (bytes: Buffer) => needles.set(bytes.toString("latin1"), bytes);
+  for (const variant of literal) add(variant.subarray(0, MIN_VARIANT_BYTES));
+  for (const variant of wrapped) {
+    add(variant.subarray(0, 4));
+    add(variant.subarray(3, 7));
+  }
+  return needles.size <= MAX_NEEDLES ? [...needles.values()] : undefined;
+}
+
+/** The compiled automata of each non-empty {@link MaskSet}, out of reach of its users. */
+const automata = new WeakMap<MaskSet, Engines>();
+
+/** Whether a variant is base64 text (A-Z a-z 0-9 + / - _ =): one that may be wrapped. */
+function isBase64Text(bytes: Buffer): boolean {
+  for (const byte of bytes) if (BASE64_BYTE[byte] === 0) return false;
+  return true;
+}
 
 /**
  * Compiles the secrets to mask. Values shorter than {@link MIN_SECRET_CHARS} characters (code
  * points) are refused, each with one warning through `logger` that names its position and
  * length but never the value. Values are used exactly as given (nothing is trimmed); duplicates
- * count once.
+ * count once. Time and memory are linear in the values' total length.
  *
+ * @throws AgentError `AGENT_ERR_MASK_LIMIT` when given more than {@link MAX_MASK_VALUES} values
+ *   or more than {@link MAX_MASK_BYTES} bytes in all (the error names the figures, never a value).
  * @example
  * ```ts
- * const set = buildMaskSet([config.secret, ...job.secrets], logger);
+ * const set = buildMaskSet([config.secret, ...job.mask], logger);
  * const stdout = new StreamMasker(set);
  * ```
  */
 export function buildMaskSet(values: readonly string[], logger?: Logger): MaskSet {
+  checkMaskLimits(values, MAX_MASK_VALUES, MAX_MASK_BYTES);
   const accepted = new Set<string>();
   values.forEach((value, index) => {
     const chars = [...value].length;
@@ -160,25 +230,41 @@ export function buildMaskSet(values: readonly string[], logger?: Logger): MaskSe
     }
     accepted.add(value);
   });
-  const seen = new Set<string>();
-  const variants: Buffer[] = [];
+  const literal: Buffer[] = [];
+  const wrapped: Buffer[] = [];
   for (const value of accepted) {
     for (const variant of maskVariants(value)) {
-      const key = variant.toString("latin1");
-      if (seen.has(key)) continue;
-      seen.add(key);
-      variants.push(variant);
+      (variant.length >= MIN_WRAPPED_BYTES && isBase64Text(variant) ? wrapped : literal).push(variant);
     }
   }
-  return new MaskSet(accepted.size, variants);
+  return new MaskSet(accepted.size, {
+    literal: literal.length > 0 ? new MaskAutomaton(literal, false) : undefined,
+    wrapped: wrapped.length > 0 ? new MaskAutomaton(wrapped, true) : undefined,
+    needles: needlesOf(literal, wrapped),
+  });
+}
+
+/**
+ * Throws `AGENT_ERR_MASK_LIMIT` when `values` are more than `maxValues` or take more than
+ * `maxBytes` UTF-8 bytes in all. The message gives the figures, never a value.
+ */
+export function checkMaskLimits(values: readonly string[], maxValues: number, maxBytes: number): void {
+  let bytes = 0;
+  for (const value of values) bytes += Buffer.byteLength(value, "utf8");
+  if (values.length <= maxValues && bytes <= maxBytes) return;
+  throw new AgentError(
+    "AGENT_ERR_MASK_LIMIT",
+    `too many secrets to mask: ${values.length.toLocaleString("en-US")} values of ${bytes.toLocaleString("en-US")} bytes in all; ` +
+      `at most ${maxValues.toLocaleString("en-US")} values and ${maxBytes.toLocaleString("en-US")} bytes are accepted`,
+  );
 }
 
 /**
  * Masks one output stream (stdout and stderr each need their own). `write` returns the bytes
  * that are safe to emit now; it holds back only the longest tail that could still become a
- * variant (a proper prefix of one, at most `set.maxVariantBytes - 1` bytes), so a secret split
- * across any number of chunks, down to one byte each, is still masked. `end` releases that tail.
- * The concatenated outputs equal the leftmost-longest masking of the concatenated inputs.
+ * variant (a proper prefix of one, with the line breaks inside it when wrapped), so a secret
+ * split across any number of chunks, down to one byte each, is still masked. `end` releases that
+ * tail. The concatenated outputs equal the leftmost-longest masking of the concatenated inputs.
  *
  * A returned buffer may be `chunk` itself or a view of it (no copy when nothing is masked).
  *
@@ -190,12 +276,14 @@ export function buildMaskSet(values: readonly string[], logger?: Logger): MaskSe
  * ```
  */
 export class StreamMasker {
-  readonly #automaton: Automaton | undefined;
+  readonly #engines: Engines | undefined;
   #held: Buffer = EMPTY;
+  /** Base64 characters right before the held tail (a line break inside a wrapped form needs 16). */
+  #base64Before = 0;
   #ended = false;
 
   constructor(set: MaskSet) {
-    this.#automaton = automata.get(set);
+    this.#engines = automata.get(set);
   }
 
   /** Bytes currently held back (a possible start of a secret). */
@@ -206,14 +294,11 @@ export class StreamMasker {
   /** Masks `chunk` (after any held tail) and returns what may be emitted now. */
   write(chunk: Buffer): Buffer {
     if (this.#ended) throw new AgentError("AGENT_ERR_INTERNAL", "StreamMasker.write() called after end()");
-    const automaton = this.#automaton;
-    if (automaton === undefined || chunk.length === 0) return chunk;
+    const engines = this.#engines;
+    if (engines === undefined || chunk.length === 0) return chunk;
     const input = this.#held.length === 0 ? chunk : Buffer.concat([this.#held, chunk]);
-    const quick = automaton.holdFromWithoutMatches(input);
-    const { output, holdFrom } =
-      quick === undefined
-        ? automaton.mask(input, false)
-        : { output: input.subarray(0, quick), holdFrom: quick };
+    const { output, holdFrom } = maskBytes(engines, input, false, this.#base64Before);
+    this.#base64Before = base64RunAt(input, holdFrom, this.#base64Before);
     // Copy the tail: `chunk` belongs to the caller.
     this.#held = holdFrom === input.length ? EMPTY : Buffer.from(input.subarray(holdFrom));
     return output;
@@ -225,8 +310,8 @@ export class StreamMasker {
     this.#ended = true;
     const held = this.#held;
     this.#held = EMPTY;
-    if (this.#automaton === undefined || held.length === 0) return held;
-    return this.#automaton.mask(held, true).output;
+    if (this.#engines === undefined || held.length === 0) return held;
+    return maskBytes(this.#engines, held, true, this.#base64Before).output;
   }
 }
 
@@ -240,199 +325,81 @@ export class StreamMasker {
  * ```
  */
 export function maskText(text: string, set: MaskSet): string {
-  const automaton = automata.get(set);
-  if (automaton === undefined || text.length === 0) return text;
+  const engines = automata.get(set);
+  if (engines === undefined || text.length === 0) return text;
   const input = Buffer.from(text, "utf8");
-  const { output } = automaton.mask(input, true);
+  const { output } = maskBytes(engines, input, true);
   return output === input ? text : output.toString("utf8");
 }
 
-/** @internal Aho-Corasick automaton over the variants, as a dense DFA over byte classes. */
-class Automaton {
-  /** Byte -> class; class 0 is every byte that occurs in no variant. */
-  readonly #classOf = new Uint8Array(256);
-  readonly #classCount: number;
-  /**
-   * The transitions, failure links already resolved, with states premultiplied by the class
-   * count: `step[state * classCount + class]` is `next * classCount`, negated when `next` ends a
-   * variant (the root, 0, never does).
-   */
-  readonly #step: Int32Array;
-  /** Nearest state on the failure chain (itself included) that ends a variant, or -1. */
-  readonly #output: Int32Array;
-  readonly #fail: Int32Array;
-  readonly #depth: Int32Array;
-  /** Whether a state is a proper prefix of some variant (has a child in the trie). */
-  readonly #hasChild: Uint8Array;
-  /** Length of the variant ending exactly at a state, or 0. */
-  readonly #endsVariant: Int32Array;
+/**
+ * Masks `input` scanned from the start. With `final`, every complete occurrence is masked and
+ * nothing is held; otherwise `holdFrom` is where the undecided tail begins: the longest suffix,
+ * after the last mask, that is a proper prefix of some variant. `base64Before`: base64
+ * characters right before `input` (0 at the start of a stream).
+ */
+function maskBytes(
+  engines: Engines,
+  input: Buffer,
+  final: boolean,
+  base64Before = 0,
+): { output: Buffer; holdFrom: number } {
+  const length = input.length;
+  const quiet = engines.needles?.every((needle) => input.indexOf(needle) === -1) ?? false;
+  if (quiet && final) return { output: input, holdFrom: length };
+  if (quiet && length > QUIET_TAIL_BYTES) {
+    // Quick path: nothing to mask, and only the last few bytes can start a variant.
+    const tailStart = length - QUIET_TAIL_BYTES;
+    const before = base64RunAt(input, tailStart, base64Before);
+    const holdFrom = tailStart + maskBytes(engines, input.subarray(tailStart), false, before).holdFrom;
+    return { output: input.subarray(0, holdFrom), holdFrom };
+  }
+  const searches = [engines.literal, engines.wrapped].flatMap((automaton) =>
+    automaton === undefined ? [] : [{ automaton, ...automaton.scan(input, base64Before) }],
+  );
+  const holdFrom = (after: number) => {
+    if (final) return length;
+    let from = length;
+    for (const { automaton, endState } of searches) {
+      from = Math.min(from, automaton.undecidedStart(endState, input, after));
+    }
+    return from;
+  };
 
-  /**
-   * The distinct first MIN_VARIANT_BYTES bytes of the variants: a match needs one of them in the
-   * input, and `Buffer#indexOf` finds them natively, far faster than the byte-by-byte scan.
-   */
-  readonly #needles: Buffer[];
-
-  constructor(variants: readonly Buffer[]) {
-    const heads = new Map<string, Buffer>();
-    for (const variant of variants) {
-      const head = variant.subarray(0, MIN_VARIANT_BYTES);
-      heads.set(head.toString("latin1"), head);
-    }
-    this.#needles = heads.size <= MAX_NEEDLES ? [...heads.values()] : [];
-    let classCount = 1;
-    for (const variant of variants) {
-      for (const byte of variant) if (this.#classOf[byte] === 0) this.#classOf[byte] = classCount++;
-    }
-    this.#classCount = classCount;
-
-    // Trie.
-    const children: Map<number, number>[] = [new Map()];
-    const depth: number[] = [0];
-    const ends: number[] = [0];
-    for (const variant of variants) {
-      let state = 0;
-      for (const byte of variant) {
-        const cls = this.#classOf[byte]!;
-        const node = children[state]!;
-        let next = node.get(cls);
-        if (next === undefined) {
-          next = children.length;
-          node.set(cls, next);
-          children.push(new Map());
-          depth.push(depth[state]! + 1);
-          ends.push(0);
-        }
-        state = next;
-      }
-      ends[state] = variant.length;
-    }
-
-    const states = children.length;
-    const delta = new Int32Array(states * classCount);
-    const fail = new Int32Array(states);
-    const output = new Int32Array(states).fill(-1);
-    const hasChild = new Uint8Array(states);
-    // Breadth-first, so that a state's failure target is complete before the state itself.
-    const queue: number[] = [0];
-    for (let head = 0; head < queue.length; head++) {
-      const state = queue[head]!;
-      const row = state * classCount;
-      const failRow = fail[state]! * classCount;
-      hasChild[state] = children[state]!.size > 0 ? 1 : 0;
-      output[state] = ends[state]! > 0 ? state : state === 0 ? -1 : output[fail[state]!]!;
-      for (let cls = 0; cls < classCount; cls++) {
-        const child = children[state]!.get(cls);
-        if (child === undefined) {
-          delta[row + cls] = state === 0 ? 0 : delta[failRow + cls]!;
-        } else {
-          fail[child] = state === 0 ? 0 : delta[failRow + cls]!;
-          delta[row + cls] = child;
-          queue.push(child);
-        }
-      }
-    }
-    // Premultiply in place: the table is the largest structure (4 bytes x states x classes).
-    for (let i = 0; i < delta.length; i++) {
-      const next = delta[i]!;
-      delta[i] = output[next]! >= 0 ? -next * classCount : next * classCount;
-    }
-    this.#step = delta;
-    this.#fail = fail;
-    this.#output = output;
-    this.#hasChild = hasChild;
-    this.#depth = Int32Array.from(depth);
-    this.#endsVariant = Int32Array.from(ends);
+  // (start, length, wrapped) triples.
+  const found: number[] = [];
+  for (const { automaton, matches } of searches) {
+    if (matches === undefined) continue;
+    const wrapped = automaton.lineBreaks ? 1 : 0;
+    for (let k = 0; k < matches.length; k += 2) found.push(matches[k]!, matches[k + 1]!, wrapped);
+  }
+  if (found.length === 0) {
+    const from = holdFrom(0);
+    return { output: from === length ? input : input.subarray(0, from), holdFrom: from };
   }
 
-  /**
-   * Masks `input` scanned from the start state. With `final`, every complete occurrence is
-   * masked and nothing is held; otherwise `holdFrom` is where the undecided tail begins: the
-   * longest suffix, after the last mask, that is a proper prefix of some variant.
-   */
-  /**
-   * The fast path of `mask(input, false)` for input that holds no variant's head: nothing to
-   * replace, and only the last MIN_VARIANT_BYTES - 1 bytes can start a variant (a longer start
-   * would contain a head). Undefined when a head occurs (or there are too many heads to search).
-   */
-  holdFromWithoutMatches(input: Buffer): number | undefined {
-    if (this.#needles.length === 0) return undefined;
-    for (const needle of this.#needles) if (input.indexOf(needle) !== -1) return undefined;
-    const tailStart = Math.max(0, input.length - (MIN_VARIANT_BYTES - 1));
-    return tailStart + this.mask(input.subarray(tailStart), false).holdFrom;
+  // Leftmost first, then longest first.
+  const order = Array.from({ length: found.length / 3 }, (_, k) => k * 3);
+  order.sort((a, b) => found[a]! - found[b]! || found[b + 1]! - found[a + 1]!);
+  const pieces: Buffer[] = [];
+  let position = 0;
+  for (const k of order) {
+    const start = found[k]!;
+    if (start < position) continue; // overlaps the previous mask, or a shorter one at its start
+    if (start >= holdFrom(position)) break; // may still grow into a longer variant
+    if (start > position) pieces.push(input.subarray(position, start));
+    const end = start + found[k + 1]!;
+    pieces.push(found[k + 2] === 1 ? wrappedMask(input, start, end) : MASK_BYTES);
+    position = end;
   }
+  const from = holdFrom(position);
+  if (from > position) pieces.push(input.subarray(position, from));
+  return { output: Buffer.concat(pieces), holdFrom: from };
+}
 
-  mask(input: Buffer, final: boolean): { output: Buffer; holdFrom: number } {
-    const length = input.length;
-    const { matches, endState } = this.#scan(input);
-    const holdFrom = (after: number) =>
-      final ? length : length - this.#undecidedDepth(endState, length - after);
-
-    if (matches === undefined) {
-      const from = holdFrom(0);
-      return { output: from === length ? input : input.subarray(0, from), holdFrom: from };
-    }
-
-    // Leftmost first, then longest first.
-    const order = Array.from({ length: matches.length / 2 }, (_, k) => k * 2);
-    order.sort((a, b) => matches[a]! - matches[b]! || matches[b + 1]! - matches[a + 1]!);
-    const pieces: Buffer[] = [];
-    let position = 0;
-    let bytes = 0;
-    for (const k of order) {
-      const start = matches[k]!;
-      if (start < position) continue; // overlaps the previous mask, or a shorter one at its start
-      if (start >= holdFrom(position)) break; // may still grow into a longer variant
-      if (start > position) {
-        pieces.push(input.subarray(position, start));
-        bytes += start - position;
-      }
-      pieces.push(MASK_BYTES);
-      bytes += MASK_BYTES.length;
-      position = start + matches[k + 1]!;
-    }
-    const from = holdFrom(position);
-    if (from > position) {
-      pieces.push(input.subarray(position, from));
-      bytes += from - position;
-    }
-    return { output: Buffer.concat(pieces, bytes), holdFrom: from };
-  }
-
-  /**
-   * Runs the automaton over `input` from the root. Returns the occurrences as (start, length)
-   * pairs in order of their end (`undefined` if none) and the state at the end of `input`.
-   */
-  #scan(input: Buffer): { matches: number[] | undefined; endState: number } {
-    const classOf = this.#classOf;
-    const step = this.#step;
-    const classCount = this.#classCount;
-    const length = input.length;
-    let matches: number[] | undefined;
-    let at = 0; // premultiplied state
-    for (let i = 0; i < length; i++) {
-      at = step[at + classOf[input[i]!]!]!;
-      if (at < 0) {
-        at = -at;
-        matches ??= [];
-        // Every variant ending here; the root ends none, so the chain stops at -1.
-        for (let s = this.#output[at / classCount]!; s >= 0; s = this.#output[this.#fail[s]!]!) {
-          const len = this.#endsVariant[s]!;
-          matches.push(i + 1 - len, len);
-        }
-      }
-    }
-    return { matches, endState: at / classCount };
-  }
-
-  /**
-   * Depth of the longest suffix, at most `limit` bytes, of the text that led to `state` and that
-   * is a proper prefix of some variant (0 if none). Every suffix that is a trie node lies on the
-   * failure chain of `state`, deepest first.
-   */
-  #undecidedDepth(state: number, limit: number): number {
-    while (state !== 0 && (this.#hasChild[state] === 0 || this.#depth[state]! > limit))
-      state = this.#fail[state]!;
-    return this.#depth[state]!;
-  }
+/** The mask of a wrapped occurrence: `***` followed by the line breaks it spanned. */
+function wrappedMask(input: Buffer, start: number, end: number): Buffer {
+  const breaks: number[] = [];
+  for (let i = start; i < end; i++) if (input[i] === 10 || input[i] === 13) breaks.push(input[i]!);
+  return breaks.length === 0 ? MASK_BYTES : Buffer.concat([MASK_BYTES, Buffer.from(breaks)]);
 }

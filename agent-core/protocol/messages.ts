@@ -34,6 +34,28 @@ export const idSchema = z
     "must be letters, digits, '_', '.', '-' (starting with a letter or digit)",
   );
 
+/**
+ * Longest duration the protocol carries (job and step timeouts): 365 days. The agent schedules
+ * any of them correctly (timers beyond Node's 2^31-1 ms run in hops).
+ */
+export const MAX_DURATION_MS = 365 * 24 * 3_600_000;
+
+/** Most values in a job's `mask` list. */
+export const MAX_JOB_MASK_VALUES = 1_000;
+/** Most UTF-8 bytes of all values in a job's `mask` list (64 KiB). */
+export const MAX_JOB_MASK_BYTES = 65_536;
+
+const durationMsSchema = z.number().int().positive().max(MAX_DURATION_MS);
+
+/** The rule on a list of values to mask: count and total UTF-8 bytes. */
+export const maskListSchema = z
+  .array(z.string())
+  .max(MAX_JOB_MASK_VALUES, `must hold at most ${MAX_JOB_MASK_VALUES.toLocaleString("en-US")} values`)
+  .refine(
+    (values) => values.reduce((sum, v) => sum + Buffer.byteLength(v, "utf8"), 0) <= MAX_JOB_MASK_BYTES,
+    `must hold at most ${MAX_JOB_MASK_BYTES.toLocaleString("en-US")} bytes in all`,
+  );
+
 const envSchema = z.record(
   z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
   z.string(),
@@ -56,7 +78,7 @@ export const stepSchema = z
     env: envSchema.default({}),
     /** Relative to the job's workspace; may not leave it. */
     workingDir: z.string().optional(),
-    timeoutMs: z.number().int().positive().optional(),
+    timeoutMs: durationMsSchema.optional(),
     continueOnError: z.boolean().default(false),
   })
   .refine((s) => (s.run === undefined) !== (s.argv === undefined), {
@@ -111,9 +133,9 @@ export const jobSchema = z
     name: z.string().max(200).optional(),
     env: envSchema.default({}),
     /** Values to mask in every log sink. */
-    mask: z.array(z.string()).default([]),
+    mask: maskListSchema.default([]),
     steps: z.array(stepSchema).min(1).max(1000),
-    timeoutMs: z.number().int().positive().optional(),
+    timeoutMs: durationMsSchema.optional(),
     /** A tar stream the agent pulls (`workspace-pull`) and extracts into the workspace before the first step. */
     workspace: z.object({ bytes: z.number().int().min(1), sha256: sha256Schema }).optional(),
     artifacts: artifactsSpecSchema.optional(),

@@ -1,7 +1,10 @@
+import { type ChildProcess, spawn } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
+import { setLongTimeout } from "../long-timer.ts";
 import { type Shell, STEP_REASONS, type StepReason } from "../protocol/messages.ts";
 import { signalGroup, terminateGroup } from "./process-group.ts";
+import { explainSpawnError, isDirectory, missingWorkingDir, type SpawnAttempt } from "./spawn-errors.ts";
 
 /** What to run: a script through a shell, or a program with its arguments. */
 export type Command = { run: string; shell?: Shell } | { argv: string[] };
@@ -11,6 +14,7 @@ export interface RunStepOptions {
   cwd: string;
   /** The complete environment of the step (nothing is inherited). */
   env: Record<string, string>;
+  /** Any length: delays beyond Node's timer limit are scheduled in hops. */
   timeoutMs?: number;
   /** SIGTERM -> SIGKILL delay when the step is stopped. */
   graceMs: number;
@@ -25,6 +29,8 @@ export interface RunStepOptions {
   waitForDrain?: () => Promise<void>;
   /** Called once the process is started, with its process group id. */
   onStart?: (pgid: number) => void;
+  /** How long to wait for the exit of a process sent SIGKILL (default {@link KILL_WAIT_MS}). */
+  killWaitMs?: number;
 }
 
 /** One result shape for every outcome, like execa's. */
@@ -37,6 +43,12 @@ export interface StepResult {
   /** The step's process group, which may still hold background processes. */
   pgid: number | null;
 }
+
+/**
+ * How long to wait for the exit of a process that was sent SIGKILL. A process stuck in the
+ * kernel (uninterruptible I/O on a dead network mount) may never exit: the step ends anyway.
+ */
+export const KILL_WAIT_MS = 5_000;
 
 const BASH = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"];
 const SH = ["sh", "-e", "-c"];
@@ -54,71 +66,119 @@ export function commandArgv(command: Command): string[] {
  * sends SIGTERM to the group and SIGKILL after the grace period. The result comes when the
  * process has exited and its pipes have closed, or `drainMs` after the exit if a grandchild
  * still holds them.
+ *
+ * A step that cannot start (a missing program or working directory, an environment too large
+ * for `execve`, a name too long...) ends at once with reason `error` and a message naming the
+ * cause and its size against the limit. Every wait is bounded: the timeout, `signal` and
+ * `killNow` always end the step, and a process that survives SIGKILL is given up on after
+ * {@link KILL_WAIT_MS}.
+ *
+ * The process is started with `child_process.spawn` directly: `execve` failures surface as a
+ * synchronous throw or an `error` event, and exit and pipe events come from the process itself.
  */
 export async function runStep(options: RunStepOptions): Promise<StepResult> {
   const started = performance.now();
-  const [file, ...args] = commandArgv(options.command);
   const elapsed = () => Math.round(performance.now() - started);
+  const failed = (message: string): StepResult => ({
+    exitCode: null,
+    signal: null,
+    durationMs: elapsed(),
+    reason: "error",
+    message,
+    pgid: null,
+  });
   if (options.signal?.aborted) {
     return { exitCode: null, signal: null, durationMs: 0, reason: abortReason(options.signal), pgid: null };
   }
-
-  // Loaded on first use: a Lambda cold start that never runs a step does not pay for it.
-  const { execa } = await import("execa");
-  // A stop (cancel, SIGTERM) that came while execa loaded is not lost: nothing is started.
-  if (options.signal?.aborted) {
-    return {
-      exitCode: null,
-      signal: null,
-      durationMs: elapsed(),
-      reason: abortReason(options.signal),
-      pgid: null,
-    };
+  const attempt = spawnAttempt(options);
+  // Checked first: spawn reports a missing cwd as the program not found (ENOENT).
+  const cwdIsDirectory = isDirectory(options.cwd);
+  if (cwdIsDirectory === undefined)
+    return failed(`could not start the step: ${missingWorkingDir(options.cwd)}`);
+  if (!cwdIsDirectory) {
+    return failed(
+      `could not start the step: the working directory ${JSON.stringify(options.cwd)} is not a directory`,
+    );
   }
-  const child = execa(file!, args, {
-    cwd: options.cwd,
-    env: options.env,
-    extendEnv: false,
-    detached: true,
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    buffer: false,
-    reject: false,
-    cleanup: false,
-    stripFinalNewline: false,
-    encoding: "buffer",
-  });
-  // The promise settles when the streams end; we track exit and streams ourselves.
-  child.catch(() => {});
 
+  let child: ChildProcess;
+  try {
+    child = spawn(attempt.file, attempt.args, {
+      cwd: options.cwd,
+      env: options.env,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+  } catch (error) {
+    // execve's E2BIG, ENAMETOOLONG, ENOTDIR... are thrown here, synchronously.
+    return failed(explainSpawnError(error as NodeJS.ErrnoException, attempt));
+  }
+  return superviseStep(child, options, elapsed);
+}
+
+function spawnAttempt(options: RunStepOptions): SpawnAttempt {
+  const [file, ...args] = commandArgv(options.command);
+  return { command: options.command, file: file!, args, env: options.env, cwd: options.cwd };
+}
+
+/**
+ * The second half of {@link runStep}: supervises a started `child` (stop on timeout and abort,
+ * output, drain) until its result. Exported for tests, which hand it a process that never
+ * reports its exit to show that the wait is bounded.
+ */
+export async function superviseStep(
+  child: ChildProcess,
+  options: RunStepOptions,
+  elapsed: () => number,
+): Promise<StepResult> {
+  const attempt = spawnAttempt(options);
+  const killWaitMs = options.killWaitMs ?? KILL_WAIT_MS;
   let stopReason: StepReason | undefined;
   let stopping: Promise<void> | undefined;
-  let spawnError: Error | undefined;
+  let spawnError: NodeJS.ErrnoException | undefined;
   const pgid = child.pid ?? null;
   if (pgid !== null) options.onStart?.(pgid);
 
-  const stop = (reason: StepReason) => {
-    if (stopReason !== undefined || pgid === null) return;
-    stopReason = reason;
-    stopping = terminateGroup(pgid, options.graceMs);
+  let resolveExit: (exit: { code: number | null; signal: NodeJS.Signals | null; stuck?: true }) => void;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stuck?: true }>(
+    (resolve) => {
+      resolveExit = resolve;
+    },
+  );
+  let hasExited = false;
+  child.once("exit", (code, signal) => {
+    hasExited = true;
+    resolveExit({ code, signal });
+  });
+  child.once("error", (error) => {
+    // Only a failed start ends the wait: after a start, errors (a failed kill) change nothing.
+    if (pgid !== null) return;
+    spawnError = error;
+    resolveExit({ code: null, signal: null });
+  });
+
+  let stuckTimer: NodeJS.Timeout | undefined;
+  const stop = (reason: StepReason, hard = false) => {
+    if (pgid === null) return;
+    if (stopReason === undefined) stopReason = reason;
+    if (hard) signalGroup(pgid, "SIGKILL");
+    if (stopping !== undefined) return;
+    stopping = terminateGroup(pgid, options.graceMs, hard).then(() => {
+      if (hasExited) return;
+      stuckTimer = setTimeout(() => resolveExit({ code: null, signal: null, stuck: true }), killWaitMs);
+    });
   };
 
   const timer =
-    options.timeoutMs === undefined
-      ? undefined
-      : setTimeout(() => stop("timeout"), options.timeoutMs).unref();
+    options.timeoutMs === undefined ? undefined : setLongTimeout(() => stop("timeout"), options.timeoutMs);
   const onAbort = () => stop(abortReason(options.signal!));
   options.signal?.addEventListener("abort", onAbort, { once: true });
-  if (options.signal?.aborted) onAbort();
-  const onKill = () => {
-    stop(options.signal?.aborted ? abortReason(options.signal) : "interrupted");
-    if (pgid !== null) signalGroup(pgid, "SIGKILL");
-  };
+  const onKill = () => stop(options.signal?.aborted ? abortReason(options.signal) : "interrupted", true);
   options.killNow?.addEventListener("abort", onKill, { once: true });
   if (options.killNow?.aborted) onKill();
+  else if (options.signal?.aborted) onAbort();
 
-  const streams = [child.stdout, child.stderr].filter((s): s is Readable => s !== null && s !== undefined);
+  const streams = [child.stdout, child.stderr].filter((s): s is Readable => s !== null);
   const streamsClosed = Promise.all(
     streams.map(
       (stream) =>
@@ -126,7 +186,7 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
     ),
   );
   let paused = false;
-  const pump = (name: "stdout" | "stderr", stream: Readable | null | undefined) => {
+  const pump = (name: "stdout" | "stderr", stream: Readable | null) => {
     stream?.on("data", (chunk: Buffer) => {
       if (options.onOutput(name, chunk) || paused || options.waitForDrain === undefined) return;
       paused = true;
@@ -140,16 +200,10 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
   pump("stdout", child.stdout);
   pump("stderr", child.stderr);
 
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once("exit", (code, signal) => resolve({ code, signal }));
-    child.once("error", (error) => {
-      spawnError = error;
-      resolve({ code: null, signal: null });
-    });
-  });
-
-  const { code, signal } = await exited;
-  clearTimeout(timer);
+  const { code, signal, stuck } = await exited;
+  hasExited = true;
+  timer?.clear();
+  clearTimeout(stuckTimer);
   options.signal?.removeEventListener("abort", onAbort);
   options.killNow?.removeEventListener("abort", onKill);
 
@@ -158,7 +212,7 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
   const drained = await Promise.race([
     streamsClosed.then(() => true),
     new Promise<boolean>((resolve) => {
-      drainTimer = setTimeout(() => resolve(false), options.drainMs);
+      drainTimer = setTimeout(() => resolve(false), stuck ? 0 : options.drainMs);
     }),
   ]);
   clearTimeout(drainTimer);
@@ -168,15 +222,26 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
   // Background processes of a step that finished by itself live until the job ends (reapGroups).
   if (stopping !== undefined) await stopping;
 
+  if (spawnError !== undefined) {
+    return {
+      exitCode: null,
+      signal: null,
+      durationMs: elapsed(),
+      reason: "error",
+      message: explainSpawnError(spawnError, attempt),
+      pgid,
+    };
+  }
   const result: StepResult = {
     exitCode: code,
     signal,
     durationMs: elapsed(),
-    reason: stopReason ?? (spawnError ? "error" : "exit"),
+    reason: stopReason ?? "exit",
     pgid,
   };
-  if (spawnError) result.message = `could not start ${JSON.stringify(file)}: ${spawnError.message}`;
-  else if (stopReason === "timeout") result.message = `step timed out after ${options.timeoutMs} ms`;
+  if (stuck) {
+    result.message = `the process did not exit within ${killWaitMs} ms of SIGKILL (stuck in the kernel?); the step was given up on`;
+  } else if (stopReason === "timeout") result.message = `step timed out after ${options.timeoutMs} ms`;
   else if (!drained) {
     result.message = `the process exited but its output stayed open for ${options.drainMs} ms (a background process holds it); stopped reading`;
   }

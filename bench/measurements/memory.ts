@@ -163,7 +163,7 @@ async function floodWhileStalled(ctx: BenchContext, stallMs: number) {
   const run = start(NODE, [ENTRYPOINT], {
     env: minimalEnv({
       JENKINS_URL: fake.url,
-      JENKINS_SECRET: "any",
+      JENKINS_SECRET: "any-secret",
       JENKINS_AGENT_NAME: "bench-stalled",
       JENKINS_AGENT_WORKDIR: join(ctx.tmp, "agent-work"),
       AGENT_RUNTIME: "local",

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { cloudWatchSettings, ExitCode, runAgent } from "../../agent-core/index.ts";
+import { cloudWatchSettings, ExitCode, MAX_EVENT_MESSAGE_BYTES, runAgent } from "../../agent-core/index.ts";
 import { startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
 import {
   agentConfigFor,
@@ -89,6 +89,29 @@ describe("the CloudWatch copy of the job log", () => {
     expect(events.find((e) => e.type === "status" && e.status === "assigned")).toMatchObject({
       logs: { stream: name },
     });
+  });
+
+  it("cuts one 16 MiB line without a newline into events as it arrives (each within the event limit)", async () => {
+    // 48 MiB (the issue's input) in test/unit/job-log-lines.test.ts; here end to end, smaller.
+    const name = "cw-long-line";
+    const size = 16 * 1_048_576;
+    const job = ctl.controller.submit({ steps: [{ run: `head -c ${size} /dev/zero | tr '\\0' x` }] });
+    const { logger } = captureLogger();
+    const outcome = await runAgent(agentConfigFor(ctl.controller, name), {
+      logger,
+      cloudWatch: copyOptions(name),
+    });
+    expect(outcome.exitCode).toBe(ExitCode.ok);
+    expect((await ctl.controller.waitForJob(job.id)).steps[0]).toMatchObject({ stdoutBytes: size });
+    const stored = lines(name);
+    const body = stored.filter((line) => line.startsWith("x"));
+    expect(body.length).toBeGreaterThan(0);
+    for (const line of body) expect(Buffer.byteLength(line)).toBeLessThanOrEqual(MAX_EVENT_MESSAGE_BYTES);
+    // The sink's memory bound may drop some pieces under this burst: counted, never silently.
+    const summary = outcome.logs?.summary;
+    const pieces = Math.ceil(size / MAX_EVENT_MESSAGE_BYTES);
+    expect(body.length + (summary?.droppedEvents ?? 0)).toBe(pieces);
+    expect(stored.at(-2)).toMatch(/^<== \[1\/1\] step 1: exit 0 in \d+ ms$/);
   });
 
   it("is complete when the controller never comes back", async () => {

@@ -47,7 +47,7 @@ describe("every connection attempt is bounded in total time", () => {
       const { logger } = captureLogger();
       const started = Date.now();
       const outcome = await runAgent(
-        agentConfigFor({ url: peer.url, secretFor: () => "s" } as never, "single", {
+        agentConfigFor({ url: peer.url, secretFor: () => "fake-secret" } as never, "single", {
           connectTimeoutMs: 0,
           handshakeTimeoutMs: 1_000,
         }),

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode } from "../../agent-core/index.ts";
@@ -108,6 +108,57 @@ describe("container entrypoint launch forms", () => {
     expect(result.stderr).not.toContain(ctl.controller.secretFor(name));
   });
 
+  it.each(forms)(
+    "%s: steps cannot read the agent's secret in /proc/<agent pid>/environ or cmdline",
+    async (_form, build) => {
+      const name = `proc-${Math.random().toString(36).slice(2, 8)}`;
+      const secret = ctl.controller.secretFor(name);
+      const probe = join(files.path, `${name}.probe`);
+      // The step's parent is the agent process. The count goes to a file: the log would mask it anyway.
+      writeFileSync(probe, secret);
+      const record = ctl.controller.submit({
+        steps: [
+          {
+            run: `cat /proc/$PPID/environ /proc/$PPID/cmdline | tr '\\0' '\\n' | { grep -c -F -f ${probe} || true; } > ${probe}.count; ps -o args= -p $PPID | grep -c -F -f ${probe} >> ${probe}.count || true`,
+          },
+        ],
+      });
+      const { args, env } = build(ctl.controller.url, secret, name);
+      const result = await startEntrypoint(args, env).done;
+      expect(result.code).toBe(ExitCode.ok);
+      expect((await ctl.controller.waitForJob(record.id)).status).toBe("succeeded");
+      expect(readFileSync(`${probe}.count`, "utf8").split("\n").filter(Boolean)).toEqual(["0", "0"]);
+      expect(result.stderr).not.toMatch(/stays readable by steps/);
+    },
+  );
+
+  it("says so when a parent (an init such as tini) holds the secret in its environment", async () => {
+    const name = `init-${Math.random().toString(36).slice(2, 8)}`;
+    const record = ctl.controller.submit({ steps: [{ run: "true" }] });
+    // A shell that stays the agent's parent, as tini does, started with the secret in its environment.
+    const child = spawn("sh", ["-c", `"${process.execPath}" "${ENTRYPOINT}"; exit $?`], {
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        JENKINS_URL: ctl.controller.url,
+        JENKINS_SECRET: ctl.controller.secretFor(name),
+        JENKINS_AGENT_NAME: name,
+      },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const code = await new Promise((resolve) => child.once("close", resolve));
+    expect(code).toBe(ExitCode.ok);
+    expect((await ctl.controller.waitForJob(record.id)).status).toBe("succeeded");
+    expect(stderr).toMatch(
+      /the agent's secret stays readable by steps in these \/proc files; give it as a file/,
+    );
+    expect(stderr).toMatch(new RegExp(`"/proc/${child.pid}/environ"`));
+    expect(stderr).not.toContain(ctl.controller.secretFor(name));
+  });
+
   it("exits with the bad-config code, listing every problem, without echoing the secret", async () => {
     const result = await startEntrypoint(["-url", "ftp://nowhere", "-secret", "s3cr3t-value", "--bogus"], {
       AGENT_GRACE_MS: "-5",
@@ -118,6 +169,19 @@ describe("container entrypoint launch forms", () => {
     expect(result.stderr).toMatch(/--bogus/);
     expect(result.stderr).toMatch(/AGENT_GRACE_MS/);
     expect(result.stderr).not.toContain("s3cr3t-value");
+  });
+
+  it("exits with the bad-config code for a secret of 1-3 characters, which could not be masked", async () => {
+    for (const secret of ["q", "q7z"]) {
+      const result = await startEntrypoint(["-url", ctl.controller.url, "-secret", secret, "-name", "short"])
+        .done;
+      expect(result.code).toBe(ExitCode.badConfig);
+      expect(result.stderr).toMatch(/AGENT_ERR_CONFIG|Invalid agent configuration/);
+      expect(result.stderr).toMatch(
+        /secret: must be at least 4 characters: a shorter secret cannot be masked/,
+      );
+      expect(result.stderr).not.toContain(`${secret}\``);
+    }
   });
 
   it("exits with the refused code at once on a wrong secret", async () => {

@@ -28,7 +28,7 @@ async function until(predicate: () => boolean, what: string, timeoutMs = 5_000):
   }
 }
 
-/** Starts the real container entrypoint bundle (a fresh process: execa not loaded yet). */
+/** Starts the real container entrypoint bundle (a fresh process). */
 function entrypoint(url: string, name: string) {
   return spawnEntrypoint(["-url", url, "-secret", "secret-of-test", "-name", name], {
     AGENT_GRACE_MS: "300",
@@ -111,7 +111,7 @@ describe("frames that arrive together meet the right state", () => {
     }
   });
 
-  it("a cancel that arrives while the first step is being started (execa loading) stops it", async () => {
+  it("a cancel that arrives while the first step is being started stops it", async () => {
     let traffic: AgentTraffic | undefined;
     const fake = await fakeController((socket, t) => {
       traffic = t;

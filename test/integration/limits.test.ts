@@ -146,6 +146,65 @@ describe("the disk budget", () => {
   );
 });
 
+describe.skipIf(!canMountTmpfs)(
+  "the headroom at high write rates (skipped where a tmpfs cannot be mounted: needs root)",
+  () => {
+    let mountPoint: string;
+    beforeEach(() => {
+      mountPoint = join(dir.path, "tmp64");
+      mkdirSync(mountPoint);
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", mountPoint]);
+    });
+    afterEach(() => {
+      execFileSync("umount", ["-l", mountPoint]);
+    });
+
+    it.each([
+      // Ignoring SIGTERM, it writes on through its grace until the disk is full: the reserve must hold.
+      ["cat /dev/zero, SIGTERM ignored (gigabytes per second)", "trap '' TERM; cat /dev/zero > fill"],
+      [
+        "dd at 1 MiB blocks, about 150 MB/s",
+        "for i in $(seq 1 80); do dd if=/dev/zero bs=1M count=1 2>/dev/null >> fill; sleep 0.006; done",
+      ],
+    ])(
+      "a step filling a 64 MiB /tmp with %s: exit 5, the reserve held, and the message says what happened",
+      async (_what, command) => {
+        const job = ctl.controller.submit({
+          steps: [
+            {
+              // When the write fails, show that the agent's reserve was still there.
+              run: `${command} || { stat -c 'reserve %s' "$AGENT_WORKSPACE.headroom"; exit 1; }`,
+            },
+            { run: "echo never" },
+          ],
+        });
+        const { logger } = captureLogger();
+        const outcome = await runAgent(
+          agentConfigFor(ctl.controller, named("fast"), { workDir: mountPoint }),
+          {
+            logger,
+          },
+        );
+        expect(outcome.exitCode).toBe(ExitCode.disk);
+        const final = await ctl.controller.waitForJob(job.id);
+        expect(final).toMatchObject({ status: "failed", reason: "disk" });
+        expect(final.steps.map((s) => s.status)).toEqual(["failed", "skipped"]);
+        const message = final.steps[0]?.message ?? "";
+        const log = (await ctl.client.log(job.id)).toString();
+        if (log.includes("No space left on device") || command.startsWith("trap")) {
+          // Filled between two checks: said so, and half the 16 MiB headroom was still reserved.
+          expect(message).toMatch(/The filesystem filled up before the step could be stopped/);
+          expect(log).toContain("reserve 8388608");
+        } else {
+          expect(message).toMatch(/The step was stopped with \d+(\.\d)? (B|KiB|MiB) still free/);
+          expect(message).not.toMatch(/filled up/);
+        }
+        expect(readdirSync(join(mountPoint, "workspace"))).toEqual([]);
+      },
+    );
+  },
+);
+
 describe("memory", () => {
   it("reports the step's peak resident memory and the agent's own", async () => {
     const job = ctl.controller.submit({

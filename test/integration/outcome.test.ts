@@ -144,7 +144,7 @@ describe("the job's end when its ack is lost", () => {
     try {
       const { logger, entries } = captureLogger();
       const outcome = await runAgent(
-        agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "ack-lost"),
+        agentConfigFor({ url: fake.url, secretFor: () => "fake-secret" } as never, "ack-lost"),
         {
           logger,
         },
@@ -163,7 +163,7 @@ describe("the job's end when its ack is lost", () => {
     try {
       const { logger } = captureLogger();
       const outcome = await runAgent(
-        agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "refused"),
+        agentConfigFor({ url: fake.url, secretFor: () => "fake-secret" } as never, "refused"),
         {
           logger,
         },
@@ -181,7 +181,7 @@ describe("the job's end when its ack is lost", () => {
     try {
       const { logger } = captureLogger();
       const started = Date.now();
-      const config = agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "orphaned", {
+      const config = agentConfigFor({ url: fake.url, secretFor: () => "fake-secret" } as never, "orphaned", {
         reconnectTimeoutMs: 500,
       });
       const outcome = await runAgent(config, { logger });

@@ -149,7 +149,7 @@ describe("the agent against a misbehaving controller", () => {
       try {
         const { logger, entries } = captureLogger();
         const outcome = await runAgent(
-          agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-x"),
+          agentConfigFor({ url: fake.url, secretFor: () => "fake-secret" } as never, "agent-x"),
           { logger },
         );
         expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
@@ -170,7 +170,7 @@ describe("the agent against a misbehaving controller", () => {
     });
     try {
       const { logger } = captureLogger();
-      const config = agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-y", {
+      const config = agentConfigFor({ url: fake.url, secretFor: () => "fake-secret" } as never, "agent-y", {
         maxPayloadBytes: 65_536,
       });
       const outcome = await runAgent(config, { logger });
@@ -204,7 +204,7 @@ describe("the agent against a misbehaving controller", () => {
       const { logger } = captureLogger();
       const started = Date.now();
       const outcome = await runAgent(
-        agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-z"),
+        agentConfigFor({ url: fake.url, secretFor: () => "fake-secret" } as never, "agent-z"),
         { logger },
       );
       expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
@@ -221,7 +221,7 @@ describe("the agent against a misbehaving controller", () => {
     await fake.close();
     const { logger } = captureLogger();
     const outcome = await runAgent(
-      agentConfigFor({ url, secretFor: () => "s" } as never, "agent-u", { connectTimeoutMs: 600 }),
+      agentConfigFor({ url, secretFor: () => "fake-secret" } as never, "agent-u", { connectTimeoutMs: 600 }),
       { logger },
     );
     expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
@@ -286,7 +286,7 @@ describe("the controller going away mid-job", () => {
       const { logger, entries } = captureLogger();
       const started = Date.now();
       const outcome = await runAgent(
-        agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-drop", {
+        agentConfigFor({ url: fake.url, secretFor: () => "fake-secret" } as never, "agent-drop", {
           reconnectTimeoutMs: 0,
         }),
         { logger },
@@ -318,7 +318,7 @@ describe("the controller going away mid-job", () => {
     });
     try {
       const { logger, entries } = captureLogger();
-      const config = agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-hb", {
+      const config = agentConfigFor({ url: fake.url, secretFor: () => "fake-secret" } as never, "agent-hb", {
         heartbeatIntervalMs: 50,
         heartbeatTimeoutMs: 300,
         reconnectTimeoutMs: 0,
@@ -420,10 +420,14 @@ describe("a controller that stops acknowledging", () => {
     });
     try {
       const { logger, entries } = captureLogger();
-      const config = agentConfigFor({ url: fake.url, secretFor: () => "s" } as never, "agent-noack", {
-        heartbeatIntervalMs: 50,
-        ackTimeoutMs: 400,
-      });
+      const config = agentConfigFor(
+        { url: fake.url, secretFor: () => "fake-secret" } as never,
+        "agent-noack",
+        {
+          heartbeatIntervalMs: 50,
+          ackTimeoutMs: 400,
+        },
+      );
       const started = Date.now();
       const outcome = await runAgent(config, { logger });
       expect(outcome.exitCode).toBe(ExitCode.controllerFailure);

@@ -150,6 +150,38 @@ describe("parseAgentConfig", () => {
   });
 });
 
+describe("secrets that cannot be masked, durations that cannot be timed", () => {
+  it.each([
+    ["1 character", "x"],
+    ["3 characters", "abc"],
+    ["empty", ""],
+  ])("refuses an agent secret of %s (AGENT_ERR_CONFIG), without showing it", (_what, secret) => {
+    const error = configError({ ...minimal, secret });
+    expect(error.code).toBe("AGENT_ERR_CONFIG");
+    expect(error.problems).toEqual([
+      {
+        field: "secret",
+        message: "must be at least 4 characters: a shorter secret cannot be masked in logs, got ***",
+      },
+    ]);
+  });
+
+  it("accepts a secret of 4 characters", () => {
+    expect(parseAgentConfig({ ...minimal, secret: "q7z!" }).secret).toBe("q7z!");
+  });
+
+  it.each([
+    ["idleTimeoutMs", 2 ** 31],
+    ["graceMs", 86_400_001],
+    ["heartbeatIntervalMs", 30 * 86_400_000],
+  ])("refuses %s = %i: tunables are at most one day", (field, value) => {
+    const error = configError({ ...minimal, [field]: value });
+    expect(error.problems).toEqual([
+      { field, message: `must be at most 86400000 ms (one day), got \`${value}\` (number)` },
+    ]);
+  });
+});
+
 describe("agentSocketUrl", () => {
   it.each([
     ["http://h:1/", "ws://h:1/agents/v1"],

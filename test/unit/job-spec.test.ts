@@ -154,6 +154,54 @@ describe("prepareJob", () => {
     expect(fields(invalidJob(input))).toContain(field);
   });
 
+  it.each([
+    ["a job timeout over 365 days", { timeout: "8761h", steps: [{ run: "x" }] }, "timeout"],
+    [
+      "a step timeout over 365 days in ms",
+      { steps: [{ run: "x", timeout: 31_536_000_001 }] },
+      "steps.0.timeout",
+    ],
+  ])("rejects %s: durations are at most 365 days", (_label, input, field) => {
+    const error = invalidJob(input);
+    expect(error.problems).toEqual([{ field, message: expect.stringMatching(/must be at most 365 days/) }]);
+  });
+
+  it("accepts a timeout of 720h (past Node's 2^31 ms timer limit: the agent schedules it in hops)", () => {
+    const { job } = prepareJob({ timeout: "720h", steps: [{ run: "x", timeout: "8760h" }] }, "job-1");
+    expect(job.timeoutMs).toBe(720 * 3_600_000);
+    expect(job.steps[0]?.timeoutMs).toBe(8760 * 3_600_000);
+  });
+
+  it.each([
+    [
+      "20,000 secrets (a 669 KB submission)",
+      Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`S${i}`, `${SECRET_VALUE}-${i}`])),
+      /must hold at most 1,000 secrets/,
+    ],
+    [
+      "1,001 secrets",
+      Object.fromEntries(Array.from({ length: 1_001 }, (_, i) => [`S${i}`, `v-${i}-xx`])),
+      /1,000 secrets/,
+    ],
+    ["65,537 bytes of secret values", { BIG: "b".repeat(65_537) }, /at most 65,536 bytes of values in all/],
+  ])("refuses %s with CONTROLLER_ERR_INVALID_JOB, showing no value", (_label, secrets, message) => {
+    const error = invalidJob({ secrets, steps: [{ run: "x" }] });
+    expect(error.problems).toContainEqual({ field: "secrets", message: expect.stringMatching(message) });
+    expect(new Set(fields(error))).toEqual(new Set(["secrets"]));
+    expect(error.message).not.toContain(SECRET_VALUE);
+    expect(error.message).not.toContain("bbbb");
+  });
+
+  it("accepts 1,000 secrets of 65,536 bytes in all, and the agent's protocol schema takes the job", () => {
+    const secrets = Object.fromEntries(
+      Array.from({ length: 1_000 }, (_, i) => [`S${i}`, `${"s".repeat(61)}${String(i).padStart(4, "0")}`]),
+    );
+    const { job } = prepareJob({ secrets, steps: [{ run: "x" }] }, "job-1");
+    expect(job.mask).toHaveLength(1_000);
+    const message = encodeMessage({ v: 1, type: "job", job });
+    expect(decodeControllerMessage(message)).toMatchObject({ type: "job" });
+  });
+
   it("rejects duplicate step ids, explicit or defaulted", () => {
     const explicit = invalidJob({
       steps: [

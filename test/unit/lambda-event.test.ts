@@ -168,6 +168,17 @@ describe("fromLambdaEvent: every malformed shape is one AGENT_ERR_CONFIG listing
     },
     { name: "an unknown field", event: { ...PAYLOAD, secret: SECRET }, fields: ["secret"] },
     {
+      name: "a secret of 3 characters (it could not be masked)",
+      event: { ...PAYLOAD, node_secret: "q7z" },
+      fields: ["node_secret"],
+    },
+    {
+      name: "a tunable over one day (Node's timers overflow at 2^31 ms)",
+      event: PAYLOAD,
+      env: { AGENT_IDLE_TIMEOUT_MS: String(2 ** 31) },
+      fields: ["AGENT_IDLE_TIMEOUT_MS"],
+    },
+    {
       name: "a work dir outside /tmp",
       event: { ...PAYLOAD, work_dir: "/var/task" },
       fields: ["work_dir"],
@@ -231,7 +242,7 @@ describe("fromLambdaEvent: every malformed shape is one AGENT_ERR_CONFIG listing
       {
         field: "AGENT_DEADLINE_MARGIN_MS",
         message:
-          "Expected `AGENT_DEADLINE_MARGIN_MS` to be a non-negative integer (milliseconds), got `1e3` (string)",
+          "Expected `AGENT_DEADLINE_MARGIN_MS` to be an integer from 0 to 900000 (milliseconds), got `1e3` (string)",
       },
     ]);
   });

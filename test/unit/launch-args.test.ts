@@ -385,7 +385,7 @@ describe("environment tunables", () => {
       expect(error.problems).toEqual([
         {
           field: "AGENT_GRACE_MS",
-          message: `Expected \`AGENT_GRACE_MS\` to be a non-negative integer (milliseconds), got \`${value}\` (string)`,
+          message: `Expected \`AGENT_GRACE_MS\` to be an integer from 0 to 86400000 (milliseconds), got \`${value}\` (string)`,
         },
       ]);
     },

@@ -5,32 +5,93 @@ import type { LogFields, Logger } from "../../agent-core/index.ts";
 // Deep import until agent-core/index.ts exports the masker.
 import {
   buildMaskSet,
+  MAX_MASK_BYTES,
+  MAX_MASK_VALUES,
   type MaskSet,
   maskText,
   maskVariants,
   StreamMasker,
 } from "../../agent-core/logs/masker.ts";
 
+/** Wrapped forms: a line break must end a line of at least this many base64 characters. */
+const MIN_WRAP_COLUMNS = 16;
+const BASE64_CHAR = /^[A-Za-z0-9+/\-_=]$/;
+
+/** Whether a variant is also matched wrapped: 7 bytes or more, all in the base64 alphabets. */
+const isWrappable = (variant: Buffer) =>
+  variant.length >= 7 && /^[A-Za-z0-9+/\-_=]+$/.test(variant.toString("latin1"));
+
+/** Whether the line break at `text[at]` ends a line of base64 text (16 base64 characters before it). */
+function endsBase64Line(text: Buffer, at: number): boolean {
+  if (at < MIN_WRAP_COLUMNS) return false;
+  for (let i = at - MIN_WRAP_COLUMNS; i < at; i++) {
+    if (!BASE64_CHAR.test(String.fromCharCode(text[i]!))) return false;
+  }
+  return true;
+}
+
 /**
- * The reference masking, written independently of the automaton: every variant of every
- * accepted secret (at least 4 characters) as an alternative of one regular expression over the
- * bytes (as latin1 text), longest alternatives first, replaced by `String.replaceAll`.
+ * The span in bytes of `variant` at `text[at]`, or -1. A wrappable variant may have one line
+ * break (CR LF, CR or LF) between two characters where that line break ends a line of base64
+ * text.
+ */
+function spanAt(text: Buffer, at: number, variant: Buffer, wrapped: boolean): number {
+  let i = at;
+  for (let j = 0; j < variant.length; j++) {
+    if (j > 0 && wrapped && (text[i] === 10 || text[i] === 13)) {
+      if (!endsBase64Line(text, i)) return -1;
+      i += text[i] === 13 && text[i + 1] === 10 ? 2 : 1;
+    }
+    if (i >= text.length || text[i] !== variant[j]) return -1;
+    i++;
+  }
+  return i - at;
+}
+
+/**
+ * The reference masking, written independently of the automaton, by brute force: every variant
+ * of every accepted secret (at least 4 characters) is tried at every position.
  *
- * The rule this pins down is **leftmost-longest, non-overlapping**: the regex engine tries each
- * position from the left; at the first position where some variant occurs it takes the first
- * alternative that matches there, which is the longest because of the order; `replaceAll`
- * resumes after it, so occurrences overlapping a replaced one are not masked separately (their
- * bytes are inside the mask, or, for a tail sticking out, left as is).
+ * The rule this pins down is **leftmost-longest, non-overlapping**: at the first position where
+ * some variant occurs, the occurrence spanning the most bytes is replaced by `***` (followed by
+ * the line breaks it spanned, for a wrapped one), and the search resumes after it; occurrences
+ * overlapping a replaced one are not masked separately.
  */
 function referenceMask(input: Buffer, secrets: readonly string[]): Buffer {
-  const variants = secrets.filter((s) => [...s].length >= 4).flatMap(maskVariants);
-  if (variants.length === 0) return input;
-  const alternatives = variants
-    .map((v) => v.toString("latin1"))
-    .sort((a, b) => b.length - a.length)
-    .map((v) => v.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&"));
-  const pattern = new RegExp(alternatives.join("|"), "g");
-  return Buffer.from(input.toString("latin1").replaceAll(pattern, "***"), "latin1");
+  const variants = secrets
+    .filter((s) => [...s].length >= 4)
+    .flatMap(maskVariants)
+    .map((variant) => ({ variant, wrapped: isWrappable(variant) }));
+  const out: Buffer[] = [];
+  let i = 0;
+  while (i < input.length) {
+    let best = { span: -1, wrapped: false };
+    for (const { variant, wrapped } of variants) {
+      const span = spanAt(input, i, variant, wrapped);
+      if (span > best.span) best = { span, wrapped };
+    }
+    if (best.span <= 0) {
+      out.push(input.subarray(i, i + 1));
+      i++;
+      continue;
+    }
+    const spanned = input.subarray(i, i + best.span);
+    const breaks = best.wrapped ? spanned.filter((b) => b === 10 || b === 13) : Buffer.alloc(0);
+    out.push(Buffer.from("***"), Buffer.from(breaks));
+    i += best.span;
+  }
+  return Buffer.concat(out);
+}
+
+/** `text` with a line break inserted every `width` characters from `offset` (as a wrapper does). */
+function wrap(text: string, width: number, lineBreak = "\n", offset = 0): string {
+  const lines: string[] = [];
+  let at = 0;
+  for (let end = width - offset; at < text.length; end += width) {
+    lines.push(text.slice(at, Math.max(at, end)));
+    at = Math.max(at, end);
+  }
+  return lines.filter((line) => line !== "").join(lineBreak);
 }
 
 /** Feeds `chunks` to one masker and returns everything it emitted, `end()` included. */
@@ -39,7 +100,8 @@ function maskChunks(set: MaskSet, chunks: readonly Buffer[]): Buffer {
   const out: Buffer[] = [];
   for (const chunk of chunks) {
     out.push(Buffer.from(masker.write(chunk)));
-    expect(masker.heldBytes).toBeLessThan(Math.max(1, set.maxVariantBytes));
+    // A proper prefix of a variant, with the line breaks of a wrapped one.
+    expect(masker.heldBytes).toBeLessThan(Math.max(1, 2 * set.maxVariantBytes));
   }
   out.push(masker.end());
   return Buffer.concat(out);
@@ -337,6 +399,118 @@ describe("encoded forms", () => {
   });
 });
 
+describe("wrapped base64 (coreutils base64, openssl base64, PEM, MIME)", () => {
+  /** Line breaks out, base64 decoded: what a reader of the log could recover. */
+  const decoded = (text: string) => Buffer.from(text.replace(/[\r\n]/g, ""), "base64").toString("latin1");
+
+  const secrets = [
+    "a-40-character-api-token-0123456789abcd",
+    `${"long secret: ".repeat(12)}end`,
+    "pässwörd with spaces & sÿmbols!",
+    "short6",
+  ];
+  for (const secret of secrets) {
+    const set = buildMaskSet([secret]);
+    for (const [tool, width, lineBreak] of [
+      ["coreutils base64", 76, "\n"],
+      ["openssl base64 / PEM", 64, "\n"],
+      ["MIME", 76, "\r\n"],
+    ] as const) {
+      it(`${tool} of ${JSON.stringify(secret.slice(0, 20))} (${Buffer.byteLength(secret)} bytes), after 0 to 80 bytes of context: masked, nothing decodes to it`, () => {
+        for (let before = 0; before <= 80; before++) {
+          const blob = Buffer.concat([
+            Buffer.alloc(before, "#"),
+            Buffer.from(secret),
+            Buffer.from("...tail"),
+          ]);
+          const text = wrap(blob.toString("base64"), width, lineBreak);
+          const masked = maskText(text, set);
+          expect(decoded(masked), `${before} bytes before`).not.toContain(secret);
+          expect(masked, `${before} bytes before`).toContain("***");
+          // Line breaks are kept: the block keeps its shape.
+          expect(masked.split(lineBreak).length).toBe(text.split(lineBreak).length);
+          expect(maskChunks(set, bytesOf(Buffer.from(text))).toString()).toBe(masked);
+          expect(Buffer.from(masked).equals(referenceMask(Buffer.from(text), [secret]))).toBe(true);
+        }
+      });
+    }
+  }
+
+  it("a PEM block between its header lines", () => {
+    const secret = "-----BEGIN-not-a-key but a 64-byte secret value: 0123456789abcdef";
+    const body = wrap(Buffer.from(`prefix ${secret} suffix`).toString("base64"), 64);
+    const pem = `-----BEGIN DATA-----\n${body}\n-----END DATA-----\n`;
+    const masked = maskText(pem, buildMaskSet([secret]));
+    expect(masked).toMatch(/^-----BEGIN DATA-----\n.*\*\*\*/s);
+    expect(masked.endsWith("\n-----END DATA-----\n")).toBe(true);
+    expect(decoded(masked.split("\n").slice(1, -2).join(""))).not.toContain("0123456789abcdef");
+  });
+
+  it("joins text only across a line break that ends a line of 16 base64 characters or more", () => {
+    const secret = "token-abcdefghijklmnop";
+    const set = buildMaskSet([secret]);
+    expect(maskText("token-abcdefghij\nklmnop", set)).toBe("***\n");
+    expect(maskText("xxxxxxxxxxxxxtoken-abc\ndefghijklmnop", set)).toBe("xxxxxxxxxxxxx***\n");
+    expect(maskText("token-abcdefghij\n\nklmnop", set)).toBe("token-abcdefghij\n\nklmnop");
+    expect(maskText("token-abc\ndefghijklmnop", set)).toBe("token-abc\ndefghijklmnop");
+    expect(maskText("a line: token-abc\ndefghijklmnop", set)).toBe("a line: token-abc\ndefghijklmnop");
+    expect(maskText("t\noken-abcdefghijklmnop", set)).toBe("t\noken-abcdefghijklmnop");
+  });
+
+  it("holds nothing of a short line of ordinary output for the next line", () => {
+    const set = buildMaskSet(["token-abcdefghijklmnop"]);
+    const masker = new StreamMasker(set);
+    // "tok" could begin the secret, but a line break after a short line ends no wrapped form.
+    expect(masker.write(Buffer.from("filling tok\n")).toString()).toBe("filling tok\n");
+    expect(masker.heldBytes).toBe(0);
+    // After a base64 line, the same tail may go on on the next line: it is held.
+    expect(masker.write(Buffer.from("QUJDREVGR0hJSktMtok\n")).toString()).toBe("QUJDREVGR0hJSktM");
+    expect(masker.write(Buffer.from("en-abcdefghijklmnop!")).toString()).toBe("***\n!");
+  });
+
+  it("a raw token of the base64 alphabet is masked wrapped too; other raw values only as they are", () => {
+    const set = buildMaskSet(["ghp_0123456789abcdefABCDEF", "pass word!"]);
+    expect(maskText("ghp_0123456789abcdef\nABCDEF", set)).toBe("***\n");
+    expect(maskText("pass\nword!", set)).toBe("pass\nword!");
+  });
+});
+
+describe("bounds of a mask set", () => {
+  it("builds the largest set allowed (1,001 values, 69,632 bytes) and masks with it", () => {
+    const values = Array.from({ length: MAX_MASK_VALUES }, (_, i) =>
+      pseudoRandomBytes(51, i + 1)
+        .toString("base64")
+        .slice(0, 68),
+    );
+    expect(values.join("").length).toBeLessThanOrEqual(MAX_MASK_BYTES);
+    const set = buildMaskSet(values);
+    expect(set.secretCount).toBe(MAX_MASK_VALUES);
+    const input = Buffer.from(`a ${values[500]} b ${Buffer.from(values[7]!).toString("base64")} c\n`);
+    expect(maskChunks(set, splitAt(input, [40, 41, 90])).toString()).toBe("a *** b *** c\n");
+  });
+
+  it.each([
+    [
+      "20,000 values (a 669 KB submission)",
+      Array.from({ length: 20_000 }, (_, i) => `secret-value-${i}-abcdefghij`),
+    ],
+    ["one value more than allowed", Array.from({ length: MAX_MASK_VALUES + 1 }, (_, i) => `value-${i}`)],
+    ["70,000 bytes in one value", ["v".repeat(70_000)]],
+  ])("refuses %s with AGENT_ERR_MASK_LIMIT, naming the figures and no value", (_what, values) => {
+    let error: unknown;
+    try {
+      buildMaskSet(values);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toMatchObject({ code: "AGENT_ERR_MASK_LIMIT" });
+    expect((error as Error).message).toMatch(
+      /too many secrets to mask: [\d,]+ values of [\d,]+ bytes in all; at most 1,001 values and 69,632 bytes/,
+    );
+    expect((error as Error).message).not.toMatch(/secret-value|value-1|vvvv/);
+  });
+});
+
 describe("property: streaming equals the reference on the concatenated input", () => {
   /** Secrets over a tiny alphabet collide and overlap a lot, which is what the rule is about. */
   const overlapping = fc.string({ unit: fc.constantFrom("a", "b", "é", "+"), minLength: 4, maxLength: 7 });
@@ -349,6 +523,7 @@ describe("property: streaming equals the reference on the concatenated input", (
         const variants = secrets.flatMap(maskVariants);
         const piece = fc.oneof(
           fc.uint8Array({ maxLength: 6 }).map((b) => Buffer.from(b)),
+          fc.constantFrom("\n", "\r\n", "\r", "\n\n").map((b) => Buffer.from(b)),
           fc
             .string({ unit: fc.constantFrom("a", "b", "é", "=", "Y", "W"), maxLength: 4 })
             .map((s) => Buffer.from(s)),
@@ -359,6 +534,20 @@ describe("property: streaming equals the reference on the concatenated input", (
                 fc
                   .tuple(fc.nat(variants.length - 1), fc.nat())
                   .map(([i, n]) => variants[i]!.subarray(0, n % variants[i]!.length)),
+                // A variant wrapped: line breaks at random columns (some closer than the rule allows).
+                fc
+                  .tuple(
+                    fc.nat(variants.length - 1),
+                    fc.integer({ min: 1, max: 20 }),
+                    fc.nat(19),
+                    fc.constantFrom("\n", "\r\n", "\r"),
+                  )
+                  .map(([i, width, offset, lineBreak]) =>
+                    Buffer.from(
+                      wrap(variants[i]!.toString("latin1"), width, lineBreak, offset % width),
+                      "latin1",
+                    ),
+                  ),
               ]),
         );
         return fc.tuple(

@@ -168,6 +168,17 @@ describe("decodeControllerMessage / decodeAgentMessage", () => {
     expect(nested.message).toContain("job.steps.0.timeoutMs");
   });
 
+  it.each([
+    ["20,000 values to mask", { mask: Array.from({ length: 20_000 }, (_, i) => `secret-${i}`) }, "job.mask"],
+    ["65,537 bytes to mask", { mask: ["m".repeat(65_537)] }, "job.mask"],
+    ["a job timeout over 365 days", { timeoutMs: 365 * 86_400_000 + 1 }, "job.timeoutMs"],
+  ])("refuses a job with %s as an invalid message, naming the field", (_what, fields, field) => {
+    const error = protocolError(() => decodeControllerMessage(jobText(job(fields))));
+    expect(error.closeCode).toBe(CloseCode.invalidMessage);
+    expect(error.message).toContain(field);
+    expect(error.message).not.toContain("secret-1");
+  });
+
   it("names the field of an invalid agent message", () => {
     const stepEnd = {
       v: 1,
