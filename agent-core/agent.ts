@@ -1,9 +1,11 @@
 import { mkdir } from "node:fs/promises";
 import { arch, platform } from "node:os";
+import { join } from "node:path";
 import type { AgentConfig } from "./config/config.ts";
 import { AgentError, ControllerRefusedError } from "./errors.ts";
 import { ExitCode, type ExitCodeValue, interruptCode } from "./exit-codes.ts";
 import { type JobOutcome, runJob } from "./job/run-job.ts";
+import { runJobWithTransfers, type TransferPhasesResult } from "./job/transfer-phases.ts";
 import { type DeadlinePlan, msUntilStop } from "./limits/deadline.ts";
 import { diskBudgetBytes } from "./limits/disk-budget.ts";
 import type { Logger } from "./logger.ts";
@@ -17,6 +19,7 @@ import type { Hello, Job } from "./protocol/messages.ts";
 import { JobChannel } from "./session/job-channel.ts";
 import type { SessionClose } from "./session/session.ts";
 import { AGENT_VERSION } from "./version.ts";
+import { CacheStore } from "./workspace/caches.ts";
 import { createWorkspace, removeWorkspace } from "./workspace/workspace.ts";
 
 export interface RunAgentOptions {
@@ -39,6 +42,12 @@ export interface RunAgentOptions {
    * job-end ack and the log flush are all cut short to end by then.
    */
   returnBy?: number;
+  /**
+   * The warm caches of this process (root `<workDir>/caches`): a wrapper that runs several jobs in
+   * one process (the Lambda handler) keeps one store for all of them. Without it, each run has a
+   * store of its own, which keeps nothing from an earlier run.
+   */
+  caches?: CacheStore;
 }
 
 export interface AgentTimings {
@@ -63,7 +72,16 @@ export interface AgentOutcome {
 
 type Ending = Omit<AgentOutcome, "timings">;
 
-const CAPABILITIES = ["output-binary-v1", "cancel", "step-timeout", "job-timeout", "continue-on-error"];
+const CAPABILITIES = [
+  "output-binary-v1",
+  "cancel",
+  "step-timeout",
+  "job-timeout",
+  "continue-on-error",
+  "workspace-v1",
+  "artifacts-v1",
+  "caches-v1",
+];
 
 /**
  * Native mode (protocol v1 to the reference controller), in order: connect -> hello -> wait for a
@@ -103,7 +121,10 @@ export async function runNativeAgent(
     const run = await runJobOnChannel(job, channel, config, { ...options, logger: jobLogger }, copy);
     timings.jobEndedAt = Date.now();
     try {
-      return end({ ...(await report(job, run.outcome, channel, jobLogger, options)), jobId: job.id });
+      return end({
+        ...(await report(job, run.outcome, run.extras, channel, jobLogger, options)),
+        jobId: job.id,
+      });
     } finally {
       await cleanUp(run.workspace, jobLogger);
     }
@@ -200,7 +221,11 @@ async function runJobOnChannel(
   config: AgentConfig,
   options: RunAgentOptions,
   copy: JobLogCopy | undefined,
-): Promise<{ outcome: JobOutcome; workspace: string | undefined }> {
+): Promise<{
+  outcome: JobOutcome;
+  workspace: string | undefined;
+  extras: Omit<TransferPhasesResult, "outcome">;
+}> {
   let { logger } = options;
   // The agent's own secret and the job's secrets never reach a sink: output, messages, diagnostics.
   // One set, built once (a set of 1,000 secrets takes tens of megabytes).
@@ -221,32 +246,46 @@ async function runJobOnChannel(
   tee.jobStart();
   let workspace: string | undefined;
   let outcome: JobOutcome;
+  let extras: Omit<TransferPhasesResult, "outcome"> = {};
   try {
-    workspace = await createWorkspace(config.workDir, job.id);
-    outcome = await runJob({
+    const dir = await createWorkspace(config.workDir, job.id);
+    workspace = dir;
+    const ran = await runJobWithTransfers({
       job,
-      workspace,
-      agentName: config.name,
-      baseEnv: config.baseEnv,
-      graceMs: config.graceMs,
-      drainMs: config.drainMs,
-      frameMaxBytes: config.frameMaxBytes,
-      frameFlushMs: config.frameFlushMs,
+      workspace: dir,
+      config,
       deadline: deadlinePlan(config),
-      disk: {
-        path: config.workDir,
-        limitBytes: config.diskBudgetBytes,
-        headroomBytes: config.diskHeadroomBytes,
-        // The spool is the agent's, not the job's: acknowledged-but-not-yet-removed bytes included.
-        ownBytes: () => channel.spoolDiskBytes,
-      },
-      monitorIntervalMs: config.monitorIntervalMs,
-      mask: both,
-      sink: tee,
-      logger,
-      signal: channel.jobSignal,
+      port: channel,
+      caches: cacheStoreFor(config, options, logger),
       ...(options.killNow ? { killNow: options.killNow } : {}),
+      logger,
+      runSteps: (cacheEnv, diskLimitBytes) =>
+        runJob({
+          job,
+          workspace: dir,
+          agentName: config.name,
+          baseEnv: { ...config.baseEnv, ...cacheEnv },
+          graceMs: config.graceMs,
+          drainMs: config.drainMs,
+          frameMaxBytes: config.frameMaxBytes,
+          frameFlushMs: config.frameFlushMs,
+          deadline: deadlinePlan(config),
+          disk: {
+            path: config.workDir,
+            limitBytes: diskLimitBytes,
+            headroomBytes: config.diskHeadroomBytes,
+            // The spool is the agent's, not the job's: acknowledged-but-not-yet-removed bytes included.
+            ownBytes: () => channel.spoolDiskBytes,
+          },
+          monitorIntervalMs: config.monitorIntervalMs,
+          mask: both,
+          sink: tee,
+          logger,
+          signal: channel.jobSignal,
+          ...(options.killNow ? { killNow: options.killNow } : {}),
+        }),
     });
+    ({ outcome, ...extras } = ran);
   } catch (error) {
     logger.error("the job could not run", { error });
     outcome = {
@@ -266,7 +305,20 @@ async function runJobOnChannel(
     outcome = { ...outcome, message: ioError.message };
   }
   tee.jobEnd(outcome);
-  return { outcome, workspace };
+  return { outcome, workspace, extras };
+}
+
+/** The wrapper's cache store when it is the one for this work dir; otherwise one for this run alone. */
+function cacheStoreFor(config: AgentConfig, options: RunAgentOptions, logger: Logger): CacheStore {
+  const root = join(config.workDir, "caches");
+  if (options.caches?.root === root) return options.caches;
+  if (options.caches !== undefined) {
+    logger.warn("the cache store given is for another work dir; caches are kept for this run only", {
+      given: options.caches.root,
+      workDir: config.workDir,
+    });
+  }
+  return new CacheStore({ root });
 }
 
 /** Clean up: the job's workspace goes, whatever became of the job. */
@@ -279,6 +331,7 @@ async function cleanUp(workspace: string | undefined, logger: Logger): Promise<v
 async function report(
   job: Job,
   outcome: JobOutcome,
+  extras: Omit<TransferPhasesResult, "outcome">,
   channel: JobChannel,
   logger: Logger,
   options: RunAgentOptions,
@@ -291,6 +344,8 @@ async function report(
     ...(outcome.diskUsedBytes !== null ? { diskUsedBytes: outcome.diskUsedBytes } : {}),
     ...(outcome.failedStepId !== undefined ? { failedStepId: outcome.failedStepId } : {}),
     ...(outcome.message !== undefined ? { message: outcome.message } : {}),
+    ...(extras.transfers !== undefined ? { transfers: extras.transfers } : {}),
+    ...(extras.caches !== undefined ? { caches: extras.caches } : {}),
   });
   if (!reported.acked) {
     return {

@@ -18,7 +18,44 @@ export type AgentErrorCode =
   | "AGENT_ERR_MASK_LIMIT"
   | "AGENT_ERR_IO"
   | "AGENT_ERR_INTERRUPTED"
-  | "AGENT_ERR_INTERNAL";
+  | "AGENT_ERR_INTERNAL"
+  | ArchiveErrorCode;
+
+/**
+ * Why a tar stream was refused or could not be written or read. Each code names one rule of
+ * safe extraction or transfer (README, "Workspaces, artifacts and caches").
+ */
+export type ArchiveErrorCode =
+  /** An entry's path is absolute (`/etc/passwd`, `C:\\x`). */
+  | "AGENT_ERR_ARCHIVE_ABSOLUTE_PATH"
+  /** An entry's path has a `..` component. */
+  | "AGENT_ERR_ARCHIVE_PARENT_PATH"
+  /** An entry's path is empty, too long (4096 bytes, 255 per component) or too deep (1024 levels). */
+  | "AGENT_ERR_ARCHIVE_BAD_PATH"
+  /** A symbolic link's target is absolute, leaves the workspace, or uses `..` after its start. */
+  | "AGENT_ERR_ARCHIVE_LINK_ESCAPE"
+  /** A hard link's target is not a file written earlier by the same archive. */
+  | "AGENT_ERR_ARCHIVE_HARDLINK"
+  /** An entry would be written below a symbolic link. */
+  | "AGENT_ERR_ARCHIVE_THROUGH_LINK"
+  /** A character or block device. */
+  | "AGENT_ERR_ARCHIVE_DEVICE"
+  /** A named pipe (FIFO). */
+  | "AGENT_ERR_ARCHIVE_FIFO"
+  /** Any other entry type (sockets, GNU dump dirs, sparse files...). */
+  | "AGENT_ERR_ARCHIVE_UNSUPPORTED_TYPE"
+  /** The entries' sizes add up to more than the byte budget (the job's disk budget). */
+  | "AGENT_ERR_ARCHIVE_TOO_LARGE"
+  /** More entries than allowed. */
+  | "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES"
+  /** Not a tar stream, a damaged header, a truncated stream, a bad compression layer. */
+  | "AGENT_ERR_ARCHIVE_CORRUPT"
+  /** The stream's SHA-256 or length differs from what the sender announced. */
+  | "AGENT_ERR_ARCHIVE_CHECKSUM"
+  /** The filesystem failed while an entry was written or read (permissions, no space left). */
+  | "AGENT_ERR_ARCHIVE_IO"
+  /** The transfer was stopped before its end (cancel, interrupt, deadline, the controller lost). */
+  | "AGENT_ERR_ARCHIVE_ABORTED";
 
 export class AgentError extends Error {
   readonly code: AgentErrorCode;
@@ -111,5 +148,21 @@ export class AgentIoError extends AgentError {
   /** True when the filesystem is full (or the quota is used up). */
   get diskFull(): boolean {
     return this.errno === "ENOSPC" || this.errno === "EDQUOT";
+  }
+}
+
+/**
+ * A tar stream was refused (an unsafe entry, over a limit), is damaged, or could not be written.
+ * `entry` names the offending entry's path as the archive gives it (null when no one entry is to
+ * blame, e.g. a truncated stream).
+ */
+export class ArchiveError extends AgentError {
+  declare readonly code: ArchiveErrorCode;
+  readonly entry: string | null;
+
+  constructor(code: ArchiveErrorCode, entry: string | null, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = "ArchiveError";
+    this.entry = entry;
   }
 }

@@ -7,6 +7,17 @@ export * from "./exit-codes.ts";
 export { formatBytes } from "./format.ts";
 export * from "./jenkins/index.ts";
 export { type JobOutcome, type JobSink, type OutputFlow, runJob, type StepOutcome } from "./job/run-job.ts";
+export {
+  type ArtifactChannel,
+  type ArtifactOptions,
+  artifactsDue,
+  cacheRequestFor,
+  type SeedOptions,
+  seedFailureOutcome,
+  seedWorkspace,
+  uploadArtifacts,
+  withArtifactsResult,
+} from "./job/transfers.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
 export { DiskWatcher, diskBudgetBytes, filesystemSpace, largestDirectories } from "./limits/disk-budget.ts";
 export { groupRssBytes } from "./limits/memory.ts";
@@ -40,8 +51,11 @@ export {
   type ChannelEffect,
   type ChannelState,
   ChannelStateMachine,
+  type ControllerInput,
   type LossAction,
+  type WorkspaceData,
 } from "./session/channel-state.ts";
 export { FlowControl } from "./session/flow-control.ts";
 export { Outbox, type OutboxOptions } from "./session/outbox.ts";
 export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";
+export * from "./workspace/index.ts";

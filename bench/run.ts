@@ -31,6 +31,7 @@ import { shutdown } from "./measurements/shutdown.ts";
 import { startup } from "./measurements/startup.ts";
 import { steps } from "./measurements/steps.ts";
 import { throughput } from "./measurements/throughput.ts";
+import { transfer } from "./measurements/transfer.ts";
 import { webView } from "./measurements/web-view.ts";
 
 /** Version of the results file's shape. */
@@ -55,6 +56,7 @@ const MEASUREMENTS: readonly Measurement[] = [
   disk,
   bundles,
   shutdown,
+  transfer,
   images,
   jenkins,
   webView,

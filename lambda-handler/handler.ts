@@ -1,10 +1,12 @@
 import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Context, Handler } from "aws-lambda";
 import {
   AGENT_VERSION,
   AgentError,
   type AgentRunOutcome,
   buildMaskSet,
+  CacheStore,
   ConfigError,
   createLogger,
   diskBudgetBytes,
@@ -135,6 +137,8 @@ export function createHandler(options: HandlerOptions = {}): AgentHandler {
 export const handler: AgentHandler = createHandler() satisfies Handler<unknown, InvocationResult>;
 
 function invocationRunner(options: HandlerOptions): AgentHandler {
+  // Warm caches outlive an invocation: one store per work dir for as long as this process lives.
+  const caches = new Map<string, CacheStore>();
   return async (event, context) => {
     const invokedAt = Date.now();
     // Nothing may keep this invocation alive once the agent is done: the agent closes its
@@ -184,7 +188,9 @@ function invocationRunner(options: HandlerOptions): AgentHandler {
       if (!report.ok) throw new SmokeTestFailedError(report);
       return report;
     }
-    return runInvocation(invocation, context, logger, invokedAt);
+    const root = join(invocation.config.workDir, "caches");
+    if (!caches.has(root)) caches.set(root, new CacheStore({ root }));
+    return runInvocation(invocation, context, logger, invokedAt, caches.get(root)!);
   };
 }
 
@@ -222,6 +228,7 @@ async function runInvocation(
   context: Context,
   logger: Logger,
   invokedAt: number,
+  caches: CacheStore,
 ): Promise<InvocationSummary> {
   const { layout, deadlineAt } = invocation;
   // When Lambda ends the invocation (no SIGTERM comes: the sandbox is frozen or killed).
@@ -275,6 +282,7 @@ async function runInvocation(
       // Whatever the controller does (never acknowledging, answering one byte a second), the
       // agent is done in time for the work dir's cleanup and the summary.
       returnBy: invocationEndsAt - SUMMARY_RESERVE_MS,
+      caches,
     });
   } finally {
     clearTimeout(timer);

@@ -94,6 +94,8 @@ export const agentConfigSchema = z.object({
     .min(65_536)
     .default(16 * 1_048_576),
   handshakeTimeoutMs: ms(1).default(10_000),
+  /** Most entries a workspace seed or an artifact set may hold. */
+  maxArchiveEntries: z.number().int().min(1).default(100_000),
   /** Environment given to every step before the job's own (never contains the agent's secret). */
   baseEnv: z.record(z.string(), z.string()).default({}),
   /** `auto` asks the controller what it is; `native` speaks protocol v1; `jenkins` runs remoting's agent.jar. */

@@ -40,6 +40,8 @@ const FIGURE_IDS = [
   "controller-cpu",
   "controller-rss",
   "controller-limit",
+  "transfer-throughput",
+  "transfer-peak-rss",
   "image-default-compressed",
   "image-default-compressed-9",
   "image-default-uncompressed",

@@ -44,6 +44,7 @@ describe("parseAgentConfig", () => {
       reconnectTimeoutMs: 60_000,
       maxPayloadBytes: 16 * 1_048_576,
       handshakeTimeoutMs: 10_000,
+      maxArchiveEntries: 100_000,
       baseEnv: {},
       mode: "auto",
       jenkins: {
