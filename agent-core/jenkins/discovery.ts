@@ -2,11 +2,14 @@ import { get as httpGet, type IncomingMessage } from "node:http";
 import { get as httpsGet } from "node:https";
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
+import { connectWindow } from "../net/connect-window.ts";
 import { requestAgentFor } from "../net/proxy.ts";
 
 export interface RetryOptions {
-  /** Keep retrying an unreachable controller this long (the agent's connect timeout). */
+  /** Keep retrying an unreachable controller this long (the agent's connect timeout; 0: one attempt). */
   timeoutMs: number;
+  /** One request's own bound (the agent's handshake timeout). */
+  attemptMs: number;
   signal?: AbortSignal;
   logger: Logger;
 }
@@ -14,27 +17,28 @@ export interface RetryOptions {
 /**
  * Calls `ask` (one request to the controller at `url`, bounded by the ms it is given) until it
  * resolves: a failure to reach the controller is retried with capped, jittered backoff until
- * `timeoutMs`, then throws AgentError `AGENT_ERR_CONTROLLER_UNREACHABLE` naming the last cause.
+ * `timeoutMs` (0: one attempt of `attemptMs`), then throws AgentError
+ * `AGENT_ERR_CONTROLLER_UNREACHABLE` naming the last cause.
  * Auto mode decides on the first answer, so it must get one.
  *
  * @example
- * const answer = await untilAnswered(url, (ms) => askForAgentJar({ ...options, timeoutMs: ms }), { timeoutMs: 60_000, logger });
+ * const answer = await untilAnswered(url, (ms) => askForAgentJar({ ...options, timeoutMs: ms }), { timeoutMs: 60_000, attemptMs: 10_000, logger });
  */
 export async function untilAnswered<T>(
   url: string,
   ask: (attemptMs: number) => Promise<T>,
   options: RetryOptions,
 ): Promise<T> {
-  const giveUpAt = Date.now() + options.timeoutMs;
+  const window = connectWindow(options.timeoutMs, options.attemptMs);
   let delayMs = 250;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await ask(Math.max(1, Math.min(ATTEMPT_MS, giveUpAt - Date.now())));
+      return await ask(window.attemptMs());
     } catch (error) {
       if (options.signal?.aborted)
         throw new AgentError("AGENT_ERR_INTERRUPTED", "interrupted", { cause: error });
       const why = describeFetchError(error);
-      const waitMs = Math.min(delayMs, giveUpAt - Date.now());
+      const waitMs = Math.min(delayMs, window.remainingMs());
       if (waitMs <= 0) {
         throw new AgentError(
           "AGENT_ERR_CONTROLLER_UNREACHABLE",
@@ -53,9 +57,6 @@ export async function untilAnswered<T>(
     }
   }
 }
-
-/** One request's own bound while retrying. */
-const ATTEMPT_MS = 10_000;
 
 /** A path below the controller's URL, which is treated as a directory (Jenkins' own rule). */
 export function underController(controllerUrl: string, path: string): string {
@@ -83,13 +84,14 @@ export async function getUrl(
   const agent = await requestAgentFor(url);
   return new Promise((resolve, reject) => {
     const req = get(target, { headers: options.headers ?? {}, ...(agent ? { agent } : {}) }, resolve);
-    const abort = () => {
-      const error = new Error("the request timed out or was interrupted");
+    const abortFor = (why: string) => {
+      const error = new Error(why);
       error.name = "AbortError";
       req.destroy(error);
     };
+    const abort = () => abortFor("interrupted");
     // Timer and listener go with the socket, whether the body is read, dropped or fails.
-    const timer = setTimeout(abort, options.timeoutMs);
+    const timer = setTimeout(() => abortFor(`no answer within ${options.timeoutMs} ms`), options.timeoutMs);
     options.signal?.addEventListener("abort", abort, { once: true });
     if (options.signal?.aborted) abort();
     req.once("close", () => {
@@ -103,7 +105,7 @@ export async function getUrl(
 /** A failed request in a few words: the system error's code, or that it timed out. */
 export function describeFetchError(error: unknown): string {
   const code = (error as NodeJS.ErrnoException).code;
-  if ((error as Error).name === "AbortError") return "timed out or interrupted";
+  if ((error as Error).name === "AbortError") return (error as Error).message || "interrupted";
   if (code) return `${code}${(error as Error).message ? ` (${(error as Error).message})` : ""}`;
   return (error as Error).message ?? String(error);
 }

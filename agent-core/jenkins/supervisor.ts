@@ -10,6 +10,7 @@ import { ExitCode, interruptCode } from "../exit-codes.ts";
 import type { Logger, LogLevel } from "../logger.ts";
 import type { JobLogCopy } from "../logs/job-log.ts";
 import { buildMaskSet } from "../logs/masker.ts";
+import { connectPhaseMs, connectWindow } from "../net/connect-window.ts";
 import {
   type AgentJar,
   askForAgentJar,
@@ -199,17 +200,18 @@ export async function runJenkinsAgent(
     if (options.auto) {
       answer = await untilAnswered(jarUrl, ask, {
         timeoutMs: config.connectTimeoutMs,
+        attemptMs: config.handshakeTimeoutMs,
         logger,
         signal: asking.signal,
       });
     } else {
-      answer = await ask(Math.min(settings.jarFetchTimeoutMs, config.connectTimeoutMs)).catch(
-        (error: unknown) => {
-          if (asking.signal.aborted) throw error;
-          unanswered = `${jarUrl}: ${describeFetchError(error)}`;
-          return undefined;
-        },
-      );
+      answer = await ask(
+        connectWindow(config.connectTimeoutMs, settings.jarFetchTimeoutMs).attemptMs(),
+      ).catch((error: unknown) => {
+        if (asking.signal.aborted) throw error;
+        unanswered = `${jarUrl}: ${describeFetchError(error)}`;
+        return undefined;
+      });
     }
   } catch (error) {
     await early?.discard("the controller did not answer");
@@ -270,7 +272,7 @@ export async function runJenkinsAgent(
     state,
     {
       url: config.url,
-      connectTimeoutMs: config.connectTimeoutMs,
+      connectTimeoutMs: connectPhaseMs(config.connectTimeoutMs, config.handshakeTimeoutMs),
       runtime: config.runtime,
       deadlineAt: config.deadlineAt,
       graceMs: config.graceMs,
@@ -425,6 +427,7 @@ async function watchRemoting(
   const onDiscard = () => stop.abort("cancelled");
   discard.addEventListener("abort", onDiscard, { once: true });
   const timers: NodeJS.Timeout[] = [];
+  const remotingConnectMs = connectPhaseMs(config.connectTimeoutMs, config.handshakeTimeoutMs);
   const stopFor = (why: NonNullable<RemotingRun["stoppedBecause"]>) => {
     if (stop.signal.aborted) return;
     stoppedBecause(why);
@@ -470,7 +473,8 @@ async function watchRemoting(
     signal: stop.signal,
     killNow,
     onStart: () => {
-      timers.push(setTimeout(() => stopFor("connect-timeout"), config.connectTimeoutMs));
+      // remoting retries by itself; AGENT_CONNECT_TIMEOUT_MS=0 gives it one attempt's time.
+      timers.push(setTimeout(() => stopFor("connect-timeout"), remotingConnectMs));
     },
     onOutput: (stream, data) => {
       copy?.lines.output(stream, data);

@@ -4,6 +4,7 @@ import type { AgentConfig } from "../config/config.ts";
 import { agentSocketUrl } from "../config/config.ts";
 import { AgentError, ControllerRefusedError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
+import { connectWindow } from "../net/connect-window.ts";
 import { tunnelAgentFor } from "../net/proxy.ts";
 import {
   AGENT_WS_PATH,
@@ -61,7 +62,7 @@ export async function connectToController<T>(
 ): Promise<T> {
   const url = agentSocketUrl(config.url, AGENT_WS_PATH);
   const timeoutMs = options.timeoutMs ?? config.connectTimeoutMs;
-  const giveUpAt = Date.now() + timeoutMs;
+  const window = connectWindow(timeoutMs, config.handshakeTimeoutMs);
   const { signal } = options;
   let delayMs = 250;
   let agent: Agent | undefined;
@@ -74,20 +75,14 @@ export async function connectToController<T>(
   }
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw interrupted(url);
-    // The last attempt may not run past the end of the connect phase (a single attempt: 0 ms).
-    const endsAt = timeoutMs === 0 ? Date.now() + config.handshakeTimeoutMs : giveUpAt;
-    const attemptMs = Math.max(
-      1,
-      Math.min(config.handshakeTimeoutMs, endsAt - Date.now(), (options.notAfter ?? Infinity) - Date.now()),
-    );
-    const result = await attemptConnect(url, config, agent, attemptMs, options);
+    const result = await attemptConnect(url, config, agent, window.attemptMs(options.notAfter), options);
     if (result.ok) {
       logger.info("connected to the controller", { url, attempt });
       return result.value;
     }
     if ("aborted" in result) throw interrupted(url);
     if (result.final) throw result.error;
-    const waitMs = Math.min(delayMs, giveUpAt - Date.now());
+    const waitMs = Math.min(delayMs, window.remainingMs());
     if (waitMs <= 0) {
       throw new AgentError(
         "AGENT_ERR_CONTROLLER_UNREACHABLE",

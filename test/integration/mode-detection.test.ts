@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  type AgentConfigInput,
   DISCOVERY_PATH,
   ExitCode,
   parseAgentConfig,
@@ -21,23 +22,32 @@ afterAll(async () => {
   scratch.remove();
 });
 
-/** An HTTP server answering every request with `status` and `headers`; it records the paths asked. */
-async function server(headers: Record<string, string>, status = 404) {
+/**
+ * An HTTP server answering every request with `status` and `headers` (after `answerAfterMs`, or
+ * never when it is null); it records the paths asked.
+ */
+async function server(headers: Record<string, string>, status = 404, answerAfterMs: number | null = 0) {
   const paths: string[] = [];
   const http = createServer((req: IncomingMessage, res) => {
     paths.push(req.url ?? "");
-    res.writeHead(status, headers);
-    res.end("nothing here");
+    if (answerAfterMs === null) return;
+    setTimeout(() => {
+      res.writeHead(status, headers);
+      res.end("nothing here");
+    }, answerAfterMs);
   });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   return {
     url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/base`,
     paths,
-    close: () => new Promise((resolve) => http.close(resolve)),
+    close: () => {
+      http.closeAllConnections();
+      return new Promise((resolve) => http.close(resolve));
+    },
   };
 }
 
-function autoConfig(url: string, name: string) {
+function autoConfig(url: string, name: string, overrides: Partial<AgentConfigInput> = {}) {
   return parseAgentConfig({
     url,
     secret: "0123456789abcdef0123456789abcdef",
@@ -45,6 +55,7 @@ function autoConfig(url: string, name: string) {
     workDir: scratch.path,
     connectTimeoutMs: 300,
     baseEnv: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+    ...overrides,
   });
 }
 
@@ -73,6 +84,37 @@ describe("auto mode: one request decides, and it is the agent.jar request", () =
       expect(other.paths.filter((p) => p.includes("jnlpJars"))).toHaveLength(1);
     } finally {
       await other.close();
+    }
+  });
+
+  it("AGENT_CONNECT_TIMEOUT_MS=0 gives the one discovery request a whole attempt: a controller answering in 300 ms is heard", async () => {
+    const slow = await server({}, 404, 300);
+    try {
+      const outcome = await runAgent(autoConfig(slow.url, "auto-once", { connectTimeoutMs: 0 }), {
+        logger: silentLogger,
+      });
+      // Decided on the answer (native), not given up on after 1 ms.
+      expect(outcome.mode).toBe("native");
+      expect(outcome.summary).not.toMatch(/jnlpJars/);
+      expect(slow.paths[0]).toBe("/base/jnlpJars/agent.jar");
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it("AGENT_CONNECT_TIMEOUT_MS=0 against a peer that never answers: one attempt of the handshake timeout, named as a timeout", async () => {
+    const silent = await server({}, 404, null);
+    try {
+      const started = Date.now();
+      const outcome = await runAgent(
+        autoConfig(silent.url, "auto-silent", { connectTimeoutMs: 0, handshakeTimeoutMs: 400 }),
+        { logger: silentLogger },
+      );
+      expect(outcome.error?.code).toBe("AGENT_ERR_CONTROLLER_UNREACHABLE");
+      expect(outcome.summary).toMatch(/after 1 attempt\(s\).*no answer within 400 ms/);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+    } finally {
+      await silent.close();
     }
   });
 
