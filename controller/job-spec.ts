@@ -30,20 +30,31 @@ const durationSchema = z
   ])
   .refine((value) => durationMs(value) >= 1, "must be at least 1 ms")
   .refine((value) => durationMs(value) <= MAX_DURATION_MS, "must be at most 365 days (8760h)");
+/**
+ * Text that ends up as a C string of a step's process (an argument, an environment value, a
+ * path): a NUL byte would cut it, so no program could be started with it. Refused here, at
+ * submission, rather than as a step that cannot start.
+ */
+const cString = z.string().refine((text) => !text.includes("\0"), "must not contain a NUL byte");
 const envSchema = z.record(
   z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
-  z.union([z.string(), z.number(), z.boolean()]).transform(String),
+  z.union([cString, z.number(), z.boolean()]).transform(String),
 );
 
 const stepSubmissionSchema = z
   .object({
     id: idSchema.optional(),
     name: z.string().max(200).optional(),
-    run: z.string().min(1).optional(),
-    argv: z.array(z.string()).min(1).optional(),
-    shell: shellSchema.optional(),
+    run: cString.min(1).optional(),
+    argv: z.array(cString).min(1).optional(),
+    shell: shellSchema
+      .refine(
+        (shell) => typeof shell === "string" || shell.every((part) => !part.includes("\0")),
+        "must not contain a NUL byte",
+      )
+      .optional(),
     env: envSchema.optional(),
-    workingDir: z.string().optional(),
+    workingDir: cString.optional(),
     timeout: durationSchema.optional(),
     continueOnError: z.boolean().optional(),
   })

@@ -5,6 +5,7 @@
  * (`spawn E2BIG`) names none of them.
  */
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { clip } from "../clip.ts";
 import type { Command } from "./run-step.ts";
 
 /** Linux's limit on one argument or environment string, its terminating NUL included (MAX_ARG_STRLEN, 32 pages). */
@@ -61,8 +62,31 @@ export function argMaxBytes(limitsText?: string): number {
  */
 export function explainSpawnError(error: NodeJS.ErrnoException, attempt: SpawnAttempt): string {
   const code = error.code ?? "unknown error";
-  const why = reason(code, attempt) ?? `${error.message}`;
+  // Node's own wording may quote the value at fault (a secret among them): clipped, as a last resort.
+  const why = reason(code, attempt) ?? clip(error.message, 200);
   return `could not start the step: ${why} (${code})`;
+}
+
+/**
+ * What no `execve` can take although it fits every size limit: a NUL byte inside an argument,
+ * an environment value or name (C strings end there), or an empty program name. Node refuses
+ * these before starting anything (`ERR_INVALID_ARG_VALUE`). Names the value, never shows it.
+ */
+function unrepresentable(attempt: SpawnAttempt): string | undefined {
+  const argv = [attempt.file, ...attempt.args];
+  if (attempt.file === "") return "the program name is empty";
+  for (const [index, arg] of argv.entries()) {
+    const at = arg.indexOf("\0");
+    if (at >= 0)
+      return `${argumentName(attempt, index)} contains a NUL byte (at character ${n(at)}), which no program's arguments can hold`;
+  }
+  for (const [name, value] of Object.entries(attempt.env)) {
+    if (name.includes("\0")) return `the name of an environment variable contains a NUL byte`;
+    const at = value.indexOf("\0");
+    if (at >= 0)
+      return `the environment variable ${clip(name)} contains a NUL byte (at character ${n(at)}), which no environment can hold`;
+  }
+  return undefined;
 }
 
 function reason(code: string, attempt: SpawnAttempt): string | undefined {
@@ -77,6 +101,9 @@ function reason(code: string, attempt: SpawnAttempt): string | undefined {
         : `a component of the program's path ${show(attempt.file)} is not a directory`;
     case "ENOENT":
       return notFound(attempt);
+    case "ERR_INVALID_ARG_VALUE":
+    case "ERR_INVALID_ARG_TYPE":
+      return unrepresentable(attempt);
     case "EACCES":
       return `permission denied running ${show(attempt.file)}: it is not executable, or a directory on its path (or the working directory ${show(attempt.cwd)}) cannot be searched`;
     default:

@@ -110,6 +110,38 @@ describe("a step that cannot start ends with reason error, naming the cause and 
     expect(Date.now() - started).toBeLessThan(5_000);
   });
 
+  it.each([
+    [
+      "an environment value",
+      { run: "true" },
+      { TOKEN: "s3cr3t-value\0rest" },
+      /the environment variable TOKEN contains a NUL byte \(at character 12\), which no environment can hold \(ERR_INVALID_ARG_VALUE\)$/,
+    ],
+    [
+      "an argument",
+      { argv: ["printf", "s3cr3t\0"] },
+      {},
+      /argument 1 contains a NUL byte \(at character 6\)/,
+    ],
+    [
+      "the run script",
+      { run: "echo s3cr3t\0" },
+      {},
+      /the `run` script contains a NUL byte \(at character 11\)/,
+    ],
+    ["an empty program name", { argv: [""] }, {}, /the program name is empty \(ERR_INVALID_ARG_VALUE\)$/],
+  ])(
+    "a NUL byte in %s (no execve can take it): named, its value never shown",
+    async (_what, command, env, message) => {
+      const result = await run(command as Parameters<typeof runStep>[0]["command"], {
+        env: { PATH, ...env },
+      });
+      expect(result).toMatchObject({ reason: "error", exitCode: null, pgid: null });
+      expect(result.message).toMatch(message);
+      expect(result.message).not.toContain("s3cr3t");
+    },
+  );
+
   it("a script whose #! interpreter is missing names the interpreter (ENOENT)", async () => {
     const script = join(dir.path, "script.py");
     writeFileSync(script, "#!/nonexistent/python9\nprint(1)\n");
@@ -278,6 +310,21 @@ describe("over a real controller: the job goes on by its rules and the agent exi
     expect(final.steps[1]?.message).toMatch(
       /the job's workspace \/.*workspace\/.* no longer exists \(was it removed by an earlier step\?\)/,
     );
+  });
+
+  it("a workspace replaced by a symbolic link to / by an earlier step: later steps are refused, not run in /", async () => {
+    const record = ctl.controller.submit({
+      steps: [{ run: 'cd /; rm -rf "$AGENT_WORKSPACE"; ln -s / "$AGENT_WORKSPACE"' }, { run: "pwd" }],
+    });
+    const { logger } = captureLogger();
+    const outcome = await runAgent(agentConfigFor(ctl.controller, `wsln-${record.id}`), { logger });
+    expect(outcome.exitCode).toBe(ExitCode.jobFailed);
+    const final = await ctl.controller.waitForJob(record.id);
+    expect(final.steps.map((s) => s.status)).toEqual(["succeeded", "failed"]);
+    expect(final.steps[1]?.message).toMatch(
+      /is no longer a directory \(an earlier step replaced it with a symbolic link\)/,
+    );
+    expect((await ctl.client.log(record.id)).toString()).toBe("");
   });
 
   it("a working directory deleted by an earlier step: the message names it", async () => {

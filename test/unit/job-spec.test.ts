@@ -155,6 +155,21 @@ describe("prepareJob", () => {
   });
 
   it.each([
+    ["an env value", { env: { A: "a\0b" }, steps: [{ run: "x" }] }, "env.A"],
+    ["a secret", { secrets: { TOKEN: "s3cr3t\0" }, steps: [{ run: "x" }] }, "secrets.TOKEN"],
+    ["a run script", { steps: [{ run: "echo a\0b" }] }, "steps.0.run"],
+    ["an argument", { steps: [{ argv: ["echo", "a\0b"] }] }, "steps.0.argv.1"],
+    ["a working directory", { steps: [{ run: "x", workingDir: "a\0b" }] }, "steps.0.workingDir"],
+    ["a shell prefix", { steps: [{ run: "x", shell: ["ba\0sh", "-c"] }] }, "steps.0.shell"],
+  ])("rejects a NUL byte in %s (no process could be started with it)", (_label, input, field) => {
+    const error = invalidJob(input);
+    expect(error.problems).toEqual([
+      { field, message: expect.stringMatching(/must not contain a NUL byte/) },
+    ]);
+    expect(error.message).not.toContain("s3cr3t");
+  });
+
+  it.each([
     ["a job timeout over 365 days", { timeout: "8761h", steps: [{ run: "x" }] }, "timeout"],
     [
       "a step timeout over 365 days in ms",

@@ -72,4 +72,61 @@ describe("resolveInWorkspace checks real paths", () => {
       new RegExp(`the job's workspace ${ws} no longer exists \\(was it removed by an earlier step\\?\\)`),
     );
   });
+
+  it.each([
+    ["a symbolic link to /", "/"],
+    ["a symbolic link to a sibling directory", "sibling"],
+  ])(
+    "refuses a workspace that an earlier step replaced with %s (every later step would run there)",
+    (_what, target) => {
+      rmSync(ws, { recursive: true });
+      symlinkSync(target === "/" ? "/" : join(dir.path, target), ws);
+      expect(code(() => resolveInWorkspace(ws, undefined))).toBe("AGENT_ERR_WORKSPACE");
+      expect(() => resolveInWorkspace(ws, "etc")).toThrow(
+        /the job's workspace .* is no longer a directory \(an earlier step replaced it with a symbolic link\)/,
+      );
+    },
+  );
+
+  it("refuses a workspace that an earlier step replaced with a file", () => {
+    rmSync(ws, { recursive: true });
+    writeFileSync(ws, "x");
+    expect(() => resolveInWorkspace(ws, undefined)).toThrow(
+      /is no longer a directory \(an earlier step replaced it\)/,
+    );
+  });
+
+  it.each([
+    [
+      "a working directory of 5,000 characters (PATH_MAX)",
+      "d".repeat(5_000),
+      /working directory "d{120}\.\.\. \(5000 characters\)": its path is 5,\d{3} bytes, over Linux's limit of 4,096 bytes for a path \(PATH_MAX\)/,
+    ],
+    [
+      "a component of 300 characters (NAME_MAX)",
+      `src/${"c".repeat(300)}`,
+      /a component of it is 300 bytes, over Linux's limit of 255 bytes for a file name \(NAME_MAX\)/,
+    ],
+    [
+      "a NUL byte",
+      "src\0/deep",
+      /working directory "src\\u0000\/deep" contains a NUL byte \(at character 3\)/,
+    ],
+  ])("names %s, its size against the limit, and never echoes it in full", (_what, path, message) => {
+    let error: Error | undefined;
+    try {
+      resolveInWorkspace(ws, path);
+    } catch (caught) {
+      error = caught as Error;
+    }
+    expect((error as { code?: string }).code).toBe("AGENT_ERR_WORKSPACE");
+    expect(error?.message).toMatch(message);
+    expect(error!.message.length).toBeLessThan(400);
+  });
+
+  it("names a symbolic link loop (ELOOP)", () => {
+    symlinkSync("loop-b", join(ws, "loop-a"));
+    symlinkSync("loop-a", join(ws, "loop-b"));
+    expect(() => resolveInWorkspace(ws, "loop-a")).toThrow(/too many levels of symbolic links \(ELOOP\)/);
+  });
 });
