@@ -131,7 +131,7 @@ describe("a step that cannot start ends with reason error, naming the cause and 
     ],
     ["an empty program name", { argv: [""] }, {}, /the program name is empty \(ERR_INVALID_ARG_VALUE\)$/],
   ])(
-    "a NUL byte in %s (no execve can take it): named, its value never shown",
+    "what no execve can take (%s with a NUL byte, or an empty program name): named, its value never shown",
     async (_what, command, env, message) => {
       const result = await run(command as Parameters<typeof runStep>[0]["command"], {
         env: { PATH, ...env },
