@@ -7,6 +7,10 @@ export default defineConfig({
     exclude: ["test/image/**", "**/node_modules/**"],
     globalSetup: ["test/support/global-setup.ts"],
     testTimeout: 60_000,
+    // expect.poll waits for an event (a process started, a log byte stored): 1 s, vitest's default,
+    // is shorter than a process start on two cores shared by several test runs. A bound, not a
+    // sleep: the poll returns as soon as the event is there.
+    expect: { poll: { timeout: 10_000 } },
     hookTimeout: 30_000,
     // Integration tests spawn real processes; two workers suit a 2-core machine.
     pool: "forks",

@@ -50,10 +50,19 @@ function functionEnv(extra: Record<string, string> = {}): Record<string, string>
 
 /** Lambda's context, as the image's Runtime API loop makes it, for an invocation that times out `remainingMs` from now. */
 function context(remainingMs: number): Context {
+  return contextUntil(Date.now() + remainingMs);
+}
+
+/**
+ * The same, for an invocation that times out at `deadlineMs` (epoch ms). Tests that compare
+ * times with the invocation's end take it from here: `Date.now() + getRemainingTimeInMillis()`
+ * reads the clock twice and can land a millisecond before the real end.
+ */
+function contextUntil(deadlineMs: number): Context {
   return contextFor(
     {
       requestId: "req-1",
-      deadlineMs: Date.now() + remainingMs,
+      deadlineMs,
       invokedFunctionArn: "arn:aws:lambda:eu-west-1:123456789012:function:jnlp-agent-git-bash",
       traceId: undefined,
       clientContext: undefined,
@@ -158,8 +167,8 @@ describe("Lambda handler: agent invocations (in process, real controller)", () =
     const name = "deadline.lambda-abcdef";
     const record = ctl.controller.submit({ steps: [{ run: "sleep 60" }, { run: "echo never" }] });
     const remainingMs = 7_000;
-    const ctx = context(remainingMs);
-    const timeoutAt = Date.now() + ctx.getRemainingTimeInMillis();
+    const timeoutAt = Date.now() + remainingMs;
+    const ctx = contextUntil(timeoutAt);
     const { handler } = makeHandler({
       AGENT_DEADLINE_MARGIN_MS: "2000",
       AGENT_DEADLINE_STEP_START_MIN_MS: "1000",
@@ -343,8 +352,8 @@ describe("Lambda handler: the summary comes before the invocation's deadline, wh
   it("a peer that answers the upgrade one byte per second", async () => {
     const peer = await slowPeer(1_000);
     try {
-      const ctx = context(5_000);
-      const timeoutAt = Date.now() + ctx.getRemainingTimeInMillis();
+      const timeoutAt = Date.now() + 5_000;
+      const ctx = contextUntil(timeoutAt);
       const { handler } = makeHandler({
         AGENT_DEADLINE_MARGIN_MS: "2000",
         AGENT_CONNECT_TIMEOUT_MS: "60000",
@@ -376,8 +385,8 @@ describe("Lambda handler: the summary comes before the invocation's deadline, wh
       );
     });
     try {
-      const ctx = context(6_000);
-      const timeoutAt = Date.now() + ctx.getRemainingTimeInMillis();
+      const timeoutAt = Date.now() + 6_000;
+      const ctx = contextUntil(timeoutAt);
       const { handler } = makeHandler({
         AGENT_DEADLINE_MARGIN_MS: "2500",
         AGENT_DEADLINE_STEP_START_MIN_MS: "0",

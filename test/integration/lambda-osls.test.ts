@@ -33,6 +33,10 @@ function osls(args: string[], home: string, timeoutMs = 60_000): Promise<Run> {
       env: {
         PATH: process.env.PATH ?? "/usr/bin:/bin",
         HOME: home,
+        // The handler's default work dir is $TMPDIR/lambda-agent, which a smoke test cleans: each
+        // run gets its own, or test runs sharing this machine remove each other's (tool:bash then
+        // fails in a vanished HOME).
+        TMPDIR: home,
         AWS_ACCESS_KEY_ID: "x",
         AWS_SECRET_ACCESS_KEY: "x",
         AWS_REGION: "us-east-1",
@@ -530,6 +534,9 @@ describe("osls invoke local: the smoke test through the real bundle", () => {
       logs: { group: "/aws/lambda/jnlp-agent-git-bash" },
     });
     expect((await ctl.controller.waitForJob(record.id)).agent?.labels).toEqual(["git", "bash"]);
+    expect((await ctl.client.log(record.id)).toString()).toContain(
+      `HOME=${join(scratch.path, "lambda-agent", "home")}\n`,
+    );
     expect(`${run.stdout}${run.stderr}`).not.toContain(ctl.controller.secretFor(name));
   });
 
