@@ -124,7 +124,11 @@ export async function runJenkinsAgent(
   };
   const failed = (error: unknown): JenkinsOutcome => {
     if (options.signal?.aborted) {
-      const summary = "interrupted before remoting started";
+      // Auto mode still asking which controller this is has not chosen Jenkins yet.
+      const summary =
+        options.auto && !answered
+          ? `interrupted while reaching the controller at ${config.url}`
+          : "interrupted before remoting started";
       return end({
         exitCode: interruptCode(options.signal),
         summary,

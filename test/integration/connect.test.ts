@@ -79,6 +79,8 @@ describe("every connection attempt is bounded in total time", () => {
         msg: "agent finished",
         exitCode: ExitCode.sigterm,
         code: "AGENT_ERR_INTERRUPTED",
+        // Auto mode had not chosen Jenkins: no "before remoting started".
+        summary: `interrupted while reaching the controller at ${peer.url}`,
       });
     } finally {
       await peer.close();
