@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import * as z from "zod";
-import { type ConfigProblem, type Logger, zodProblems } from "../agent-core/index.ts";
+import { type ConfigProblem, type Logger, MAX_TUNABLE_MS, zodProblems } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 import { durationMs, MAX_INFRASTRUCTURE_RETRIES, nestingDepth } from "./job-spec.ts";
 import { EcsProvisioner } from "./provisioners/ecs.ts";
@@ -9,12 +9,19 @@ import { LambdaProvisioner } from "./provisioners/lambda.ts";
 import { LocalProvisioner } from "./provisioners/local.ts";
 import type { LaunchTemplate } from "./provisioners/provisioner.ts";
 
+/**
+ * A duration of the controller's own timers: 1 ms to one day (the agent's tunables' bound). Node
+ * fires a timer of 2^31 ms or more at once, so `resumeWindow: 720h` would fail a dropped agent's
+ * job at once; 0 would stop every launched agent at once, or poll ECS in a tight loop.
+ */
 const durationSchema = z
   .union([
     z.number().int().nonnegative(),
     z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h"),
   ])
-  .transform((value) => durationMs(value));
+  .transform((value) => durationMs(value))
+  .refine((ms) => ms >= 1, "must be at least 1 ms")
+  .refine((ms) => ms <= MAX_TUNABLE_MS, `must be at most ${MAX_TUNABLE_MS.toLocaleString("en-US")} ms (24h)`);
 
 const BYTE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as const;
 const bytesSchema = z
@@ -69,7 +76,9 @@ const ecsSchema = z
     secretIn: z.enum(["environment", "command"]).default("environment"),
     tags: z.record(z.string().min(1).max(128), z.string().max(256)).optional(),
     /** How often the controller asks ECS about the tasks it watches. */
-    pollInterval: durationSchema.default(5_000),
+    pollInterval: durationSchema
+      .refine((ms) => ms >= 100, "must be at least 100 ms (one DescribeTasks per interval)")
+      .default(5_000),
   })
   .strict()
   .refine((ecs) => !(ecs.capacityProvider && ecs.launchType), {

@@ -94,6 +94,32 @@ describe("the controller config file", () => {
     expect(problems.find((p) => p.field === "(input)")?.message).toMatch(/bogus/);
   });
 
+  it.each([
+    ["resumeWindow", { resumeWindow: "720h" }, "resumeWindow", /at most 86,400,000 ms/],
+    ["connectTimeout", { connectTimeout: 2_147_483_648 }, "connectTimeout", /at most 86,400,000 ms/],
+    [
+      "a template's connectTimeout",
+      { templates: [{ ...fargate, connectTimeout: "25h" }] },
+      "templates.0.connectTimeout",
+      /at most/,
+    ],
+    [
+      "connectTimeout of 0 (every launched agent stopped at once)",
+      { connectTimeout: 0 },
+      "connectTimeout",
+      /at least 1 ms/,
+    ],
+    [
+      "an ECS pollInterval of 0 (DescribeTasks in a tight loop)",
+      { templates: [{ ...fargate, ecs: { ...fargate.ecs, pollInterval: 0 } }] },
+      "templates.0.ecs.pollInterval",
+      /at least/,
+    ],
+  ])("refuses %s past what a timer can hold or mean", (_what, input, field, message) => {
+    const problems = problemsOf(input);
+    expect(problems.find((p) => p.field === field)?.message).toMatch(message);
+  });
+
   it("refuses a config nested deeper than it could be, without describing it", () => {
     let deep: unknown = 1;
     for (let i = 0; i < 20_000; i++) deep = [deep];
