@@ -5,6 +5,7 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import ms from "ms";
 import { parse as parseYaml } from "yaml";
+import { clip } from "../agent-core/index.ts";
 import { type Artifact, imageArtifact, readZipArtifact } from "./artifact.ts";
 import { DeployError, DeployExit, type DeployExitCode, exitCodeOf } from "./errors.ts";
 import { createLambdaClient } from "./lambda-api.ts";
@@ -63,6 +64,7 @@ deploy:
                          crashed deploy's hold expires after it.
   --poll DURATION        How often to poll a code update or a new version (default 2s).
   --max-wait DURATION    Longest wait for a code update or a new version (default 10m).
+                         Every DURATION is at most 24h.
 
 rollback:
   --to VERSION           The version to go back to (default: the record's previous version; after
@@ -487,13 +489,21 @@ function parseSteps(value: string | undefined, problems: string[]): number[] {
   return steps;
 }
 
+/** Longest duration an option takes: one day, far below the 2^31 ms past which Node fires a timer at once. */
+const MAX_DURATION_MS = 86_400_000;
+
 function duration(value: string | undefined, option: string, fallback: number, problems: string[]): number {
   if (value === undefined) return fallback;
   const parsed = /^\d+$/.test(value) ? Number(value) : ms(value as ms.StringValue);
   if (typeof parsed !== "number" || !Number.isFinite(parsed) || parsed < 0) {
     problems.push(
-      `${option} must be a duration (500ms, 30s, 5m, or milliseconds), got ${JSON.stringify(value)}`,
+      `${option} must be a duration (500ms, 30s, 5m, or milliseconds), got ${JSON.stringify(clip(value))}`,
     );
+    return fallback;
+  }
+  if (parsed > MAX_DURATION_MS) {
+    // `--step-wait 30d` would otherwise end each step's wait at once.
+    problems.push(`${option} must be at most 24h, got ${JSON.stringify(clip(value))}`);
     return fallback;
   }
   return parsed;

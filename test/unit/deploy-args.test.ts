@@ -121,6 +121,15 @@ describe("parseRolloutArgs", () => {
     }
   });
 
+  it.each(["--step-wait", "--poll", "--max-wait", "--lease"])(
+    "refuses %s past 24h (a wait of 2^31 ms or more would end at once in Node)",
+    async (option) => {
+      const error = await usageError(["deploy", "--zip", "a.zip", option, "30d"]);
+      expect(error.code).toBe("DEPLOY_ERR_USAGE");
+      expect(error.message).toContain(`\n  - ${option} must be at most 24h, got "30d"`);
+    },
+  );
+
   it("refuses options of another command, unknown options and commands", async () => {
     expect((await usageError(["status", "--function", "f", "--zip", "x.zip", "--to", "3"])).message).toMatch(
       /--zip is not an option of status[\s\S]*--to is not an option of status/,
