@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type WebSocket from "ws";
+import { clip } from "../clip.ts";
 import type { AgentConfig } from "../config/config.ts";
 import { AgentError, type AgentIoError, ControllerRefusedError, type ProtocolError } from "../errors.ts";
 import type { ArtifactChannel } from "../job/transfers.ts";
@@ -393,6 +394,10 @@ export class JobChannel {
     const giveUpAt = Date.now() + this.#boundedBy(config.reconnectTimeoutMs);
     const stop = this.#stopResuming.signal;
     let pauseMs = 250;
+    // What the last attempt that reached the controller came to, for the message if none succeeds
+    // (the last connect may only say that the time ran out).
+    let lastFailure: string | undefined;
+    const after = () => (lastFailure === undefined ? "" : ` (before that, ${lastFailure})`);
     for (let attempt = 1; Date.now() < giveUpAt && !stop.aborted; attempt++) {
       if (attempt > 1) {
         await delay(Math.min(pauseMs, Math.max(0, giveUpAt - Date.now())), stop);
@@ -414,7 +419,7 @@ export class JobChannel {
         return this.#giveUp(
           new AgentError(
             "AGENT_ERR_CONNECTION_LOST",
-            `${refused ? "the controller refused to resume" : "could not reconnect to the controller"} during job ${jobId}: ${(error as Error).message}`,
+            `${refused ? "the controller refused to resume" : "could not reconnect to the controller"} during job ${jobId}: ${(error as Error).message}${refused ? "" : after()}`,
             { cause: error },
           ),
         );
@@ -428,6 +433,10 @@ export class JobChannel {
       );
       if (why === "done") return;
       const info = await session.close(CloseCode.normal, "resume failed");
+      lastFailure =
+        why === "timeout"
+          ? `the controller did not answer the resuming hello within ${config.handshakeTimeoutMs} ms`
+          : `the controller closed the resumed session (code ${info.code}${info.reason ? `: ${clip(info.reason)}` : ""})`;
       if (info.code === CloseCode.resumeRefused || info.error !== undefined) {
         return this.#giveUp(
           info.error ??
@@ -442,7 +451,7 @@ export class JobChannel {
       this.#giveUp(
         new AgentError(
           "AGENT_ERR_CONNECTION_LOST",
-          `the controller did not come back within ${config.reconnectTimeoutMs} ms`,
+          `the controller did not come back within ${config.reconnectTimeoutMs} ms${after()}`,
         ),
       );
     }

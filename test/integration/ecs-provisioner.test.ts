@@ -180,8 +180,10 @@ describe("the ECS provisioner against a loopback ECS (real @aws-sdk/client-ecs)"
   });
 
   it("stops a task whose agent never connects (StopTask) and launches another within the budget", async () => {
+    // The first task never connects; the second is a real agent process, which must start and
+    // connect within the same timeout on a loaded machine (1.5 s was not always enough).
     const { controller, ecs } = await setup([
-      { connectTimeout: "1500ms", ecs: { taskDefinition: "slow-start:1" } },
+      { connectTimeout: "5s", ecs: { taskDefinition: "slow-start:1" } },
     ]);
     const record = controller.submit({ steps: [{ run: "echo second task" }] });
     const final = await controller.waitForJob(record.id);

@@ -164,3 +164,36 @@ describe("frames that arrive together meet the right state", () => {
     }
   });
 });
+
+describe("a resume that never succeeds says why", () => {
+  it("a controller that closes every resumed session (1013): the summary names that close, not only the last attempt's timeout", async () => {
+    let connections = 0;
+    const fake = await fakeController((socket, traffic) => {
+      connections++;
+      if (connections > 1) {
+        void waitForType(traffic, "hello").then(() => socket.close(1013, "try again later"));
+        return;
+      }
+      ackEverything(socket);
+      void waitForType(traffic, "hello").then(async () => {
+        socket.send(JSON.stringify(jobOf("j1", "sleep 30")));
+        await waitForType(traffic, "step-start");
+        socket.terminate();
+      });
+    });
+    try {
+      const { logger } = captureLogger();
+      const outcome = await runAgent(agentOf(fake.url, "try-later", { reconnectTimeoutMs: 1_500 }), {
+        logger,
+      });
+      expect(outcome.exitCode).toBe(ExitCode.controllerFailure);
+      expect(outcome.error?.code).toBe("AGENT_ERR_CONNECTION_LOST");
+      expect(connections).toBeGreaterThan(1);
+      expect(outcome.summary).toMatch(
+        /the controller closed the resumed session \(code 1013: try again later\)/,
+      );
+    } finally {
+      await fake.close();
+    }
+  });
+});
