@@ -38,8 +38,8 @@ export async function untilAnswered<T>(
       if (options.signal?.aborted)
         throw new AgentError("AGENT_ERR_INTERRUPTED", "interrupted", { cause: error });
       const why = describeFetchError(error);
-      const waitMs = Math.min(delayMs, window.remainingMs());
-      if (waitMs <= 0) {
+      const waitMs = window.retryWaitMs(delayMs);
+      if (waitMs === null) {
         throw new AgentError(
           "AGENT_ERR_CONTROLLER_UNREACHABLE",
           `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${options.timeoutMs} ms: ${why}`,

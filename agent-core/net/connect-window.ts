@@ -10,11 +10,22 @@
  * window.attemptMs(); // 10000: the one attempt
  * window.remainingMs(); // 0: no retry after it
  */
+/**
+ * The shortest attempt worth making: with less time left, the phase ends with the last real
+ * failure rather than an attempt that could only time out (and say so instead of the cause).
+ */
+export const MIN_ATTEMPT_MS = 100;
+
 export interface ConnectWindow {
   /** The bound of the next attempt, in ms (at least 1), never past `notAfter` (epoch ms) when given. */
   attemptMs(notAfter?: number | null): number;
   /** How long retries may still go on, in ms (0 or less: give up). */
   remainingMs(): number;
+  /**
+   * The pause before the next attempt (`delayMs`, cut to the time left), or null when no attempt
+   * of at least {@link MIN_ATTEMPT_MS} would fit after it: give up with the last failure.
+   */
+  retryWaitMs(delayMs: number): number | null;
 }
 
 /** The whole phase's length, in ms: `timeoutMs`, or the one attempt's `attemptCapMs` when it is 0. */
@@ -34,5 +45,10 @@ export function connectWindow(
       return Math.max(1, Math.min(attemptCapMs, endsAt - now(), (notAfter ?? Infinity) - now()));
     },
     remainingMs: () => giveUpAt - now(),
+    retryWaitMs: (delayMs) => {
+      const left = giveUpAt - now();
+      const waitMs = Math.min(delayMs, Math.max(0, left - MIN_ATTEMPT_MS));
+      return left - waitMs < MIN_ATTEMPT_MS ? null : waitMs;
+    },
   };
 }

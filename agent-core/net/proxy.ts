@@ -115,8 +115,17 @@ export function proxyProblems(env: Readonly<Record<string, string | undefined>>)
   return problems;
 }
 
-/** A proxy URL as it may be shown: without its password, clipped. */
+/** A proxy URL as it may be shown: without its password, clipped, in backquotes. */
 function shownProxy(value: string): string {
-  const masked = value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@/]*@/i, "$1***@");
-  return `\`${clip(masked)}\``;
+  return `\`${proxyShown(value)}\``;
+}
+
+/**
+ * A proxy URL as an error or a diagnostic may show it: the password replaced by `***`, clipped.
+ *
+ * @example
+ * proxyShown("http://ci:hunter2@proxy.corp:3128"); // "http://ci:***@proxy.corp:3128"
+ */
+export function proxyShown(value: string): string {
+  return clip(value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@/]*@/i, "$1***@"));
 }

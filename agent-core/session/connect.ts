@@ -5,7 +5,7 @@ import { agentSocketUrl } from "../config/config.ts";
 import { AgentError, ControllerRefusedError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import { connectWindow } from "../net/connect-window.ts";
-import { tunnelAgentFor } from "../net/proxy.ts";
+import { proxyFor, proxyShown, tunnelAgentFor } from "../net/proxy.ts";
 import {
   AGENT_WS_PATH,
   encodeNameHeader,
@@ -66,6 +66,7 @@ export async function connectToController<T>(
   const { signal } = options;
   let delayMs = 250;
   let agent: Agent | undefined;
+  const proxy = proxyFor(url);
   try {
     agent = await tunnelAgentFor(url);
   } catch (error) {
@@ -75,15 +76,22 @@ export async function connectToController<T>(
   }
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw interrupted(url);
-    const result = await attemptConnect(url, config, agent, window.attemptMs(options.notAfter), options);
+    const result = await attemptConnect(
+      url,
+      config,
+      agent,
+      window.attemptMs(options.notAfter),
+      options,
+      proxy,
+    );
     if (result.ok) {
       logger.info("connected to the controller", { url, attempt });
       return result.value;
     }
     if ("aborted" in result) throw interrupted(url);
     if (result.final) throw result.error;
-    const waitMs = Math.min(delayMs, window.remainingMs());
-    if (waitMs <= 0) {
+    const waitMs = window.retryWaitMs(delayMs);
+    if (waitMs === null) {
       throw new AgentError(
         "AGENT_ERR_CONTROLLER_UNREACHABLE",
         `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${timeoutMs} ms: ${result.error.message}`,
@@ -112,6 +120,7 @@ function attemptConnect<T>(
   agent: Agent | undefined,
   attemptMs: number,
   options: ConnectOptions<T>,
+  proxy: string | null,
 ): Promise<Attempt<T>> {
   return new Promise((resolve) => {
     let socket: WebSocket;
@@ -171,7 +180,7 @@ function attemptConnect<T>(
     const onRefusal = (_req: unknown, res: IncomingMessage) => {
       readBody(res, Math.min(REFUSAL_BODY_WAIT_MS, attemptMs)).then((body) => {
         res.destroy();
-        done(refusalFor(res, body, url));
+        done(refusalFor(res, body, url, proxy));
       });
     };
     const onError = (error: Error) => done({ ok: false, error, final: false });
@@ -181,9 +190,25 @@ function attemptConnect<T>(
   });
 }
 
-function refusalFor<T>(res: IncomingMessage, body: string, url: string): Attempt<T> {
+function refusalFor<T>(res: IncomingMessage, body: string, url: string, proxy: string | null): Attempt<T> {
   const status = res.statusCode ?? 0;
   const detail = body.trim() ? `: ${body.trim()}` : "";
+  if (status === 407) {
+    // Only a proxy answers 407 (RFC 9110): its CONNECT wants credentials it did not get or took
+    // for wrong. No retry changes that; it is the proxy variable that needs fixing.
+    const shown = proxy === null ? "a proxy" : `the proxy ${proxyShown(proxy)}`;
+    const has = proxy !== null && /^[a-z][a-z0-9+.-]*:\/\/[^/@]+@/i.test(proxy);
+    return {
+      ok: false,
+      final: true,
+      error: new AgentError(
+        "AGENT_ERR_CONFIG",
+        `${shown} refused to open a tunnel to ${url} (HTTP 407, Proxy Authentication Required): ${has ? "the credentials in the proxy URL were not accepted" : "give its credentials in the proxy URL (http://user:password@host:port)"}`,
+      ),
+    };
+  }
+  // Through a proxy, an answer may be the proxy's own (502 when it cannot reach the controller).
+  const via = proxy === null ? "" : ` (through the proxy ${proxyShown(proxy)})`;
   if (res.headers["x-jenkins"] !== undefined) {
     return {
       ok: false,
@@ -214,7 +239,11 @@ function refusalFor<T>(res: IncomingMessage, body: string, url: string): Attempt
       ),
     };
   }
-  return { ok: false, final: false, error: new Error(`the controller answered HTTP ${status}${detail}`) };
+  return {
+    ok: false,
+    final: false,
+    error: new Error(`the controller${via} answered HTTP ${status}${detail}`),
+  };
 }
 
 /** Up to REFUSAL_BODY_CHARS of the body, waiting at most `waitMs`. */

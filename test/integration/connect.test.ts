@@ -1,3 +1,4 @@
+import { type AddressInfo, createServer } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { cloudWatchSettings, ExitCode, runAgent } from "../../agent-core/index.ts";
 import { startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
@@ -153,6 +154,60 @@ describe("proxies from the environment", () => {
     expect(code).toBe(ExitCode.badConfig);
     expect(stderr).toMatch(/HTTPS_PROXY/);
     expect(stderr).not.toContain("hunter2");
+  });
+
+  it.each([
+    ["without credentials", "http://127.0.0.1:PORT/", /give its credentials in the proxy URL/],
+    [
+      "with credentials it refuses",
+      "http://ci:hunter2@127.0.0.1:PORT/",
+      /the credentials in the proxy URL were not accepted/,
+    ],
+  ])(
+    "a proxy that answers CONNECT with 407 (%s): a configuration error naming the proxy, exit 2, no retries",
+    async (_what, template, advice) => {
+      const answered: number[] = [];
+      const server = createServer((socket) => {
+        socket.on("error", () => {});
+        socket.once("data", () => {
+          answered.push(Date.now());
+          socket.end(
+            'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n',
+          );
+        });
+      });
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      try {
+        const proxyUrl = template.replace("PORT", String((server.address() as AddressInfo).port));
+        const { code, last, stderr } = await launch("needs-auth", {
+          HTTP_PROXY: proxyUrl,
+          AGENT_MODE: "native",
+        });
+        expect(code).toBe(ExitCode.badConfig);
+        expect(last).toMatchObject({ code: "AGENT_ERR_CONFIG" });
+        expect(String(last.summary)).toMatch(
+          /^the proxy http:\/\/.*127\.0\.0\.1:\d+\/ refused to open a tunnel to ws:\/\/controller\.invalid:\d+\/agents\/v1 \(HTTP 407, Proxy Authentication Required\)/,
+        );
+        expect(String(last.summary)).toMatch(advice);
+        expect(stderr).not.toContain("hunter2");
+        expect(answered).toHaveLength(1);
+      } finally {
+        server.close();
+      }
+    },
+  );
+
+  it("a controller the proxy cannot reach (502): the summary says it came through the proxy, and names no 1 ms attempt", async () => {
+    const { code, last } = await entrypoint(
+      ["-url", "http://nowhere.invalid:8080/", "-secret", "s3cret-value", "-name", "no-route"],
+      { HTTP_PROXY: proxy.url, AGENT_MODE: "native", AGENT_CONNECT_TIMEOUT_MS: "1200" },
+    ).done;
+    expect(code).toBe(ExitCode.controllerFailure);
+    expect(last).toMatchObject({ code: "AGENT_ERR_CONTROLLER_UNREACHABLE" });
+    expect(String(last.summary)).toContain(
+      `the controller (through the proxy ${proxy.url}) answered HTTP 502`,
+    );
+    expect(String(last.summary)).not.toMatch(/within \d ms/);
   });
 
   it("the CloudWatch copy goes through the proxy too (the AWS SDK's requests)", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { connectPhaseMs, connectWindow } from "../../agent-core/net/connect-window.ts";
+import { connectPhaseMs, connectWindow, MIN_ATTEMPT_MS } from "../../agent-core/net/connect-window.ts";
 
 describe("connectWindow: one rule for AGENT_CONNECT_TIMEOUT_MS in every loop that reaches the controller", () => {
   it("0 is one attempt of the attempt cap, and no retry after it", () => {
@@ -27,5 +27,16 @@ describe("connectWindow: one rule for AGENT_CONNECT_TIMEOUT_MS in every loop tha
     const window = connectWindow(0, 10_000, () => 0);
     expect(window.attemptMs(2_500)).toBe(2_500);
     expect(window.attemptMs(null)).toBe(10_000);
+  });
+
+  it("retries only while an attempt of MIN_ATTEMPT_MS still fits after the pause", () => {
+    let now = 0;
+    const window = connectWindow(2_000, 10_000, () => now);
+    expect(window.retryWaitMs(250)).toBe(250);
+    now = 1_700;
+    expect(window.retryWaitMs(1_000)).toBe(300 - MIN_ATTEMPT_MS);
+    now = 1_950;
+    expect(window.retryWaitMs(250)).toBeNull();
+    expect(connectWindow(0, 10_000, () => 0).retryWaitMs(250)).toBeNull();
   });
 });
