@@ -178,7 +178,8 @@ export async function superviseStep(
   if (options.killNow?.aborted) onKill();
   else if (options.signal?.aborted) onAbort();
 
-  const streams = [child.stdout, child.stderr].filter((s): s is Readable => s !== null);
+  // undefined, not null, when the start failed before the pipes were made (EMFILE, ENFILE).
+  const streams = [child.stdout, child.stderr].filter((s): s is Readable => s != null);
   const streamsClosed = Promise.all(
     streams.map(
       (stream) =>

@@ -104,6 +104,19 @@ function reason(code: string, attempt: SpawnAttempt): string | undefined {
     case "ERR_INVALID_ARG_VALUE":
     case "ERR_INVALID_ARG_TYPE":
       return unrepresentable(attempt);
+    case "EMFILE": {
+      // Reading the limit takes a descriptor too: it may not be known just now.
+      const limit = limitOf("Max open files");
+      return `the agent has no file descriptor left for the step's pipes (its limit of open files, \`ulimit -n\`${limit === undefined ? "" : `, ${limit}`}, is reached): a process of the job, or the agent, holds too many open`;
+    }
+    case "ENFILE":
+      return "the system's table of open files is full";
+    case "EAGAIN": {
+      const limit = limitOf("Max processes");
+      return `no more processes may be started (the limit of processes, \`ulimit -u\`${limit === undefined ? "" : `, ${limit}`}, is reached): a process of the job may be forking without end`;
+    }
+    case "ENOMEM":
+      return "there is not enough memory to start the process";
     case "EACCES":
       return `permission denied running ${show(attempt.file)}: it is not executable, or a directory on its path (or the working directory ${show(attempt.cwd)}) cannot be searched`;
     default:
@@ -189,6 +202,18 @@ export function missingWorkingDir(cwd: string): string {
 export function isDirectory(path: string): boolean | undefined {
   try {
     return statSync(path).isDirectory();
+  } catch {
+    return undefined;
+  }
+}
+
+/** A soft limit of this process from /proc/self/limits (`Max open files`...), or undefined. */
+function limitOf(name: string): string | undefined {
+  try {
+    const line = readFileSync("/proc/self/limits", "utf8")
+      .split("\n")
+      .find((l) => l.startsWith(name));
+    return line?.slice(name.length).trim().split(/\s+/)[0];
   } catch {
     return undefined;
   }

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent, runStep, type StepResult } from "../../agent-core/index.ts";
@@ -141,6 +141,28 @@ describe("a step that cannot start ends with reason error, naming the cause and 
       expect(result.message).not.toContain("s3cr3t");
     },
   );
+
+  it("the agent out of file descriptors (EMFILE): the step ends with reason error naming it, not a TypeError", async () => {
+    // Node's spawn then returns a child without pipes (stdout undefined, not null) and emits
+    // `error` later: the runner must not touch the missing pipes.
+    const held: number[] = [];
+    let result: Awaited<ReturnType<typeof run>> | undefined;
+    try {
+      try {
+        for (;;) held.push(openSync("/dev/null", "r"));
+      } catch {
+        // EMFILE: every descriptor this process may have is taken.
+      }
+      result = await run({ run: "true" });
+    } finally {
+      for (const fd of held) closeSync(fd);
+    }
+    expect(held.length).toBeGreaterThan(0);
+    expect(result).toMatchObject({ reason: "error", exitCode: null, pgid: null });
+    expect(result?.message).toMatch(
+      /^could not start the step: the agent has no file descriptor left .*\(EMFILE\)$/,
+    );
+  });
 
   it("a script whose #! interpreter is missing names the interpreter (ENOENT)", async () => {
     const script = join(dir.path, "script.py");
