@@ -349,7 +349,9 @@ async function report(
   });
   if (!reported.acked) {
     return {
-      exitCode: ExitCode.controllerFailure,
+      // Interrupted (ECS stop, Spot): that is what the orchestrator asked about; the error says
+      // that the report did not get through.
+      exitCode: options.signal?.aborted ? interruptCode(options.signal) : ExitCode.controllerFailure,
       summary: reported.error.message,
       error: reported.error,
       job: outcome,

@@ -56,6 +56,7 @@ export {
   type WorkspaceData,
 } from "./session/channel-state.ts";
 export { FlowControl } from "./session/flow-control.ts";
+export { INTERRUPT_REPORT_MS, signalExitMs } from "./session/job-channel.ts";
 export { Outbox, type OutboxOptions } from "./session/outbox.ts";
 export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";
 export * from "./workspace/index.ts";

@@ -7,6 +7,7 @@ import {
   ExitCode,
   type Logger,
   runAgent,
+  signalExitMs,
 } from "../agent-core/index.ts";
 import { HELP_TEXT, type LaunchPlan, parseLaunch } from "./launch-args.ts";
 import type { ScrubResult } from "./secret-scrub.ts";
@@ -80,13 +81,17 @@ async function runWithSignals(
     logger.warn("signal received: stopping the job", { signal });
     interrupt.abort(signal);
     // Whatever happens, exit before an orchestrator's SIGKILL could leave things half-done.
-    lastResort = setTimeout(
-      () => {
-        logger.error("shutdown took too long; exiting", { signal });
-        process.exit(code);
-      },
-      config.graceMs + config.drainMs + 5_000,
-    );
+    // The agent's own waits end before it (signalExitMs): this is a backstop.
+    lastResort = setTimeout(() => {
+      logger.error("shutdown took too long; exiting", { signal });
+      // The summary line is written whatever ends the process.
+      logger.error("agent finished", {
+        exitCode: code,
+        summary: `interrupted by ${signal}, and the agent did not finish within ${signalExitMs(config)} ms`,
+        code: "AGENT_ERR_INTERRUPTED",
+      });
+      process.exit(code);
+    }, signalExitMs(config));
     lastResort.unref();
   };
   process.on("SIGTERM", onSignal);

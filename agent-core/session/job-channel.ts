@@ -38,6 +38,22 @@ export type StepEndFields = Omit<StepEnd, "v" | "type" | "seq" | "jobId" | "step
 /** The job's end as reported (the channel adds the envelope, `seq` and `jobId`). */
 export type JobEndFields = Omit<JobEnd, "v" | "type" | "seq" | "jobId">;
 
+/**
+ * After the first SIGTERM/SIGINT, how long the channel may still spend reporting the job's end
+ * (resuming a dropped session, the wait for the ack), beyond the step's grace and drain: the
+ * process then ends by itself, before a wrapper's last-resort timer ({@link signalExitMs}).
+ */
+export const INTERRUPT_REPORT_MS = 4_000;
+
+/**
+ * When a wrapper's last-resort timer should end the process after the first signal: the step's
+ * grace and drain, the report window, and a second for the summary line. The agent's own waits
+ * are over before it; the timer is a backstop.
+ */
+export function signalExitMs(config: Pick<AgentConfig, "graceMs" | "drainMs">): number {
+  return config.graceMs + config.drainMs + INTERRUPT_REPORT_MS + 1_000;
+}
+
 export interface JobChannelOptions {
   /** Aborting while connecting ends the connect phase at once (SIGTERM before a job). */
   signal?: AbortSignal | undefined;
@@ -71,6 +87,9 @@ export class JobChannel {
   readonly #jobAbort = new AbortController();
   /** Aborted when the channel gives up: ends a reconnect in flight and the pause between two. */
   readonly #stopResuming = new AbortController();
+  /** Aborted when an interrupted agent's time to report is over (INTERRUPT_REPORT_MS after grace and drain). */
+  readonly #reportWindow = new AbortController();
+  #reportTimer: NodeJS.Timeout | undefined;
   /** The latest connection (possibly closed, or a reconnect not resumed yet). */
   #session!: AgentSession;
   /** The job's seed, while it is pulled (kept to the job's end: late duplicate frames are dropped by it). */
@@ -96,6 +115,18 @@ export class JobChannel {
       onSpoolError: (error) => this.#onSpoolError(error),
     });
     this.flow = new FlowControl(this.#outbox);
+    const signal = options.signal;
+    if (signal !== undefined) {
+      const onInterrupt = () => {
+        // Not unref'd: the process stays up until the window ends the waits it bounds.
+        this.#reportTimer = setTimeout(() => {
+          this.#reportWindow.abort();
+          this.#changed();
+        }, signalExitMs(config) - 1_000);
+      };
+      if (signal.aborted) onInterrupt();
+      else signal.addEventListener("abort", onInterrupt, { once: true });
+    }
   }
 
   /**
@@ -249,16 +280,20 @@ export class JobChannel {
       const waitMs = this.state === "awaiting-ack" ? ackTimeoutMs : reconnectTimeoutMs;
       const left = Math.min(this.#boundedBy(waitMs), hardStopAt - Date.now());
       const from = this.state;
-      const why = await this.#until(() => this.state !== from, Math.max(0, left));
-      if (why === "timeout") break;
+      const why = await this.#until(() => this.state !== from, Math.max(0, left), this.#reportWindow.signal);
+      if (why === "timeout" || why === "aborted") break;
     }
     if (this.state === "closed" && this.#lost === undefined) {
       await this.#session.close(CloseCode.normal, "job done");
       return { acked: true, reconnects: this.#reconnects };
     }
     if (this.#lost !== undefined) return { acked: false, error: this.#lost };
-    const error =
-      this.state === "awaiting-ack"
+    const error = this.#reportWindow.signal.aborted
+      ? new AgentError(
+          "AGENT_ERR_CONNECTION_LOST",
+          `interrupted, and the end of job ${this.#jobId()} could not be reported within ${INTERRUPT_REPORT_MS} ms (${this.state === "resuming" ? "the session was not resumed" : "no acknowledgement"})`,
+        )
+      : this.state === "awaiting-ack"
         ? new AgentError(
             "AGENT_ERR_ACK_TIMEOUT",
             `the controller did not acknowledge the end of job ${this.#jobId()} within ${ackTimeoutMs} ms`,
@@ -281,6 +316,7 @@ export class JobChannel {
 
   /** Releases what the channel holds (spool files, waiters, the connection). Call once the run is over. */
   dispose(): void {
+    clearTimeout(this.#reportTimer);
     this.#stopResuming.abort();
     this.flow.release();
     this.#outbox.close();
@@ -392,7 +428,8 @@ export class JobChannel {
     const config = this.#config;
     const jobId = this.#jobId();
     const giveUpAt = Date.now() + this.#boundedBy(config.reconnectTimeoutMs);
-    const stop = this.#stopResuming.signal;
+    // Given up, or interrupted and out of time to report: the attempt in flight ends too.
+    const stop = AbortSignal.any([this.#stopResuming.signal, this.#reportWindow.signal]);
     let pauseMs = 250;
     // What the last attempt that reached the controller came to, for the message if none succeeds
     // (the last connect may only say that the time ran out).

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { CloseCode, ExitCode, RESUME_HEADER, runAgent } from "../../agent-core/index.ts";
+import { CloseCode, ExitCode, RESUME_HEADER, runAgent, signalExitMs } from "../../agent-core/index.ts";
 import {
   type AgentTraffic,
   ackEverything,
@@ -100,6 +100,55 @@ describe("the process never exits before its outcome is decided", () => {
       expect(result.stillAlive).toBe(false);
     }
   });
+});
+
+describe("a signal while the controller is gone", () => {
+  it.each([1, 2])(
+    "SIGTERM x%s while the agent resumes a dropped session: exit 143 by itself, summary written, before the last-resort timer, nothing left",
+    async (signals) => {
+      const name = `term-resuming-${signals}`;
+      let traffic: AgentTraffic | undefined;
+      const fake = await fakeController((socket, t) => {
+        traffic = t;
+        ackEverything(socket);
+        void waitForType(t, "hello").then(async () => {
+          socket.send(
+            JSON.stringify({ v: 1, type: "job", job: { id: "j1", steps: [{ id: "s1", run: STUBBORN }] } }),
+          );
+          while (t.binary.length === 0) await new Promise((r) => setTimeout(r, 10));
+          socket.terminate();
+          void fake.close(); // gone for good: the agent keeps trying to resume
+        });
+      });
+      const graceMs = 300;
+      const drainMs = 200;
+      const run = spawnEntrypoint(["-url", fake.url, "-secret", "secret-of-test", "-name", name], {
+        AGENT_GRACE_MS: String(graceMs),
+        AGENT_DRAIN_MS: String(drainMs),
+        AGENT_RECONNECT_TIMEOUT_MS: "60000",
+        AGENT_MODE: "native",
+      });
+      // Resuming: the connection dropped after the first output.
+      while (traffic === undefined || fake.closes.length === 0) await new Promise((r) => setTimeout(r, 10));
+      const pid = backgroundPid(traffic.binary);
+      run.child.kill("SIGTERM");
+      if (signals === 2) run.child.kill("SIGTERM");
+      const { code, lines } = await run.done;
+      expect(code).toBe(ExitCode.sigterm);
+      // Ended by its own bounded wait (the job's end could not be reported), not by the backstop.
+      expect(lines.some((l) => l.msg === "shutdown took too long; exiting")).toBe(false);
+      expect(lines.at(-1)).toMatchObject({
+        msg: "agent finished",
+        exitCode: ExitCode.sigterm,
+        code: "AGENT_ERR_CONNECTION_LOST",
+        summary: expect.stringMatching(
+          /^interrupted, and the end of job j1 could not be reported within 4000 ms/,
+        ),
+      });
+      expect(alive(pid)).toBe(false);
+      expect(signalExitMs({ graceMs, drainMs })).toBe(graceMs + drainMs + 5_000);
+    },
+  );
 });
 
 describe("the job's end when its ack is lost", () => {

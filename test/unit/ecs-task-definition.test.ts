@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { signalExitMs } from "../../agent-core/index.ts";
 import { ROOT } from "../support/harness.ts";
 
 /** images/ecs-task-definition.json and the role policies in docs/: consistent with each other and with the agent. */
@@ -61,7 +62,8 @@ describe("images/ecs-task-definition.json", () => {
     const graceMs = Number(env.AGENT_GRACE_MS ?? 10_000);
     const drainMs = Number(env.AGENT_DRAIN_MS ?? 2_000);
     // The entrypoint exits at the latest grace + drain + 5 s after SIGTERM (README, Signals).
-    const lastResortMs = graceMs + drainMs + 5_000;
+    const lastResortMs = signalExitMs({ graceMs, drainMs });
+    expect(lastResortMs).toBe(graceMs + drainMs + 5_000);
     expect(container.stopTimeout).toBeLessThanOrEqual(120);
     expect((container.stopTimeout ?? 30) * 1000).toBeGreaterThanOrEqual(lastResortMs + 10_000);
   });
