@@ -126,6 +126,9 @@ describe("the default image, ECS mode", () => {
     // A step that ignores SIGTERM, with a child that does too: SIGKILL after AGENT_GRACE_MS.
     const name = "ecs-image-stop";
     const job = ctl.controller.submit({
+      // An interrupted attempt is retried by default (docs/controller.md, "Attempts"): without
+      // retries the job ends with this attempt, whose record is what is checked.
+      retry: { infrastructure: 0 },
       steps: [
         { run: "trap '' TERM; sh -c 'trap \"\" TERM; sleep 300' & echo started; wait" },
         { run: "echo never" },
@@ -149,6 +152,7 @@ describe("the default image, ECS mode", () => {
     // The entrypoint's own bound: grace + drain + 5 s (a task's stopTimeout must cover it).
     expect(tookMs).toBeLessThan(graceMs + drainMs + 5_000);
     const record = await ctl.controller.waitForJob(job.id);
+    expect(record.attempts.map((a) => a.cause)).toEqual(["interrupted"]);
     expect(record.steps.map((s) => [s.status, s.reason, s.signal])).toEqual([
       ["failed", "interrupted", "SIGKILL"],
       ["skipped", undefined, undefined],
