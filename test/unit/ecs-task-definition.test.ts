@@ -69,7 +69,9 @@ describe("images/ecs-task-definition.json", () => {
   it("reaps orphans with tini, which the image's entrypoint starts; not with ECS's init, which would hold the secret", () => {
     const dockerfile = readFileSync(join(ROOT, "images/Dockerfile"), "utf8");
     expect(dockerfile).toMatch(/^ENTRYPOINT \["\/usr\/local\/bin\/ephemeral-agent"\]$/m);
-    expect(dockerfile).toMatch(/^COPY --chmod=0755 images\/entrypoint.sh \/usr\/local\/bin\/ephemeral-agent$/m);
+    expect(dockerfile).toMatch(
+      /^COPY --chmod=0755 images\/entrypoint.sh \/usr\/local\/bin\/ephemeral-agent$/m,
+    );
     const entrypoint = readFileSync(join(ROOT, "images/entrypoint.sh"), "utf8");
     expect(entrypoint).toMatch(/^AGENT_LAUNCH_FD=\$launch_fd exec tini -s -- node /m);
     expect(entrypoint).toMatch(/^ {2}exec tini -s -- node "\$dist\/lambda\/bootstrap.js"$/m);
