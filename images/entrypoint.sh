@@ -1,8 +1,8 @@
 #!/bin/bash
 # The image's ENTRYPOINT. It starts as the container's PID 1, sets up what the agent needs, then
 # replaces itself with tini (`exec`), which runs the agent: tini reaps the orphans of steps (-s:
-# also when it is not PID 1, as under ECS's initProcessEnabled) and forwards SIGTERM to the agent,
-# which stops the job gracefully.
+# also when it is not PID 1, as under Lambda's own init) and forwards SIGTERM to the agent, which
+# stops the job gracefully.
 #
 # Lambda starts the container with AWS_LAMBDA_RUNTIME_API set: then the Runtime API loop runs the
 # jnlp-agent-* handler (Lambda's command, if any, is not used). Anywhere else (ECS, Fargate,
@@ -66,6 +66,8 @@ if [ -n "${AWS_LAMBDA_RUNTIME_API:-}" ]; then
 fi
 # The pipe's content: the argument count, the arguments, then NAME=VALUE per moved variable, each
 # ended by a NUL (neither arguments nor variables can hold one). printf is bash's own: no program
-# is started with them. The writer (a subshell) ends as soon as the pipe holds it all.
+# is started with them. The writer, a subshell (a fork of this process, whose /proc shows what
+# this one was started with), ends as soon as the pipe holds it all, or once the agent has read
+# what exceeds the pipe's 64 KiB: in either case before any step runs.
 exec {launch_fd}< <(printf '%s\0' "$#" "$@" "${moved[@]}")
 AGENT_LAUNCH_FD=$launch_fd exec tini -s -- node "$dist/container-entrypoint.mjs"
