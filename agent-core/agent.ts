@@ -349,9 +349,13 @@ async function report(
   });
   if (!reported.acked) {
     return {
-      // Interrupted (ECS stop, Spot): that is what the orchestrator asked about; the error says
-      // that the report did not get through.
-      exitCode: options.signal?.aborted ? interruptCode(options.signal) : ExitCode.controllerFailure,
+      // A job the signal interrupted (ECS stop, Spot) exits as interrupted: that is what the
+      // orchestrator asked about; the error says that the report did not get through. A job that
+      // ended otherwise (Lambda's backstop fires only after it) is a controller failure.
+      exitCode:
+        outcome.reason === "interrupted" && options.signal?.aborted
+          ? interruptCode(options.signal)
+          : ExitCode.controllerFailure,
       summary: reported.error.message,
       error: reported.error,
       job: outcome,
