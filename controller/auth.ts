@@ -26,7 +26,8 @@ export function isLoopbackHost(host: string): boolean {
   if (bare === "localhost") return true;
   if (isIP(bare) === 4) return bare.startsWith("127.");
   if (bare === "::1") return true;
-  return /^::ffff:127\./.test(bare);
+  // IPv4-mapped, as written (::ffff:127.0.0.1) or as URL parsers normalize it (::ffff:7f00:1).
+  return /^::ffff:(127\.|7f[0-9a-f]{2}:)/.test(bare);
 }
 
 /**
@@ -69,9 +70,9 @@ function cookieValue(req: IncomingMessage, name: string): string | undefined {
 }
 
 /**
- * Lets a request through or throws: 401 `CONTROLLER_ERR_UNAUTHORIZED` without credentials or with
- * wrong ones; 403 `CONTROLLER_ERR_FORBIDDEN` for a cookie-authenticated change sent from another
- * origin. The token is compared in constant time and never echoed.
+ * Lets a request through or throws 401 `CONTROLLER_ERR_UNAUTHORIZED` without credentials or with
+ * wrong ones. The token is compared in constant time and never echoed. (Changes sent from another
+ * origin are refused before, by `checkRequestSource`.)
  */
 export function authorize(auth: ApiAuth, req: IncomingMessage): void {
   const header = req.headers.authorization;
@@ -94,19 +95,101 @@ export function authorize(auth: ApiAuth, req: IncomingMessage): void {
       "CONTROLLER_ERR_UNAUTHORIZED",
       "the session is not valid: sign in again",
     );
-  const method = req.method ?? "GET";
+}
+
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** Who may use the API, and from where: built once at start by `apiAccess`. */
+export interface ApiAccess {
+  /** The API token: every route that is not `public` needs it. */
+  auth?: ApiAuth;
+  /**
+   * When the controller listens on loopback: the names besides loopback ones (`localhost`,
+   * `*.localhost`, 127.0.0.0/8, `[::1]`) that a request's `Host` may carry, lowercased. Undefined
+   * when it listens beyond loopback (it answers to whatever name reaches it).
+   */
+  hostNames?: ReadonlySet<string>;
+  /** Origins besides the request's own `Host` that may send changes: the public URL's. */
+  trustedOrigins: ReadonlySet<string>;
+}
+
+/**
+ * The access rules for a controller listening on `host`: its token, and when `host` is loopback,
+ * the names it answers to (`publicUrl`'s name and `allowedHosts`, beside loopback names).
+ */
+export function apiAccess(options: {
+  host: string;
+  auth?: ApiAuth | undefined;
+  publicUrl?: string | undefined;
+  allowedHosts?: readonly string[] | undefined;
+}): ApiAccess {
+  const publicUrl = options.publicUrl === undefined ? undefined : new URL(options.publicUrl);
+  const trustedOrigins = new Set<string>();
+  if (publicUrl !== undefined)
+    trustedOrigins.add(new URL(publicUrl.href.replace(/^ws(s?):/, "http$1:")).origin);
+  let hostNames: Set<string> | undefined;
+  if (isLoopbackHost(options.host)) {
+    hostNames = new Set((options.allowedHosts ?? []).map((name) => hostnameOf(name)));
+    if (publicUrl !== undefined) hostNames.add(hostnameOf(publicUrl.host));
+  }
+  return {
+    ...(options.auth !== undefined ? { auth: options.auth } : {}),
+    ...(hostNames !== undefined ? { hostNames } : {}),
+    trustedOrigins,
+  };
+}
+
+/** The lowercased name in a `Host` value (`name:port`, `[::1]:port`), brackets kept for IPv6. */
+function hostnameOf(host: string): string {
+  try {
+    return new URL(`http://${host}`).hostname.toLowerCase();
+  } catch {
+    return host.toLowerCase();
+  }
+}
+
+/**
+ * Refuses, with 403 `CONTROLLER_ERR_FORBIDDEN`, what a web page of another site could make a
+ * browser send:
+ * - on a controller listening on loopback, a request whose `Host` names neither a loopback name
+ *   nor one of `access.hostNames`: a page whose own name was made to resolve to 127.0.0.1 (DNS
+ *   rebinding) shares an origin with the controller, but its requests still carry its name;
+ * - a change (any method but GET, HEAD, OPTIONS) sent by a page of another origin: any page can
+ *   send a form or a `no-cors` fetch without asking; browsers mark such requests with `Origin`
+ *   and `Sec-Fetch-Site`, which programs like the CLI and curl do not send. This holds with and
+ *   without a token: a controller on loopback without one would otherwise run the jobs of any
+ *   page its user opens.
+ */
+export function checkRequestSource(access: ApiAccess, req: IncomingMessage): void {
+  const host = req.headers.host;
+  if (access.hostNames !== undefined && host !== undefined) {
+    const name = hostnameOf(host);
+    if (!isLoopbackHost(name) && !name.endsWith(".localhost") && !access.hostNames.has(name))
+      throw new ControllerApiError(
+        403,
+        "CONTROLLER_ERR_FORBIDDEN",
+        `this controller listens on loopback and answers to loopback names (localhost, 127.0.0.1, [::1]) and its configured ones (\`url\`, \`listen.allowedHosts\`), not ${JSON.stringify(host)}`,
+      );
+  }
+  if (SAFE_METHODS.has(req.method ?? "GET")) return;
   const origin = req.headers.origin;
-  if (method !== "GET" && method !== "HEAD" && origin !== undefined && !sameOrigin(origin, req.headers.host))
+  const site = req.headers["sec-fetch-site"];
+  // The public URL's origin counts as the controller's own: behind a proxy that rewrites `Host`,
+  // its pages' `Origin` names the proxy while `Host` names the controller.
+  const foreignOrigin =
+    origin !== undefined && !sameOrigin(origin, host) && !access.trustedOrigins.has(origin);
+  const foreignSite = site !== undefined && site !== "same-origin" && site !== "none";
+  if (foreignOrigin || foreignSite)
     throw new ControllerApiError(
       403,
       "CONTROLLER_ERR_FORBIDDEN",
-      `a change sent from another origin (${origin}) with the session cookie is refused`,
+      `a change sent by a page of another origin (${origin ?? `Sec-Fetch-Site: ${site}`}) is refused`,
     );
 }
 
 function sameOrigin(origin: string, host: string | undefined): boolean {
   try {
-    return host !== undefined && new URL(origin).host === host;
+    return host !== undefined && new URL(origin).host === new URL(`http://${host}`).host;
   } catch {
     return false;
   }

@@ -215,6 +215,7 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     logger,
     templates,
     ...(config.url ? { agentUrl: config.url } : {}),
+    ...(config.listen?.allowedHosts ? { allowedHosts: config.listen.allowedHosts } : {}),
     ...(config.retry ? { retry: config.retry } : {}),
     ...(config.maxLogBytes !== undefined ? { maxLogBytes: config.maxLogBytes } : {}),
     ...(config.connectTimeout !== undefined ? { connectTimeoutMs: config.connectTimeout } : {}),

@@ -12,7 +12,7 @@ import {
   silentLogger,
 } from "../agent-core/index.ts";
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
-import { checkListenSecurity, sessionRoutes } from "./auth.ts";
+import { apiAccess, checkListenSecurity, sessionRoutes } from "./auth.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { ControllerApiError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
@@ -47,8 +47,18 @@ export interface ControllerOptions {
   templates?: readonly LaunchTemplate[];
   /** Shorthand for one template, `default`, that serves every job. */
   provisioner?: Provisioner;
-  /** The controller URL launched agents are given (default: the URL it listens on). */
+  /**
+   * The controller URL launched agents are given (default: the URL it listens on). Its name and
+   * origin are the controller's own too: a loopback controller answers to it (see `allowedHosts`),
+   * and its web pages may send changes.
+   */
   agentUrl?: string;
+  /**
+   * Names a controller listening on loopback answers to besides loopback ones and `agentUrl`'s
+   * (a reverse proxy's name that it passes on in `Host`). Other names get 403: a page that made
+   * its own name resolve to 127.0.0.1 (DNS rebinding) could read and drive it otherwise.
+   */
+  allowedHosts?: readonly string[];
   /** Infrastructure retries of a job that does not set its own (`retry.infrastructure`). Default 2. */
   retry?: { infrastructure: number };
   /** Largest log stored per job; a job whose output reaches it is stopped and fails `log-limit`. Default 1 GiB. */
@@ -219,7 +229,7 @@ export class Controller implements ControllerApi {
       api: createApiHandler(
         controller,
         [...(auth ? sessionRoutes(auth) : []), ...(options.routes ?? [])],
-        auth,
+        apiAccess({ host, auth, publicUrl: options.agentUrl, allowedHosts: options.allowedHosts }),
       ),
       gate: controller.#gate,
       ...(options.tls ? { tls: options.tls } : {}),

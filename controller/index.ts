@@ -1,9 +1,12 @@
 /** The reference controller's public face. */
 
 export {
+  type ApiAccess,
   type ApiAuth,
+  apiAccess,
   authorize,
   checkListenSecurity,
+  checkRequestSource,
   isLoopbackHost,
   MIN_TOKEN_CHARS,
   SESSION_COOKIE,
