@@ -1,6 +1,8 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { isIP } from "node:net";
+import type { RateLimiterRes } from "rate-limiter-flexible";
+import RateLimiterMemory from "rate-limiter-flexible/lib/RateLimiterMemory.js";
 import { ControllerApiError } from "./errors.ts";
 import type { Route } from "./http-api.ts";
 
@@ -48,6 +50,80 @@ export function checkListenSecurity(host: string, token: string | undefined, ins
       "CONTROLLER_ERR_CONFIG",
       `refusing to listen on ${host} without an API token: anyone who reaches it could run commands on your agents and read every log. Set CONTROLLER_TOKEN (or --token-file), or pass --insecure when something else guards the port`,
     );
+}
+
+/** How many wrong API tokens one client may send, and for how long it then waits. */
+export interface TokenGuessLimit {
+  /** Wrong tokens accepted within `windowMs`; the next attempts wait. Default 10. */
+  failures: number;
+  /** The window, and how long a client that reached `failures` waits. Default 5 minutes. */
+  windowMs: number;
+}
+
+export const DEFAULT_TOKEN_GUESS_LIMIT: TokenGuessLimit = { failures: 10, windowMs: 5 * 60_000 };
+
+/**
+ * Counts wrong API tokens (at `POST /login` and as `Authorization: Bearer`) per client address
+ * (an IPv6 client per /64, what one host is usually given), so that a short token cannot be
+ * guessed at the speed of the network. A client that sent `failures` wrong tokens within
+ * `windowMs` gets 429 `CONTROLLER_ERR_RATE_LIMITED` with `Retry-After` for every token it sends
+ * in the next `windowMs`, right or wrong (a right one would otherwise tell the guesser it found
+ * it). Session cookies are not counted: they are HMACs, not guessable, and a tab left open
+ * across a token change keeps sending an old one. Counts live in memory: a restart forgets them.
+ */
+export class TokenGuesses {
+  readonly #limit: TokenGuessLimit;
+  readonly #counts: RateLimiterMemory;
+
+  constructor(limit: TokenGuessLimit = DEFAULT_TOKEN_GUESS_LIMIT) {
+    this.#limit = limit;
+    const seconds = limit.windowMs / 1000;
+    this.#counts = new RateLimiterMemory({ points: limit.failures, duration: seconds });
+  }
+
+  /** Throws 429 while the client of `req` must wait. */
+  async check(req: IncomingMessage): Promise<void> {
+    const count = await this.#counts.get(clientKey(req));
+    if (count === null || count.consumedPoints < this.#limit.failures) return;
+    const seconds = Math.max(1, Math.ceil(count.msBeforeNext / 1000));
+    throw new ControllerApiError(
+      429,
+      "CONTROLLER_ERR_RATE_LIMITED",
+      `too many wrong API tokens from this address: try again in ${seconds} s`,
+      [],
+      { "Retry-After": String(seconds) },
+    );
+  }
+
+  /** Counts a wrong token from the client of `req`; the one that reaches the limit starts a full wait. */
+  async failed(req: IncomingMessage): Promise<void> {
+    const key = clientKey(req);
+    // consume() rejects with the count once it is over the limit.
+    const count = await this.#counts.consume(key).catch((over: RateLimiterRes) => over);
+    if (count.consumedPoints >= this.#limit.failures)
+      await this.#counts.block(key, this.#limit.windowMs / 1000);
+  }
+}
+
+/** Who sent `req`, as the limiter counts: its address; for IPv6, its /64. */
+export function clientKey(req: IncomingMessage): string {
+  const address = (req.socket.remoteAddress ?? "unknown").replace(/%.*$/, "");
+  if (isIP(address) !== 6) return address;
+  let canonical: string;
+  try {
+    canonical = new URL(`http://[${address}]`).hostname.slice(1, -1);
+  } catch {
+    return address;
+  }
+  if (/^::ffff:/.test(canonical)) return canonical;
+  const [head = "", tail] = canonical.split("::");
+  const headGroups = head === "" ? [] : head.split(":");
+  const tailGroups = tail === undefined || tail === "" ? [] : tail.split(":");
+  const groups =
+    tail === undefined
+      ? headGroups
+      : [...headGroups, ...Array(8 - headGroups.length - tailGroups.length).fill("0"), ...tailGroups];
+  return `${groups.slice(0, 4).join(":")}::/64`;
 }
 
 /** The session cookie's value for `token`: proves the token was given without being it. */
@@ -111,6 +187,8 @@ export interface ApiAccess {
   hostNames?: ReadonlySet<string>;
   /** Origins besides the request's own `Host` that may send changes: the public URL's. */
   trustedOrigins: ReadonlySet<string>;
+  /** Wrong tokens per client, with `auth`. */
+  guesses?: TokenGuesses;
 }
 
 /**
@@ -122,6 +200,7 @@ export function apiAccess(options: {
   auth?: ApiAuth | undefined;
   publicUrl?: string | undefined;
   allowedHosts?: readonly string[] | undefined;
+  tokenGuessLimit?: TokenGuessLimit | undefined;
 }): ApiAccess {
   const publicUrl = options.publicUrl === undefined ? undefined : new URL(options.publicUrl);
   const trustedOrigins = new Set<string>();
@@ -133,7 +212,9 @@ export function apiAccess(options: {
     if (publicUrl !== undefined) hostNames.add(hostnameOf(publicUrl.host));
   }
   return {
-    ...(options.auth !== undefined ? { auth: options.auth } : {}),
+    ...(options.auth !== undefined
+      ? { auth: options.auth, guesses: new TokenGuesses(options.tokenGuessLimit) }
+      : {}),
     ...(hostNames !== undefined ? { hostNames } : {}),
     trustedOrigins,
   };
@@ -227,9 +308,10 @@ function setSession(res: ServerResponse, value: string, auth: ApiAuth, maxAgeSec
 
 /**
  * `POST /login` (body `token=...`): sets the web view's session cookie for 12 hours, 204; a wrong
- * token answers 401. `POST /logout` clears it.
+ * token answers 401, and counts in `guesses` (429 once too many were wrong). `POST /logout`
+ * clears it.
  */
-export function sessionRoutes(auth: ApiAuth): Route[] {
+export function sessionRoutes(auth: ApiAuth, guesses: TokenGuesses): Route[] {
   return [
     {
       method: "POST",
@@ -237,8 +319,11 @@ export function sessionRoutes(auth: ApiAuth): Route[] {
       public: true,
       handle: async ({ req, res }) => {
         const token = await readToken(req);
-        if (!sameSecret(token, auth.token))
+        await guesses.check(req);
+        if (!sameSecret(token, auth.token)) {
+          await guesses.failed(req);
           throw new ControllerApiError(401, "CONTROLLER_ERR_UNAUTHORIZED", "the API token is wrong");
+        }
         setSession(res, sessionValue(auth.token), auth, 12 * 3600);
         res.writeHead(204).end();
       },

@@ -12,7 +12,7 @@ import {
   silentLogger,
 } from "../agent-core/index.ts";
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
-import { apiAccess, checkListenSecurity, sessionRoutes } from "./auth.ts";
+import { apiAccess, checkListenSecurity, sessionRoutes, type TokenGuessLimit } from "./auth.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { ControllerApiError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
@@ -99,6 +99,11 @@ export interface ControllerOptions {
    * secrets, not with it.
    */
   apiToken?: string;
+  /**
+   * Wrong API tokens one client address may send (at `POST /login` or as a bearer token) before
+   * it waits: default 10 within 5 minutes, then 429 for 5 minutes.
+   */
+  tokenGuessLimit?: TokenGuessLimit;
   /** Listen beyond loopback without a token (something else guards the port). */
   insecure?: boolean;
   /** Serve HTTPS and WSS with this certificate and key (PEM); agents verify it. */
@@ -252,6 +257,13 @@ export class Controller implements ControllerApi {
       options.apiToken === undefined
         ? undefined
         : { token: options.apiToken, secureCookie: options.tls !== undefined };
+    const access = apiAccess({
+      host,
+      auth,
+      publicUrl: options.agentUrl,
+      allowedHosts: options.allowedHosts,
+      tokenGuessLimit: options.tokenGuessLimit,
+    });
     const controller = new Controller(options);
     controller.#recover();
     controller.#server = await ControllerServer.listen({
@@ -259,8 +271,8 @@ export class Controller implements ControllerApi {
       port: options.port ?? 0,
       api: createApiHandler(
         controller,
-        [...(auth ? sessionRoutes(auth) : []), ...(options.routes ?? [])],
-        apiAccess({ host, auth, publicUrl: options.agentUrl, allowedHosts: options.allowedHosts }),
+        [...(auth && access.guesses ? sessionRoutes(auth, access.guesses) : []), ...(options.routes ?? [])],
+        access,
       ),
       gate: controller.#gate,
       ...(options.tls ? { tls: options.tls } : {}),

@@ -192,11 +192,16 @@ async function route(
     break;
   }
   if (auth !== undefined && match?.route.public !== true) {
+    // A bearer token may be a guess; a session cookie is an HMAC, not worth guessing.
+    const bearer = req.headers.authorization !== undefined;
+    if (bearer) await access.guesses?.check(req);
     try {
       authorize(auth, req);
     } catch (error) {
-      if ((error as ControllerApiError).status === 401)
+      if ((error as ControllerApiError).status === 401) {
         res.setHeader("WWW-Authenticate", 'Bearer realm="controller"');
+        if (bearer) await access.guesses?.failed(req);
+      }
       throw error;
     }
   }
@@ -399,6 +404,7 @@ function sendError(res: ServerResponse, error: unknown): void {
     res.destroy();
     return;
   }
+  for (const [name, value] of Object.entries(apiError.headers)) res.setHeader(name, value);
   sendJson(res, apiError.status, apiError.toJSON());
 }
 

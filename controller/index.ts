@@ -7,11 +7,15 @@ export {
   authorize,
   checkListenSecurity,
   checkRequestSource,
+  clientKey,
+  DEFAULT_TOKEN_GUESS_LIMIT,
   isLoopbackHost,
   MIN_TOKEN_CHARS,
   SESSION_COOKIE,
   sessionRoutes,
   sessionValue,
+  TokenGuesses,
+  type TokenGuessLimit,
 } from "./auth.ts";
 export { CLI_EXIT, exitCodeForJob } from "./cli.ts";
 export { CLI_EXIT_MEANINGS, COMMAND_HELP } from "./cli-help.ts";

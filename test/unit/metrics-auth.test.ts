@@ -7,13 +7,16 @@ import {
   authorize,
   checkListenSecurity,
   checkRequestSource,
+  clientKey,
   computeMetrics,
+  DEFAULT_TOKEN_GUESS_LIMIT,
   isLoopbackHost,
   type JobRecord,
   prometheusText,
   SESSION_COOKIE,
   sessionValue,
   summarize,
+  TokenGuesses,
 } from "../../controller/index.ts";
 
 const T0 = Date.parse("2026-01-01T12:00:00.000Z");
@@ -280,6 +283,50 @@ describe("requests a page of another site could make a browser send", () => {
     expect(verdict(configured, req({ host: "other.example" }, "GET"))).toBe("CONTROLLER_ERR_FORBIDDEN");
     // Beyond loopback the controller answers to any name: its token guards it.
     expect(verdict(apiAccess({ host: "0.0.0.0" }), req({ host: "anything.example" }, "GET"))).toBe("ok");
+  });
+});
+
+describe("wrong API tokens per client", () => {
+  const from = (remoteAddress: string) =>
+    ({ socket: { remoteAddress }, headers: {} }) as unknown as IncomingMessage;
+  const waits = async (guesses: TokenGuesses, req: IncomingMessage) => {
+    try {
+      await guesses.check(req);
+      return false;
+    } catch (error) {
+      expect(error).toMatchObject({ status: 429, code: "CONTROLLER_ERR_RATE_LIMITED" });
+      expect(Number((error as { headers: Record<string, string> }).headers["Retry-After"])).toBeGreaterThan(
+        0,
+      );
+      return true;
+    }
+  };
+
+  it("lets a client send 10 wrong tokens, then makes it wait; other clients go on", async () => {
+    expect(DEFAULT_TOKEN_GUESS_LIMIT).toEqual({ failures: 10, windowMs: 300_000 });
+    const guesses = new TokenGuesses();
+    const guesser = from("203.0.113.7");
+    for (let i = 0; i < 9; i++) await guesses.failed(guesser);
+    expect(await waits(guesses, guesser)).toBe(false);
+    await guesses.failed(guesser);
+    expect(await waits(guesses, guesser)).toBe(true);
+    expect(await waits(guesses, from("203.0.113.8"))).toBe(false);
+  });
+
+  it("counts an IPv6 client per /64, an IPv4 one (mapped or not) per address", async () => {
+    expect(clientKey(from("2001:db8:1:2:aaaa::1"))).toBe("2001:db8:1:2::/64");
+    expect(clientKey(from("2001:db8:1:2:bbbb:cccc:dddd:eeee"))).toBe("2001:db8:1:2::/64");
+    expect(clientKey(from("2001:db8::1"))).toBe("2001:db8:0:0::/64");
+    expect(clientKey(from("2001:DB8:0:0:0:0:0:2"))).toBe("2001:db8:0:0::/64");
+    expect(clientKey(from("fe80::1%eth0"))).toBe("fe80:0:0:0::/64");
+    expect(clientKey(from("::1"))).toBe("0:0:0:0::/64");
+    expect(clientKey(from("::ffff:203.0.113.7"))).not.toBe(clientKey(from("::ffff:203.0.113.8")));
+    expect(clientKey(from("203.0.113.7"))).toBe("203.0.113.7");
+    const guesses = new TokenGuesses({ failures: 2, windowMs: 60_000 });
+    await guesses.failed(from("2001:db8:1:2::1"));
+    await guesses.failed(from("2001:db8:1:2::ffff"));
+    expect(await waits(guesses, from("2001:db8:1:2:9::9"))).toBe(true);
+    expect(await waits(guesses, from("2001:db8:1:3::1"))).toBe(false);
   });
 });
 
