@@ -27,21 +27,18 @@ describe("controller CLI conventions", () => {
   });
 
   // Every command the CLI has, so that a new one cannot ship without its help.
-  it.each(Object.keys(COMMAND_HELP))(
-    "answers `%s --help` with that command's help",
-    async (command) => {
-      const [run, viaHelp, short] = await Promise.all([
-        cli([command, "--help"]),
-        cli(["help", command]),
-        cli([command, "-h"]),
-      ]);
-      expect(run.code).toBe(0);
-      expect(run.stdout.startsWith(`Usage: controller ${command}`)).toBe(true);
-      expect(run.stderr).toBe("");
-      expect(viaHelp.stdout).toBe(run.stdout);
-      expect(short.stdout).toBe(run.stdout);
-    },
-  );
+  it.each(Object.keys(COMMAND_HELP))("answers `%s --help` with that command's help", async (command) => {
+    const [run, viaHelp, short] = await Promise.all([
+      cli([command, "--help"]),
+      cli(["help", command]),
+      cli([command, "-h"]),
+    ]);
+    expect(run.code).toBe(0);
+    expect(run.stdout.startsWith(`Usage: controller ${command}`)).toBe(true);
+    expect(run.stderr).toBe("");
+    expect(viaHelp.stdout).toBe(run.stdout);
+    expect(short.stdout).toBe(run.stdout);
+  });
 
   it("names the command and points to its help on an unknown option, exit 2", async () => {
     const run = await cli(["submit", "examples/hello.yml", "--bogus"]);

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultWebDir, webViewRoutes } from "../../controller/index.ts";
+import { DEFAULT_LOG_BUDGET } from "../../controller/web/log-model.ts";
 import { pattern } from "../fixtures/pattern.mjs";
 import { artifactPath, computedStyle, launchChromium, REBOUND_HOST } from "../support/browser.ts";
 import { FIXTURES, startController, type TestController, tempDir } from "../support/harness.ts";
@@ -234,6 +235,44 @@ describe("the web view in a real browser", () => {
     expect(href).toBe(`/api/v1/jobs/${job.id}/artifacts`);
     const download = await fetch(new URL(href!, ctl.controller.url));
     expect(download.headers.get("content-type")).toBe("application/x-tar");
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+  it("keeps the last lines of a log longer than the page holds, numbered, and links the raw log for the rest", async () => {
+    const total = DEFAULT_LOG_BUDGET.maxLines + 100_000;
+    const job = await ctl.client.submit({
+      name: "too-long",
+      steps: [{ id: "many", argv: ["seq", "1", String(total)] }],
+    });
+    expect((await ctl.controller.waitForJob(job.id)).status).toBe("succeeded");
+
+    const { page, errors } = await openPage(`/jobs/${job.id}`);
+    const state = page.locator('[data-testid="log-state"]', { hasText: "complete" });
+    await state.waitFor({ timeout: 60_000 });
+    // The count is the whole log's (the setup section adds its own lines).
+    const shown = Number(/ (\d+) lines/.exec((await state.textContent()) ?? "")?.[1]);
+    expect(shown).toBeGreaterThan(total);
+    expect(shown).toBeLessThan(total + 20);
+    // Followed to the end: the last line has its number in the step.
+    await page
+      .locator(".log .row.line", { hasText: String(total) })
+      .first()
+      .waitFor();
+    expect(await page.locator(".log .row.line .ln").last().textContent()).toBe(String(total));
+    // The note stands where the dropped lines would be, and links the raw log.
+    await page.locator(".log").evaluate((el) => {
+      el.scrollTop = 0;
+    });
+    const note = page.locator(".log .row.dropped");
+    await note.waitFor();
+    expect(await stepHeader(page, "many").locator(".lines").textContent()).toBe(`${total} lines`);
+    const dropped = Number(/^(\d+) earlier lines/.exec((await note.textContent()) ?? "")?.[1]);
+    expect(dropped).toBeGreaterThan(0);
+    expect(dropped).toBeLessThan(total - DEFAULT_LOG_BUDGET.maxLines / 2);
+    expect(await note.locator("a").getAttribute("href")).toBe(`/api/v1/jobs/${job.id}/log`);
+    const firstHeld = page.locator(".log .row.line .ln").first();
+    expect(await firstHeld.textContent()).toBe(String(dropped + 1));
+    expect(await page.locator(".log .row").count()).toBeLessThan(200);
     expect(errors).toEqual([]);
     await page.close();
   });
