@@ -11,6 +11,7 @@ import {
   isLogLevel,
   type Logger,
 } from "../agent-core/index.ts";
+import { isLoopbackHost } from "./auth.ts";
 import { CLI_EXIT, CLI_HELP, COMMAND_HELP, type CommandName } from "./cli-help.ts";
 import { ControllerClient } from "./client.ts";
 import { buildTemplates, parseControllerConfig, readControllerConfig } from "./config.ts";
@@ -232,12 +233,18 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     ...(tls !== undefined ? { tls } : {}),
     ...(env.CONTROLLER_KEY ? { key: env.CONTROLLER_KEY } : {}),
   });
+  const host = values.host ?? config.listen?.host ?? "127.0.0.1";
   const guard =
     token !== undefined
       ? "API token required"
-      : values.insecure
-        ? "no API token (--insecure)"
-        : "loopback only";
+      : isLoopbackHost(host)
+        ? "loopback only"
+        : "no API token (--insecure)";
+  if (token === undefined && !isLoopbackHost(host))
+    logger.warn(
+      "listening beyond loopback without an API token (--insecure): whoever reaches this port can run commands on your agents and read every log",
+      { host },
+    );
   process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir}; ${guard})\n`);
   const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
     process.once("SIGINT", () => resolveSignal("SIGINT"));

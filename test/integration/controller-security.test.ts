@@ -9,6 +9,7 @@ import {
   defaultWebDir,
   webViewRoutes,
 } from "../../controller/index.ts";
+import { startServe } from "../support/controller-process.ts";
 import {
   ROOT,
   runNode,
@@ -273,6 +274,37 @@ describe("listening beyond loopback", () => {
         await controller.stop();
       }
     } finally {
+      data.remove();
+    }
+  });
+
+  it("`serve --host 0.0.0.0 --insecure` starts, and warns that the port is open to whoever reaches it", async () => {
+    const data = tempDir("ctl-insecure-");
+    const serve = await startServe([
+      "--host",
+      "0.0.0.0",
+      "--port",
+      "0",
+      "--insecure",
+      "--data-dir",
+      data.path,
+    ]);
+    try {
+      expect(serve.stdout()).toContain("(data: ");
+      expect(serve.stdout()).toContain("; no API token (--insecure))");
+      await expect.poll(() => serve.stderr(), { timeout: 10_000 }).toContain('"level":"warn"');
+      const warning = serve
+        .stderr()
+        .split("\n")
+        .find((line) => line.includes('"level":"warn"'));
+      expect(JSON.parse(warning!)).toMatchObject({
+        msg: expect.stringContaining("listening beyond loopback without an API token (--insecure)"),
+        host: "0.0.0.0",
+      });
+      expect((await fetch(`http://127.0.0.1:${serve.port}/healthz`)).status).toBe(200);
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
       data.remove();
     }
   });
