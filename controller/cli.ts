@@ -245,11 +245,14 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       "listening beyond loopback without an API token (--insecure): whoever reaches this port can run commands on your agents and read every log",
       { host },
     );
-  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir}; ${guard})\n`);
-  const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
+  // Listen for the signals before saying the controller is up: whoever reads that line may stop
+  // it at once, and a signal without a handler would kill it without a clean stop.
+  const stopSignal = new Promise<NodeJS.Signals>((resolveSignal) => {
     process.once("SIGINT", () => resolveSignal("SIGINT"));
     process.once("SIGTERM", () => resolveSignal("SIGTERM"));
   });
+  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir}; ${guard})\n`);
+  const signal = await stopSignal;
   logger.info("stopping; unfinished jobs resume at the next start", { signal });
   await controller.stop();
   return CLI_EXIT.ok;

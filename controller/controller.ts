@@ -12,7 +12,15 @@ import {
   silentLogger,
 } from "../agent-core/index.ts";
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
-import { apiAccess, checkListenSecurity, sessionRoutes, type TokenGuessLimit } from "./auth.ts";
+import {
+  type ApiAccess,
+  type ApiAuth,
+  apiAccess,
+  checkListenSecurity,
+  sessionRoutes,
+  type TokenGuessLimit,
+} from "./auth.ts";
+import { lockDataDir } from "./data-lock.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { ControllerApiError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
@@ -161,6 +169,8 @@ export class Controller implements ControllerApi {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #store: JobStore;
+  /** Gives the data directory back (`lockDataDir`). */
+  #unlock: () => void = () => {};
   /** Workspace archives uploaded and not yet taken by a job. */
   readonly #uploads: UploadStore;
   /** Records of every job (ended ones too), by id. */
@@ -247,8 +257,9 @@ export class Controller implements ControllerApi {
   /**
    * Loads the store (jobs survive restarts), starts listening, and dispatches what waits. Throws
    * ControllerApiError `CONTROLLER_ERR_CONFIG` for a host beyond loopback without `apiToken`
-   * (unless `insecure`), a short token, or a certificate that cannot be used, and
-   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound.
+   * (unless `insecure`), a short token, or a certificate that cannot be used,
+   * `CONTROLLER_ERR_DATA_IN_USE` when another live controller holds `dataDir` (`lockDataDir`), and
+   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound. `stop` gives `dataDir` back.
    */
   static async start(options: ControllerOptions): Promise<Controller> {
     const host = options.host ?? "127.0.0.1";
@@ -264,7 +275,25 @@ export class Controller implements ControllerApi {
       allowedHosts: options.allowedHosts,
       tokenGuessLimit: options.tokenGuessLimit,
     });
+    mkdirSync(options.dataDir, { recursive: true });
+    const unlock = lockDataDir(options.dataDir);
+    try {
+      return await Controller.#startLocked(options, host, auth, access, unlock);
+    } catch (error) {
+      unlock();
+      throw error;
+    }
+  }
+
+  static async #startLocked(
+    options: ControllerOptions,
+    host: string,
+    auth: ApiAuth | undefined,
+    access: ApiAccess,
+    unlock: () => void,
+  ): Promise<Controller> {
     const controller = new Controller(options);
+    controller.#unlock = unlock;
     controller.#recover();
     controller.#server = await ControllerServer.listen({
       host,
@@ -496,6 +525,7 @@ export class Controller implements ControllerApi {
     await this.#server?.close();
     // Records written lazily are written now: the store is complete when stop resolves.
     for (const recorder of this.#records.values()) recorder.files.flush();
+    this.#unlock();
   }
 
   #recorderOptions(): RecorderOptions {
