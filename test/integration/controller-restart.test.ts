@@ -1,11 +1,11 @@
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
-import { LOCK_FILE } from "../../controller/data-lock.ts";
+import { LOCK_FILE, LOCK_STALE_MS } from "../../controller/data-lock.ts";
 import {
   CLI_EXIT,
   Controller,
@@ -158,7 +158,7 @@ describe("one controller per data directory", () => {
     await second.stop();
   });
 
-  it("takes over the file of a controller that is gone; keeps off one of another host", async () => {
+  it("takes over the file of a controller that is gone; one of another host once it is no longer renewed", async () => {
     const data = tempDir("ctl-lock-");
     cleanups.push(data.remove);
     const lockFile = join(data.path, LOCK_FILE);
@@ -172,11 +172,20 @@ describe("one controller per data directory", () => {
     writeFileSync(lockFile, "12");
     await (await Controller.start({ dataDir: data.path })).stop();
 
-    writeFileSync(lockFile, `${process.pid} other-host.example\n`);
+    // Our own pid, but no controller of this process holds it: a container's PID 1 restarted.
+    writeFileSync(lockFile, `${process.pid} ${hostname()}\n`);
+    await (await Controller.start({ dataDir: data.path })).stop();
+
+    // Another host's (a shared filesystem, a container under a new name): its pid cannot be
+    // checked, so it counts while it is renewed.
+    writeFileSync(lockFile, "4242 other-host.example\n");
     await expect(Controller.start({ dataDir: data.path })).rejects.toThrow(
-      /in use by a controller on other-host\.example \(pid \d+\)/,
+      /in use by a controller on other-host\.example \(pid 4242; its file is taken over once not renewed for 30 s\)/,
     );
-    expect(readFileSync(lockFile, "utf8")).toBe(`${process.pid} other-host.example\n`);
+    expect(readFileSync(lockFile, "utf8")).toBe("4242 other-host.example\n");
+    const stale = new Date(Date.now() - LOCK_STALE_MS - 1_000);
+    utimesSync(lockFile, stale, stale);
+    await (await Controller.start({ dataDir: data.path })).stop();
   });
 
   it("`serve` on a directory another `serve` holds exits 2 and says which process; after a SIGKILL it starts, and stops cleanly on an early SIGTERM", async () => {
