@@ -157,7 +157,7 @@ describe("the web view in a real browser", () => {
     await page.close();
   });
 
-  it("asks for the API token when the controller has one, and shows the jobs once signed in", async () => {
+  it("asks for the API token when the controller has one, shows the jobs once signed in, and cancels with the session", async () => {
     const token = "web-token-0123456789abcdef";
     const guarded = await startController({
       overrides: { apiToken: token, routes: webViewRoutes(defaultWebDir()) },
@@ -181,7 +181,14 @@ describe("the web view in a real browser", () => {
       expect(cookies.map((c) => [c.name, c.httpOnly, c.sameSite, c.value === token])).toEqual([
         ["controller_session", true, "Strict", false],
       ]);
-      guarded.controller.cancel(job.id);
+      // A change from the page with the session cookie: same origin, so it goes through.
+      await page
+        .locator(`table.jobs tr[data-job="${job.id}"]`)
+        .getByRole("link", { name: "guarded-job" })
+        .click();
+      await page.getByRole("button", { name: "Cancel" }).click();
+      await page.locator(".job-header .badge.status-cancelled").waitFor({ timeout: 20_000 });
+      expect(guarded.controller.getJob(job.id)?.status).toBe("cancelled");
     } finally {
       await page.close();
       await guarded.close();
