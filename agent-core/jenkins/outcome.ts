@@ -41,6 +41,7 @@ export interface RemotingOutcome {
  * | connected, ended otherwise                   | 3 (connection lost)       |
  * | never connected: refused                     | 6 refused                 |
  * | never connected: unreachable, or gave up     | 3 (unreachable)           |
+ * | never logged: java could not run it          | 2 bad config / no Java    |
  * | rejected its command line                    | 2 bad config              |
  * | stopped at the deadline                      | 4 deadline                |
  * | stopped over the disk budget                 | 5 disk                    |
@@ -107,6 +108,22 @@ export function remotingOutcome(
     );
     return { exitCode: ExitCode.refused, summary: error.message, error };
   }
+  if (!state.logged && run.stoppedBecause === undefined) {
+    // It never logged a record: the JVM could not run remoting (a bad JVM option, a Java too old
+    // for the jar), and its own words say why. Not the controller's doing.
+    const said = state.otherStderr.length > 0 ? state.otherStderr.join(" / ") : "it said nothing";
+    const how = run.signal !== null ? `signal ${run.signal}` : `exit code ${run.exitCode}`;
+    const jvmOptions = JVM_REFUSED_OPTIONS.test(said);
+    const error = new AgentError(
+      jvmOptions ? "AGENT_ERR_CONFIG" : "AGENT_ERR_NO_JAVA",
+      `java could not run remoting (${how}): ${said} (${
+        jvmOptions
+          ? "check the JVM options in JENKINS_JAVA_OPTS or JAVA_OPTS"
+          : "remoting needs Java 17 or newer: check JENKINS_JAVA_BIN and JAVA_HOME, or use the image's Jenkins variant"
+      })`,
+    );
+    return { exitCode: ExitCode.badConfig, summary: error.message, error };
+  }
   const said = state.failure ?? words("it said nothing");
   const how =
     run.stoppedBecause === "connect-timeout"
@@ -118,6 +135,10 @@ export function remotingOutcome(
   );
   return { exitCode: ExitCode.controllerFailure, summary: error.message, error };
 }
+
+/** The JVM's words when it refuses its own options (before any class is loaded). */
+const JVM_REFUSED_OPTIONS =
+  /Could not create the Java Virtual Machine|Unrecognized (VM )?option|Improperly specified VM option|Invalid (initial|maximum)? ?heap size/;
 
 const HINTS: [RegExp, string][] = [
   [

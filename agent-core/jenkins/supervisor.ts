@@ -432,7 +432,16 @@ async function watchRemoting(
   };
   let argsRead = false;
   const log = new RemotingLog(
-    (record) => diagnose(logger, record),
+    (record) => {
+      diagnose(logger, record);
+      if (!argsRead && record.level !== null) {
+        // remoting logs only once it has parsed its arguments (and read the secret). Any line
+        // before that is the JVM's own (`Picked up JAVA_TOOL_OPTIONS`, a bad option): the
+        // arguments file must stay until remoting has read it.
+        argsRead = true;
+        void gate.remove();
+      }
+    },
     (state) => {
       if (state.connected && timings.connectedAt === undefined) {
         timings.connectedAt = Date.now();
@@ -475,11 +484,6 @@ async function watchRemoting(
     onOutput: (stream, data) => {
       copy?.lines.output(stream, data);
       log.write(stream, data);
-      if (!argsRead && stream === "stderr") {
-        // remoting has parsed its arguments (and read the secret) before it logs anything.
-        argsRead = true;
-        void gate.remove();
-      }
     },
   });
   try {

@@ -347,6 +347,56 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       expect(forced.outcome.summary).toContain("Connection refused");
     });
 
+    it.each([
+      [
+        "a JVM option it does not know",
+        { javaOpts: ["-XX:+NoSuchOption"] },
+        "AGENT_ERR_CONFIG",
+        "Unrecognized VM option",
+      ],
+      ["a Java too old for the jar", "old-java", "AGENT_ERR_NO_JAVA", "UnsupportedClassVersionError"],
+    ] as const)(
+      "java that cannot run remoting (%s) is exit 2 with the JVM's own words, not a hang nor an unreachable controller",
+      async (_what, jenkinsSettings, code, words) => {
+        let settings: Partial<AgentConfigInput["jenkins"]> = {};
+        if (jenkinsSettings === "old-java") {
+          // A Java 8 runtime: it starts, then cannot load remoting's classes (exit 1, no log record).
+          const bin = join(workDir(), "java");
+          writeFileSync(
+            bin,
+            "#!/bin/sh\necho 'Error: LinkageError occurred while loading main class hudson.remoting.jnlp.Main' >&2\necho 'java.lang.UnsupportedClassVersionError: hudson/remoting/jnlp/Main has been compiled by a more recent version of the Java Runtime (class file version 61.0)' >&2\nexit 1\n",
+            { mode: 0o755 },
+          );
+          settings = { javaBin: bin };
+        } else settings = jenkinsSettings;
+        const { outcome } = await runJenkins(`jvm-${code}`, { mode: "jenkins", jenkins: settings });
+        expect(outcome.exitCode, outcome.summary).toBe(ExitCode.badConfig);
+        expect(outcome.error?.code).toBe(code);
+        expect(outcome.summary).toContain("java could not run remoting (exit code 1)");
+        expect(outcome.summary).toContain(words);
+      },
+    );
+
+    it("the JVM's own first lines (JAVA_TOOL_OPTIONS) do not take the arguments file away before remoting reads it", async () => {
+      const dir = workDir();
+      jenkins.addNode("tool-opts-1", { secret: SECRET, script: [] });
+      jenkins.addNode("tool-opts-2", { secret: SECRET, script: [] });
+      const env = { PATH, JAVA_TOOL_OPTIONS: "-Dagent.test=tool" };
+      const cold = await runJenkins("tool-opts-1", { workDir: dir, baseEnv: env });
+      expect(cold.outcome.exitCode, cold.outcome.summary).toBe(ExitCode.ok);
+      // Warm: remoting starts on the cached jar and prints "Picked up JAVA_TOOL_OPTIONS" while
+      // the controller's answer is still on its way.
+      jenkins.jarAnswerDelayMs = 1_500;
+      const warm = await runJenkins("tool-opts-2", { workDir: dir, baseEnv: env }).finally(() => {
+        jenkins.jarAnswerDelayMs = 0;
+      });
+      expect(warm.log.entries().map((e) => e.msg)).toContain(
+        "remoting: Picked up JAVA_TOOL_OPTIONS: -Dagent.test=tool",
+      );
+      expect(warm.outcome.exitCode, warm.outcome.summary).toBe(ExitCode.ok);
+      expect(warm.outcome.jenkins?.jar).toMatchObject({ source: "cache", revalidated: true });
+    });
+
     it("remoting's usage error (it exits 0) is a configuration error: exit 2", async () => {
       const { outcome } = await runJenkins("usage-1", {
         mode: "jenkins",
