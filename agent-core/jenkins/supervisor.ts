@@ -68,6 +68,9 @@ export type JenkinsResult =
   /** Auto mode: the controller never answered (or the agent was interrupted first). */
   | { mode: null; outcome: JenkinsOutcome };
 
+/** Answers of a gateway in front of a controller that is not there (yet), or of a Jenkins that is starting. */
+const GATEWAY_STATUSES = new Set([502, 503, 504]);
+
 /** After remoting says `Terminated`, how long it may take to exit before it is stopped. */
 const LINGER_MS = 5_000;
 const MAX_LINE_CHARS = 4_000;
@@ -186,17 +189,34 @@ export async function runJenkinsAgent(
   options.signal?.addEventListener("abort", onInterrupt, { once: true });
   let answer: JarAnswer | undefined;
   let unanswered: string | undefined;
-  const ask = (timeoutMs: number) =>
-    askForAgentJar({
+  // With a jar at hand (cached or baked), Jenkins mode does not wait for the controller: remoting
+  // waits for it itself. Auto mode must have an answer to decide; so must a start with no jar.
+  const jarAtHand = cache.jar !== undefined || baked !== undefined;
+  const downloadTimeoutMs = Math.min(settings.jarFetchTimeoutMs, config.connectTimeoutMs);
+  const ask = async (timeoutMs: number) => {
+    const reply = await askForAgentJar({
       controllerUrl: config.url,
       cache,
       maxBytes: settings.jarMaxBytes,
       timeoutMs,
+      downloadTimeoutMs,
       signal: asking.signal,
       jenkinsOnly: options.auto === true,
     });
+    // A gateway's 502/503/504 (the controller behind it is down or restarting), or Jenkins'
+    // own 503 while it starts, is no answer yet: asked again until the connect timeout.
+    if (
+      GATEWAY_STATUSES.has(reply.status) &&
+      (reply.jenkinsVersion === null ? options.auto === true : !jarAtHand)
+    ) {
+      throw new Error(
+        `${jarUrl} answered HTTP ${reply.status}${reply.jenkinsVersion === null ? " without X-Jenkins" : ""}`,
+      );
+    }
+    return reply;
+  };
   try {
-    if (options.auto) {
+    if (options.auto || !jarAtHand) {
       answer = await untilAnswered(jarUrl, ask, {
         timeoutMs: config.connectTimeoutMs,
         logger,

@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -73,6 +75,38 @@ async function runJenkins(
   });
   const outcome = await runAgent(config, { logger: log.logger });
   return { outcome, log };
+}
+
+/**
+ * A gateway on loopback in front of the fake Jenkins (a reverse proxy, a load balancer): the
+ * first `failing` requests get `answer`, the rest are passed to the controller as they are.
+ */
+async function gateway(
+  target: () => string,
+  failing: number,
+  answer: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ url: string; seen: string[]; close: () => Promise<void> }> {
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    seen.push(req.url ?? "");
+    if (seen.length <= failing) return answer(req, res);
+    const upstream = new URL(req.url ?? "/", target());
+    const forward = request(upstream, { method: req.method, headers: req.headers }, (reply) => {
+      res.writeHead(reply.statusCode ?? 502, reply.headers);
+      reply.pipe(res);
+    });
+    forward.on("error", () => res.destroy());
+    req.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    seen,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 const skipReason =
@@ -253,6 +287,91 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
     });
   });
 
+  describe("neither Jenkins nor the reference controller (yet)", () => {
+    it.each([
+      ["a gateway's 502 without X-Jenkins (auto mode)", "auto", 502, false],
+      ["Jenkins' own 503 while it starts, with no jar at hand (jenkins mode)", "jenkins", 503, true],
+    ] as const)(
+      "%s is no answer yet: asked again until Jenkins answers",
+      async (_what, mode, status, withXJenkins) => {
+        const front = await gateway(
+          () => jenkins.url,
+          2,
+          (_req, res) => {
+            res.writeHead(status, {
+              "Content-Type": "text/html",
+              ...(withXJenkins ? { "X-Jenkins": "2.479.3" } : {}),
+            });
+            res.end("<html>Service Unavailable</html>");
+          },
+        );
+        try {
+          const name = `gateway-${status}`;
+          jenkins.addNode(name, { secret: SECRET, script: ["echo behind a gateway"] });
+          const { outcome } = await runJenkins(name, { url: front.url, mode, connectTimeoutMs: 15_000 });
+          expect(outcome.exitCode, outcome.summary).toBe(ExitCode.ok);
+          expect(outcome.mode).toBe("jenkins");
+          expect(front.seen.slice(0, 3)).toEqual([
+            "/jnlpJars/agent.jar",
+            "/jnlpJars/agent.jar",
+            "/jnlpJars/agent.jar",
+          ]);
+        } finally {
+          await front.close();
+        }
+      },
+    );
+
+    it("a gateway that answers 502 until the connect timeout: exit 3 naming the 502", async () => {
+      const front = await gateway(
+        () => jenkins.url,
+        Number.POSITIVE_INFINITY,
+        (_req, res) => {
+          res.writeHead(502, { "Content-Type": "text/html" });
+          res.end("<html>Bad Gateway</html>");
+        },
+      );
+      try {
+        const { outcome } = await runJenkins("gateway-down", { url: front.url, connectTimeoutMs: 2_000 });
+        expect(outcome.exitCode, outcome.summary).toBe(ExitCode.controllerFailure);
+        expect(outcome.mode).toBeNull();
+        expect(outcome.error?.code).toBe("AGENT_ERR_CONTROLLER_UNREACHABLE");
+        expect(outcome.summary).toContain("answered HTTP 502 without X-Jenkins");
+        expect(front.seen.length).toBeGreaterThan(1);
+      } finally {
+        await front.close();
+      }
+    });
+
+    it("a jar that trickles in is cut off at the download bound, once, and named: the controller answered, it is not unreachable", async () => {
+      const front = await gateway(
+        () => jenkins.url,
+        Number.POSITIVE_INFINITY,
+        (_req, res) => {
+          res.writeHead(200, { "X-Jenkins": "2.479.3", "Content-Type": "application/java-archive" });
+          const timer = setInterval(() => res.write("P"), 100);
+          res.on("close", () => clearInterval(timer));
+        },
+      );
+      try {
+        const started = Date.now();
+        const { outcome } = await runJenkins("slow-jar", {
+          url: front.url,
+          connectTimeoutMs: 20_000,
+          jenkins: { jarFetchTimeoutMs: 1_500 },
+        });
+        expect(outcome.mode).toBe("jenkins");
+        expect(outcome.exitCode, outcome.summary).toBe(ExitCode.controllerFailure);
+        expect(outcome.error?.code).toBe("AGENT_ERR_AGENT_JAR");
+        expect(outcome.summary).toContain("did not send the whole jar within 1500 ms");
+        expect(front.seen).toEqual(["/jnlpJars/agent.jar"]);
+        expect(Date.now() - started).toBeLessThan(15_000);
+      } finally {
+        await front.close();
+      }
+    });
+  });
+
   describe("proxies", () => {
     it("auto mode's one request and the jar download go through HTTP_PROXY (a controller only the proxy can reach)", async () => {
       const port = new URL(jenkins.url).port;
@@ -368,7 +487,7 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
             { mode: 0o755 },
           );
           settings = { javaBin: bin };
-        } else settings = jenkinsSettings;
+        } else settings = { ...jenkinsSettings, javaOpts: [...jenkinsSettings.javaOpts] };
         const { outcome } = await runJenkins(`jvm-${code}`, { mode: "jenkins", jenkins: settings });
         expect(outcome.exitCode, outcome.summary).toBe(ExitCode.badConfig);
         expect(outcome.error?.code).toBe(code);
