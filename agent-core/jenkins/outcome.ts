@@ -1,4 +1,4 @@
-import { AgentError } from "../errors.ts";
+import { AgentError, type AgentErrorCode } from "../errors.ts";
 import { ExitCode, type ExitCodeValue } from "../exit-codes.ts";
 import type { RuntimeKind, StepReason } from "../protocol/messages.ts";
 import type { RemotingState } from "./remoting-log.ts";
@@ -13,6 +13,8 @@ export interface RemotingRun {
   message?: string;
   /** Why the supervisor stopped remoting itself, when it did. */
   stoppedBecause?: "refused" | "connect-timeout" | "lingered";
+  /** False when remoting was never started (too little time was left before the deadline). */
+  started?: boolean;
 }
 
 export interface OutcomeContext {
@@ -57,7 +59,10 @@ export function remotingOutcome(
     state.lastWords.length > 0 ? state.lastWords.slice(-3).join(" / ") : fallback;
   switch (run.reason) {
     case "deadline":
-      return { exitCode: ExitCode.deadline, summary: deadlineSummary(ctx, state.connected) };
+      return {
+        exitCode: ExitCode.deadline,
+        summary: deadlineSummary(ctx, run.started === false ? "not-started" : state.connected),
+      };
     case "disk":
       return {
         exitCode: ExitCode.disk,
@@ -170,11 +175,24 @@ function hintFor(text: string): string {
   return hint === undefined ? "" : ` (${hint})`;
 }
 
-function deadlineSummary(ctx: OutcomeContext, connected: boolean): string {
+/**
+ * The exit code of a Jenkins-mode failure before remoting ran, by its error code: configuration
+ * and Java problems 2, a bug 70, the controller or its jar 3.
+ */
+export function failureExitCode(code: AgentErrorCode): ExitCodeValue {
+  if (code === "AGENT_ERR_NO_JAVA" || code === "AGENT_ERR_CONFIG") return ExitCode.badConfig;
+  if (code === "AGENT_ERR_INTERNAL") return ExitCode.internal;
+  return ExitCode.controllerFailure;
+}
+
+function deadlineSummary(ctx: OutcomeContext, connected: boolean | "not-started"): string {
   const at = ctx.deadlineAt === null ? "" : ` (${new Date(ctx.deadlineAt).toISOString()})`;
-  const what = connected
-    ? `remoting was stopped (SIGTERM, then SIGKILL after ${ctx.graceMs} ms); Jenkins sees the agent go offline and fails the build running on it`
-    : "remoting was stopped before it connected";
+  const what =
+    connected === "not-started"
+      ? `remoting was not started: less than AGENT_DEADLINE_STEP_START_MIN_MS remained before the agent must stop (the deadline less AGENT_GRACE_MS, ${ctx.graceMs} ms)`
+      : connected
+        ? `remoting was stopped (SIGTERM, then SIGKILL after ${ctx.graceMs} ms); Jenkins sees the agent go offline and fails the build running on it`
+        : "remoting was stopped before it connected";
   if (ctx.runtime === "lambda") {
     return `The Lambda function's deadline${at} ended the Jenkins agent: ${what}, before Lambda's timeout would have killed it without a word. To fix it: raise the function's timeout (at most 900 s), split the job into shorter ones, or give its label to an ECS/Fargate agent template, which has no such limit.`;
   }

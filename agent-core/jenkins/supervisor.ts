@@ -25,7 +25,7 @@ import { describeFetchError, underController, untilAnswered } from "./discovery.
 import { findJava, type JavaRuntime } from "./java.ts";
 import { type LimitedRunResult, type RunLimited, runLimited } from "./limited-run.ts";
 import { memoryMb } from "./memory.ts";
-import { type RemotingRun, remotingOutcome } from "./outcome.ts";
+import { failureExitCode, type RemotingRun, remotingOutcome } from "./outcome.ts";
 import { RemotingLog, type RemotingRecord, type RemotingState } from "./remoting-log.ts";
 
 /** What the Jenkins mode did, for diagnostics, the Lambda summary and tests. */
@@ -137,9 +137,11 @@ export async function runJenkinsAgent(
       error instanceof AgentError
         ? error
         : new AgentError("AGENT_ERR_INTERNAL", String(error), { cause: error });
-    const exitCode =
-      agentError.code === "AGENT_ERR_NO_JAVA" ? ExitCode.badConfig : ExitCode.controllerFailure;
-    return end({ exitCode, summary: agentError.message, error: agentError });
+    return end({
+      exitCode: failureExitCode(agentError.code),
+      summary: agentError.message,
+      error: agentError,
+    });
   };
 
   let answered = false;

@@ -7,6 +7,7 @@ import {
   ArgsGate,
   type ConfigProblem,
   ExitCode,
+  failureExitCode,
   heapFor,
   type JavaRuntime,
   jenkinsSettingsSchema,
@@ -256,6 +257,28 @@ describe("remotingOutcome: every remoting ending on the agent's exit-code table"
       const outcome = remotingOutcome(run, { ...base, ...state }, ctx);
       expect(outcome.exitCode).toBe(exitCode);
       expect(outcome.error?.code).toBe(code);
+    },
+  );
+
+  it("says remoting was not started, not that it was stopped, when too little time was left to start it", () => {
+    const outcome = remotingOutcome(exited(null, { reason: "deadline", started: false }), base, ctx);
+    expect(outcome.exitCode).toBe(ExitCode.deadline);
+    expect(outcome.summary).toContain(
+      "remoting was not started: less than AGENT_DEADLINE_STEP_START_MIN_MS remained",
+    );
+    expect(outcome.summary).not.toContain("stopped before it connected");
+  });
+
+  it.each([
+    ["AGENT_ERR_NO_JAVA", ExitCode.badConfig],
+    ["AGENT_ERR_CONFIG", ExitCode.badConfig],
+    ["AGENT_ERR_INTERNAL", ExitCode.internal],
+    ["AGENT_ERR_AGENT_JAR", ExitCode.controllerFailure],
+    ["AGENT_ERR_CONTROLLER_UNREACHABLE", ExitCode.controllerFailure],
+  ] as const)(
+    "a failure before remoting ran with %s exits %i, as the README's tables say",
+    (code, exitCode) => {
+      expect(failureExitCode(code)).toBe(exitCode);
     },
   );
 
