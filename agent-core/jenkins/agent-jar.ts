@@ -184,11 +184,21 @@ function jarOf(dir: string, meta: CacheMeta): Omit<AgentJar, "source" | "revalid
   return { path: join(dir, meta.file), sha256: meta.sha256, bytes: meta.bytes, version: meta.version };
 }
 
+/**
+ * The cache's record, when the jar it names is still the one that was downloaded (same size and
+ * SHA-256: hashing a 1.5 MB jar costs a few ms). A jar changed on disk since is no cache at all:
+ * a conditional request would have the controller confirm it, and every warm start would then
+ * run a broken jar.
+ */
 async function readCache(dir: string): Promise<CacheMeta | undefined> {
   try {
     const meta = JSON.parse(await readFile(join(dir, "meta.json"), "utf8")) as CacheMeta;
-    const info = await stat(join(dir, meta.file));
-    return info.size === meta.bytes ? meta : undefined;
+    const path = join(dir, meta.file);
+    if ((await stat(path)).size !== meta.bytes) return undefined;
+    const sha256 = createHash("sha256")
+      .update(await readFile(path))
+      .digest("hex");
+    return sha256 === meta.sha256 ? meta : undefined;
   } catch {
     return undefined; // no cache yet, or a broken one: it is simply refetched
   }

@@ -118,6 +118,13 @@ export function remotingOutcome(
     // for the jar), and its own words say why. Not the controller's doing.
     const said = state.otherStderr.length > 0 ? state.otherStderr.join(" / ") : "it said nothing";
     const how = run.signal !== null ? `signal ${run.signal}` : `exit code ${run.exitCode}`;
+    if (BAD_JAR.test(said)) {
+      const error = new AgentError(
+        "AGENT_ERR_AGENT_JAR",
+        `java could not run remoting (${run.signal !== null ? `signal ${run.signal}` : `exit code ${run.exitCode}`}): ${said} (the jar is damaged or gone: remove it, or the work dir's cache/jenkins, to have it fetched again)`,
+      );
+      return { exitCode: ExitCode.controllerFailure, summary: error.message, error };
+    }
     const jvmOptions = JVM_REFUSED_OPTIONS.test(said);
     const error = new AgentError(
       jvmOptions ? "AGENT_ERR_CONFIG" : "AGENT_ERR_NO_JAVA",
@@ -144,6 +151,9 @@ export function remotingOutcome(
 /** The JVM's words when it refuses its own options (before any class is loaded). */
 const JVM_REFUSED_OPTIONS =
   /Could not create the Java Virtual Machine|Unrecognized (VM )?option|Improperly specified VM option|Invalid (initial|maximum)? ?heap size/;
+
+/** The java launcher's words for a jar it cannot open. */
+const BAD_JAR = /Invalid or corrupt jarfile|Unable to access jarfile/;
 
 const HINTS: [RegExp, string][] = [
   [

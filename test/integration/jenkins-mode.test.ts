@@ -250,6 +250,23 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       expect(readdirSync(dir).filter((name) => name.startsWith(".remoting-args-"))).toEqual([]);
     });
 
+    it("a cached jar changed on disk since its download is fetched again, not confirmed by a 304 and run", async () => {
+      const dir = workDir();
+      jenkins.addNode("tampered-1", { secret: SECRET, script: [] });
+      jenkins.addNode("tampered-2", { secret: SECRET, script: [] });
+      const first = (await runJenkins("tampered-1", { workDir: dir })).outcome;
+      expect(first.exitCode, first.summary).toBe(ExitCode.ok);
+      const cached = first.jenkins!.jar!.path;
+      // Same size, other bytes: a size check alone cannot tell.
+      writeFileSync(cached, Buffer.alloc(readFileSync(cached).length, 0x41));
+      const second = (await runJenkins("tampered-2", { workDir: dir })).outcome;
+      expect(second.exitCode, second.summary).toBe(ExitCode.ok);
+      expect(second.jenkins?.jar).toMatchObject({ source: "controller", sha256: first.jenkins?.jar?.sha256 });
+      const asked = jenkins.requests.filter((r) => r.path === "/jnlpJars/agent.jar").at(-1)!;
+      expect(asked.status).toBe(200);
+      expect(asked.headers["if-none-match"]).toBeUndefined();
+    });
+
     it("runs the image's jar in place of the same jar from the controller, started before the answer", async () => {
       jenkins.addNode("baked-same", { secret: SECRET, script: [] });
       const { outcome, log } = await runJenkins("baked-same", { jenkins: { agentFile: jar } });

@@ -245,6 +245,16 @@ describe("remotingOutcome: every remoting ending on the agent's exit-code table"
       "AGENT_ERR_NO_JAVA",
     ],
     [
+      "a damaged jar (exit 1, no record logged)",
+      exited(1),
+      {
+        logged: false,
+        otherStderr: ["Error: Invalid or corrupt jarfile /tmp/cache/jenkins/x/agent-0123.jar"],
+      },
+      ExitCode.controllerFailure,
+      "AGENT_ERR_AGENT_JAR",
+    ],
+    [
       "java could not start",
       exited(null, { reason: "error", message: "ENOENT" }),
       {},
