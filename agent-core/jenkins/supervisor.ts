@@ -6,7 +6,7 @@ import type { AgentOutcome, AgentTimings, RunAgentOptions } from "../agent.ts";
 import { clip } from "../clip.ts";
 import type { AgentConfig } from "../config/config.ts";
 import { AgentError } from "../errors.ts";
-import { ExitCode, interruptCode } from "../exit-codes.ts";
+import { interruptCode } from "../exit-codes.ts";
 import type { Logger, LogLevel } from "../logger.ts";
 import type { JobLogCopy } from "../logs/job-log.ts";
 import { buildMaskSet } from "../logs/masker.ts";
