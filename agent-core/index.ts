@@ -26,6 +26,7 @@ export { type LongTimeout, MAX_TIMER_MS, setLongTimeout } from "./long-timer.ts"
 export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFor } from "./net/proxy.ts";
 export * from "./protocol/index.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
+export { sdkExports } from "./sdk-module.ts";
 export {
   type ChannelEffect,
   type ChannelState,

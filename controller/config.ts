@@ -4,6 +4,7 @@ import * as z from "zod";
 import { type ConfigProblem, type Logger, zodProblems } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 import { durationMs, MAX_INFRASTRUCTURE_RETRIES, nestingDepth } from "./job-spec.ts";
+import { loadEcsSdk, loadLambdaSdk } from "./provisioners/aws-sdk.ts";
 import { EcsProvisioner } from "./provisioners/ecs.ts";
 import { LambdaProvisioner } from "./provisioners/lambda.ts";
 import { LocalProvisioner } from "./provisioners/local.ts";
@@ -273,7 +274,7 @@ export async function buildTemplates(
     if (template.ecs) {
       let client = ecsClients.get(cloud.name);
       if (client === undefined) {
-        const { ECSClient } = await import("@aws-sdk/client-ecs");
+        const { ECSClient } = await loadEcsSdk();
         client = new ECSClient({
           ...clientConfig,
           ...(cloud.endpoints?.ecs ? { endpoint: cloud.endpoints.ecs } : {}),
@@ -292,7 +293,7 @@ export async function buildTemplates(
     } else if (template.lambda) {
       let client = lambdaClients.get(cloud.name);
       if (client === undefined) {
-        const { LambdaClient } = await import("@aws-sdk/client-lambda");
+        const { LambdaClient } = await loadLambdaSdk();
         client = new LambdaClient({
           ...clientConfig,
           ...(cloud.endpoints?.lambda ? { endpoint: cloud.endpoints.lambda } : {}),

@@ -1,5 +1,6 @@
 import type { ECSClient, Task } from "@aws-sdk/client-ecs";
 import type { Logger } from "../../agent-core/index.ts";
+import { loadEcsSdk } from "./aws-sdk.ts";
 import type { AgentExit, ProvisionedAgent, Provisioner, ProvisionRequest } from "./provisioner.ts";
 
 /** An ECS/Fargate template's platform settings (docs/controller.md, "ecs"). */
@@ -65,7 +66,7 @@ export class EcsProvisioner implements Provisioner {
   }
 
   async provision(request: ProvisionRequest): Promise<ProvisionedAgent> {
-    const { RunTaskCommand } = await import("@aws-sdk/client-ecs");
+    const { RunTaskCommand } = await loadEcsSdk();
     const s = this.#settings;
     const inEnvironment = s.secretIn === "environment";
     const result = await this.#client.send(
@@ -151,7 +152,7 @@ export class EcsProvisioner implements Provisioner {
   }
 
   async #stop(taskArn: string, reason: string): Promise<void> {
-    const { StopTaskCommand } = await import("@aws-sdk/client-ecs");
+    const { StopTaskCommand } = await loadEcsSdk();
     try {
       await this.#client.send(
         new StopTaskCommand({
@@ -170,7 +171,7 @@ export class EcsProvisioner implements Provisioner {
     if (this.#polling || this.#watched.size === 0) return;
     this.#polling = true;
     try {
-      const { DescribeTasksCommand } = await import("@aws-sdk/client-ecs");
+      const { DescribeTasksCommand } = await loadEcsSdk();
       const arns = [...this.#watched.keys()];
       for (let i = 0; i < arns.length; i += DESCRIBE_BATCH) {
         const batch = arns.slice(i, i + DESCRIBE_BATCH);
