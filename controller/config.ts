@@ -107,7 +107,10 @@ export const controllerConfigSchema = z
     /** The URL agents are given to reach the controller (default: the URL it listens on). */
     url: z.url().optional(),
     listen: z
-      .object({ host: z.string().min(1).optional(), port: z.number().int().min(0).max(65_535).optional() })
+      .object({
+        host: z.string().regex(/^\S+$/, "must be a host name or an IP address").optional(),
+        port: z.number().int().min(0).max(65_535).optional(),
+      })
       .strict()
       .optional(),
     dataDir: z.string().min(1).optional(),

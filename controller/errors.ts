@@ -19,8 +19,14 @@ export class ControllerApiError extends Error {
   readonly code: ControllerErrorCode;
   readonly problems: ConfigProblem[];
 
-  constructor(status: number, code: ControllerErrorCode, message: string, problems: ConfigProblem[] = []) {
-    super(message);
+  constructor(
+    status: number,
+    code: ControllerErrorCode,
+    message: string,
+    problems: ConfigProblem[] = [],
+    options: { cause?: unknown } = {},
+  ) {
+    super(message, options);
     this.name = "ControllerApiError";
     this.status = status;
     this.code = code;

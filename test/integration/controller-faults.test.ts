@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { chmodSync } from "node:fs";
 import { request } from "node:http";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -224,24 +225,38 @@ describe("what an agent reports", () => {
 });
 
 describe("controller serve", () => {
-  it("on a port in use prints a clear message and exits with the usage code", async () => {
-    const blocker = createServer();
-    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
-    const port = (blocker.address() as import("node:net").AddressInfo).port;
-    const data = tempDir("serve-busy-");
+  /** Runs `serve ARGS` to its exit; resolves with its code and stderr. */
+  async function serveExit(args: string[], user?: string): Promise<{ code: unknown; stderr: string }> {
+    const data = tempDir("serve-listen-");
+    chmodSync(data.path, 0o777);
     try {
-      const child = spawn(
-        process.execPath,
-        [CONTROLLER_BUNDLE, "serve", "--port", String(port), "--data-dir", data.path],
-        {
-          stdio: ["ignore", "pipe", "pipe"],
-        },
-      );
+      const argv = [CONTROLLER_BUNDLE, "serve", ...args, "--data-dir", data.path];
+      const child =
+        user === undefined
+          ? spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "pipe"] })
+          : spawn("runuser", ["-u", user, "--", process.execPath, ...argv], {
+              stdio: ["ignore", "pipe", "pipe"],
+            });
       let stderr = "";
       child.stderr.on("data", (chunk: Buffer) => {
         stderr += chunk.toString();
       });
-      const code = await new Promise((resolve) => child.once("exit", resolve));
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return { code, stderr };
+    } finally {
+      data.remove();
+    }
+  }
+
+  it("on a port in use prints a clear message and exits with the usage code", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as import("node:net").AddressInfo).port;
+    try {
+      const { code, stderr } = await serveExit(["--port", String(port)]);
       expect(code).toBe(CLI_EXIT.usage);
       expect(stderr).toContain(
         `cannot listen on 127.0.0.1:${port}: the port is in use by another process (EADDRINUSE)`,
@@ -249,7 +264,35 @@ describe("controller serve", () => {
       expect(stderr).not.toMatch(/internal error|\n\s+at /);
     } finally {
       blocker.close();
-      data.remove();
     }
   });
+
+  it.each([
+    ["a host name that does not resolve", "no-such-host.invalid"],
+    ["an IPv4 address out of range", "256.1.1.1"],
+    ["an address not of this machine", "10.255.254.253"],
+  ])("on %s prints a clear message naming the host and exits with the usage code", async (_what, host) => {
+    const { code, stderr } = await serveExit(["--host", host, "--port", "0", "--insecure"]);
+    expect(code).toBe(CLI_EXIT.usage);
+    expect(stderr).toMatch(
+      new RegExp(`^controller: cannot listen on ${host.replaceAll(".", "\\.")}:0: .+ \\([A-Z_]+\\)`),
+    );
+    expect(stderr).not.toMatch(/internal error|\n\s+at /);
+  });
+
+  it("refuses an empty --host as a usage error", async () => {
+    const { code, stderr } = await serveExit(["--host", "", "--port", "0", "--insecure"]);
+    expect(code).toBe(CLI_EXIT.usage);
+    expect(stderr).toMatch(/^controller serve: Expected --host to be a host name or an IP address, got ""/);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    "on a privileged port without the privilege (run as nobody; skipped: needs root to switch user)",
+    async () => {
+      const { code, stderr } = await serveExit(["--port", "80"], "nobody");
+      expect(code).toBe(CLI_EXIT.usage);
+      expect(stderr).toContain("cannot listen on 127.0.0.1:80: permission denied");
+      expect(stderr).not.toMatch(/internal error|\n\s+at /);
+    },
+  );
 });
