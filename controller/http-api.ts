@@ -137,8 +137,9 @@ async function route(
   for (const candidate of routes) {
     const params = matchPath(candidate.path, segments);
     if (params === undefined) continue;
-    if (candidate.method !== method) {
-      allowed.push(candidate.method);
+    // HEAD is GET without the body (RFC 9110 §9.3.2): Node's response drops the body itself.
+    if (candidate.method !== method && !(method === "HEAD" && candidate.method === "GET")) {
+      allowed.push(...(candidate.method === "GET" ? ["GET", "HEAD"] : [candidate.method]));
       continue;
     }
     match = { route: candidate, params };
@@ -197,12 +198,13 @@ function isFollow(url: URL): boolean {
   return ["1", "true", "yes"].includes(url.searchParams.get("follow") ?? "");
 }
 
-async function sendLog({ api, params, url, res }: RouteContext): Promise<void> {
+async function sendLog({ api, params, url, req, res }: RouteContext): Promise<void> {
   const id = params.id!;
-  if (!isFollow(url)) {
+  if (!isFollow(url) || req.method === "HEAD") {
     const path = api.outputPath(id);
-    res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8" });
-    await pipeline(createReadStream(path), res);
+    res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" });
+    if (req.method === "HEAD") res.end();
+    else await pipeline(createReadStream(path), res);
     return;
   }
   await stream(res, api, id, true, "text/plain; charset=utf-8", ({ event, data }) =>
@@ -210,7 +212,13 @@ async function sendLog({ api, params, url, res }: RouteContext): Promise<void> {
   );
 }
 
-async function sendEvents({ api, params, url, res }: RouteContext): Promise<void> {
+async function sendEvents({ api, params, url, req, res }: RouteContext): Promise<void> {
+  if (req.method === "HEAD") {
+    api.outputPath(params.id!); // 404 for an unknown job
+    res.writeHead(200, { "Content-Type": "application/x-ndjson", "Cache-Control": "no-store" });
+    res.end();
+    return;
+  }
   await stream(
     res,
     api,

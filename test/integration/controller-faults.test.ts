@@ -8,7 +8,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { CloseCode } from "../../agent-core/index.ts";
-import { CLI_EXIT } from "../../controller/index.ts";
+import { API_ROUTES, CLI_EXIT } from "../../controller/index.ts";
 import { pattern } from "../fixtures/pattern.mjs";
 import { CONTROLLER_BUNDLE } from "../support/controller-process.ts";
 import { rawAgent } from "../support/fake-peers.ts";
@@ -54,16 +54,62 @@ describe("the HTTP API's faults", () => {
   });
 
   it.each([
-    ["DELETE", "/api/v1/jobs/some-id", "GET"],
+    ["DELETE", "/api/v1/jobs/some-id", "GET, HEAD"],
     ["GET", "/api/v1/jobs/some-id/cancel", "POST"],
-    ["PUT", "/api/v1/jobs", "GET, POST"],
-    ["POST", "/api/v1/agents", "GET"],
-    ["POST", "/healthz", "GET"],
+    ["PUT", "/api/v1/jobs", "GET, HEAD, POST"],
+    ["POST", "/api/v1/agents", "GET, HEAD"],
+    ["POST", "/healthz", "GET, HEAD"],
   ])("answers %s %s with 405 and Allow: %s", async (method, path, allow) => {
     const res = await fetch(url(path), { method });
     expect(res.status).toBe(405);
     expect(res.headers.get("allow")).toBe(allow);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("CONTROLLER_ERR_BAD_REQUEST");
+  });
+
+  it("answers every other method on every path with 405 and Allow, and HEAD as GET without a body", async () => {
+    const record = ctl.controller.submit({ labels: ["nobody-serves"], steps: [{ run: "true" }] });
+    const served = new Map<string, Set<string>>();
+    for (const route of API_ROUTES) {
+      const path = route.path.replace(":id", record.id);
+      served.set(path, (served.get(path) ?? new Set()).add(route.method));
+    }
+    const methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    for (const [path, allowed] of served) {
+      const expectedAllow = [...allowed].flatMap((m) => (m === "GET" ? ["GET", "HEAD"] : [m]));
+      for (const method of methods) {
+        if (allowed.has(method) && method !== "GET") continue;
+        if (method === "GET" && allowed.has("GET")) continue;
+        const res = await fetch(url(path), { method });
+        const what = `${method} ${path}`;
+        if (method === "HEAD" && allowed.has("GET")) {
+          expect(res.status, what).toBe(200);
+          expect((await res.arrayBuffer()).byteLength, what).toBe(0);
+          continue;
+        }
+        expect(res.status, what).toBe(405);
+        expect(res.headers.get("allow")?.split(", ").sort(), what).toEqual(expectedAllow.sort());
+        if (method !== "HEAD")
+          expect(((await res.json()) as { error: { code: string } }).error.code, what).toBe(
+            "CONTROLLER_ERR_BAD_REQUEST",
+          );
+      }
+    }
+  });
+
+  it("answers HEAD of a followed log at once, with the headers of the GET", async () => {
+    const record = ctl.controller.submit({ labels: ["nobody-serves"], steps: [{ run: "true" }] });
+    for (const path of ["log?follow=1", "events?follow=1", "log", "events"]) {
+      const res = await fetch(url(`/api/v1/jobs/${record.id}/${path}`), {
+        method: "HEAD",
+        signal: AbortSignal.timeout(5_000),
+      });
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get("content-type"), path).toMatch(
+        path.startsWith("log") ? /text\/plain/ : /ndjson/,
+      );
+    }
+    const missing = await fetch(url("/api/v1/jobs/nope/log?follow=1"), { method: "HEAD" });
+    expect(missing.status).toBe(404);
   });
 
   it("answers an unknown path with 404 whatever the method", async () => {
