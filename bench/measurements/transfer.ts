@@ -20,7 +20,7 @@ const ROWS = {
 } as const;
 
 /**
- * (9) A tree of 1 GiB (16 MiB with --quick): large files plus 2,000 (200) small ones in nested
+ * (9) A tree of 1 GiB (16 MiB with --quick or --smoke): large files plus 2,000 (200) small ones in nested
  * directories, packed into a tar stream and extracted from it in one process, as the agent does
  * for a workspace or artifacts (`selectPaths` -> `packSelection` -> `extractArchive`, digests
  * checked). Throughput against `tar -cf - | tar -xf -` on the same tree; the process's peak RSS
@@ -31,9 +31,10 @@ export const transfer: Measurement = {
   name: "transfer",
   rows: Object.values(ROWS),
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const totalBytes = ctx.quick ? 16 * MiB : 1024 * MiB;
-    const smallFiles = ctx.quick ? 200 : 2_000;
-    const runs = ctx.quick ? 1 : 3;
+    const quick = ctx.scale !== "full";
+    const totalBytes = quick ? 16 * MiB : 1024 * MiB;
+    const smallFiles = quick ? 200 : 2_000;
+    const runs = quick ? 1 : 3;
     const src = join(ctx.tmp, "transfer-src");
     ctx.progress(`transfer: writing a ${totalBytes / MiB} MiB tree`);
     const bytes = writeTree(src, totalBytes, smallFiles);
