@@ -339,8 +339,9 @@ export class Controller implements ControllerApi {
       record,
       prepared.job,
       prepared.stored,
-      upload === undefined ? undefined : (dest) => this.#uploads.take(upload.id, dest),
+      upload === undefined ? undefined : this.#uploads.seedFor(upload.id),
     );
+    if (upload !== undefined) this.#uploads.forget(upload.id);
     const run = this.#track(new JobRecorder(record, files, this.#recorderOptions()), prepared.job);
     this.#dispatcher.enqueue(run);
     run.recorder.setStatus("queued");

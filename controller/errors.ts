@@ -13,6 +13,7 @@ export type ControllerErrorCode =
   | "CONTROLLER_ERR_FORBIDDEN"
   | "CONTROLLER_ERR_LISTEN"
   | "CONTROLLER_ERR_CONFIG"
+  | "CONTROLLER_ERR_STORE"
   | "CONTROLLER_ERR_INTERNAL";
 
 /** An error the HTTP API returns as `{ "error": { "code", "message", "problems" } }` with `status`. */
@@ -44,4 +45,25 @@ export class ControllerApiError extends Error {
       },
     };
   }
+}
+
+/**
+ * A write to the controller's store failed (no space left, an I/O error): `what` names what was
+ * not stored, `error` is the file system's error (kept as `cause`). The writer keeps nothing of
+ * what it could not store. Code `CONTROLLER_ERR_STORE`, HTTP 507 (Insufficient Storage).
+ */
+export function storeWriteError(what: string, error: unknown): ControllerApiError {
+  const errno = (error as NodeJS.ErrnoException).code;
+  return new ControllerApiError(
+    507,
+    "CONTROLLER_ERR_STORE",
+    `the controller cannot store ${what}: ${errno === "ENOSPC" ? "no space left in its data dir" : (error as Error).message}${errno ? ` (${errno})` : ""}`,
+    [],
+    { cause: error },
+  );
+}
+
+/** Whether `error` is a store write failure (`storeWriteError`). */
+export function isStoreWriteError(error: unknown): error is ControllerApiError {
+  return error instanceof ControllerApiError && error.code === "CONTROLLER_ERR_STORE";
 }

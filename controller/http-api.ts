@@ -126,7 +126,7 @@ export const API_ROUTES: readonly Route[] = [
     method: "POST",
     path: "/api/v1/workspaces",
     handle: async ({ req, res, api }) => {
-      const upload = await api.uploadWorkspace(req);
+      const upload = await api.uploadWorkspace(bodyOf(req));
       res.setHeader("Location", `/api/v1/workspaces/${upload.id}`);
       sendJson(res, 201, upload);
     },
@@ -158,7 +158,11 @@ export const API_ROUTES: readonly Route[] = [
 export function createApiHandler(api: ControllerApi, extraRoutes: readonly Route[] = [], auth?: ApiAuth) {
   const routes = [...API_ROUTES, ...extraRoutes];
   return (req: IncomingMessage, res: ServerResponse): void => {
-    route(routes, api, auth, req, res).catch((error: unknown) => sendError(res, error));
+    route(routes, api, auth, req, res).catch((error: unknown) => {
+      // A body the route stopped reading is read to its end (and dropped) for the answer to reach the client.
+      if (!req.complete) req.resume();
+      sendError(res, error);
+    });
   };
 }
 
@@ -357,11 +361,20 @@ function sendMetrics({ api, url, req, res }: RouteContext): void {
   res.end(body);
 }
 
+/**
+ * A request's body, for a reader that may stop early (a refusal: too large, a full store): the
+ * request is not destroyed then (that resets the connection, and the client never reads the
+ * refusal); `sendError` reads the rest and drops it.
+ */
+function bodyOf(req: IncomingMessage): AsyncIterable<Uint8Array> {
+  return req.iterator({ destroyOnReturn: false });
+}
+
 /** Reads a JSON request body of at most 1 MiB. Throws ControllerApiError 413 or 400. */
 export async function readJson(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
+  for await (const chunk of bodyOf(req)) {
     size += (chunk as Buffer).length;
     if (size > MAX_BODY_BYTES)
       throw new ControllerApiError(
