@@ -534,8 +534,9 @@ export class Controller implements ControllerApi {
         continue;
       }
       const run = this.#track(recorder, stored.job);
-      const attempt = recorder.currentAttempt;
+      // The journal first: the record is written lazily and may not have the last attempt yet.
       const stream = recorder.recover(stored.events, stored.job);
+      const attempt = recorder.currentAttempt;
       if (attempt === undefined) {
         this.#dispatcher.enqueue(run);
       } else if (stream !== undefined) {

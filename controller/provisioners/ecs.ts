@@ -49,6 +49,8 @@ const MAX_REASON = 255;
  */
 export class EcsProvisioner implements Provisioner {
   readonly kind = "ecs";
+  /** RunTask with the same `clientToken` (the agent name) and parameters answers the same task for 24 h. */
+  readonly idempotentLaunch = true;
   readonly #client: ECSClient;
   readonly #settings: EcsSettings;
   readonly #logger: Logger;
