@@ -503,8 +503,11 @@ export class Controller implements ControllerApi {
   #recover(): void {
     for (const stored of this.#store.load()) {
       const recorder = new JobRecorder(stored.record, stored.files, this.#recorderOptions());
-      for (const attempt of stored.record.attempts)
-        if (attempt.cause !== undefined) this.#spent.set(attempt.agent, stored.record.id);
+      const spendEnded = () => {
+        for (const attempt of stored.record.attempts)
+          if (attempt.cause !== undefined) this.#spent.set(attempt.agent, stored.record.id);
+      };
+      spendEnded();
       if (recorder.ended) {
         this.#records.set(stored.record.id, recorder);
         // What an ended job no longer needs, in case the controller died before removing it.
@@ -536,6 +539,8 @@ export class Controller implements ControllerApi {
       const run = this.#track(recorder, stored.job);
       // The journal first: the record is written lazily and may not have the last attempt yet.
       const stream = recorder.recover(stored.events, stored.job);
+      // Attempts the journal ended after the record was last written spend their names too.
+      spendEnded();
       const attempt = recorder.currentAttempt;
       if (attempt === undefined) {
         this.#dispatcher.enqueue(run);
