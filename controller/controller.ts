@@ -14,7 +14,7 @@ import {
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
 import { checkListenSecurity, sessionRoutes } from "./auth.ts";
 import { Dispatcher } from "./dispatcher.ts";
-import { ControllerApiError } from "./errors.ts";
+import { ControllerApiError, dataDirError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
 import type { ReadEvent } from "./job-files.ts";
 import {
@@ -233,7 +233,8 @@ export class Controller implements ControllerApi {
    * Loads the store (jobs survive restarts), starts listening, and dispatches what waits. Throws
    * ControllerApiError `CONTROLLER_ERR_CONFIG` for a host beyond loopback without `apiToken`
    * (unless `insecure`), a short token, or a certificate that cannot be used, and
-   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound.
+   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound, `CONTROLLER_ERR_STORE` when the
+   * data dir cannot be written (full, not writable, read-only).
    */
   static async start(options: ControllerOptions): Promise<Controller> {
     const host = options.host ?? "127.0.0.1";
@@ -242,8 +243,13 @@ export class Controller implements ControllerApi {
       options.apiToken === undefined
         ? undefined
         : { token: options.apiToken, secureCookie: options.tls !== undefined };
-    const controller = new Controller(options);
-    controller.#recover();
+    let controller: Controller;
+    try {
+      controller = new Controller(options);
+      controller.#recover();
+    } catch (error) {
+      throw dataDirError(options.dataDir, error);
+    }
     controller.#server = await ControllerServer.listen({
       host,
       port: options.port ?? 0,

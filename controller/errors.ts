@@ -53,14 +53,44 @@ export class ControllerApiError extends Error {
  * what it could not store. Code `CONTROLLER_ERR_STORE`, HTTP 507 (Insufficient Storage).
  */
 export function storeWriteError(what: string, error: unknown): ControllerApiError {
-  const errno = (error as NodeJS.ErrnoException).code;
   return new ControllerApiError(
     507,
     "CONTROLLER_ERR_STORE",
-    `the controller cannot store ${what}: ${errno === "ENOSPC" ? "no space left in its data dir" : (error as Error).message}${errno ? ` (${errno})` : ""}`,
+    `the controller cannot store ${what}: ${describeFsError(error)}`,
     [],
     { cause: error },
   );
+}
+
+/**
+ * The data dir cannot be used at start (full, not writable, read-only): `CONTROLLER_ERR_STORE`
+ * naming the dir; an error that is not the file system's is returned as it is.
+ */
+export function dataDirError(dataDir: string, error: unknown): unknown {
+  if (error instanceof ControllerApiError || typeof (error as NodeJS.ErrnoException).code !== "string")
+    return error;
+  return new ControllerApiError(
+    507,
+    "CONTROLLER_ERR_STORE",
+    `the controller cannot use its data dir ${dataDir}: ${describeFsError(error)}`,
+    [],
+    { cause: error },
+  );
+}
+
+const FS_ERRORS: Record<string, string> = {
+  ENOSPC: "no space left in its data dir",
+  EDQUOT: "the disk quota is exhausted",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+  EROFS: "the file system is read-only",
+};
+
+/** A file system error in words, with its code: `no space left in its data dir (ENOSPC)`. */
+function describeFsError(error: unknown): string {
+  const errno = (error as NodeJS.ErrnoException).code;
+  const text = (errno !== undefined ? FS_ERRORS[errno] : undefined) ?? (error as Error).message;
+  return `${text}${errno && !text.includes(errno) ? ` (${errno})` : ""}`;
 }
 
 /** Whether `error` is a store write failure (`storeWriteError`). */

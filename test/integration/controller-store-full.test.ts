@@ -192,4 +192,22 @@ describe("a full data dir", () => {
       expect((await client.log(record.id)).toString()).toBe(`${256 * 1024}\n`);
     },
   );
+
+  it.skipIf(!canMountTmpfs)(
+    "serve on a full data dir says so and exits with the usage code, without a stack (skipped: needs to mount a tmpfs)",
+    async () => {
+      const disk = smallDisk(1, 0);
+      writeFileSync(join(disk.path, "ballast"), Buffer.alloc(disk.freeBytes()));
+      const dataDir = join(disk.path, "data");
+      const failed = await startServe(["--port", "0", "--data-dir", dataDir]).then(
+        () => undefined,
+        (error: Error) => error.message,
+      );
+      expect(failed).toContain("exited (2)");
+      expect(failed).toContain(
+        `controller: the controller cannot use its data dir ${dataDir}: no space left`,
+      );
+      expect(failed).not.toMatch(/internal error|\n\s+at /);
+    },
+  );
 });
