@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
@@ -28,7 +28,7 @@ afterEach(async () => {
 function smallDisk(
   sizeMiB: number,
   ballastMiB: number,
-): { path: string; freeBytes: () => number; makeRoom: () => void } {
+): { path: string; freeBytes: () => number; fill: (leaveBytes?: number) => void; makeRoom: () => void } {
   const dir = tempDir("store-full-");
   execFileSync("mount", ["-t", "tmpfs", "-o", `size=${sizeMiB}m`, "tmpfs", dir.path]);
   cleanups.push(() => {
@@ -37,13 +37,19 @@ function smallDisk(
   });
   const ballast = join(dir.path, "ballast");
   writeFileSync(ballast, Buffer.alloc(ballastMiB * 1024 * 1024));
+  const freeBytes = () => {
+    const stats = statfsSync(dir.path);
+    return stats.bavail * stats.bsize;
+  };
   return {
     path: dir.path,
-    freeBytes: () => {
-      const stats = statfsSync(dir.path);
-      return stats.bavail * stats.bsize;
+    freeBytes,
+    /** Grows the ballast until `leaveBytes` are free. */
+    fill: (leaveBytes = 1024) => {
+      const held = existsSync(ballast) ? statSync(ballast).size : 0;
+      writeFileSync(ballast, Buffer.alloc(Math.max(0, held + freeBytes() - leaveBytes)));
     },
-    makeRoom: () => rmSync(ballast),
+    makeRoom: () => rmSync(ballast, { force: true }),
   };
 }
 
@@ -108,7 +114,7 @@ describe("a full data dir", () => {
       const disk = smallDisk(2, 0);
       const dataDir = join(disk.path, "data");
       const { serve, client } = await serveOn(dataDir);
-      writeFileSync(join(disk.path, "ballast"), Buffer.alloc(Math.max(0, disk.freeBytes() - 1024)));
+      disk.fill();
       const res = await fetch(new URL("api/v1/jobs", serve.url), {
         method: "POST",
         body: JSON.stringify({
@@ -165,10 +171,8 @@ describe("a full data dir", () => {
       const disk = smallDisk(4, 0);
       const dataDir = join(disk.path, "data");
       const { serve, client } = await serveOn(dataDir);
-      const fill = () =>
-        writeFileSync(join(disk.path, "ballast"), Buffer.alloc(Math.max(0, disk.freeBytes() - 1024)));
       const archive = rawTar([{ path: "seed.txt", body: "x".repeat(256 * 1024) }]);
-      fill();
+      disk.fill();
       await expect(client.uploadWorkspace(Readable.from([archive]))).rejects.toMatchObject({
         status: 507,
         code: "CONTROLLER_ERR_STORE",
@@ -176,7 +180,7 @@ describe("a full data dir", () => {
       expect(readdirSync(join(dataDir, "uploads"))).toEqual([]);
       disk.makeRoom();
       const upload = await client.uploadWorkspace(Readable.from([archive]));
-      fill();
+      disk.fill();
       const job = {
         workspace: { upload: upload.id },
         env: { PAD: "x".repeat(64 * 1024) },
@@ -197,7 +201,7 @@ describe("a full data dir", () => {
     "serve on a full data dir says so and exits with the usage code, without a stack (skipped: needs to mount a tmpfs)",
     async () => {
       const disk = smallDisk(1, 0);
-      writeFileSync(join(disk.path, "ballast"), Buffer.alloc(disk.freeBytes()));
+      disk.fill(0);
       const dataDir = join(disk.path, "data");
       const failed = await startServe(["--port", "0", "--data-dir", dataDir]).then(
         () => undefined,
