@@ -110,6 +110,18 @@ export const controllerConfigSchema = z
       .object({
         host: z.string().regex(/^\S+$/, "must be a host name or an IP address").optional(),
         port: z.number().int().min(0).max(65_535).optional(),
+        /** Names a loopback controller answers to besides loopback ones and `url`'s (a reverse proxy's). */
+        allowedHosts: z
+          .array(
+            z
+              .string()
+              .regex(
+                /^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$/,
+                "must be a host name or an address, without a port",
+              ),
+          )
+          .max(100)
+          .optional(),
       })
       .strict()
       .optional(),

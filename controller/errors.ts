@@ -11,7 +11,9 @@ export type ControllerErrorCode =
   | "CONTROLLER_ERR_UNREACHABLE"
   | "CONTROLLER_ERR_UNAUTHORIZED"
   | "CONTROLLER_ERR_FORBIDDEN"
+  | "CONTROLLER_ERR_RATE_LIMITED"
   | "CONTROLLER_ERR_LISTEN"
+  | "CONTROLLER_ERR_DATA_IN_USE"
   | "CONTROLLER_ERR_CONFIG"
   | "CONTROLLER_ERR_STORE"
   | "CONTROLLER_ERR_INTERNAL";
@@ -21,12 +23,15 @@ export class ControllerApiError extends Error {
   readonly status: number;
   readonly code: ControllerErrorCode;
   readonly problems: ConfigProblem[];
+  /** HTTP headers the answer carries (`Retry-After`). */
+  readonly headers: Readonly<Record<string, string>>;
 
   constructor(
     status: number,
     code: ControllerErrorCode,
     message: string,
     problems: ConfigProblem[] = [],
+    headers: Readonly<Record<string, string>> = {},
     options: { cause?: unknown } = {},
   ) {
     super(message, options);
@@ -34,6 +39,7 @@ export class ControllerApiError extends Error {
     this.status = status;
     this.code = code;
     this.problems = problems;
+    this.headers = headers;
   }
 
   toJSON() {
@@ -58,6 +64,7 @@ export function storeWriteError(what: string, error: unknown): ControllerApiErro
     "CONTROLLER_ERR_STORE",
     `the controller cannot store ${what}: ${describeFsError(error)}`,
     [],
+    {},
     { cause: error },
   );
 }
@@ -74,6 +81,7 @@ export function dataDirError(dataDir: string, error: unknown): unknown {
     "CONTROLLER_ERR_STORE",
     `the controller cannot use its data dir ${dataDir}: ${describeFsError(error)}`,
     [],
+    {},
     { cause: error },
   );
 }

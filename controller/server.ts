@@ -82,6 +82,7 @@ function listenError(error: NodeJS.ErrnoException, host: string, port: number): 
     "CONTROLLER_ERR_LISTEN",
     `cannot listen on ${host}:${port}: ${problem} (${error.code ?? "no error code"}); choose another with --host/--port`,
     [],
+    {},
     { cause: error },
   );
 }
