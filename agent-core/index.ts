@@ -46,6 +46,13 @@ export { type LongTimeout, MAX_TIMER_MS, setLongTimeout } from "./long-timer.ts"
 export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFor } from "./net/proxy.ts";
 export * from "./protocol/index.ts";
 export { type AgentRunOutcome, runAgent } from "./run-agent.ts";
+export {
+  type Interrupts,
+  LAST_RESORT_SLACK_MS,
+  type SignalTrap,
+  type SignalTrapOptions,
+  trapSignals,
+} from "./signals.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
 export {
   type ChannelEffect,
