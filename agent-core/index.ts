@@ -46,13 +46,6 @@ export { type LongTimeout, MAX_TIMER_MS, setLongTimeout } from "./long-timer.ts"
 export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFor } from "./net/proxy.ts";
 export * from "./protocol/index.ts";
 export { type AgentRunOutcome, runAgent } from "./run-agent.ts";
-export {
-  type Interrupts,
-  LAST_RESORT_SLACK_MS,
-  type SignalTrap,
-  type SignalTrapOptions,
-  trapSignals,
-} from "./signals.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
 export {
   type ChannelEffect,
@@ -64,5 +57,12 @@ export {
 } from "./session/channel-state.ts";
 export { FlowControl } from "./session/flow-control.ts";
 export { Outbox, type OutboxOptions } from "./session/outbox.ts";
+export {
+  type Interrupts,
+  LAST_RESORT_SLACK_MS,
+  type SignalTrap,
+  type SignalTrapOptions,
+  trapSignals,
+} from "./signals.ts";
 export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";
 export * from "./workspace/index.ts";
