@@ -59,5 +59,12 @@ export {
 export { FlowControl } from "./session/flow-control.ts";
 export { INTERRUPT_REPORT_MS, signalExitMs } from "./session/job-channel.ts";
 export { Outbox, type OutboxOptions } from "./session/outbox.ts";
+export {
+  type Interrupts,
+  LAST_RESORT_SLACK_MS,
+  type SignalTrap,
+  type SignalTrapOptions,
+  trapSignals,
+} from "./signals.ts";
 export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";
 export * from "./workspace/index.ts";

@@ -7,7 +7,7 @@ import {
   ExitCode,
   type Logger,
   runAgent,
-  signalExitMs,
+  trapSignals,
 } from "../agent-core/index.ts";
 import { HELP_TEXT, type LaunchPlan, parseLaunch } from "./launch-args.ts";
 import { type ReadLaunchFd, takeLaunch } from "./launch-pipe.ts";
@@ -77,35 +77,7 @@ async function runWithSignals(
       "running as PID 1 without an init: orphaned grandchildren of steps will not be reaped; run under tini (the image does) or set initProcessEnabled in the ECS task definition",
     );
   }
-  const interrupt = new AbortController();
-  const killNow = new AbortController();
-  let lastResort: NodeJS.Timeout | undefined;
-  const onSignal = (signal: NodeJS.Signals) => {
-    const code = signal === "SIGINT" ? ExitCode.sigint : ExitCode.sigterm;
-    if (interrupt.signal.aborted) {
-      // Second signal: no more grace. The step is killed now; the job is still reported.
-      logger.warn("second signal: killing the step now", { signal });
-      killNow.abort(signal);
-      return;
-    }
-    logger.warn("signal received: stopping the job", { signal });
-    interrupt.abort(signal);
-    // Whatever happens, exit before an orchestrator's SIGKILL could leave things half-done.
-    // The agent's own waits end before it (signalExitMs): this is a backstop.
-    lastResort = setTimeout(() => {
-      logger.error("shutdown took too long; exiting", { signal });
-      // The summary line is written whatever ends the process.
-      logger.error("agent finished", {
-        exitCode: code,
-        summary: `interrupted by ${signal}, and the agent did not finish within ${signalExitMs(config)} ms`,
-        code: "AGENT_ERR_INTERRUPTED",
-      });
-      process.exit(code);
-    }, signalExitMs(config));
-    lastResort.unref();
-  };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
+  const trap = trapSignals({ logger, shutdownBudgetMs: config.graceMs + config.drainMs });
   try {
     if (cloudWatch.enabled) {
       // The SDK warns in plain text on Node < 22, which would break the JSON-lines diagnostics.
@@ -113,15 +85,13 @@ async function runWithSignals(
     }
     const outcome = await runAgent(config, {
       logger,
-      signal: interrupt.signal,
-      killNow: killNow.signal,
+      signal: trap.signal,
+      killNow: trap.killNow,
       cloudWatch: { settings: cloudWatch },
     });
     return outcome.exitCode;
   } finally {
-    clearTimeout(lastResort);
-    process.removeListener("SIGTERM", onSignal);
-    process.removeListener("SIGINT", onSignal);
+    trap.dispose();
   }
 }
 

@@ -1,5 +1,12 @@
 import type { Handler } from "aws-lambda";
-import { ConfigError, type ConfigProblem, createLogger, ExitCode } from "../agent-core/index.ts";
+import {
+  ConfigError,
+  type ConfigProblem,
+  createLogger,
+  ExitCode,
+  type Interrupts,
+  interruptCode,
+} from "../agent-core/index.ts";
 import { type FunctionEnv, readFunctionEnv } from "./function-env.ts";
 import { type NextInvocation, RuntimeApiClient, RuntimeApiError } from "./runtime-api.ts";
 import { RuntimeInitError, runRuntimeLoop } from "./runtime-loop.ts";
@@ -9,8 +16,13 @@ export interface BootstrapIo {
   env: FunctionEnv;
   /** Diagnostics, one JSON line each (stderr: Lambda sends it to CloudWatch Logs). */
   stderr: (text: string) => void;
-  /** Ends the loop (SIGTERM at the sandbox's shutdown). */
-  signal?: AbortSignal;
+  /**
+   * SIGTERM/SIGINT (the bin passes its `trapSignals` trap). The first signal ends the wait for the
+   * next invocation, or interrupts the running one's agent (step stopped with its grace, job
+   * reported `interrupted`) and ends the loop once its summary or error is posted; the second
+   * kills the step at once.
+   */
+  interrupts?: Interrupts;
   /** Each invocation's X-Ray header, for `_X_AMZN_TRACE_ID`. */
   onTraceId?: (traceId: string | undefined) => void;
 }
@@ -22,7 +34,7 @@ export interface BootstrapIo {
  * shows it on the first invocation), then the Runtime API loop runs the handler
  * (`dist/lambda/handler.js`'s `handler`, the zip's) once per invocation.
  *
- * Resolves with the process exit code: 0 when `signal` ended the loop, 2 for an invalid
+ * Resolves with the process exit code: 143 or 130 when a signal ended the loop (SIGTERM, SIGINT), 2 for an invalid
  * `AWS_LAMBDA_RUNTIME_API` or function environment (init error), 70 when init failed otherwise,
  * 3 when the Runtime API failed for good (HTTP 500, unreachable: "the runtime should exit").
  */
@@ -43,11 +55,11 @@ export async function runBootstrap(io: BootstrapIo): Promise<number> {
       client,
       env: io.env,
       logger,
-      init: () => loadHandler(io.env),
-      ...(io.signal ? { signal: io.signal } : {}),
+      init: () => loadHandler(io.env, io.interrupts),
+      ...(io.interrupts ? { signal: io.interrupts.signal } : {}),
       onInvocation: (invocation: NextInvocation) => io.onTraceId?.(invocation.traceId),
     });
-    return ExitCode.ok;
+    return io.interrupts?.signal.aborted ? interruptCode(io.interrupts.signal) : ExitCode.ok;
   } catch (error) {
     if (error instanceof RuntimeInitError) {
       return error.cause instanceof ConfigError ? ExitCode.badConfig : ExitCode.internal;
@@ -68,12 +80,12 @@ export async function runBootstrap(io: BootstrapIo): Promise<number> {
  * Init: the function's environment must be valid (the same checks every invocation makes: a
  * broken variable fails init once, not every invocation), then the handler module is loaded.
  */
-async function loadHandler(env: FunctionEnv): Promise<Handler> {
+async function loadHandler(env: FunctionEnv, interrupts: Interrupts | undefined): Promise<Handler> {
   const problems: ConfigProblem[] = [];
   readFunctionEnv(env, problems);
   if (problems.length > 0) {
     throw new ConfigError(problems, "AGENT_ERR_CONFIG: the function's environment is invalid");
   }
-  const { handler } = await import("./handler.ts");
-  return handler;
+  const { createHandler } = await import("./handler.ts");
+  return createHandler(interrupts ? { interrupts } : {});
 }

@@ -11,6 +11,7 @@ import {
   createLogger,
   diskBudgetBytes,
   ExitCode,
+  type Interrupts,
   type Logger,
   maskText,
   runAgent,
@@ -112,6 +113,13 @@ export interface HandlerOptions {
   env?: () => FunctionEnv;
   /** Where diagnostics go, one JSON line each (default: stderr, which Lambda sends to CloudWatch). */
   write?: (line: string) => void;
+  /**
+   * The process's SIGTERM/SIGINT (the image's bootstrap passes its {@link trapSignals} trap):
+   * the first signal interrupts the running agent as on ECS (the step stopped with its grace,
+   * the job reported `interrupted`, the logs drained), the second kills the step at once. The
+   * summary is still returned. Without it (the zip's Node.js runtime) only the deadline stops the agent.
+   */
+  interrupts?: Interrupts;
 }
 
 /**
@@ -190,7 +198,7 @@ function invocationRunner(options: HandlerOptions): AgentHandler {
     }
     const root = join(invocation.config.workDir, "caches");
     if (!caches.has(root)) caches.set(root, new CacheStore({ root }));
-    return runInvocation(invocation, context, logger, invokedAt, caches.get(root)!);
+    return runInvocation(invocation, context, logger, invokedAt, caches.get(root)!, options.interrupts);
   };
 }
 
@@ -229,6 +237,7 @@ async function runInvocation(
   logger: Logger,
   invokedAt: number,
   caches: CacheStore,
+  interrupts: Interrupts | undefined,
 ): Promise<InvocationSummary> {
   const { layout, deadlineAt } = invocation;
   // When Lambda ends the invocation (no SIGTERM comes: the sandbox is frozen or killed).
@@ -272,10 +281,13 @@ async function runInvocation(
     logger.error("the agent is still running at its deadline; interrupting it");
     backstop.abort("SIGTERM");
   }, untilDeadline);
+  // A signal to the process stops the agent the same way (its reason, SIGTERM or SIGINT, is kept).
+  interrupts?.setShutdownBudget(config.graceMs + config.drainMs);
   try {
     outcome = await runAgent(config, {
       logger,
-      signal: backstop.signal,
+      signal: interrupts ? AbortSignal.any([interrupts.signal, backstop.signal]) : backstop.signal,
+      ...(interrupts ? { killNow: interrupts.killNow } : {}),
       cloudWatch: { settings: invocation.cloudWatch },
       // The margin after the deadline also carries the job's end and the summary.
       logFlushTimeoutMs: Math.max(1_000, Math.min(5_000, invocation.settings.deadlineMarginMs / 2)),

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import type { Context, Handler } from "aws-lambda";
@@ -21,7 +22,14 @@ import {
   type InvokeResult,
   startFakeLambdaRuntime,
 } from "../support/fake-lambda-runtime.ts";
-import { captureLogger, ROOT, startController, type TestController, tempDir } from "../support/harness.ts";
+import {
+  captureLogger,
+  ROOT,
+  startController,
+  type TestController,
+  tempDir,
+  until,
+} from "../support/harness.ts";
 
 const BOOTSTRAP = join(ROOT, "dist/lambda/bootstrap.js");
 
@@ -449,6 +457,101 @@ describe("dist/lambda/bootstrap.js as a process, against the loopback Runtime AP
     child!.kill("SIGTERM");
     expect(await exited).toEqual([ExitCode.sigterm, null]);
     expect(api.violations).toEqual([]);
+  });
+
+  /** A process that exists and is not a zombie (a killed orphan waits for its reaper). */
+  function isRunning(pid: number): boolean {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Starts a job whose step ignores SIGTERM (and so does its `sleep`), with a child in its
+   * group and one that left it (setsid); resolves once the three wrote their pids.
+   */
+  async function startStubbornJob(name: string, timeoutMs = 60_000) {
+    const pids = join(scratch.path, `pids-${name}`);
+    const record = ctl.controller.submit({
+      retry: { infrastructure: 0 },
+      env: { PIDS: pids },
+      steps: [
+        {
+          run: [
+            'mkdir -p "$PIDS"',
+            "trap '' TERM",
+            'echo $$ > "$PIDS/step"',
+            `sh -c 'echo $$ > "$PIDS/child"; exec sleep 30' &`,
+            `setsid -f sh -c 'echo $$ > "$PIDS/setsid"; exec sleep 30'`,
+            "echo started",
+            "sleep 30",
+          ].join("\n"),
+        },
+        { run: "echo never" },
+      ],
+    });
+    const invoked = api.invoke(
+      { url: ctl.controller.url, node_secret: ctl.controller.secretFor(name), node_name: name },
+      { timeoutMs },
+    );
+    const files = ["step", "child", "setsid"].map((f) => join(pids, f));
+    await until(
+      () => files.every((f) => existsSync(f) && readFileSync(f, "utf8").endsWith("\n")),
+      20_000,
+      "the step and its children to start",
+    );
+    return { record, invoked, pids: files.map((f) => Number(readFileSync(f, "utf8").trim())) };
+  }
+
+  it("on SIGTERM mid-invocation stops the step (TERM ignored, children too), posts the summary naming interrupted, and exits 143", async () => {
+    await startBootstrap();
+    const { record, invoked, pids } = await startStubbornJob("sigterm.lambda-abcdef");
+    expect(pids.filter(isRunning)).toHaveLength(3);
+    const exited = once(child!, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+    child!.kill("SIGTERM");
+    const [code, signal] = await exited;
+    expect([code, signal], stderr).toEqual([ExitCode.sigterm, null]);
+    // Exited only once the outcome was decided: nothing runs on, the invocation is answered.
+    expect(pids.filter(isRunning)).toEqual([]);
+    const result = await invoked;
+    const summary = expectResponse(result) as InvocationSummary;
+    expect(summary).toMatchObject({
+      result: "failed",
+      reason: "interrupted",
+      exitCode: ExitCode.sigterm,
+      exitName: "sigterm",
+      failedStepId: "1",
+    });
+    // The step ignored SIGTERM: it ended by SIGKILL after AGENT_GRACE_MS.
+    expect(summary.steps[0]).toMatchObject({ reason: "interrupted", signal: "SIGKILL" });
+    expect((await ctl.controller.waitForJob(record.id)).reason).toBe("interrupted");
+    expect(stderr).toContain('"msg":"invocation summary"');
+    expect(api.violations).toEqual([]);
+  });
+
+  it("on a second signal kills the step at once, without its grace, and still posts the summary", async () => {
+    // A grace the step cannot have waited out: only the second signal can have ended it.
+    await startBootstrap({ AGENT_GRACE_MS: "40000" });
+    const { invoked, pids } = await startStubbornJob("sigint.lambda-abcdef", 100_000);
+    const exited = once(child!, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+    child!.kill("SIGINT");
+    await until(
+      () => stderr.includes('"signal received: stopping the Lambda runtime"'),
+      10_000,
+      "the first signal's log",
+    );
+    child!.kill("SIGINT");
+    const [code] = await exited;
+    expect(code, stderr).toBe(ExitCode.sigint);
+    expect(pids.filter(isRunning)).toEqual([]);
+    const summary = expectResponse(await invoked) as InvocationSummary;
+    expect(summary).toMatchObject({ reason: "interrupted", exitCode: ExitCode.sigint });
+    expect(summary.steps[0]).toMatchObject({ signal: "SIGKILL" });
+    expect(summary.steps[0]!.durationMs).toBeLessThan(40_000);
+    expect(stderr).toContain('"second signal: killing the step now"');
   });
 
   it("reports an init error for a broken function environment and exits 2", async () => {
