@@ -24,6 +24,9 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+/** What the controller logs when a message of an agent finds no room (it holds it). */
+const HELD = "the controller cannot store the agent's message; holding it until there is room";
+
 /** A tmpfs of `sizeMiB` with a ballast file of `ballastMiB` (removed to make room). */
 function smallDisk(
   sizeMiB: number,
@@ -86,7 +89,8 @@ describe("a full data dir", () => {
           { run: "echo after" },
         ],
       });
-      await until(() => disk.freeBytes() < 64 * 1024, 30_000, "the data dir to fill up");
+      // The frame that found no room is held (its size, up to 256 KiB, is what free space it left).
+      await until(() => serve.stderr().includes(HELD), 30_000, "the controller to hold a message");
       // Full for a while: the controller stays up and the job waits.
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       expect(serve.child.exitCode, serve.stderr()).toBe(null);
@@ -143,8 +147,7 @@ describe("a full data dir", () => {
         steps: [{ run: `head -c ${size} /dev/urandom > big.bin && sha256sum big.bin` }],
         artifacts: ["big.bin"],
       });
-      // Artifact frames are up to 256 KiB: the one that finds no room leaves less than that.
-      await until(() => disk.freeBytes() < 256 * 1024, 30_000, "the data dir to fill up");
+      await until(() => serve.stderr().includes(HELD), 30_000, "the controller to hold a message");
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       expect((await client.get(job.id)).status).toMatch(/running|assigned/);
       disk.makeRoom();
