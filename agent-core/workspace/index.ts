@@ -9,7 +9,9 @@ export {
   type CacheStoreOptions,
   cacheEnv,
   type EvictionReason,
+  ownerAlive,
   type PreparedCaches,
+  processOwner,
   scopeOf,
 } from "./caches.ts";
 export { Digester, DigestStream, type StreamDigest } from "./digest.ts";
