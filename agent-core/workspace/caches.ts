@@ -44,7 +44,13 @@ export interface CacheReport {
   scope: string;
   hits: string[];
   misses: string[];
+  /**
+   * The evictions, at most {@link EVICTIONS_LISTED} (`space` first, then `trust`, then
+   * `unknown-origin`): a job can leave any number of entries beside its caches.
+   */
   evictions: CacheEviction[];
+  /** Every eviction, listed or not. */
+  evictionCount: number;
   /** Free bytes on the work dir's filesystem before and after the evictions. */
   freeBytesBefore: number;
   freeBytesAfter: number;
@@ -57,6 +63,18 @@ export interface PreparedCaches {
   dirs: Record<string, string>;
   /** Variables for every step (see {@link cacheEnv}). */
   env: Record<string, string>;
+}
+
+/** Most evictions a report lists (the protocol's bound on `job-end.caches.evictions`). */
+export const EVICTIONS_LISTED = 100;
+
+const REASON_ORDER: Record<EvictionReason, number> = { space: 0, trust: 1, "unknown-origin": 2 };
+
+/** The evictions a report lists: the caches' own (`space`, `trust`) before what was found on disk. */
+function listed(evictions: CacheEviction[]): CacheEviction[] {
+  return [...evictions]
+    .sort((a, b) => REASON_ORDER[a.reason] - REASON_ORDER[b.reason])
+    .slice(0, EVICTIONS_LISTED);
 }
 
 /** Tools whose own variable is set to a cache of the same name, unless the job sets it. */
@@ -207,7 +225,15 @@ export class CacheStore {
         dirs[name] = dir;
       }
       const prepared: PreparedCaches = {
-        report: { scope, hits, misses, evictions, freeBytesBefore, freeBytesAfter: this.#free() },
+        report: {
+          scope,
+          hits,
+          misses,
+          evictions: listed(evictions),
+          evictionCount: evictions.length,
+          freeBytesBefore,
+          freeBytesAfter: this.#free(),
+        },
         dirs,
         env: cacheEnv(scopeDir, dirs),
       };

@@ -8,6 +8,7 @@ export {
   CacheStore,
   type CacheStoreOptions,
   cacheEnv,
+  EVICTIONS_LISTED,
   type EvictionReason,
   ownerAlive,
   type PreparedCaches,

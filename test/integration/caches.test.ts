@@ -10,7 +10,16 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { CacheStore, cacheEnv, cacheVariable, ownerAlive, processOwner, scopeOf } from "../../agent-core/index.ts";
+import {
+  CacheStore,
+  cacheEnv,
+  cacheReportSchema,
+  cacheVariable,
+  EVICTIONS_LISTED,
+  ownerAlive,
+  processOwner,
+  scopeOf,
+} from "../../agent-core/index.ts";
 import { tempDir } from "../support/harness.ts";
 
 let dir: ReturnType<typeof tempDir>;
@@ -118,6 +127,20 @@ describe("warm caches across jobs of one process", () => {
     expect(second.report.evictions).toEqual([
       { name: "stray", reason: "unknown-origin", freedBytes: expect.any(Number) },
     ]);
+  });
+});
+
+describe("what a report lists", () => {
+  it("any number of entries a job left beside its caches: at most 100 listed, all counted, within job-end's bounds", async () => {
+    const store = new CacheStore({ root });
+    const first = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
+    for (let i = 0; i < 1_100; i++) writeFileSync(join(store.ownDir, scopeOf(TRUSTED), `stray${i}`), "");
+    store.release(first);
+    const second = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
+    expect(second.report.evictions).toHaveLength(EVICTIONS_LISTED);
+    expect(second.report.evictionCount).toBe(1_100);
+    expect(cacheReportSchema.safeParse(second.report).success).toBe(true);
+    expect(readdirSync(join(store.ownDir, scopeOf(TRUSTED)))).toEqual(["npm"]);
   });
 });
 
