@@ -221,16 +221,26 @@ describe("warm caches across jobs of one process", () => {
 describe("warm caches of agents that share a work dir", () => {
   it("a second agent's job never removes the caches a running agent's job uses", async () => {
     const shared = tempDir("shared-work-");
-    const local = await startController({ provision: true, agentEnv: { JENKINS_AGENT_WORKDIR: shared.path } });
+    const local = await startController({
+      provision: true,
+      agentEnv: { JENKINS_AGENT_WORKDIR: shared.path },
+    });
     try {
       const flag = join(shared.path, "second-job-ran");
       const submit = (script: string) =>
-        local.controller.submit({ repository: "github.com/acme/app", branch: "main", caches: ["npm"], steps: [{ run: script }] });
+        local.controller.submit({
+          repository: "github.com/acme/app",
+          branch: "main",
+          caches: ["npm"],
+          steps: [{ run: script }],
+        });
       const first = submit(
         `echo mine > "$AGENT_CACHE_NPM/in-use" && echo written; ` +
           `for i in $(seq 400); do [ -e "${flag}" ] && break; sleep 0.05; done; cat "$AGENT_CACHE_NPM/in-use"`,
       );
-      await expect.poll(async () => (await local.client.log(first.id)).toString(), { timeout: 30_000 }).toContain("written");
+      await expect
+        .poll(async () => (await local.client.log(first.id)).toString(), { timeout: 30_000 })
+        .toContain("written");
       const second = submit(`touch "${flag}"`);
       expect(await local.controller.waitForJob(second.id)).toMatchObject({
         status: "succeeded",
