@@ -1,6 +1,6 @@
 import { once } from "node:events";
-import { createWriteStream } from "node:fs";
-import { link, lstat, mkdir, rmdir, symlink, unlink, utimes } from "node:fs/promises";
+import { createWriteStream, statfsSync } from "node:fs";
+import { link, lstat, mkdir, symlink, unlink, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { ReadEntry } from "tar";
@@ -11,10 +11,22 @@ import { linkAbove, linkTargetRefusal, normalizeEntryPath } from "./entry-rules.
 export interface ExtractOptions {
   /** The directory to extract into (created when missing); nothing is written outside it. */
   dir: string;
-  /** Budget for the entries' contents, in bytes: the sum of file sizes may not exceed it. */
+  /**
+   * Budget for what the entries take on disk, in bytes: each file counts as its size rounded up
+   * to `blockBytes`, each directory (those the archive names and those made for its entries'
+   * parents) as one block.
+   */
   maxBytes: number;
-  /** Most entries accepted (files, directories, links). */
+  /**
+   * Most entries accepted (files, directories, links), directories made for entries' parents
+   * included: an entry deep below directories the archive never names makes each of them.
+   */
   maxEntries: number;
+  /**
+   * The filesystem's allocation unit, in bytes (default: the block size of `dir`'s filesystem,
+   * or 4096 in a dry run): a file of 1 byte takes a block.
+   */
+  blockBytes?: number;
   /** When given, the stream's digest must match it, else AGENT_ERR_ARCHIVE_CHECKSUM. */
   expected?: StreamDigest;
   /** Aborting stops the extraction after the entry being written (rejects with the signal's reason). */
@@ -35,11 +47,16 @@ export interface ExtractSummary {
   hardlinks: number;
   /** Sum of the files' sizes. */
   contentBytes: number;
+  /** What the entries take on disk as counted against `maxBytes` (blocks, directories included). */
+  diskBytes: number;
   /** Length and SHA-256 of the stream as received (compressed, if it was). */
   digest: StreamDigest;
 }
 
 const FILE_TYPES = new Set(["File", "OldFile", "ContiguousFile"]);
+
+/** The allocation unit assumed where the filesystem's is not known (ext4's and most others'). */
+const DEFAULT_BLOCK_BYTES = 4096;
 
 /**
  * Extracts a tar stream (plain, gzip, brotli or zstd: node-tar's parser sniffs which) into `dir`,
@@ -67,7 +84,7 @@ export async function extractArchive(
 ): Promise<ExtractSummary> {
   const { Parser } = await import("tar");
   if (options.dryRun !== true) await mkdir(options.dir, { recursive: true });
-  const writer = new EntryWriter(options);
+  const writer = new EntryWriter(options, options.blockBytes ?? blockSizeOf(options));
   const digester = new Digester();
   /** The first failure, final: a refusal or archive error, the source's error, or the abort reason. */
   let failure: unknown;
@@ -152,16 +169,33 @@ export async function extractArchive(
 class EntryWriter {
   readonly #root: string;
   readonly #options: ExtractOptions;
-  readonly counts = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, contentBytes: 0 };
+  readonly counts = {
+    entries: 0,
+    files: 0,
+    directories: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    contentBytes: 0,
+    diskBytes: 0,
+  };
+  readonly #blockBytes: number;
+  /**
+   * What this archive put at each path (explicit entries and the directories made for their
+   * parents), for the rules that depend on it: nothing below a file, no file where a directory is.
+   */
+  readonly #kinds = new Map<string, "directory" | "file" | "symlink">([["", "directory"]]);
+  /** Entries admitted plus directories made for their parents: what `maxEntries` bounds. */
+  #made = 0;
   readonly #links = new Set<string>();
   readonly #files = new Set<string>();
   /** Directories known to be real directories (created or checked), relative; "" is the root. */
   readonly #dirs = new Set<string>([""]);
   readonly #dirTimes: { path: string; mtime: Date }[] = [];
 
-  constructor(options: ExtractOptions) {
+  constructor(options: ExtractOptions, blockBytes: number) {
     this.#root = options.dir;
     this.#options = options;
+    this.#blockBytes = blockBytes;
   }
 
   async write(entry: ReadEntry): Promise<void> {
@@ -207,6 +241,14 @@ class EntryWriter {
     } catch (error) {
       if (error instanceof ArchiveError) throw error;
       const e = error as NodeJS.ErrnoException;
+      if (e.code === "ENOSPC" || e.code === "EDQUOT") {
+        throw new ArchiveError(
+          "AGENT_ERR_ARCHIVE_TOO_LARGE",
+          entry.path,
+          `archive entry ${JSON.stringify(entry.path)} did not fit: the disk filled up (${e.code}) after ${this.counts.diskBytes} bytes of the archive's contents`,
+          { cause: error },
+        );
+      }
       throw new ArchiveError(
         "AGENT_ERR_ARCHIVE_IO",
         entry.path,
@@ -260,10 +302,39 @@ class EntryWriter {
         `would be written through the symbolic link ${JSON.stringify(above)}`,
       );
     }
-    if (this.counts.entries + 1 > this.#options.maxEntries) {
+    // The directories this entry needs that the archive has not made yet: each is made, counted and takes a block.
+    const parents: string[] = [];
+    for (let end = path.indexOf("/"); end !== -1; end = path.indexOf("/", end + 1)) {
+      const parent = path.slice(0, end);
+      const kind = this.#kinds.get(parent);
+      if (kind === undefined) parents.push(parent);
+      else if (kind !== "directory") {
+        throw refuse(
+          "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+          `would be written below ${JSON.stringify(parent)}, which the archive made a file`,
+        );
+      }
+    }
+    const earlier = this.#kinds.get(path);
+    if (earlier === "directory" && type !== "Directory") {
+      throw refuse("AGENT_ERR_ARCHIVE_TYPE_CONFLICT", `is a ${type} where the archive made a directory`);
+    }
+    const fresh = parents.length + (type === "Directory" && earlier === "directory" ? 0 : 1);
+    if (this.#made + fresh > this.#options.maxEntries) {
       throw refuse(
         "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES",
-        `is one entry more than the ${this.#options.maxEntries} allowed`,
+        parents.length > 0
+          ? `needs ${parents.length} more director${parents.length === 1 ? "y" : "ies"} for its parents, past the ${this.#options.maxEntries} entries allowed (directories made for entries' parents count)`
+          : `is one entry more than the ${this.#options.maxEntries} allowed`,
+      );
+    }
+    const newDirectories = parents.length + (type === "Directory" && earlier !== "directory" ? 1 : 0);
+    let disk = newDirectories * this.#blockBytes;
+    if (FILE_TYPES.has(type)) disk += Math.ceil((entry.size ?? 0) / this.#blockBytes) * this.#blockBytes;
+    if (this.counts.diskBytes + disk > this.#options.maxBytes) {
+      throw refuse(
+        "AGENT_ERR_ARCHIVE_TOO_LARGE",
+        `(${entry.size ?? 0} bytes, ${disk} on disk in blocks of ${this.#blockBytes}) would bring the archive to ${this.counts.diskBytes + disk} bytes on disk, over the budget of ${this.#options.maxBytes} bytes`,
       );
     }
     if (type === "SymbolicLink") {
@@ -278,17 +349,13 @@ class EntryWriter {
         );
       }
       entry.linkpath = target.path;
-    } else if (FILE_TYPES.has(type)) {
-      const size = entry.size ?? 0;
-      const total = this.counts.contentBytes + size;
-      if (total > this.#options.maxBytes) {
-        throw refuse(
-          "AGENT_ERR_ARCHIVE_TOO_LARGE",
-          `(${size} bytes) would bring the archive's contents to ${total} bytes, over the budget of ${this.#options.maxBytes} bytes`,
-        );
-      }
-      this.counts.contentBytes = total;
     }
+    // Admitted: what the archive now has at this path and above it.
+    for (const parent of parents) this.#kinds.set(parent, "directory");
+    this.#kinds.set(path, type === "Directory" ? "directory" : type === "SymbolicLink" ? "symlink" : "file");
+    this.#made += fresh;
+    this.counts.diskBytes += disk;
+    if (FILE_TYPES.has(type)) this.counts.contentBytes += entry.size ?? 0;
     const kind =
       type === "Directory"
         ? "directories"
@@ -321,7 +388,7 @@ class EntryWriter {
         );
       } else if (!stats.isDirectory()) {
         throw new ArchiveError(
-          "AGENT_ERR_ARCHIVE_IO",
+          "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
           raw,
           `archive entry ${JSON.stringify(raw)} needs ${JSON.stringify(current)} to be a directory, and it is a file`,
         );
@@ -339,9 +406,25 @@ class EntryWriter {
     this.#files.delete(rel);
     if (stats.isDirectory()) {
       if (type === "Directory") return;
-      await rmdir(abs); // a directory that is not empty cannot be replaced: ENOTEMPTY
-      this.#dirs.delete(rel);
-    } else await unlink(abs);
+      // A directory already in the destination (the CLI extracts into one the user names) is never replaced.
+      throw new ArchiveError(
+        "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+        rel,
+        `archive entry ${JSON.stringify(rel)} is a ${type} where ${JSON.stringify(this.#root)} has a directory`,
+      );
+    }
+    await unlink(abs);
+  }
+}
+
+/** The block size of the filesystem `dir` is on (of its nearest existing parent); 4096 in a dry run or when unknown. */
+function blockSizeOf(options: ExtractOptions): number {
+  if (options.dryRun === true) return DEFAULT_BLOCK_BYTES;
+  try {
+    const { bsize } = statfsSync(options.dir);
+    return bsize > 0 ? bsize : DEFAULT_BLOCK_BYTES;
+  } catch {
+    return DEFAULT_BLOCK_BYTES;
   }
 }
 

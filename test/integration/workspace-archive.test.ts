@@ -10,6 +10,7 @@ import {
   readFileSync,
   readlinkSync,
   realpathSync,
+  statfsSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -26,7 +27,7 @@ import {
   type Selection,
   selectPaths,
 } from "../../agent-core/index.ts";
-import { tempDir } from "../support/harness.ts";
+import { canMountTmpfs, tempDir } from "../support/harness.ts";
 import { type RawEntry, rawTar } from "../support/tar-builder.ts";
 
 let dir: ReturnType<typeof tempDir>;
@@ -35,7 +36,10 @@ beforeEach(() => {
 });
 afterEach(() => dir.remove());
 
-const LIMITS = { maxBytes: 1 << 30, maxEntries: 10_000 };
+const LIMITS: { maxBytes: number; maxEntries: number; blockBytes?: number } = {
+  maxBytes: 1 << 30,
+  maxEntries: 10_000,
+};
 
 /** Every path under `root` with what it is: file contents' hash and mode, link targets, dirs. */
 function describeTree(root: string): Record<string, string> {
@@ -245,6 +249,44 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
       "dump/",
     ],
     [
+      "a file where the archive made a directory",
+      [
+        { path: "d/", type: "Directory" },
+        { path: "d/x", body: "1" },
+        { path: "d", body: "2" },
+      ],
+      "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+      "d",
+    ],
+    [
+      "a link where the archive made a directory (for an entry's parent)",
+      [
+        { path: "p/q/x", body: "1" },
+        { path: "p/q", type: "SymbolicLink", linkpath: "../before.txt" },
+      ],
+      "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+      "p/q",
+    ],
+    [
+      "an entry below a file",
+      [
+        { path: "f", body: "1" },
+        { path: "f/x", body: "2" },
+      ],
+      "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+      "f/x",
+    ],
+    [
+      "an entry below a hard link",
+      [
+        { path: "f", body: "1" },
+        { path: "h", type: "Link", linkpath: "f" },
+        { path: "h/x/y", body: "2" },
+      ],
+      "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+      "h/x/y",
+    ],
+    [
       "a file in place of the workspace",
       [{ path: "./", type: "SymbolicLink", linkpath: "/" }],
       "AGENT_ERR_ARCHIVE_BAD_PATH",
@@ -304,14 +346,40 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
   it("refuses the entry that would go over the byte budget before writing it", async () => {
     const error = await refusal(
       [
-        { path: "a.bin", body: Buffer.alloc(600) },
-        { path: "b.bin", body: Buffer.alloc(600) },
+        { path: "a.bin", body: Buffer.alloc(6000) },
+        { path: "b.bin", body: Buffer.alloc(6000) },
       ],
-      { maxBytes: 1000, maxEntries: 10 },
+      { maxBytes: 15_000, maxEntries: 10, blockBytes: 4096 },
     );
     expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "b.bin" });
-    expect(error.message).toMatch(/1200 bytes, over the budget of 1000 bytes/);
+    expect(error.message).toMatch(/8192 on disk .* to 16384 bytes on disk, over the budget of 15000 bytes/);
     expect(existsSync(join(dir.path, "ws/b.bin"))).toBe(false);
+  });
+
+  it("counts what entries take on disk: a file of one byte is a block, a directory one too", async () => {
+    // 300 bytes of contents, but 300 blocks of 4 KiB: the 257th file would pass 1 MiB.
+    const files = Array.from({ length: 300 }, (_, i) => ({ path: `f${i}`, body: "x" }));
+    const error = await refusal(files, { maxBytes: 1 << 20, maxEntries: 10_000, blockBytes: 4096 });
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "f256" });
+    expect(readdirSync(join(dir.path, "ws"))).toHaveLength(256);
+    const dirs = Array.from({ length: 300 }, (_, i) => ({ path: `d${i}/`, type: "Directory" as const }));
+    const error2 = await refusal(dirs, { maxBytes: 1 << 20, maxEntries: 10_000, blockBytes: 4096 });
+    expect(error2).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "d256/" });
+  });
+
+  it("counts the directories made for an entry's parents as entries: depth is no way around the entry limit", async () => {
+    const deep = `${"d/".repeat(1_000)}f`;
+    const entries = Array.from({ length: 10 }, (_, i) => ({ path: `x${i}/${deep}`, body: "" }));
+    const error = await refusal(entries, { maxBytes: 1 << 30, maxEntries: 100 });
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES", entry: `x0/${deep}` });
+    expect(readdirSync(join(dir.path, "ws"))).toEqual([]);
+  });
+
+  it("refuses an archive whose entry meets a directory the destination already has, whatever is in it", async () => {
+    mkdirSync(join(dir.path, "ws/d"), { recursive: true });
+    const error = await refusal([{ path: "d", body: "x" }]);
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TYPE_CONFLICT", entry: "d" });
+    expect(lstatSync(join(dir.path, "ws/d")).isDirectory()).toBe(true);
   });
 
   it("counts sizes as the headers declare them, before any byte of the body is written", async () => {
@@ -321,9 +389,47 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
     expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "huge.bin" });
   });
 
+  it.skipIf(!canMountTmpfs)(
+    "small files never fill a disk their bytes would fit: refused by their blocks before the disk is full; a full disk is TOO_LARGE, not IO (skipped where a tmpfs cannot be mounted: needs root)",
+    async () => {
+      const mountPoint = join(dir.path, "small");
+      mkdirSync(mountPoint);
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mountPoint]);
+      try {
+        // 4,000 files of one byte: 4 KB of contents, 16 MB of a disk of 8 MB. The budget is 6 MB.
+        const files = Array.from({ length: 4_000 }, (_, i) => ({ path: `f${i}`, body: "x" }));
+        const ws = join(mountPoint, "ws");
+        const tar = rawTar(files);
+        const error = await extractArchive(Readable.from([tar]), {
+          dir: ws,
+          maxBytes: 6e6,
+          maxEntries: 10_000,
+        }).catch((e: unknown) => e as ArchiveError);
+        expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE" });
+        expect(statfsSync(mountPoint).bavail).toBeGreaterThan(0);
+        // A budget the disk cannot hold (a disk shared with others): the full disk is named as such.
+        const full = await extractArchive(Readable.from([tar]), {
+          dir: join(mountPoint, "ws2"),
+          maxBytes: 1 << 30,
+          maxEntries: 10_000,
+        }).then(
+          () => undefined,
+          (e: unknown) => e as ArchiveError,
+        );
+        expect(full).toMatchObject({
+          code: "AGENT_ERR_ARCHIVE_TOO_LARGE",
+          entry: expect.stringMatching(/^f\d+$/),
+        });
+        expect(full?.message).toMatch(/the disk filled up \(ENOSPC\)/);
+      } finally {
+        execFileSync("umount", ["-l", mountPoint]);
+      }
+    },
+  );
+
   it("refuses the entry past the entry count", async () => {
     const entries = Array.from({ length: 6 }, (_, i) => ({ path: `f${i}`, body: "x" }));
-    const error = await refusal(entries, { maxBytes: 1000, maxEntries: 5 });
+    const error = await refusal(entries, { maxBytes: 1 << 20, maxEntries: 5 });
     expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES", entry: "f5" });
     expect(readdirSync(join(dir.path, "ws")).sort()).toEqual(["f0", "f1", "f2", "f3", "f4"]);
   });
