@@ -20,6 +20,9 @@ export type ArtifactsRecord =
 /** The code of artifacts refused for being over the store's cap. */
 export const ARTIFACTS_TOO_LARGE = "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE";
 
+/** The code of artifacts the store could not write (its disk full, an I/O error): the controller's failure, not the job's. */
+export const ARTIFACTS_NOT_STORED = "CONTROLLER_ERR_ARTIFACTS_NOT_STORED";
+
 type ArtifactsListing = Pick<ArtifactsEnd, "entries" | "skipped" | "skippedCount" | "unmatched">;
 
 /**
@@ -38,6 +41,8 @@ export class ArtifactReceiver {
   /** Hash of the bytes written, while it can be kept incrementally (not after a reopen). */
   #hash: Hash | undefined;
   #overLimit = false;
+  /** Why the store could not write a frame: from then on the stream is taken but not kept. */
+  #storeError: string | undefined;
 
   private constructor(path: string, maxBytes: number, received: number, hash: Hash | undefined) {
     this.#path = path;
@@ -82,8 +87,11 @@ export class ArtifactReceiver {
       committed.receivedBytes,
       committed.receivedBytes === 0 ? createHash("sha256") : undefined,
     );
-    receiver.#overLimit =
-      committed.receivedBytes > committed.storedBytes || committed.receivedBytes > maxBytes;
+    receiver.#overLimit = committed.receivedBytes > maxBytes;
+    if (!receiver.#overLimit && committed.receivedBytes > committed.storedBytes) {
+      // Bytes taken but not kept under the cap: the store had failed to write them.
+      receiver.#storeError = `the controller could not store the artifacts past byte ${committed.storedBytes} (before it restarted)`;
+    }
     return receiver;
   }
 
@@ -97,10 +105,18 @@ export class ArtifactReceiver {
     return this.#overLimit;
   }
 
+  /** Why the store failed to write the stream, if it did (the artifacts are then refused at their end). */
+  get storeError(): string | undefined {
+    return this.#storeError;
+  }
+
   /**
-   * Writes one frame; returns whether its bytes were kept (false past `maxBytes`, or for a
-   * duplicate). A frame entirely before what was received is a duplicate and dropped; one that
-   * leaves a gap or overlaps is a ProtocolError (4003).
+   * Writes one frame; returns whether its bytes were kept (false past `maxBytes`, after the store
+   * failed, or for a duplicate). A frame entirely before what was received is a duplicate and
+   * dropped; one that leaves a gap or overlaps is a ProtocolError (4003). A frame the store cannot
+   * write (ENOSPC, EIO) is taken, not kept: the partial file is removed to give its space back,
+   * the rest of the stream is dropped, and the artifacts are refused at their end
+   * ({@link ARTIFACTS_NOT_STORED}); the agent is never stalled nor its frame counted as stored.
    */
   write(offset: number, data: Buffer): boolean {
     if (offset < this.#received && offset + data.length <= this.#received) return false;
@@ -115,9 +131,17 @@ export class ArtifactReceiver {
       this.#overLimit = true;
       return false;
     }
-    this.#fd ??= openSync(`${this.#path}.part`, "a", 0o600);
-    let written = 0;
-    while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
+    if (this.#storeError !== undefined) return false;
+    try {
+      this.#fd ??= openSync(`${this.#path}.part`, "a", 0o600);
+      let written = 0;
+      while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
+    } catch (error) {
+      const e = error as NodeJS.ErrnoException;
+      this.#storeError = `the controller could not store the artifacts at byte ${offset}: ${e.code ?? e.name}: ${e.message}`;
+      this.discard();
+      return false;
+    }
     this.#hash?.update(data);
     return true;
   }
@@ -136,6 +160,7 @@ export class ArtifactReceiver {
       return { status: "failed", ...listing, code, message, entry };
     };
     if (end.error !== undefined) return fail(end.error.code, end.error.message, end.error.entry);
+    if (this.#storeError !== undefined) return fail(ARTIFACTS_NOT_STORED, this.#storeError);
     if (this.#overLimit) {
       return fail(
         ARTIFACTS_TOO_LARGE,

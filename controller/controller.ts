@@ -12,6 +12,7 @@ import {
   silentLogger,
 } from "../agent-core/index.ts";
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
+import { ARTIFACTS_NOT_STORED } from "./artifact-receiver.ts";
 import { checkListenSecurity, sessionRoutes } from "./auth.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { ControllerApiError } from "./errors.ts";
@@ -761,6 +762,13 @@ export class Controller implements ControllerApi {
       return;
     }
     const refused = run.recorder.record.artifacts;
+    if (refused?.status === "failed" && refused.code === ARTIFACTS_NOT_STORED && status === "succeeded") {
+      // The agent sent them whole; the controller's store failed them (its disk full): not the job's doing.
+      const text = `the controller could not keep the artifacts (${refused.code}): ${refused.message}`;
+      run.recorder.endAttempt("store-failed", text);
+      this.#finish(run, "failed", { reason: "error", cause: "platform", message: text });
+      return;
+    }
     if (status === "succeeded" && refused?.status === "failed") {
       // The agent sent them whole, but the controller could not keep them (length or digest).
       const text = `the artifacts were refused by the controller (${refused.code}): ${refused.message}`;

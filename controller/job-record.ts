@@ -24,6 +24,7 @@ export type AttemptCause =
   | "disk"
   | "log-limit"
   | "artifact-limit"
+  | "store-failed"
   | "launch-failed"
   | "stopped-before-connecting"
   | "never-connected"

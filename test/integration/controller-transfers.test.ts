@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -82,6 +82,36 @@ describe("ArtifactReceiver", () => {
     const record = receiver.end({ ...listing, bytes: data.length, sha256: sha256(data) });
     expect(record).toMatchObject({ status: "failed", code: "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE" });
     expect(readdirSync(dir.path)).toEqual([]);
+  });
+
+  it("a frame the store cannot write (a full disk) is never counted as stored: the artifacts are refused as not stored, not as a checksum", () => {
+    const data = randomBytes(5_000);
+    const path = join(dir.path, "a.tar");
+    const full = ArtifactReceiver.create(path, 1 << 20);
+    // A disk with no space left: every write fails with ENOSPC.
+    symlinkSync("/dev/full", `${path}.part`);
+    expect(full.write(0, data.subarray(0, 1_000))).toBe(false);
+    expect(full.storeError).toMatch(/at byte 0: ENOSPC/);
+    // The rest is taken in order (the agent is not stalled) and dropped; a resend is still a duplicate.
+    expect(() => sendAll(full, data, 1000, 1_000)).not.toThrow();
+    expect(full.receivedBytes).toBe(5_000);
+    const record = full.end({ ...listing, bytes: data.length, sha256: sha256(data) });
+    expect(record).toMatchObject({
+      status: "failed",
+      code: "CONTROLLER_ERR_ARTIFACTS_NOT_STORED",
+      message: expect.stringMatching(/ENOSPC/),
+    });
+    expect(existsSync(`${path}.part`)).toBe(false);
+    expect(existsSync(path)).toBe(false);
+  });
+
+  it("after a restart, bytes taken but not kept under the cap are a store failure, not the cap", () => {
+    const after = ArtifactReceiver.reopen(join(dir.path, "a.tar"), 1 << 20, {
+      receivedBytes: 4_000,
+      storedBytes: 1_000,
+    });
+    expect(after.overLimit).toBe(false);
+    expect(after.storeError).toMatch(/past byte 1000/);
   });
 
   it("after a restart, keeps what was acknowledged and goes on from there", async () => {
