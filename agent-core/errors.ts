@@ -52,6 +52,8 @@ export type ArchiveErrorCode =
   | "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES"
   /** Not a tar stream, a damaged header, a truncated stream, a bad compression layer. */
   | "AGENT_ERR_ARCHIVE_CORRUPT"
+  /** Compressed with a method this Node.js cannot decompress (zstd before Node.js 22.15). */
+  | "AGENT_ERR_ARCHIVE_UNSUPPORTED_COMPRESSION"
   /** The stream's SHA-256 or length differs from what the sender announced. */
   | "AGENT_ERR_ARCHIVE_CHECKSUM"
   /** The filesystem failed while an entry was written or read (permissions, no space left). */

@@ -55,6 +55,9 @@ export interface ExtractSummary {
 
 const FILE_TYPES = new Set(["File", "OldFile", "ContiguousFile"]);
 
+/** Most bytes a compressed archive may grow to per byte of it (node-tar's default guard against compression bombs). */
+const MAX_DECOMPRESSION_RATIO = 1000;
+
 /** The allocation unit assumed where the filesystem's is not known (ext4's and most others'). */
 const DEFAULT_BLOCK_BYTES = 4096;
 
@@ -96,7 +99,19 @@ export async function extractArchive(
     wake();
   };
 
-  const parser = new Parser({ strict: true });
+  const parser = new Parser({ strict: true, maxDecompressionRatio: MAX_DECOMPRESSION_RATIO });
+  // node-tar looks for brotli (which has no magic bytes) only when told it may be there (a `.tbr`
+  // file name): undefined asks it to sniff, as it does gzip and zstd, from the first 512 bytes.
+  parser.brotli = undefined;
+  /** Hands bytes to the parser: a decompressor it cannot make (zstd before Node.js 22.15) throws there. */
+  const feed = (write: () => unknown): boolean => {
+    try {
+      return write() !== false;
+    } catch (error) {
+      fail(fromTarError(error));
+      return true;
+    }
+  };
   let chain = Promise.resolve();
   parser.on("entry", (entry: ReadEntry) => {
     chain = chain.then(async () => {
@@ -123,7 +138,7 @@ export async function extractArchive(
         ? chunk
         : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       digester.update(buffer);
-      if (!parser.write(buffer) && failure === undefined) {
+      if (!feed(() => parser.write(buffer)) && failure === undefined) {
         // Wait until the entry being written wants more, or something failed.
         await new Promise<void>((resolve) => {
           wake = resolve;
@@ -133,7 +148,7 @@ export async function extractArchive(
       }
     }
     if (failure === undefined) {
-      parser.end();
+      feed(() => parser.end());
       await Promise.race([parsed, new Promise<void>((resolve) => (wake = resolve))]);
     }
   } catch (error) {
@@ -434,6 +449,23 @@ function fromTarError(error: unknown): ArchiveError {
   const path = e.entry?.path ?? e.header?.path;
   const entry = typeof path === "string" ? path : null;
   const where = entry !== null ? ` (at entry ${JSON.stringify(entry)})` : "";
+  if (/Compression method not supported/.test(e.message)) {
+    return new ArchiveError(
+      "AGENT_ERR_ARCHIVE_UNSUPPORTED_COMPRESSION",
+      null,
+      `the archive is compressed with a method Node.js ${process.version} cannot decompress (zstd needs Node.js 22.15 or later): send it as tar, tar.gz or tar.br (${e.message})`,
+      { cause: error },
+    );
+  }
+  if (/max decompression ratio exceeded/.test(e.message)) {
+    // node-tar's own guard against compression bombs: the archive is not damaged, it is too large.
+    return new ArchiveError(
+      "AGENT_ERR_ARCHIVE_TOO_LARGE",
+      entry,
+      `the archive decompresses to more than ${MAX_DECOMPRESSION_RATIO} times its size${where}, as a compression bomb does: ${e.message}`,
+      { cause: error },
+    );
+  }
   return new ArchiveError(
     "AGENT_ERR_ARCHIVE_CORRUPT",
     entry,

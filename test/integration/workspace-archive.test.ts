@@ -17,7 +17,8 @@ import {
 } from "node:fs";
 import { join, resolve as resolvePath } from "node:path";
 import { Readable } from "node:stream";
-import { gzipSync } from "node:zlib";
+import * as zlib from "node:zlib";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -136,6 +137,48 @@ describe("a tree goes out and comes back the same", () => {
     const out = join(dir.path, "out");
     await extractArchive(Readable.from([tgz]), { dir: out, ...LIMITS });
     expect(describeTree(out)).toEqual(describeTree(src));
+  });
+
+  it.each([
+    ["one small file", [{ path: "a.txt", body: "x" }]],
+    [
+      "a tree of random bytes",
+      [
+        { path: "d/", type: "Directory" as const },
+        { path: "d/r.bin", body: randomBytes(70_000) },
+      ],
+    ],
+  ])("accepts a brotli-compressed archive (tar.br) of %s, in chunks of any size", async (_what, entries) => {
+    const tar = rawTar(entries);
+    const br = brotliCompressSync(tar);
+    for (const size of [br.length, 7]) {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < br.length; i += size) chunks.push(br.subarray(i, i + size));
+      const out = join(dir.path, `out-${size}`);
+      const summary = await extractArchive(Readable.from(chunks), { dir: out, ...LIMITS });
+      expect(summary.entries).toBe(entries.length);
+      const last = entries.at(-1)!;
+      expect(readFileSync(join(out, last.path)).equals(Buffer.from(last.body!))).toBe(true);
+    }
+  });
+
+  it("a zstd archive (tar.zst) is extracted where Node.js has zstd, and refused with its own code where it has not", async () => {
+    // `zstd -19` of a tar holding hello.txt ("zstd ✓\n").
+    const zst = Buffer.from(
+      "KLUv/WQAB6UCACKEDhXA6///zq/t1y2yVvHf2EYpmR8FDssMqr1BRUj555cilHwOpdHH+e8j1MT04DDGfw7d5z/HGYVrbbEIIDA1d/P9SAIF4Aig0gGYughe56aHBE0ggkc=",
+      "base64",
+    );
+    const out = join(dir.path, "out");
+    const result = await extractArchive(Readable.from([zst]), { dir: out, ...LIMITS }).catch(
+      (e: unknown) => e,
+    );
+    if ("createZstdDecompress" in zlib) {
+      expect(result).toMatchObject({ entries: 1 });
+      expect(readFileSync(join(out, "hello.txt"), "utf8")).toBe("zstd ✓\n");
+    } else {
+      expect(result).toMatchObject({ code: "AGENT_ERR_ARCHIVE_UNSUPPORTED_COMPRESSION", entry: null });
+      expect((result as ArchiveError).message).toMatch(/zstd needs Node\.js 22\.15 or later/);
+    }
   });
 
   it("accepts an archive of no entries (only the end-of-archive blocks)", async () => {
@@ -426,6 +469,14 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
       }
     },
   );
+
+  it("a compression bomb is too large, not damaged", async () => {
+    const bomb = brotliCompressSync(rawTar([{ path: "zeros.bin", body: Buffer.alloc(16 << 20) }]));
+    expect(bomb.length).toBeLessThan(16_000);
+    const error = await refusal(bomb);
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE" });
+    expect(error.message).toMatch(/more than 1000 times its size/);
+  });
 
   it("refuses the entry past the entry count", async () => {
     const entries = Array.from({ length: 6 }, (_, i) => ({ path: `f${i}`, body: "x" }));
