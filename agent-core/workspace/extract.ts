@@ -72,8 +72,9 @@ const DEFAULT_BLOCK_BYTES = 4096;
  *
  * Entries are written one at a time, in archive order, and the stream is read only as fast as
  * they are written: memory does not grow with the archive. The first refusal or failure stops the
- * extraction: every entry before it is on disk, nothing after it is, and nothing is written once
- * the promise has settled. It rejects with an {@link ArchiveError} whose `code` names the rule and
+ * extraction: every entry before it is on disk, nothing after it is (a file cut short is removed),
+ * and nothing is written once the promise has settled. An abort or a source that fails is not
+ * waited on: a source that sends nothing more (a controller gone quiet) does not hold it. It rejects with an {@link ArchiveError} whose `code` names the rule and
  * whose `entry` names the entry; a damaged stream is `AGENT_ERR_ARCHIVE_CORRUPT`, a filesystem
  * failure `AGENT_ERR_ARCHIVE_IO`, a digest mismatch `AGENT_ERR_ARCHIVE_CHECKSUM`. An error of the
  * source itself (a dropped connection) and an abort reject with that error.
@@ -94,9 +95,15 @@ export async function extractArchive(
   /** node-tar found no entry at all (an empty stream, or one of only end-of-archive blocks). */
   let unrecognized = false;
   let wake: () => void = () => {};
+  let failed: () => void = () => {};
+  /** Settles at the first failure: a source that sends nothing more (a lost controller) is not waited on. */
+  const failedAt = new Promise<undefined>((resolve) => (failed = () => resolve(undefined)));
   const fail = (error: unknown) => {
     failure ??= error;
     wake();
+    failed();
+    // The entry being written waits for body bytes that will not come: it ends now.
+    writer.interrupt(failure);
   };
 
   const parser = new Parser({ strict: true, maxDecompressionRatio: MAX_DECOMPRESSION_RATIO });
@@ -131,9 +138,12 @@ export async function extractArchive(
     fail(options.signal?.reason ?? new DOMException("This operation was aborted", "AbortError"));
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
+  const chunks = source[Symbol.asyncIterator]();
   try {
-    for await (const chunk of source) {
-      if (failure !== undefined) break;
+    for (;;) {
+      const next = await Promise.race([chunks.next(), failedAt]);
+      if (next === undefined || next.done === true || failure !== undefined) break;
+      const chunk = next.value;
       const buffer = Buffer.isBuffer(chunk)
         ? chunk
         : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
@@ -155,6 +165,8 @@ export async function extractArchive(
     fail(error); // the source failed (a dropped connection, a read error)
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
+    // Let go of a source not read to its end (without waiting on a read that may never settle).
+    if (failure !== undefined) chunks.return?.()?.catch(() => undefined);
   }
   // Let the entry being written finish: nothing is written after this function settles.
   await chain;
@@ -201,6 +213,9 @@ class EntryWriter {
   readonly #kinds = new Map<string, "directory" | "file" | "symlink">([["", "directory"]]);
   /** Entries admitted plus directories made for their parents: what `maxEntries` bounds. */
   #made = 0;
+  /** The file entry whose body is being written, and why the extraction stopped under it. */
+  #writing: ReadEntry | undefined;
+  #interrupted: unknown;
   readonly #links = new Set<string>();
   readonly #files = new Set<string>();
   /** Directories known to be real directories (created or checked), relative; "" is the root. */
@@ -211,6 +226,15 @@ class EntryWriter {
     this.#root = options.dir;
     this.#options = options;
     this.#blockBytes = blockBytes;
+  }
+
+  /**
+   * The extraction stopped (a refusal elsewhere, the source lost, an abort): the file being
+   * written gets no more of its body, so its write ends now and the partial file is removed.
+   */
+  interrupt(reason: unknown): void {
+    this.#interrupted ??= reason;
+    this.#writing?.destroy(reason instanceof Error ? reason : new Error(String(reason)));
   }
 
   async write(entry: ReadEntry): Promise<void> {
@@ -247,8 +271,18 @@ class EntryWriter {
           return;
         default: {
           await this.#clear(abs, entry.type);
-          // "wx": created here, never opened through whatever might be at the path.
-          await pipeline(entry, createWriteStream(abs, { flags: "wx", mode: mode | 0o600 }));
+          this.#writing = entry;
+          try {
+            // "wx": created here, never opened through whatever might be at the path.
+            await pipeline(entry, createWriteStream(abs, { flags: "wx", mode: mode | 0o600 }));
+          } catch (error) {
+            if (this.#interrupted === undefined) throw error;
+            // Cut short: what is on disk is the entries before it, whole, and nothing of it.
+            await unlink(abs).catch(() => undefined);
+            throw this.#interrupted;
+          } finally {
+            this.#writing = undefined;
+          }
           if (entry.mtime) await utimes(abs, entry.atime ?? entry.mtime, entry.mtime);
           this.#files.add(path);
         }

@@ -552,6 +552,44 @@ describe("damaged or mismatched streams", () => {
     }).catch((e: unknown) => e as Error);
     expect((error as Error).name).toBe("AbortError");
   });
+
+  /** The first entry whole, then half of a 1 MiB file's body: the rest is for `after` to decide. */
+  function cutMidEntry(after: () => Promise<never>) {
+    const tar = rawTar([
+      { path: "whole.txt", body: "kept" },
+      { path: "big.bin", body: randomBytes(1 << 20) },
+    ]);
+    return async function* () {
+      yield tar.subarray(0, 1024 + 512 + (1 << 19));
+      await after();
+    };
+  }
+
+  it("a source that stops sending mid-entry (a controller gone quiet) is not waited on once aborted; the partial file goes", async () => {
+    const controller = new AbortController();
+    const never = () => new Promise<never>(() => {});
+    const extracting = extractArchive(cutMidEntry(never)(), {
+      dir: join(dir.path, "ws"),
+      ...LIMITS,
+      signal: controller.signal,
+    }).catch((e: unknown) => e as Error);
+    await expect.poll(() => existsSync(join(dir.path, "ws/big.bin"))).toBe(true);
+    controller.abort(new Error("deadline"));
+    expect(await extracting).toMatchObject({ message: "deadline" });
+    expect(readdirSync(join(dir.path, "ws"))).toEqual(["whole.txt"]);
+  });
+
+  it("a source that fails mid-entry (the session lost for good) ends the extraction with its error; the partial file goes", async () => {
+    let lose: (error: Error) => void = () => {};
+    const lost = () => new Promise<never>((_, reject) => (lose = reject));
+    const extracting = extractArchive(cutMidEntry(lost)(), { dir: join(dir.path, "ws"), ...LIMITS }).catch(
+      (e: unknown) => e as Error,
+    );
+    await expect.poll(() => existsSync(join(dir.path, "ws/big.bin"))).toBe(true);
+    lose(new Error("connection lost"));
+    expect(await extracting).toMatchObject({ message: "connection lost" });
+    expect(readdirSync(join(dir.path, "ws"))).toEqual(["whole.txt"]);
+  });
 });
 
 describe("selecting artifacts", () => {
