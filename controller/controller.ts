@@ -534,8 +534,10 @@ export class Controller implements ControllerApi {
         continue;
       }
       const run = this.#track(recorder, stored.job);
-      const attempt = recorder.currentAttempt;
+      // The journal first: the record is saved lazily, so an attempt that began just before the
+      // restart (its agent still pulling the seed, say) may be only there.
       const stream = recorder.recover(stored.events, stored.job);
+      const attempt = recorder.currentAttempt;
       if (attempt === undefined) {
         this.#dispatcher.enqueue(run);
       } else if (stream !== undefined) {
