@@ -87,7 +87,16 @@ export async function extractArchive(
   options: ExtractOptions,
 ): Promise<ExtractSummary> {
   const { Parser } = await import("tar");
-  if (options.dryRun !== true) await mkdir(options.dir, { recursive: true });
+  if (options.dryRun !== true) {
+    await mkdir(options.dir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+      throw new ArchiveError(
+        "AGENT_ERR_ARCHIVE_IO",
+        null,
+        `cannot extract into ${JSON.stringify(options.dir)}: ${error.code ?? error.name}: ${error.message}`,
+        { cause: error },
+      );
+    });
+  }
   const writer = new EntryWriter(options, options.blockBytes ?? blockSizeOf(options));
   const digester = new Digester();
   /** The first failure, final: a refusal or archive error, the source's error, or the abort reason. */
@@ -459,7 +468,7 @@ class EntryWriter {
       throw new ArchiveError(
         "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
         rel,
-        `archive entry ${JSON.stringify(rel)} is a ${type} where ${JSON.stringify(this.#root)} has a directory`,
+        `archive entry ${JSON.stringify(rel)} is a ${type} where the destination has a directory (${JSON.stringify(abs)})`,
       );
     }
     await unlink(abs);

@@ -418,6 +418,13 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
     expect(readdirSync(join(dir.path, "ws"))).toEqual([]);
   });
 
+  it("a destination that cannot be made (a file is there) is AGENT_ERR_ARCHIVE_IO naming it", async () => {
+    writeFileSync(join(dir.path, "ws"), "a file");
+    const error = await refusal([{ path: "a", body: "x" }]);
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_IO", entry: null });
+    expect(error.message).toContain(JSON.stringify(join(dir.path, "ws")));
+  });
+
   it("refuses an archive whose entry meets a directory the destination already has, whatever is in it", async () => {
     mkdirSync(join(dir.path, "ws/d"), { recursive: true });
     const error = await refusal([{ path: "d", body: "x" }]);
