@@ -58,6 +58,18 @@ const FILE_TYPES = new Set(["File", "OldFile", "ContiguousFile"]);
 /** Most bytes a compressed archive may grow to per byte of it (node-tar's default guard against compression bombs). */
 const MAX_DECOMPRESSION_RATIO = 1000;
 
+/** Largest extended (pax or GNU long name) header read: node-tar's default. */
+const MAX_META_BYTES = 1_048_576;
+
+/** An entry refused for its kind: AGENT_ERR_ARCHIVE_UNSUPPORTED_TYPE naming it. */
+function unsupported(path: string, why: string): ArchiveError {
+  return new ArchiveError(
+    "AGENT_ERR_ARCHIVE_UNSUPPORTED_TYPE",
+    path,
+    `archive entry ${JSON.stringify(path)} ${why}`,
+  );
+}
+
 /** The allocation unit assumed where the filesystem's is not known (ext4's and most others'). */
 const DEFAULT_BLOCK_BYTES = 4096;
 
@@ -115,7 +127,11 @@ export async function extractArchive(
     writer.interrupt(failure);
   };
 
-  const parser = new Parser({ strict: true, maxDecompressionRatio: MAX_DECOMPRESSION_RATIO });
+  const parser = new Parser({
+    strict: true,
+    maxDecompressionRatio: MAX_DECOMPRESSION_RATIO,
+    maxMetaEntrySize: MAX_META_BYTES,
+  });
   // node-tar looks for brotli (which has no magic bytes) only when told it may be there (a `.tbr`
   // file name): undefined asks it to sniff, as it does gzip and zstd, from the first 512 bytes.
   parser.brotli = undefined;
@@ -129,10 +145,33 @@ export async function extractArchive(
     }
   };
   let chain = Promise.resolve();
+  /** The extended header just read describes a GNU sparse file (pax format 0.x or 1.0). */
+  let sparseNext = false;
+  parser.on("meta", (text: string) => {
+    sparseNext = /^\d+ GNU\.sparse\./m.test(text);
+  });
   parser.on("entry", (entry: ReadEntry) => {
+    const sparse = sparseNext;
+    sparseNext = false;
     chain = chain.then(async () => {
       if (failure !== undefined) return;
+      if (sparse) {
+        entry.resume();
+        fail(unsupported(entry.path, "is a GNU sparse file; sparse files are not extracted (pack it without --sparse)"));
+        return;
+      }
       await writer.write(entry).catch(fail);
+    });
+  });
+  // What node-tar skips by itself (an entry type it does not know: old GNU sparse files, volume
+  // headers...; an extended header over its 1 MiB limit, whose entry would lose its real path)
+  // is refused like any entry of an unsupported type, in its place in the archive.
+  parser.on("ignoredEntry", (entry: ReadEntry) => {
+    const why = entry.meta
+      ? `is an extended header of ${entry.size} bytes (at most ${MAX_META_BYTES})`
+      : `has the unsupported type ${entry.type}`;
+    chain = chain.then(() => {
+      if (failure === undefined) fail(unsupported(entry.path, why));
     });
   });
   parser.on("error", (error: Error & { tarCode?: string }) => {

@@ -2,10 +2,12 @@ import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
+  closeSync,
   existsSync,
   linkSync,
   lstatSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -13,7 +15,9 @@ import {
   statfsSync,
   statSync,
   symlinkSync,
+  truncateSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { join, resolve as resolvePath } from "node:path";
 import { Readable } from "node:stream";
@@ -180,6 +184,38 @@ describe("a tree goes out and comes back the same", () => {
       expect((result as ArchiveError).message).toMatch(/zstd needs Node\.js 22\.15 or later/);
     }
   });
+
+  it.each([
+    ["GNU format (type S, which node-tar skips by itself)", ["--format=gnu"]],
+    ["pax format 1.0", ["--format=posix"]],
+    ["pax format 0.1", ["--format=posix", "--sparse-version=0.1"]],
+  ])(
+    "refuses a sparse file made by the tar command, %s, naming it: never skipped, never written as its raw map",
+    async (_what, flags) => {
+      const src = join(dir.path, "src");
+      mkdirSync(src);
+      writeFileSync(join(src, "before.txt"), "kept");
+      const sparse = join(src, "sparse.bin");
+      writeFileSync(sparse, "");
+      truncateSync(sparse, 8 << 20);
+      const fd = openSync(sparse, "r+");
+      writeSync(fd, "data in the middle", 4 << 20);
+      closeSync(fd);
+      const tar = execFileSync("tar", ["-cS", ...flags, "-f", "-", "-C", src, "before.txt", "sparse.bin"]);
+      for (const dryRun of [false, true]) {
+        const error = await extractArchive(Readable.from([tar]), {
+          dir: join(dir.path, `out-${dryRun}`),
+          ...LIMITS,
+          dryRun,
+        }).catch((e: unknown) => e);
+        expect(error).toMatchObject({
+          code: "AGENT_ERR_ARCHIVE_UNSUPPORTED_TYPE",
+          entry: expect.stringMatching(/sparse\.bin$/),
+        });
+      }
+      expect(readdirSync(join(dir.path, "out-false"))).toEqual(["before.txt"]);
+    },
+  );
 
   it("accepts an archive of no entries (only the end-of-archive blocks)", async () => {
     const empty = join(dir.path, "empty");
