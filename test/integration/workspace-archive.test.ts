@@ -436,14 +436,14 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
   });
 
   it("counts what entries take on disk: a file of one byte is a block, a directory one too", async () => {
-    // 300 bytes of contents, but 300 blocks of 4 KiB: the 257th file would pass 1 MiB.
-    const files = Array.from({ length: 300 }, (_, i) => ({ path: `f${i}`, body: "x" }));
-    const error = await refusal(files, { maxBytes: 1 << 20, maxEntries: 10_000, blockBytes: 4096 });
-    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "f256" });
-    expect(readdirSync(join(dir.path, "ws"))).toHaveLength(256);
-    const dirs = Array.from({ length: 300 }, (_, i) => ({ path: `d${i}/`, type: "Directory" as const }));
-    const error2 = await refusal(dirs, { maxBytes: 1 << 20, maxEntries: 10_000, blockBytes: 4096 });
-    expect(error2).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "d256/" });
+    // 20 bytes of contents, but 20 blocks of 4 KiB: the 11th file would pass 40 KiB.
+    const files = Array.from({ length: 20 }, (_, i) => ({ path: `f${i}`, body: "x" }));
+    const error = await refusal(files, { maxBytes: 40_960, maxEntries: 10_000, blockBytes: 4096 });
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "f10" });
+    expect(readdirSync(join(dir.path, "ws"))).toHaveLength(10);
+    const dirs = Array.from({ length: 20 }, (_, i) => ({ path: `d${i}/`, type: "Directory" as const }));
+    const error2 = await refusal(dirs, { maxBytes: 40_960, maxEntries: 10_000, blockBytes: 4096 });
+    expect(error2).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "d10/" });
   });
 
   it("counts the directories made for an entry's parents as entries: depth is no way around the entry limit", async () => {
