@@ -112,7 +112,7 @@ export function createRenderer(options: RenderOptions): (event: JobEvent) => voi
         if (event.status === "stored") {
           line(
             unmatched === "" ? "dim" : "yellow",
-            `--- artifacts: ${event.entries} entries, ${formatBytes(event.bytes)}${unmatched}${skipped}`,
+            `--- artifacts: ${event.entries} ${event.entries === 1 ? "entry" : "entries"}, ${formatBytes(event.bytes)}${unmatched}${skipped}`,
           );
         } else {
           line(
