@@ -157,7 +157,12 @@ export async function extractArchive(
       if (failure !== undefined) return;
       if (sparse) {
         entry.resume();
-        fail(unsupported(entry.path, "is a GNU sparse file; sparse files are not extracted (pack it without --sparse)"));
+        fail(
+          unsupported(
+            entry.path,
+            "is a GNU sparse file; sparse files are not extracted (pack it without --sparse)",
+          ),
+        );
         return;
       }
       await writer.write(entry).catch(fail);
