@@ -11,6 +11,7 @@ import {
   writeSync,
 } from "node:fs";
 import { type ArtifactsEnd, CloseCode, ProtocolError } from "../agent-core/index.ts";
+import { storeWriteError } from "./errors.ts";
 
 /** What the controller keeps of a job's artifacts (in the job record). */
 export type ArtifactsRecord =
@@ -19,9 +20,6 @@ export type ArtifactsRecord =
 
 /** The code of artifacts refused for being over the store's cap. */
 export const ARTIFACTS_TOO_LARGE = "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE";
-
-/** The code of artifacts the store could not write (its disk full, an I/O error): the controller's failure, not the job's. */
-export const ARTIFACTS_NOT_STORED = "CONTROLLER_ERR_ARTIFACTS_NOT_STORED";
 
 type ArtifactsListing = Pick<ArtifactsEnd, "entries" | "skipped" | "skippedCount" | "unmatched">;
 
@@ -41,8 +39,6 @@ export class ArtifactReceiver {
   /** Hash of the bytes written, while it can be kept incrementally (not after a reopen). */
   #hash: Hash | undefined;
   #overLimit = false;
-  /** Why the store could not write a frame: from then on the stream is taken but not kept. */
-  #storeError: string | undefined;
 
   private constructor(path: string, maxBytes: number, received: number, hash: Hash | undefined) {
     this.#path = path;
@@ -87,11 +83,8 @@ export class ArtifactReceiver {
       committed.receivedBytes,
       committed.receivedBytes === 0 ? createHash("sha256") : undefined,
     );
-    receiver.#overLimit = committed.receivedBytes > maxBytes;
-    if (!receiver.#overLimit && committed.receivedBytes > committed.storedBytes) {
-      // Bytes taken but not kept under the cap: the store had failed to write them.
-      receiver.#storeError = `the controller could not store the artifacts past byte ${committed.storedBytes} (before it restarted)`;
-    }
+    receiver.#overLimit =
+      committed.receivedBytes > committed.storedBytes || committed.receivedBytes > maxBytes;
     return receiver;
   }
 
@@ -105,18 +98,10 @@ export class ArtifactReceiver {
     return this.#overLimit;
   }
 
-  /** Why the store failed to write the stream, if it did (the artifacts are then refused at their end). */
-  get storeError(): string | undefined {
-    return this.#storeError;
-  }
-
   /**
-   * Writes one frame; returns whether its bytes were kept (false past `maxBytes`, after the store
-   * failed, or for a duplicate). A frame entirely before what was received is a duplicate and
-   * dropped; one that leaves a gap or overlaps is a ProtocolError (4003). A frame the store cannot
-   * write (ENOSPC, EIO) is taken, not kept: the partial file is removed to give its space back,
-   * the rest of the stream is dropped, and the artifacts are refused at their end
-   * ({@link ARTIFACTS_NOT_STORED}); the agent is never stalled nor its frame counted as stored.
+   * Writes one frame; returns whether its bytes were kept (false past `maxBytes`, or for a
+   * duplicate). A frame entirely before what was received is a duplicate and dropped; one that
+   * leaves a gap or overlaps is a ProtocolError (4003).
    */
   write(offset: number, data: Buffer): boolean {
     if (offset < this.#received && offset + data.length <= this.#received) return false;
@@ -126,27 +111,54 @@ export class ArtifactReceiver {
         `artifact bytes from offset ${offset}, but ${this.#received} bytes were received`,
       );
     }
-    this.#received += data.length;
-    if (this.#overLimit || this.#received > this.#maxBytes) {
+    if (this.#overLimit || this.#received + data.length > this.#maxBytes) {
+      this.#received += data.length;
       this.#overLimit = true;
       return false;
     }
-    if (this.#storeError !== undefined) return false;
     try {
       this.#fd ??= openSync(`${this.#path}.part`, "a", 0o600);
       let written = 0;
       while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
     } catch (error) {
-      const e = error as NodeJS.ErrnoException;
-      this.#storeError = `the controller could not store the artifacts at byte ${offset}: ${e.code ?? e.name}: ${e.message}`;
-      this.discard();
-      return false;
+      this.#cutBack(this.#received);
+      throw storeWriteError("artifact bytes", error);
     }
+    this.#received += data.length;
     this.#hash?.update(data);
     return true;
   }
 
-  /** The end of the stream: checks it and keeps it, or says why not. */
+  /**
+   * Takes back the last `write` (its journal line could not be stored): the partial file is cut
+   * back to `receivedBytes`, and the digest is read from the file at the end.
+   */
+  unwrite(receivedBytes: number, overLimit: boolean): void {
+    if (receivedBytes === this.#received) return;
+    this.#cutBack(receivedBytes);
+    this.#received = receivedBytes;
+    this.#overLimit = overLimit;
+    this.#hash = undefined;
+  }
+
+  /** Takes back an `end` that kept the artifacts (its journal line could not be stored). */
+  unend(): void {
+    if (this.#received > 0 && existsSync(this.#path)) renameSync(this.#path, `${this.#path}.part`);
+    this.#hash = undefined;
+  }
+
+  #cutBack(bytes: number): void {
+    try {
+      if (this.#fd !== undefined) ftruncateSync(this.#fd, bytes);
+    } catch {
+      // Cut at the next reopen: the journal says how much was committed.
+    }
+  }
+
+  /**
+   * The end of the stream: checks it and keeps it (renamed to `path`), or says why not; the
+   * caller discards a failed stream (`discard`) once the result is journaled.
+   */
   end(end: Omit<ArtifactsEnd, "v" | "type" | "seq" | "jobId">): ArtifactsRecord {
     this.#close();
     const listing: ArtifactsListing = {
@@ -155,12 +167,14 @@ export class ArtifactReceiver {
       skippedCount: end.skippedCount,
       unmatched: end.unmatched,
     };
-    const fail = (code: string, message: string, entry: string | null = null): ArtifactsRecord => {
-      this.discard();
-      return { status: "failed", ...listing, code, message, entry };
-    };
+    const fail = (code: string, message: string, entry: string | null = null): ArtifactsRecord => ({
+      status: "failed",
+      ...listing,
+      code,
+      message,
+      entry,
+    });
     if (end.error !== undefined) return fail(end.error.code, end.error.message, end.error.entry);
-    if (this.#storeError !== undefined) return fail(ARTIFACTS_NOT_STORED, this.#storeError);
     if (this.#overLimit) {
       return fail(
         ARTIFACTS_TOO_LARGE,
@@ -192,7 +206,12 @@ export class ArtifactReceiver {
 
   /** The hash kept while writing; after a reopen, the partial file's, read in 1 MiB blocks. */
   #digest(): string {
-    if (this.#hash !== undefined) return this.#hash.digest("hex");
+    if (this.#hash !== undefined) {
+      const sha256 = this.#hash.digest("hex");
+      // A second check (its result could not be journaled the first time) reads the file.
+      this.#hash = undefined;
+      return sha256;
+    }
     const hash = createHash("sha256");
     const fd = openSync(`${this.#path}.part`, "r");
     try {

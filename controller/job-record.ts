@@ -24,7 +24,6 @@ export type AttemptCause =
   | "disk"
   | "log-limit"
   | "artifact-limit"
-  | "store-failed"
   | "launch-failed"
   | "stopped-before-connecting"
   | "never-connected"
