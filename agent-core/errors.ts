@@ -38,18 +38,22 @@ export type ArchiveErrorCode =
   | "AGENT_ERR_ARCHIVE_HARDLINK"
   /** An entry would be written below a symbolic link. */
   | "AGENT_ERR_ARCHIVE_THROUGH_LINK"
+  /** An entry below a file, or of another kind where a directory is (in the archive or the destination). */
+  | "AGENT_ERR_ARCHIVE_TYPE_CONFLICT"
   /** A character or block device. */
   | "AGENT_ERR_ARCHIVE_DEVICE"
   /** A named pipe (FIFO). */
   | "AGENT_ERR_ARCHIVE_FIFO"
   /** Any other entry type (sockets, GNU dump dirs, sparse files...). */
   | "AGENT_ERR_ARCHIVE_UNSUPPORTED_TYPE"
-  /** The entries' sizes add up to more than the byte budget (the job's disk budget). */
+  /** The entries take more disk than the budget (the job's disk budget), or the disk filled up. */
   | "AGENT_ERR_ARCHIVE_TOO_LARGE"
   /** More entries than allowed. */
   | "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES"
   /** Not a tar stream, a damaged header, a truncated stream, a bad compression layer. */
   | "AGENT_ERR_ARCHIVE_CORRUPT"
+  /** Compressed with a method this Node.js cannot decompress (zstd before Node.js 22.15). */
+  | "AGENT_ERR_ARCHIVE_UNSUPPORTED_COMPRESSION"
   /** The stream's SHA-256 or length differs from what the sender announced. */
   | "AGENT_ERR_ARCHIVE_CHECKSUM"
   /** The filesystem failed while an entry was written or read (permissions, no space left). */

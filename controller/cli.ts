@@ -441,14 +441,6 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       ? `diagnostics kept in ${join(dataDir, "agents")}`
       : "run with --keep-data to keep its diagnostics";
     out(`agent: ${record.agent?.name ?? "none"} (${where})\n`);
-    const artifacts = record.artifacts;
-    if (artifacts?.status === "stored") {
-      out(
-        `artifacts: ${plural(artifacts.entries, "entry", "entries")}, ${artifacts.bytes} bytes, sha256 ${artifacts.sha256.slice(0, 16)}...\n`,
-      );
-    } else if (artifacts?.status === "failed") {
-      out(`artifacts refused: ${artifacts.code}: ${artifacts.message}\n`);
-    }
     return code;
   } finally {
     await controller.stop({ endJobs: true });

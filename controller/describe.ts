@@ -16,7 +16,7 @@ export const REASON_WORDS: Readonly<Record<JobReason, string>> = {
   deadline: "the platform's deadline was near (Lambda's time limit), so the agent stopped the job",
   disk: "a step went over the disk budget",
   interrupted: "the agent was stopped by a signal (SIGTERM: scale-in, Spot interruption, shutdown)",
-  error: "a step could not be started",
+  error: "a step could not be started, or the workspace or the artifacts could not be transferred",
   "agent-lost": "the agent was lost before the job ended",
   "provision-failed": "no agent could be started for the job",
   "log-limit": "the job's log reached the controller's size cap, so the job was stopped",

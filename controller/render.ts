@@ -101,6 +101,27 @@ export function createRenderer(options: RenderOptions): (event: JobEvent) => voi
         );
         break;
       }
+      case "artifacts": {
+        ensureNewline();
+        const unmatched =
+          event.unmatched.length > 0 ? `; matched nothing: ${event.unmatched.join(", ")}` : "";
+        const skipped =
+          event.skippedCount > 0
+            ? `; ${event.skippedCount} left out (links leaving the workspace, special files)`
+            : "";
+        if (event.status === "stored") {
+          line(
+            unmatched === "" ? "dim" : "yellow",
+            `--- artifacts: ${event.entries} ${event.entries === 1 ? "entry" : "entries"}, ${formatBytes(event.bytes)}${unmatched}${skipped}`,
+          );
+        } else {
+          line(
+            ["bold", "red"],
+            `--- artifacts refused: ${event.code}${event.entry !== null ? ` (entry ${event.entry})` : ""}: ${event.message}${unmatched}`,
+          );
+        }
+        break;
+      }
       case "job-end": {
         ensureNewline();
         const ok = event.status === "succeeded";

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { clip } from "../clip.ts";
 import { ArchiveError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import {
@@ -14,6 +15,10 @@ import { packSelection } from "../workspace/pack.ts";
 import { selectPaths } from "../workspace/select.ts";
 import { type ArtifactSink, sendArchive } from "../workspace/upload.ts";
 import type { JobOutcome } from "./run-job.ts";
+
+/** Longest entry and message a transfer's result carries, with room for clip's suffix (the schema's 4096 and 4000). */
+const ENTRY_CHARS = 4000;
+const MESSAGE_CHARS = 3960;
 
 /** The SHA-256 of no bytes: the digest of an artifact set that selected nothing. */
 const EMPTY_SHA256 = createHash("sha256").digest("hex");
@@ -155,7 +160,9 @@ function asTransferFailure(
   signal: AbortSignal,
 ): Extract<TransferResult, { status: "failed" }> {
   if (error instanceof ArchiveError) {
-    return { status: "failed", code: error.code, message: error.message.slice(0, 4000), entry: error.entry };
+    // The entry as the archive names it may be longer than the protocol carries (a path refused for its length).
+    const entry = error.entry === null ? null : clip(error.entry, ENTRY_CHARS);
+    return { status: "failed", code: error.code, message: clip(error.message, MESSAGE_CHARS), entry };
   }
   if (signal.aborted) {
     return {
@@ -168,7 +175,7 @@ function asTransferFailure(
   return {
     status: "failed",
     code: "AGENT_ERR_ARCHIVE_IO",
-    message: `the transfer failed: ${(error as Error).message}`.slice(0, 4000),
+    message: clip(`the transfer failed: ${(error as Error).message}`, MESSAGE_CHARS),
     entry: null,
   };
 }

@@ -247,6 +247,8 @@ export const cacheReportSchema = z.object({
       z.object({ name: z.string().max(255), reason: z.enum(EVICTION_REASONS), freedBytes: nonNegativeInt }),
     )
     .max(1000),
+  /** Every eviction, also those past the listed ones (agents before it listed them all). */
+  evictionCount: nonNegativeInt.optional(),
   freeBytesBefore: nonNegativeInt,
   freeBytesAfter: nonNegativeInt,
 });

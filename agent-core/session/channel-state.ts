@@ -58,6 +58,7 @@ export type LossAction = "resume" | "give-up" | "nothing";
  * | `cancel` | 4003          | stops the job    | 4003     | no effect                     | ignored |
  * | `ack`    | (seq 0 only)  | frees the outbox | 4003     | done once it covers `job-end` | ignored |
  * | `resume` | 4003          | 4003             | resumes  | 4003                          | ignored |
+ * | seed     | 4003          | to the download  | 4003     | dropped (crossed `job-end`)   | ignored |
  * | `workspace` frame | 4003 | seed bytes (4003 for a job without a seed) | 4003 | 4003 | ignored |
  *
  * A `cancel` naming another job is 4003 in every state but `closed`. (An `ack` beyond what was
@@ -196,7 +197,10 @@ export class ChannelStateMachine {
       case "resume":
         return refuse(`"resume" for job ${message.jobId}, but the agent did not ask to resume`);
       case "workspace-data":
-        return refuse(`a workspace frame after job ${job.id} ended`);
+        if (job.workspace === undefined)
+          return refuse(`a workspace frame, but job ${job.id} has no workspace to seed`);
+        // The answer to a pull sent before the job ended (a cancel mid-seed): it crossed job-end.
+        return [{ type: "none", why: "a workspace frame sent before the controller saw job-end" }];
     }
   }
 

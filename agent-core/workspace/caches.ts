@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { WorkspaceError } from "../errors.ts";
@@ -43,7 +44,13 @@ export interface CacheReport {
   scope: string;
   hits: string[];
   misses: string[];
+  /**
+   * The evictions, at most {@link EVICTIONS_LISTED} (`space` first, then `trust`, then
+   * `unknown-origin`): a job can leave any number of entries beside its caches.
+   */
   evictions: CacheEviction[];
+  /** Every eviction, listed or not. */
+  evictionCount: number;
   /** Free bytes on the work dir's filesystem before and after the evictions. */
   freeBytesBefore: number;
   freeBytesAfter: number;
@@ -56,6 +63,18 @@ export interface PreparedCaches {
   dirs: Record<string, string>;
   /** Variables for every step (see {@link cacheEnv}). */
   env: Record<string, string>;
+}
+
+/** Most evictions a report lists (the protocol's bound on `job-end.caches.evictions`). */
+export const EVICTIONS_LISTED = 100;
+
+const REASON_ORDER: Record<EvictionReason, number> = { space: 0, trust: 1, "unknown-origin": 2 };
+
+/** The evictions a report lists: the caches' own (`space`, `trust`) before what was found on disk. */
+function listed(evictions: CacheEviction[]): CacheEviction[] {
+  return [...evictions]
+    .sort((a, b) => REASON_ORDER[a.reason] - REASON_ORDER[b.reason])
+    .slice(0, EVICTIONS_LISTED);
 }
 
 /** Tools whose own variable is set to a cache of the same name, unless the job sets it. */
@@ -71,12 +90,24 @@ export interface CacheStoreOptions {
   /** Free space of the filesystem holding a path (default: statfs). Tests give a fake. */
   space?: (path: string) => { freeBytes: number };
   now?: () => number;
+  /**
+   * The name of this store's own directory under the root (default: this process's,
+   * {@link processOwner}), and whether the owner a directory is named after still runs (default:
+   * {@link ownerAlive}). Tests give two stores of one process distinct owners.
+   */
+  owner?: { name: string; alive: (name: string) => boolean };
 }
 
 /**
  * Named warm caches under the work dir that outlive a job, for the next jobs of the same process
  * (a warm Lambda runs invocation after invocation in one process). Layout:
- * `<root>/<scope>/<name>/`, where `scope` is a hash of the controller's trust value.
+ * `<root>/<owner>/<scope>/<name>/`, where `owner` names the agent process
+ * (`proc-<pid>-<start time>`) and `scope` is a hash of the controller's trust value.
+ *
+ * Owners: agents that share a work dir (local agents on one machine) each keep their own caches
+ * and never touch another live process's: what a running job uses is not removed under it. The
+ * directory of an owner that no longer runs is removed (reason `unknown-origin`), as is anything
+ * under the root that names no owner.
  *
  * Trust: a job's steps run as the agent's user and can write anywhere the agent can, so a cache
  * written while a job of another trust value ran cannot be vouched for. The store therefore holds
@@ -100,11 +131,18 @@ export class CacheStore {
   /** Cache name -> when a job last used it (epoch ms). */
   readonly #lastUsed = new Map<string, number>();
   #busy: PreparedCaches | undefined;
+  readonly #owner: { name: string; alive: (name: string) => boolean };
 
   constructor(options: CacheStoreOptions) {
     this.#root = options.root;
     this.#space = options.space ?? filesystemSpace;
     this.#now = options.now ?? Date.now;
+    this.#owner = options.owner ?? { name: processOwner(), alive: ownerAlive };
+  }
+
+  /** This store's own directory: `<root>/<owner>`, which holds one scope's caches at a time. */
+  get ownDir(): string {
+    return join(this.#root, this.#owner.name);
   }
 
   get root(): string {
@@ -136,17 +174,24 @@ export class CacheStore {
       variables.set(cacheVariable(name), name);
     }
     const scope = scopeOf(request.trust);
-    const scopeDir = join(this.#root, scope);
+    const ownDir = this.ownDir;
+    const scopeDir = join(ownDir, scope);
     const evictions: CacheEviction[] = [];
     try {
       await this.#ensureRealDir(this.#root);
       const freeBytesBefore = this.#free();
-      // Everything on disk that is not this scope's, as this process knows it, goes.
+      // Other owners' caches are theirs while they run; a stopped owner's, or a stray, go.
+      for (const entry of await readdir(this.#root)) {
+        if (entry === this.#owner.name || this.#owner.alive(entry)) continue;
+        evictions.push(await this.#remove(join(this.#root, entry), entry, "unknown-origin"));
+      }
+      await this.#ensureRealDir(ownDir);
+      // Everything of this owner that is not this scope's, as this store knows it, goes.
       const reason: EvictionReason = this.#scope === undefined ? "unknown-origin" : "trust";
       if (this.#scope !== scope) this.#lastUsed.clear();
-      for (const entry of await readdir(this.#root)) {
+      for (const entry of await readdir(ownDir)) {
         if (entry === scope && this.#scope === scope) continue;
-        evictions.push(await this.#remove(join(this.#root, entry), entry, reason));
+        evictions.push(await this.#remove(join(ownDir, entry), entry, reason));
       }
       this.#scope = scope;
       await this.#ensureRealDir(scopeDir);
@@ -180,7 +225,15 @@ export class CacheStore {
         dirs[name] = dir;
       }
       const prepared: PreparedCaches = {
-        report: { scope, hits, misses, evictions, freeBytesBefore, freeBytesAfter: this.#free() },
+        report: {
+          scope,
+          hits,
+          misses,
+          evictions: listed(evictions),
+          evictionCount: evictions.length,
+          freeBytesBefore,
+          freeBytesAfter: this.#free(),
+        },
         dirs,
         env: cacheEnv(scopeDir, dirs),
       };
@@ -219,6 +272,46 @@ export class CacheStore {
     if (stats?.isDirectory()) return;
     if (stats !== undefined) await rm(path, { force: true });
     await mkdir(path, { recursive: true, mode: 0o700 });
+  }
+}
+
+const OWNER_NAME = /^proc-([1-9][0-9]*)-([0-9]+)$/;
+
+/**
+ * This process's owner name, `proc-<pid>-<start time>`: the start time (in clock ticks since
+ * boot, from `/proc/<pid>/stat`; 0 where there is no `/proc`) tells a process from a later one
+ * that got the same pid.
+ */
+export function processOwner(): string {
+  return `proc-${process.pid}-${startTimeOf(process.pid) ?? 0}`;
+}
+
+/**
+ * Whether the process an owner directory is named after still runs: its pid exists and (where
+ * `/proc` tells) started at the same time. Anything not named like an owner has none.
+ */
+export function ownerAlive(name: string): boolean {
+  const match = OWNER_NAME.exec(name);
+  if (match === null) return false;
+  const pid = Number(match[1]);
+  const started = startTimeOf(pid);
+  if (started !== undefined) return String(started) === match[2];
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Field 22 of `/proc/<pid>/stat` (after the command name, which may hold spaces), or undefined. */
+function startTimeOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const field = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+    return field === undefined ? undefined : Number(field);
+  } catch {
+    return undefined;
   }
 }
 

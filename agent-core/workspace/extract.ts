@@ -1,6 +1,6 @@
 import { once } from "node:events";
-import { createWriteStream } from "node:fs";
-import { link, lstat, mkdir, rmdir, symlink, unlink, utimes } from "node:fs/promises";
+import { createWriteStream, statfsSync } from "node:fs";
+import { link, lstat, mkdir, symlink, unlink, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { ReadEntry } from "tar";
@@ -11,10 +11,22 @@ import { linkAbove, linkTargetRefusal, normalizeEntryPath } from "./entry-rules.
 export interface ExtractOptions {
   /** The directory to extract into (created when missing); nothing is written outside it. */
   dir: string;
-  /** Budget for the entries' contents, in bytes: the sum of file sizes may not exceed it. */
+  /**
+   * Budget for what the entries take on disk, in bytes: each file counts as its size rounded up
+   * to `blockBytes`, each directory (those the archive names and those made for its entries'
+   * parents) as one block.
+   */
   maxBytes: number;
-  /** Most entries accepted (files, directories, links). */
+  /**
+   * Most entries accepted (files, directories, links), directories made for entries' parents
+   * included: an entry deep below directories the archive never names makes each of them.
+   */
   maxEntries: number;
+  /**
+   * The filesystem's allocation unit, in bytes (default: the block size of `dir`'s filesystem,
+   * or 4096 in a dry run): a file of 1 byte takes a block.
+   */
+  blockBytes?: number;
   /** When given, the stream's digest must match it, else AGENT_ERR_ARCHIVE_CHECKSUM. */
   expected?: StreamDigest;
   /** Aborting stops the extraction after the entry being written (rejects with the signal's reason). */
@@ -35,11 +47,31 @@ export interface ExtractSummary {
   hardlinks: number;
   /** Sum of the files' sizes. */
   contentBytes: number;
+  /** What the entries take on disk as counted against `maxBytes` (blocks, directories included). */
+  diskBytes: number;
   /** Length and SHA-256 of the stream as received (compressed, if it was). */
   digest: StreamDigest;
 }
 
 const FILE_TYPES = new Set(["File", "OldFile", "ContiguousFile"]);
+
+/** Most bytes a compressed archive may grow to per byte of it (node-tar's default guard against compression bombs). */
+const MAX_DECOMPRESSION_RATIO = 1000;
+
+/** Largest extended (pax or GNU long name) header read: node-tar's default. */
+const MAX_META_BYTES = 1_048_576;
+
+/** An entry refused for its kind: AGENT_ERR_ARCHIVE_UNSUPPORTED_TYPE naming it. */
+function unsupported(path: string, why: string): ArchiveError {
+  return new ArchiveError(
+    "AGENT_ERR_ARCHIVE_UNSUPPORTED_TYPE",
+    path,
+    `archive entry ${JSON.stringify(path)} ${why}`,
+  );
+}
+
+/** The allocation unit assumed where the filesystem's is not known (ext4's and most others'). */
+const DEFAULT_BLOCK_BYTES = 4096;
 
 /**
  * Extracts a tar stream (plain, gzip, brotli or zstd: node-tar's parser sniffs which) into `dir`,
@@ -52,8 +84,9 @@ const FILE_TYPES = new Set(["File", "OldFile", "ContiguousFile"]);
  *
  * Entries are written one at a time, in archive order, and the stream is read only as fast as
  * they are written: memory does not grow with the archive. The first refusal or failure stops the
- * extraction: every entry before it is on disk, nothing after it is, and nothing is written once
- * the promise has settled. It rejects with an {@link ArchiveError} whose `code` names the rule and
+ * extraction: every entry before it is on disk, nothing after it is (a file cut short is removed),
+ * and nothing is written once the promise has settled. An abort or a source that fails is not
+ * waited on: a source that sends nothing more (a controller gone quiet) does not hold it. It rejects with an {@link ArchiveError} whose `code` names the rule and
  * whose `entry` names the entry; a damaged stream is `AGENT_ERR_ARCHIVE_CORRUPT`, a filesystem
  * failure `AGENT_ERR_ARCHIVE_IO`, a digest mismatch `AGENT_ERR_ARCHIVE_CHECKSUM`. An error of the
  * source itself (a dropped connection) and an abort reject with that error.
@@ -66,25 +99,84 @@ export async function extractArchive(
   options: ExtractOptions,
 ): Promise<ExtractSummary> {
   const { Parser } = await import("tar");
-  if (options.dryRun !== true) await mkdir(options.dir, { recursive: true });
-  const writer = new EntryWriter(options);
+  if (options.dryRun !== true) {
+    await mkdir(options.dir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+      throw new ArchiveError(
+        "AGENT_ERR_ARCHIVE_IO",
+        null,
+        `cannot extract into ${JSON.stringify(options.dir)}: ${error.code ?? error.name}: ${error.message}`,
+        { cause: error },
+      );
+    });
+  }
+  const writer = new EntryWriter(options, options.blockBytes ?? blockSizeOf(options));
   const digester = new Digester();
   /** The first failure, final: a refusal or archive error, the source's error, or the abort reason. */
   let failure: unknown;
   /** node-tar found no entry at all (an empty stream, or one of only end-of-archive blocks). */
   let unrecognized = false;
   let wake: () => void = () => {};
+  let failed: () => void = () => {};
+  /** Settles at the first failure: a source that sends nothing more (a lost controller) is not waited on. */
+  const failedAt = new Promise<undefined>((resolve) => (failed = () => resolve(undefined)));
   const fail = (error: unknown) => {
     failure ??= error;
     wake();
+    failed();
+    // The entry being written waits for body bytes that will not come: it ends now.
+    writer.interrupt(failure);
   };
 
-  const parser = new Parser({ strict: true });
+  const parser = new Parser({
+    strict: true,
+    maxDecompressionRatio: MAX_DECOMPRESSION_RATIO,
+    maxMetaEntrySize: MAX_META_BYTES,
+  });
+  // node-tar looks for brotli (which has no magic bytes) only when told it may be there (a `.tbr`
+  // file name): undefined asks it to sniff, as it does gzip and zstd, from the first 512 bytes.
+  parser.brotli = undefined;
+  /** Hands bytes to the parser: a decompressor it cannot make (zstd before Node.js 22.15) throws there. */
+  const feed = (write: () => unknown): boolean => {
+    try {
+      return write() !== false;
+    } catch (error) {
+      fail(fromTarError(error));
+      return true;
+    }
+  };
   let chain = Promise.resolve();
+  /** The extended header just read describes a GNU sparse file (pax format 0.x or 1.0). */
+  let sparseNext = false;
+  parser.on("meta", (text: string) => {
+    sparseNext = /^\d+ GNU\.sparse\./m.test(text);
+  });
   parser.on("entry", (entry: ReadEntry) => {
+    const sparse = sparseNext;
+    sparseNext = false;
     chain = chain.then(async () => {
       if (failure !== undefined) return;
+      if (sparse) {
+        entry.resume();
+        fail(
+          unsupported(
+            entry.path,
+            "is a GNU sparse file; sparse files are not extracted (pack it without --sparse)",
+          ),
+        );
+        return;
+      }
       await writer.write(entry).catch(fail);
+    });
+  });
+  // What node-tar skips by itself (an entry type it does not know: old GNU sparse files, volume
+  // headers...; an extended header over its 1 MiB limit, whose entry would lose its real path)
+  // is refused like any entry of an unsupported type, in its place in the archive.
+  parser.on("ignoredEntry", (entry: ReadEntry) => {
+    const why = entry.meta
+      ? `is an extended header of ${entry.size} bytes (at most ${MAX_META_BYTES})`
+      : `has the unsupported type ${entry.type}`;
+    chain = chain.then(() => {
+      if (failure === undefined) fail(unsupported(entry.path, why));
     });
   });
   parser.on("error", (error: Error & { tarCode?: string }) => {
@@ -99,14 +191,17 @@ export async function extractArchive(
     fail(options.signal?.reason ?? new DOMException("This operation was aborted", "AbortError"));
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
+  const chunks = source[Symbol.asyncIterator]();
   try {
-    for await (const chunk of source) {
-      if (failure !== undefined) break;
+    for (;;) {
+      const next = await Promise.race([chunks.next(), failedAt]);
+      if (next === undefined || next.done === true || failure !== undefined) break;
+      const chunk = next.value;
       const buffer = Buffer.isBuffer(chunk)
         ? chunk
         : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       digester.update(buffer);
-      if (!parser.write(buffer) && failure === undefined) {
+      if (!feed(() => parser.write(buffer)) && failure === undefined) {
         // Wait until the entry being written wants more, or something failed.
         await new Promise<void>((resolve) => {
           wake = resolve;
@@ -116,13 +211,15 @@ export async function extractArchive(
       }
     }
     if (failure === undefined) {
-      parser.end();
+      feed(() => parser.end());
       await Promise.race([parsed, new Promise<void>((resolve) => (wake = resolve))]);
     }
   } catch (error) {
     fail(error); // the source failed (a dropped connection, a read error)
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
+    // Let go of a source not read to its end (without waiting on a read that may never settle).
+    if (failure !== undefined) chunks.return?.()?.catch(() => undefined);
   }
   // Let the entry being written finish: nothing is written after this function settles.
   await chain;
@@ -152,16 +249,45 @@ export async function extractArchive(
 class EntryWriter {
   readonly #root: string;
   readonly #options: ExtractOptions;
-  readonly counts = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, contentBytes: 0 };
+  readonly counts = {
+    entries: 0,
+    files: 0,
+    directories: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    contentBytes: 0,
+    diskBytes: 0,
+  };
+  readonly #blockBytes: number;
+  /**
+   * What this archive put at each path (explicit entries and the directories made for their
+   * parents), for the rules that depend on it: nothing below a file, no file where a directory is.
+   */
+  readonly #kinds = new Map<string, "directory" | "file" | "symlink">([["", "directory"]]);
+  /** Entries admitted plus directories made for their parents: what `maxEntries` bounds. */
+  #made = 0;
+  /** The file entry whose body is being written, and why the extraction stopped under it. */
+  #writing: ReadEntry | undefined;
+  #interrupted: unknown;
   readonly #links = new Set<string>();
   readonly #files = new Set<string>();
   /** Directories known to be real directories (created or checked), relative; "" is the root. */
   readonly #dirs = new Set<string>([""]);
   readonly #dirTimes: { path: string; mtime: Date }[] = [];
 
-  constructor(options: ExtractOptions) {
+  constructor(options: ExtractOptions, blockBytes: number) {
     this.#root = options.dir;
     this.#options = options;
+    this.#blockBytes = blockBytes;
+  }
+
+  /**
+   * The extraction stopped (a refusal elsewhere, the source lost, an abort): the file being
+   * written gets no more of its body, so its write ends now and the partial file is removed.
+   */
+  interrupt(reason: unknown): void {
+    this.#interrupted ??= reason;
+    this.#writing?.destroy(reason instanceof Error ? reason : new Error(String(reason)));
   }
 
   async write(entry: ReadEntry): Promise<void> {
@@ -198,8 +324,18 @@ class EntryWriter {
           return;
         default: {
           await this.#clear(abs, entry.type);
-          // "wx": created here, never opened through whatever might be at the path.
-          await pipeline(entry, createWriteStream(abs, { flags: "wx", mode: mode | 0o600 }));
+          this.#writing = entry;
+          try {
+            // "wx": created here, never opened through whatever might be at the path.
+            await pipeline(entry, createWriteStream(abs, { flags: "wx", mode: mode | 0o600 }));
+          } catch (error) {
+            if (this.#interrupted === undefined) throw error;
+            // Cut short: what is on disk is the entries before it, whole, and nothing of it.
+            await unlink(abs).catch(() => undefined);
+            throw this.#interrupted;
+          } finally {
+            this.#writing = undefined;
+          }
           if (entry.mtime) await utimes(abs, entry.atime ?? entry.mtime, entry.mtime);
           this.#files.add(path);
         }
@@ -207,6 +343,14 @@ class EntryWriter {
     } catch (error) {
       if (error instanceof ArchiveError) throw error;
       const e = error as NodeJS.ErrnoException;
+      if (e.code === "ENOSPC" || e.code === "EDQUOT") {
+        throw new ArchiveError(
+          "AGENT_ERR_ARCHIVE_TOO_LARGE",
+          entry.path,
+          `archive entry ${JSON.stringify(entry.path)} did not fit: the disk filled up (${e.code}) after ${this.counts.diskBytes} bytes of the archive's contents`,
+          { cause: error },
+        );
+      }
       throw new ArchiveError(
         "AGENT_ERR_ARCHIVE_IO",
         entry.path,
@@ -260,10 +404,39 @@ class EntryWriter {
         `would be written through the symbolic link ${JSON.stringify(above)}`,
       );
     }
-    if (this.counts.entries + 1 > this.#options.maxEntries) {
+    // The directories this entry needs that the archive has not made yet: each is made, counted and takes a block.
+    const parents: string[] = [];
+    for (let end = path.indexOf("/"); end !== -1; end = path.indexOf("/", end + 1)) {
+      const parent = path.slice(0, end);
+      const kind = this.#kinds.get(parent);
+      if (kind === undefined) parents.push(parent);
+      else if (kind !== "directory") {
+        throw refuse(
+          "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+          `would be written below ${JSON.stringify(parent)}, which the archive made a file`,
+        );
+      }
+    }
+    const earlier = this.#kinds.get(path);
+    if (earlier === "directory" && type !== "Directory") {
+      throw refuse("AGENT_ERR_ARCHIVE_TYPE_CONFLICT", `is a ${type} where the archive made a directory`);
+    }
+    const fresh = parents.length + (type === "Directory" && earlier === "directory" ? 0 : 1);
+    if (this.#made + fresh > this.#options.maxEntries) {
       throw refuse(
         "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES",
-        `is one entry more than the ${this.#options.maxEntries} allowed`,
+        parents.length > 0
+          ? `needs ${parents.length} more director${parents.length === 1 ? "y" : "ies"} for its parents, past the ${this.#options.maxEntries} entries allowed (directories made for entries' parents count)`
+          : `is one entry more than the ${this.#options.maxEntries} allowed`,
+      );
+    }
+    const newDirectories = parents.length + (type === "Directory" && earlier !== "directory" ? 1 : 0);
+    let disk = newDirectories * this.#blockBytes;
+    if (FILE_TYPES.has(type)) disk += Math.ceil((entry.size ?? 0) / this.#blockBytes) * this.#blockBytes;
+    if (this.counts.diskBytes + disk > this.#options.maxBytes) {
+      throw refuse(
+        "AGENT_ERR_ARCHIVE_TOO_LARGE",
+        `(${entry.size ?? 0} bytes, ${disk} on disk in blocks of ${this.#blockBytes}) would bring the archive to ${this.counts.diskBytes + disk} bytes on disk, over the budget of ${this.#options.maxBytes} bytes`,
       );
     }
     if (type === "SymbolicLink") {
@@ -278,17 +451,13 @@ class EntryWriter {
         );
       }
       entry.linkpath = target.path;
-    } else if (FILE_TYPES.has(type)) {
-      const size = entry.size ?? 0;
-      const total = this.counts.contentBytes + size;
-      if (total > this.#options.maxBytes) {
-        throw refuse(
-          "AGENT_ERR_ARCHIVE_TOO_LARGE",
-          `(${size} bytes) would bring the archive's contents to ${total} bytes, over the budget of ${this.#options.maxBytes} bytes`,
-        );
-      }
-      this.counts.contentBytes = total;
     }
+    // Admitted: what the archive now has at this path and above it.
+    for (const parent of parents) this.#kinds.set(parent, "directory");
+    this.#kinds.set(path, type === "Directory" ? "directory" : type === "SymbolicLink" ? "symlink" : "file");
+    this.#made += fresh;
+    this.counts.diskBytes += disk;
+    if (FILE_TYPES.has(type)) this.counts.contentBytes += entry.size ?? 0;
     const kind =
       type === "Directory"
         ? "directories"
@@ -321,7 +490,7 @@ class EntryWriter {
         );
       } else if (!stats.isDirectory()) {
         throw new ArchiveError(
-          "AGENT_ERR_ARCHIVE_IO",
+          "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
           raw,
           `archive entry ${JSON.stringify(raw)} needs ${JSON.stringify(current)} to be a directory, and it is a file`,
         );
@@ -339,9 +508,25 @@ class EntryWriter {
     this.#files.delete(rel);
     if (stats.isDirectory()) {
       if (type === "Directory") return;
-      await rmdir(abs); // a directory that is not empty cannot be replaced: ENOTEMPTY
-      this.#dirs.delete(rel);
-    } else await unlink(abs);
+      // A directory already in the destination (the CLI extracts into one the user names) is never replaced.
+      throw new ArchiveError(
+        "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+        rel,
+        `archive entry ${JSON.stringify(rel)} is a ${type} where the destination has a directory (${JSON.stringify(abs)})`,
+      );
+    }
+    await unlink(abs);
+  }
+}
+
+/** The block size of the filesystem `dir` is on (of its nearest existing parent); 4096 in a dry run or when unknown. */
+function blockSizeOf(options: ExtractOptions): number {
+  if (options.dryRun === true) return DEFAULT_BLOCK_BYTES;
+  try {
+    const { bsize } = statfsSync(options.dir);
+    return bsize > 0 ? bsize : DEFAULT_BLOCK_BYTES;
+  } catch {
+    return DEFAULT_BLOCK_BYTES;
   }
 }
 
@@ -351,6 +536,23 @@ function fromTarError(error: unknown): ArchiveError {
   const path = e.entry?.path ?? e.header?.path;
   const entry = typeof path === "string" ? path : null;
   const where = entry !== null ? ` (at entry ${JSON.stringify(entry)})` : "";
+  if (/Compression method not supported/.test(e.message)) {
+    return new ArchiveError(
+      "AGENT_ERR_ARCHIVE_UNSUPPORTED_COMPRESSION",
+      null,
+      `the archive is compressed with a method Node.js ${process.version} cannot decompress (zstd needs Node.js 22.15 or later): send it as tar, tar.gz or tar.br (${e.message})`,
+      { cause: error },
+    );
+  }
+  if (/max decompression ratio exceeded/.test(e.message)) {
+    // node-tar's own guard against compression bombs: the archive is not damaged, it is too large.
+    return new ArchiveError(
+      "AGENT_ERR_ARCHIVE_TOO_LARGE",
+      entry,
+      `the archive decompresses to more than ${MAX_DECOMPRESSION_RATIO} times its size${where}, as a compression bomb does: ${e.message}`,
+      { cause: error },
+    );
+  }
   return new ArchiveError(
     "AGENT_ERR_ARCHIVE_CORRUPT",
     entry,

@@ -8,8 +8,11 @@ export {
   CacheStore,
   type CacheStoreOptions,
   cacheEnv,
+  EVICTIONS_LISTED,
   type EvictionReason,
+  ownerAlive,
   type PreparedCaches,
+  processOwner,
   scopeOf,
 } from "./caches.ts";
 export { Digester, DigestStream, type StreamDigest } from "./digest.ts";

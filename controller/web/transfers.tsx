@@ -65,6 +65,9 @@ export function Transfers(props: { record: JobView }) {
           {caches.evictions.length > 0
             ? ` · evicted ${caches.evictions.map((e) => `${e.name} (${e.reason}, ${formatBytes(e.freedBytes)})`).join(", ")}`
             : ""}
+          {(caches.evictionCount ?? 0) > caches.evictions.length
+            ? ` and ${(caches.evictionCount ?? 0) - caches.evictions.length} more`
+            : ""}
         </p>
       ) : null}
     </div>

@@ -10,7 +10,16 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { CacheStore, cacheEnv, cacheVariable, scopeOf } from "../../agent-core/index.ts";
+import {
+  CacheStore,
+  cacheEnv,
+  cacheReportSchema,
+  cacheVariable,
+  EVICTIONS_LISTED,
+  ownerAlive,
+  processOwner,
+  scopeOf,
+} from "../../agent-core/index.ts";
 import { tempDir } from "../support/harness.ts";
 
 let dir: ReturnType<typeof tempDir>;
@@ -61,9 +70,10 @@ describe("warm caches across jobs of one process", () => {
       evictions: [],
     });
     expect(readFileSync(join(second.dirs.npm!, "index.json"), "utf8")).toBe("warm");
-    expect(second.dirs.npm).toBe(join(root, scopeOf(TRUSTED), "npm"));
+    expect(second.dirs.npm).toBe(join(store.ownDir, scopeOf(TRUSTED), "npm"));
+    expect(store.ownDir).toBe(join(root, processOwner()));
     expect(second.env).toEqual({
-      AGENT_CACHE_DIR: join(root, scopeOf(TRUSTED)),
+      AGENT_CACHE_DIR: join(store.ownDir, scopeOf(TRUSTED)),
       AGENT_CACHE_NPM: second.dirs.npm,
       npm_config_cache: second.dirs.npm,
       AGENT_CACHE_GIT: second.dirs.git,
@@ -83,11 +93,11 @@ describe("warm caches across jobs of one process", () => {
       { name: scopeOf(TRUSTED), reason: "trust", freedBytes: expect.any(Number) },
     ]);
     expect(readdirSync(untrusted.dirs.npm!)).toEqual([]);
-    expect(readdirSync(root)).toEqual([scopeOf(UNTRUSTED)]);
+    expect(readdirSync(store.ownDir)).toEqual([scopeOf(UNTRUSTED)]);
     // What the untrusted job leaves (a poisoned cache) does not reach the next trusted job either.
     writeFileSync(join(untrusted.dirs.npm!, "poison"), "x");
-    mkdirSync(join(root, scopeOf(TRUSTED), "npm"), { recursive: true });
-    writeFileSync(join(root, scopeOf(TRUSTED), "npm", "poison"), "planted");
+    mkdirSync(join(store.ownDir, scopeOf(TRUSTED), "npm"), { recursive: true });
+    writeFileSync(join(store.ownDir, scopeOf(TRUSTED), "npm", "poison"), "planted");
     store.release(untrusted);
 
     const again = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
@@ -111,12 +121,63 @@ describe("warm caches across jobs of one process", () => {
   it("directories a job adds beside its named caches do not survive", async () => {
     const store = new CacheStore({ root });
     const first = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
-    mkdirSync(join(root, scopeOf(TRUSTED), "stray"));
+    mkdirSync(join(store.ownDir, scopeOf(TRUSTED), "stray"));
     store.release(first);
     const second = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
     expect(second.report.evictions).toEqual([
       { name: "stray", reason: "unknown-origin", freedBytes: expect.any(Number) },
     ]);
+  });
+});
+
+describe("what a report lists", () => {
+  it("any number of entries a job left beside its caches: at most 100 listed, all counted, within job-end's bounds", async () => {
+    const store = new CacheStore({ root });
+    const first = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
+    for (let i = 0; i < 1_100; i++) writeFileSync(join(store.ownDir, scopeOf(TRUSTED), `stray${i}`), "");
+    store.release(first);
+    const second = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
+    expect(second.report.evictions).toHaveLength(EVICTIONS_LISTED);
+    expect(second.report.evictionCount).toBe(1_100);
+    expect(cacheReportSchema.safeParse(second.report).success).toBe(true);
+    expect(readdirSync(join(store.ownDir, scopeOf(TRUSTED)))).toEqual(["npm"]);
+  });
+});
+
+describe("agents that share a work dir", () => {
+  /** Two stores as two processes would have them: each its own owner, both running. */
+  const running = new Set(["proc-101-7", "proc-202-7"]);
+  const storeOf = (name: string) => new CacheStore({ root, owner: { name, alive: (n) => running.has(n) } });
+
+  it("never remove what another running agent's job uses; a stopped agent's caches go", async () => {
+    const first = storeOf("proc-101-7");
+    const second = storeOf("proc-202-7");
+    const a = await first.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
+    writeFileSync(join(a.dirs.npm!, "in-use"), "the first agent's job is writing this");
+    // The second agent's first job, of another trust value, while the first one's runs.
+    const b = await second.prepare({ trust: UNTRUSTED, names: ["npm"], needBytes: 0 });
+    expect(b.report.evictions).toEqual([]);
+    expect(readFileSync(join(a.dirs.npm!, "in-use"), "utf8")).toContain("writing");
+    expect(b.dirs.npm).not.toBe(a.dirs.npm);
+    first.release(a);
+    second.release(b);
+
+    // The first agent stops: the next job of the second one removes its caches.
+    running.delete("proc-101-7");
+    const again = await second.prepare({ trust: UNTRUSTED, names: ["npm"], needBytes: 0 });
+    expect(again.report).toMatchObject({
+      hits: ["npm"],
+      evictions: [{ name: "proc-101-7", reason: "unknown-origin", freedBytes: expect.any(Number) }],
+    });
+    expect(readdirSync(root)).toEqual(["proc-202-7"]);
+  });
+
+  it("a process is its pid and start time: this one runs, a made-up one does not, a stray name is no owner", () => {
+    expect(processOwner()).toMatch(/^proc-\d+-\d+$/);
+    expect(ownerAlive(processOwner())).toBe(true);
+    expect(ownerAlive(`proc-${process.pid}-1`)).toBe(false); // the same pid, started at another time
+    expect(ownerAlive("proc-999999999-1")).toBe(false);
+    expect(ownerAlive("0123456789abcdef")).toBe(false);
   });
 });
 
@@ -169,7 +230,7 @@ describe("what a job may have left in place of a cache", () => {
     const store = new CacheStore({ root });
     const first = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });
     store.release(first);
-    const npm = join(root, scopeOf(TRUSTED), "npm");
+    const npm = join(store.ownDir, scopeOf(TRUSTED), "npm");
     rmSync(npm, { recursive: true });
     symlinkSync(outside, npm);
     const second = await store.prepare({ trust: TRUSTED, names: ["npm"], needBytes: 0 });

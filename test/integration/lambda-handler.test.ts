@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import type { Context } from "aws-lambda";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode, filesystemSpace } from "../../agent-core/index.ts";
@@ -15,6 +16,7 @@ import {
 import { fakeController, waitForType } from "../support/fake-peers.ts";
 import { startController, type TestController, tempDir } from "../support/harness.ts";
 import { slowPeer } from "../support/slow-peer.ts";
+import { rawTar } from "../support/tar-builder.ts";
 
 let ctl: TestController;
 let root: ReturnType<typeof tempDir>;
@@ -218,6 +220,46 @@ describe("Lambda handler: agent invocations (in process, real controller)", () =
       const log = (await ctl.client.log(record.id)).toString();
       expect(log).not.toContain(ROLE_SECRET);
     }
+  });
+
+  it("runs warm with caches: the second invocation hits what the first wrote; another branch's never sees it; seed and artifacts go through", async () => {
+    const dir = workDir();
+    const { handler } = makeHandler();
+    const run = async (n: number, branch: string, script: string) => {
+      // An upload seeds one job.
+      const upload = await ctl.controller.uploadWorkspace(
+        Readable.from([rawTar([{ path: "src/seed.txt", body: "seeded\n" }])]),
+      );
+      const record = ctl.controller.submit({
+        repository: "github.com/acme/app",
+        branch,
+        caches: ["npm"],
+        workspace: { upload: upload.id },
+        artifacts: { paths: ["out"], when: "always" },
+        steps: [{ run: script }],
+      });
+      const summary = asSummary(
+        await handler(payload(`cache-${n}.lambda-abcdef`, { work_dir: dir }), context(900_000)),
+      );
+      expect(summary, summary.summary).toMatchObject({ jobId: record.id, result: "succeeded" });
+      return ctl.controller.waitForJob(record.id);
+    };
+    const write =
+      'cat src/seed.txt && mkdir out && cp src/seed.txt out/ && echo warm > "$npm_config_cache/marker"';
+    expect(await run(1, "main", write)).toMatchObject({
+      caches: { hits: [], misses: ["npm"] },
+      transfers: { workspace: { status: "done" }, artifacts: { status: "done", entries: 2 } },
+      artifacts: { status: "stored" },
+    });
+    expect(await run(2, "main", 'test "$(cat "$npm_config_cache/marker")" = warm')).toMatchObject({
+      caches: { hits: ["npm"], misses: [] },
+    });
+    expect(await run(3, "feature/x", 'test ! -e "$npm_config_cache/marker"')).toMatchObject({
+      cacheTrust: "github.com/acme/app@unprotected",
+      caches: { hits: [], misses: ["npm"], evictions: [expect.objectContaining({ reason: "trust" })] },
+    });
+    // What outlives the invocations is the caches, and nothing else of the jobs.
+    expect(readdirSync(dir)).toEqual(["caches"]);
   });
 
   it("removes what an invocation stopped at its timeout left behind, and says so", async () => {

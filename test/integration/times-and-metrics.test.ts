@@ -1,3 +1,6 @@
+import { rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runAgent } from "../../agent-core/index.ts";
 import type { JobEvent, Metrics } from "../../controller/index.ts";
@@ -21,13 +24,29 @@ async function runWithAgent(job: unknown, name: string) {
 
 describe("receipt times", () => {
   it("stamps every output event with the controller's receipt time; the raw log stays byte for byte", async () => {
-    const record = await runWithAgent(
-      {
-        labels: ["linux"],
-        steps: [{ run: "printf 'one\\n'; sleep 0.2; printf 'two é\\n' >&2; sleep 0.2; printf 'three'" }],
-      },
-      "times-agent",
-    );
+    // The step goes on only once the test saw its first line arrive and waited 400 ms: the gap is
+    // in the receipt times however loaded the machine (a sleep in the step could be eaten by a
+    // late first frame).
+    const gate = join(tmpdir(), `times-gate-${process.pid}-${Date.now()}`);
+    const submitted = ctl.controller.submit({
+      labels: ["linux"],
+      steps: [
+        {
+          run: `printf 'one\\n'; while [ ! -e '${gate}' ]; do sleep 0.01; done; printf 'two é\\n' >&2; printf 'three'`,
+        },
+      ],
+    });
+    const running = runAgent(agentConfigFor(ctl.controller, "times-agent", { labels: ["linux"] }), {
+      logger: captureLogger().logger,
+    });
+    await expect
+      .poll(async () => (await ctl.client.log(submitted.id)).toString(), { timeout: 30_000 })
+      .toBe("one\n");
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    writeFileSync(gate, "");
+    await running;
+    rmSync(gate, { force: true });
+    const record = await ctl.controller.waitForJob(submitted.id);
     expect(record.status).toBe("succeeded");
     const events: JobEvent[] = [];
     for await (const event of ctl.client.events(record.id, false)) events.push(event);
@@ -40,8 +59,8 @@ describe("receipt times", () => {
       expect(time).toBeLessThanOrEqual(Date.parse(record.endedAt!));
       if (i > 0) expect(time).toBeGreaterThanOrEqual(times[i - 1]!);
     }
-    // The sleeps between writes show in the receipt times.
-    expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(300);
+    // The wait between the first line and the rest shows in the receipt times.
+    expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(400);
     expect(record.firstOutputAt).toBe(outputs[0]!.at);
     const log = await ctl.client.log(record.id);
     expect(log.equals(Buffer.from("one\ntwo é\nthree"))).toBe(true);

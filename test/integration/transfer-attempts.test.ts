@@ -1,5 +1,5 @@
-import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
@@ -11,7 +11,7 @@ import {
   runAgent,
 } from "../../agent-core/index.ts";
 import { Controller, ControllerClient, type JobRecord } from "../../controller/index.ts";
-import { fetchArtifacts } from "../../controller/workspace-cli.ts";
+import { fetchArtifacts, uploadDirectory } from "../../controller/workspace-cli.ts";
 import { type ServeProcess, startServe } from "../support/controller-process.ts";
 import { rawAgent } from "../support/fake-peers.ts";
 import {
@@ -144,6 +144,74 @@ describe("an artifact transfer across a controller restart", () => {
     expect(readdirSync(join(data, "jobs", job.id)).filter((f) => f.startsWith("artifacts"))).toEqual([
       "artifacts.tar",
     ]);
+  });
+});
+
+describe("a workspace seed across a controller restart", () => {
+  it("resumes the pull where it stopped when the controller is killed mid-seed; every byte arrives once, checked", async () => {
+    const data = scratch("ctl-restart-seed-");
+    let serve: ServeProcess = await startServe(["--port", "0", "--data-dir", data, "--no-provision"]);
+    cleanups.push(() => {
+      serve.child.kill("SIGKILL");
+    });
+    const proxy = await tcpProxy(serve.url);
+    cleanups.push(() => proxy.close());
+    let client = new ControllerClient(serve.url);
+    const src = scratch("seed-src-");
+    const blob = randomBytes(32 * 1024 * 1024);
+    writeFileSync(join(src, "blob.bin"), blob);
+    const upload = await uploadDirectory(client, src, [], captureLogger().logger);
+    const job = await client.submit({
+      workspace: { upload: upload.id },
+      steps: [{ run: "sha256sum blob.bin" }],
+    });
+    const key = readFileSync(join(data, "controller.key"), "utf8").trim();
+    const work = scratch("agent-work-");
+    const probeLog = captureLogger();
+    setTimeout(() => console.log("PROBE", probeLog.lines.join("\n")), 45_000).unref();
+    const running = runAgent(
+      agentConfigFor(
+        { url: proxy.url, secretFor: (n: string) => deriveAgentSecret(key, n) } as Controller,
+        "seed-across-restart",
+        { workDir: work, reconnectTimeoutMs: 30_000 },
+      ),
+      { logger: probeLog.logger },
+    );
+    // Kill it once the seed is on its way: the workspace holds part of the blob.
+    const partial = () => {
+      const ws = join(work, "workspace");
+      if (!existsSync(ws)) return 0;
+      const dir = readdirSync(ws)[0];
+      const file = dir === undefined ? "" : join(ws, dir, "blob.bin");
+      return file !== "" && existsSync(file) ? statSync(file).size : 0;
+    };
+    await expect.poll(partial, { timeout: 30_000, interval: 2 }).toBeGreaterThan(0);
+    proxy.stall();
+    serve.child.kill("SIGKILL");
+    expect(await serve.exited).toBe("SIGKILL");
+    expect(partial()).toBeLessThan(blob.length);
+    serve = await startServe(["--port", String(serve.port), "--data-dir", data, "--no-provision"]);
+    proxy.cut();
+    proxy.unstall();
+    client = new ControllerClient(serve.url);
+    expect((await running).exitCode).toBe(ExitCode.ok);
+    let final: JobRecord | undefined;
+    await until(
+      () => {
+        void client.get(job.id).then((record) => {
+          final = record;
+        });
+        return final !== undefined && ENDED.includes(final.status);
+      },
+      30_000,
+      "the job to end after the restart",
+    );
+    expect(final).toMatchObject({
+      status: "succeeded",
+      reconnects: 1,
+      transfers: { workspace: { status: "done", bytes: upload.bytes, sha256: upload.sha256 } },
+    });
+    expect((await client.log(job.id)).toString()).toBe(`${sha(blob)}  blob.bin\n`);
   });
 });
 

@@ -181,6 +181,41 @@ describe("an artifact transfer cut by the connection dropping", () => {
   });
 });
 
+describe("a job cancelled while its seed arrives", () => {
+  it("ends cancelled, the seed ABORTED, the agent exit 1: frames that crossed its job-end are dropped, not a protocol error", async () => {
+    const src = join(dir.path, "seed-src");
+    mkdirSync(src);
+    writeFileSync(join(src, "blob.bin"), randomBytes(32 * 1024 * 1024));
+    const upload = await uploadDirectory(ctl.client, src, [], captureLogger().logger);
+    const proxy = await tcpProxy(ctl.controller.url);
+    try {
+      const job = ctl.controller.submit({ workspace: { upload: upload.id }, steps: [{ run: "echo never" }] });
+      const work = join(dir.path, "work-cancel");
+      const running = runAgent(agent("cancel-seed", { url: proxy.url, workDir: work }), {
+        logger: captureLogger().logger,
+      });
+      const seeding = () => {
+        const ws = join(work, "workspace");
+        const [one] = existsSync(ws) ? readdirSync(ws) : [];
+        return one !== undefined && existsSync(join(ws, one, "blob.bin"));
+      };
+      await expect.poll(seeding, { timeout: 30_000, interval: 2 }).toBe(true);
+      // The agent's next pulls wait in the proxy while the cancel reaches it: their answers cross its job-end.
+      proxy.stall();
+      await ctl.client.cancel(job.id);
+      await expect.poll(() => ctl.controller.getJob(job.id)?.status, { timeout: 10_000 }).not.toBe("running");
+      proxy.unstall();
+      expect((await running).exitCode).toBe(ExitCode.jobFailed);
+      expect(await ctl.controller.waitForJob(job.id)).toMatchObject({
+        status: "cancelled",
+        transfers: { workspace: { status: "failed", code: "AGENT_ERR_ARCHIVE_ABORTED" } },
+      });
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
 describe("warm caches across jobs of one process", () => {
   it("the second job of the same repository and protected branch hits what the first wrote; an unprotected branch does not", async () => {
     const workDir = join(dir.path, "work-warm");
@@ -215,5 +250,42 @@ describe("warm caches across jobs of one process", () => {
       cacheTrust: "github.com/acme/app@unprotected",
       caches: { hits: [], misses: ["npm"], evictions: [expect.objectContaining({ reason: "trust" })] },
     });
+  });
+});
+
+describe("warm caches of agents that share a work dir", () => {
+  it("a second agent's job never removes the caches a running agent's job uses", async () => {
+    const shared = tempDir("shared-work-");
+    const local = await startController({
+      provision: true,
+      agentEnv: { JENKINS_AGENT_WORKDIR: shared.path },
+    });
+    try {
+      const flag = join(shared.path, "second-job-ran");
+      const submit = (script: string) =>
+        local.controller.submit({
+          repository: "github.com/acme/app",
+          branch: "main",
+          caches: ["npm"],
+          steps: [{ run: script }],
+        });
+      const first = submit(
+        `echo mine > "$AGENT_CACHE_NPM/in-use" && echo written; ` +
+          `for i in $(seq 400); do [ -e "${flag}" ] && break; sleep 0.05; done; cat "$AGENT_CACHE_NPM/in-use"`,
+      );
+      await expect
+        .poll(async () => (await local.client.log(first.id)).toString(), { timeout: 30_000 })
+        .toContain("written");
+      const second = submit(`touch "${flag}"`);
+      expect(await local.controller.waitForJob(second.id)).toMatchObject({
+        status: "succeeded",
+        caches: { misses: ["npm"], evictions: [] },
+      });
+      expect(await local.controller.waitForJob(first.id)).toMatchObject({ status: "succeeded" });
+      expect((await local.client.log(first.id)).toString()).toBe("written\nmine\n");
+    } finally {
+      await local.close();
+      shared.remove();
+    }
   });
 });

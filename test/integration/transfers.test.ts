@@ -12,6 +12,7 @@ import {
   seedFailureOutcome,
   seedWorkspace,
   silentLogger,
+  transferResultSchema,
   uploadArtifacts,
   withArtifactsResult,
 } from "../../agent-core/index.ts";
@@ -70,6 +71,14 @@ describe("seedWorkspace", () => {
     ["a damaged stream", Buffer.from("not a tar".repeat(200)), { code: "AGENT_ERR_ARCHIVE_CORRUPT" }],
   ])("says why %s was refused", async (_what, tar, expected) => {
     expect(await seed(tar)).toMatchObject({ status: "failed", ...expected });
+  });
+
+  it("a refusal naming an entry longer than the protocol carries is clipped to fit job-end", async () => {
+    const long = `${"d/".repeat(2_500)}f`; // 5,001 characters: refused for its length (BAD_PATH)
+    const result = await seed(rawTar([{ path: long, body: "x" }]));
+    expect(result).toMatchObject({ status: "failed", code: "AGENT_ERR_ARCHIVE_BAD_PATH" });
+    expect(transferResultSchema.safeParse(result).success).toBe(true);
+    expect(result.status === "failed" && result.entry).toMatch(/^d\/d\/.*\.\.\. \(5001 characters\)$/);
   });
 
   it("refuses an archive whose digest is not the announced one", async () => {

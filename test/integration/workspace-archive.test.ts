@@ -2,21 +2,27 @@ import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
+  closeSync,
   existsSync,
   linkSync,
   lstatSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
   realpathSync,
+  statfsSync,
   statSync,
   symlinkSync,
+  truncateSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { join, resolve as resolvePath } from "node:path";
 import { Readable } from "node:stream";
-import { gzipSync } from "node:zlib";
+import * as zlib from "node:zlib";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -26,7 +32,7 @@ import {
   type Selection,
   selectPaths,
 } from "../../agent-core/index.ts";
-import { tempDir } from "../support/harness.ts";
+import { canMountTmpfs, tempDir } from "../support/harness.ts";
 import { type RawEntry, rawTar } from "../support/tar-builder.ts";
 
 let dir: ReturnType<typeof tempDir>;
@@ -35,7 +41,10 @@ beforeEach(() => {
 });
 afterEach(() => dir.remove());
 
-const LIMITS = { maxBytes: 1 << 30, maxEntries: 10_000 };
+const LIMITS: { maxBytes: number; maxEntries: number; blockBytes?: number } = {
+  maxBytes: 1 << 30,
+  maxEntries: 10_000,
+};
 
 /** Every path under `root` with what it is: file contents' hash and mode, link targets, dirs. */
 function describeTree(root: string): Record<string, string> {
@@ -133,6 +142,80 @@ describe("a tree goes out and comes back the same", () => {
     await extractArchive(Readable.from([tgz]), { dir: out, ...LIMITS });
     expect(describeTree(out)).toEqual(describeTree(src));
   });
+
+  it.each([
+    ["one small file", [{ path: "a.txt", body: "x" }]],
+    [
+      "a tree of random bytes",
+      [
+        { path: "d/", type: "Directory" as const },
+        { path: "d/r.bin", body: randomBytes(70_000) },
+      ],
+    ],
+  ])("accepts a brotli-compressed archive (tar.br) of %s, in chunks of any size", async (_what, entries) => {
+    const tar = rawTar(entries);
+    const br = brotliCompressSync(tar);
+    for (const size of [br.length, 7]) {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < br.length; i += size) chunks.push(br.subarray(i, i + size));
+      const out = join(dir.path, `out-${size}`);
+      const summary = await extractArchive(Readable.from(chunks), { dir: out, ...LIMITS });
+      expect(summary.entries).toBe(entries.length);
+      const last = entries.at(-1)!;
+      expect(readFileSync(join(out, last.path)).equals(Buffer.from(last.body!))).toBe(true);
+    }
+  });
+
+  it("a zstd archive (tar.zst) is extracted where Node.js has zstd, and refused with its own code where it has not", async () => {
+    // `zstd -19` of a tar holding hello.txt ("zstd ✓\n").
+    const zst = Buffer.from(
+      "KLUv/WQAB6UCACKEDhXA6///zq/t1y2yVvHf2EYpmR8FDssMqr1BRUj555cilHwOpdHH+e8j1MT04DDGfw7d5z/HGYVrbbEIIDA1d/P9SAIF4Aig0gGYughe56aHBE0ggkc=",
+      "base64",
+    );
+    const out = join(dir.path, "out");
+    const result = await extractArchive(Readable.from([zst]), { dir: out, ...LIMITS }).catch(
+      (e: unknown) => e,
+    );
+    if ("createZstdDecompress" in zlib) {
+      expect(result).toMatchObject({ entries: 1 });
+      expect(readFileSync(join(out, "hello.txt"), "utf8")).toBe("zstd ✓\n");
+    } else {
+      expect(result).toMatchObject({ code: "AGENT_ERR_ARCHIVE_UNSUPPORTED_COMPRESSION", entry: null });
+      expect((result as ArchiveError).message).toMatch(/zstd needs Node\.js 22\.15 or later/);
+    }
+  });
+
+  it.each([
+    ["GNU format (type S, which node-tar skips by itself)", ["--format=gnu"]],
+    ["pax format 1.0", ["--format=posix"]],
+    ["pax format 0.1", ["--format=posix", "--sparse-version=0.1"]],
+  ])(
+    "refuses a sparse file made by the tar command, %s, naming it: never skipped, never written as its raw map",
+    async (_what, flags) => {
+      const src = join(dir.path, "src");
+      mkdirSync(src);
+      writeFileSync(join(src, "before.txt"), "kept");
+      const sparse = join(src, "sparse.bin");
+      writeFileSync(sparse, "");
+      truncateSync(sparse, 8 << 20);
+      const fd = openSync(sparse, "r+");
+      writeSync(fd, "data in the middle", 4 << 20);
+      closeSync(fd);
+      const tar = execFileSync("tar", ["-cS", ...flags, "-f", "-", "-C", src, "before.txt", "sparse.bin"]);
+      for (const dryRun of [false, true]) {
+        const error = await extractArchive(Readable.from([tar]), {
+          dir: join(dir.path, `out-${dryRun}`),
+          ...LIMITS,
+          dryRun,
+        }).catch((e: unknown) => e);
+        expect(error).toMatchObject({
+          code: "AGENT_ERR_ARCHIVE_UNSUPPORTED_TYPE",
+          entry: expect.stringMatching(/sparse\.bin$/),
+        });
+      }
+      expect(readdirSync(join(dir.path, "out-false"))).toEqual(["before.txt"]);
+    },
+  );
 
   it("accepts an archive of no entries (only the end-of-archive blocks)", async () => {
     const empty = join(dir.path, "empty");
@@ -245,6 +328,44 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
       "dump/",
     ],
     [
+      "a file where the archive made a directory",
+      [
+        { path: "d/", type: "Directory" },
+        { path: "d/x", body: "1" },
+        { path: "d", body: "2" },
+      ],
+      "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+      "d",
+    ],
+    [
+      "a link where the archive made a directory (for an entry's parent)",
+      [
+        { path: "p/q/x", body: "1" },
+        { path: "p/q", type: "SymbolicLink", linkpath: "../before.txt" },
+      ],
+      "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+      "p/q",
+    ],
+    [
+      "an entry below a file",
+      [
+        { path: "f", body: "1" },
+        { path: "f/x", body: "2" },
+      ],
+      "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+      "f/x",
+    ],
+    [
+      "an entry below a hard link",
+      [
+        { path: "f", body: "1" },
+        { path: "h", type: "Link", linkpath: "f" },
+        { path: "h/x/y", body: "2" },
+      ],
+      "AGENT_ERR_ARCHIVE_TYPE_CONFLICT",
+      "h/x/y",
+    ],
+    [
       "a file in place of the workspace",
       [{ path: "./", type: "SymbolicLink", linkpath: "/" }],
       "AGENT_ERR_ARCHIVE_BAD_PATH",
@@ -304,14 +425,47 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
   it("refuses the entry that would go over the byte budget before writing it", async () => {
     const error = await refusal(
       [
-        { path: "a.bin", body: Buffer.alloc(600) },
-        { path: "b.bin", body: Buffer.alloc(600) },
+        { path: "a.bin", body: Buffer.alloc(6000) },
+        { path: "b.bin", body: Buffer.alloc(6000) },
       ],
-      { maxBytes: 1000, maxEntries: 10 },
+      { maxBytes: 15_000, maxEntries: 10, blockBytes: 4096 },
     );
     expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "b.bin" });
-    expect(error.message).toMatch(/1200 bytes, over the budget of 1000 bytes/);
+    expect(error.message).toMatch(/8192 on disk .* to 16384 bytes on disk, over the budget of 15000 bytes/);
     expect(existsSync(join(dir.path, "ws/b.bin"))).toBe(false);
+  });
+
+  it("counts what entries take on disk: a file of one byte is a block, a directory one too", async () => {
+    // 20 bytes of contents, but 20 blocks of 4 KiB: the 11th file would pass 40 KiB.
+    const files = Array.from({ length: 20 }, (_, i) => ({ path: `f${i}`, body: "x" }));
+    const error = await refusal(files, { maxBytes: 40_960, maxEntries: 10_000, blockBytes: 4096 });
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "f10" });
+    expect(readdirSync(join(dir.path, "ws"))).toHaveLength(10);
+    const dirs = Array.from({ length: 20 }, (_, i) => ({ path: `d${i}/`, type: "Directory" as const }));
+    const error2 = await refusal(dirs, { maxBytes: 40_960, maxEntries: 10_000, blockBytes: 4096 });
+    expect(error2).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "d10/" });
+  });
+
+  it("counts the directories made for an entry's parents as entries: depth is no way around the entry limit", async () => {
+    const deep = `${"d/".repeat(1_000)}f`;
+    const entries = Array.from({ length: 10 }, (_, i) => ({ path: `x${i}/${deep}`, body: "" }));
+    const error = await refusal(entries, { maxBytes: 1 << 30, maxEntries: 100 });
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES", entry: `x0/${deep}` });
+    expect(readdirSync(join(dir.path, "ws"))).toEqual([]);
+  });
+
+  it("a destination that cannot be made (a file is there) is AGENT_ERR_ARCHIVE_IO naming it", async () => {
+    writeFileSync(join(dir.path, "ws"), "a file");
+    const error = await refusal([{ path: "a", body: "x" }]);
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_IO", entry: null });
+    expect(error.message).toContain(JSON.stringify(join(dir.path, "ws")));
+  });
+
+  it("refuses an archive whose entry meets a directory the destination already has, whatever is in it", async () => {
+    mkdirSync(join(dir.path, "ws/d"), { recursive: true });
+    const error = await refusal([{ path: "d", body: "x" }]);
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TYPE_CONFLICT", entry: "d" });
+    expect(lstatSync(join(dir.path, "ws/d")).isDirectory()).toBe(true);
   });
 
   it("counts sizes as the headers declare them, before any byte of the body is written", async () => {
@@ -321,9 +475,55 @@ describe("every unsafe entry is refused with a code naming it, and nothing lands
     expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE", entry: "huge.bin" });
   });
 
+  it.skipIf(!canMountTmpfs)(
+    "small files never fill a disk their bytes would fit: refused by their blocks before the disk is full; a full disk is TOO_LARGE, not IO (skipped where a tmpfs cannot be mounted: needs root)",
+    async () => {
+      const mountPoint = join(dir.path, "small");
+      mkdirSync(mountPoint);
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mountPoint]);
+      try {
+        // 4,000 files of one byte: 4 KB of contents, 16 MB of a disk of 8 MB. The budget is 6 MB.
+        const files = Array.from({ length: 4_000 }, (_, i) => ({ path: `f${i}`, body: "x" }));
+        const ws = join(mountPoint, "ws");
+        const tar = rawTar(files);
+        const error = await extractArchive(Readable.from([tar]), {
+          dir: ws,
+          maxBytes: 6e6,
+          maxEntries: 10_000,
+        }).catch((e: unknown) => e as ArchiveError);
+        expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE" });
+        expect(statfsSync(mountPoint).bavail).toBeGreaterThan(0);
+        // A budget the disk cannot hold (a disk shared with others): the full disk is named as such.
+        const full = await extractArchive(Readable.from([tar]), {
+          dir: join(mountPoint, "ws2"),
+          maxBytes: 1 << 30,
+          maxEntries: 10_000,
+        }).then(
+          () => undefined,
+          (e: unknown) => e as ArchiveError,
+        );
+        expect(full).toMatchObject({
+          code: "AGENT_ERR_ARCHIVE_TOO_LARGE",
+          entry: expect.stringMatching(/^f\d+$/),
+        });
+        expect(full?.message).toMatch(/the disk filled up \(ENOSPC\)/);
+      } finally {
+        execFileSync("umount", ["-l", mountPoint]);
+      }
+    },
+  );
+
+  it("a compression bomb is too large, not damaged", async () => {
+    const bomb = brotliCompressSync(rawTar([{ path: "zeros.bin", body: Buffer.alloc(16 << 20) }]));
+    expect(bomb.length).toBeLessThan(16_000);
+    const error = await refusal(bomb);
+    expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_LARGE" });
+    expect(error.message).toMatch(/more than 1000 times its size/);
+  });
+
   it("refuses the entry past the entry count", async () => {
     const entries = Array.from({ length: 6 }, (_, i) => ({ path: `f${i}`, body: "x" }));
-    const error = await refusal(entries, { maxBytes: 1000, maxEntries: 5 });
+    const error = await refusal(entries, { maxBytes: 1 << 20, maxEntries: 5 });
     expect(error).toMatchObject({ code: "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES", entry: "f5" });
     expect(readdirSync(join(dir.path, "ws")).sort()).toEqual(["f0", "f1", "f2", "f3", "f4"]);
   });
@@ -394,6 +594,44 @@ describe("damaged or mismatched streams", () => {
       signal: controller.signal,
     }).catch((e: unknown) => e as Error);
     expect((error as Error).name).toBe("AbortError");
+  });
+
+  /** The first entry whole, then half of a 1 MiB file's body: the rest is for `after` to decide. */
+  function cutMidEntry(after: () => Promise<never>) {
+    const tar = rawTar([
+      { path: "whole.txt", body: "kept" },
+      { path: "big.bin", body: randomBytes(1 << 20) },
+    ]);
+    return async function* () {
+      yield tar.subarray(0, 1024 + 512 + (1 << 19));
+      await after();
+    };
+  }
+
+  it("a source that stops sending mid-entry (a controller gone quiet) is not waited on once aborted; the partial file goes", async () => {
+    const controller = new AbortController();
+    const never = () => new Promise<never>(() => {});
+    const extracting = extractArchive(cutMidEntry(never)(), {
+      dir: join(dir.path, "ws"),
+      ...LIMITS,
+      signal: controller.signal,
+    }).catch((e: unknown) => e as Error);
+    await expect.poll(() => existsSync(join(dir.path, "ws/big.bin"))).toBe(true);
+    controller.abort(new Error("deadline"));
+    expect(await extracting).toMatchObject({ message: "deadline" });
+    expect(readdirSync(join(dir.path, "ws"))).toEqual(["whole.txt"]);
+  });
+
+  it("a source that fails mid-entry (the session lost for good) ends the extraction with its error; the partial file goes", async () => {
+    let lose: (error: Error) => void = () => {};
+    const lost = () => new Promise<never>((_, reject) => (lose = reject));
+    const extracting = extractArchive(cutMidEntry(lost)(), { dir: join(dir.path, "ws"), ...LIMITS }).catch(
+      (e: unknown) => e as Error,
+    );
+    await expect.poll(() => existsSync(join(dir.path, "ws/big.bin"))).toBe(true);
+    lose(new Error("connection lost"));
+    expect(await extracting).toMatchObject({ message: "connection lost" });
+    expect(readdirSync(join(dir.path, "ws"))).toEqual(["whole.txt"]);
   });
 });
 

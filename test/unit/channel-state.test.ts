@@ -121,7 +121,8 @@ describe("the job channel's state machine: every message type in every state", (
     ["awaiting-ack", "cancel of its job (too late)", cancel(), ["none"], "awaiting-ack"],
     ["awaiting-ack", "cancel of another job", cancel("other"), ["refuse"], "awaiting-ack"],
     ["awaiting-ack", "resume (not asked for)", resume(5), ["refuse"], "awaiting-ack"],
-    ["awaiting-ack", "a workspace frame after job-end", seed(), ["refuse"], "awaiting-ack"],
+    // A pull's answer that crossed job-end (the job was cancelled mid-seed) is dropped.
+    ["awaiting-ack", "a workspace frame after job-end", seed(), ["none"], "awaiting-ack"],
     // closed
     ["closed", "job", jobMsg("j2"), ["none"], "closed"],
     ["closed", "ack", ack(5), ["none"], "closed"],
@@ -147,12 +148,14 @@ describe("the job channel's state machine: every message type in every state", (
     }
   });
 
-  it("a workspace frame for a job without a seed is refused with 4003", () => {
+  it("a workspace frame for a job without a seed is refused with 4003, also after its job-end", () => {
     const machine = new ChannelStateMachine();
     machine.receive(jobMsg());
     const effects = machine.receive(seed());
     expect(types(effects)).toEqual(["refuse"]);
     expect(refusedWith(effects)).toEqual([CloseCode.outOfOrder]);
+    machine.jobEndQueued(5, 2);
+    expect(refusedWith(machine.receive(seed()))).toEqual([CloseCode.outOfOrder]);
   });
 
   it("resuming after job-end: a resume that covers it ends the wait (the ack was lost)", () => {

@@ -267,3 +267,42 @@ describe("renderOutcome", () => {
     );
   });
 });
+
+describe("createRenderer: artifacts", () => {
+  const listing = { entries: 2, skipped: [], skippedCount: 0, unmatched: [] as string[], attempt: 1, at };
+  it("says what was kept, and the patterns that matched nothing (a typo shows)", () => {
+    expect(
+      render([{ type: "artifacts", status: "stored", ...listing, bytes: 2048, sha256: "a".repeat(64) }]),
+    ).toBe("--- artifacts: 2 entries, 2.0 KiB\n");
+    expect(
+      render([
+        {
+          type: "artifacts",
+          status: "stored",
+          ...listing,
+          unmatched: ["dsit/**"],
+          skippedCount: 1,
+          bytes: 2048,
+          sha256: "a".repeat(64),
+        },
+      ]),
+    ).toBe(
+      "--- artifacts: 2 entries, 2.0 KiB; matched nothing: dsit/**; 1 left out (links leaving the workspace, special files)\n",
+    );
+  });
+
+  it("says why they were refused, naming the entry", () => {
+    expect(
+      render([
+        {
+          type: "artifacts",
+          status: "failed",
+          ...listing,
+          code: "AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES",
+          message: "too many",
+          entry: "dist/x",
+        },
+      ]),
+    ).toBe("--- artifacts refused: AGENT_ERR_ARCHIVE_TOO_MANY_ENTRIES (entry dist/x): too many\n");
+  });
+});
