@@ -8,7 +8,7 @@ export { formatBytes } from "./format.ts";
 export { type JobOutcome, type JobSink, type OutputFlow, runJob, type StepOutcome } from "./job/run-job.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
 export { DiskWatcher, diskBudgetBytes, filesystemSpace, largestDirectories } from "./limits/disk-budget.ts";
-export { groupRssBytes } from "./limits/memory.ts";
+export { GroupRssSampler, groupRssBytes } from "./limits/memory.ts";
 export {
   createLogger,
   isLogLevel,
@@ -23,6 +23,7 @@ export { JobLogLines, type LineWriter } from "./logs/job-log-lines.ts";
 export { type JobEventTarget, JobOutputTee } from "./logs/job-output.ts";
 export { buildMaskSet, MASK, type MaskSet, maskText, maskVariants, StreamMasker } from "./logs/masker.ts";
 export { type LongTimeout, MAX_TIMER_MS, setLongTimeout } from "./long-timer.ts";
+export { isLoopbackHost } from "./net/loopback.ts";
 export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFor } from "./net/proxy.ts";
 export * from "./protocol/index.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";

@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { isIP } from "node:net";
+import { isLoopbackHost } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 import type { Route } from "./http-api.ts";
 
@@ -15,18 +15,6 @@ export interface ApiAuth {
   token: string;
   /** Mark the session cookie `Secure` (the controller serves TLS). */
   secureCookie: boolean;
-}
-
-/**
- * Whether `host` (an interface to listen on) is reachable only from this machine: 127.0.0.0/8,
- * ::1, `localhost`. Anything else, `0.0.0.0` and `::` included, counts as public.
- */
-export function isLoopbackHost(host: string): boolean {
-  const bare = host.replace(/^\[|\]$/g, "").toLowerCase();
-  if (bare === "localhost") return true;
-  if (isIP(bare) === 4) return bare.startsWith("127.");
-  if (bare === "::1") return true;
-  return /^::ffff:127\./.test(bare);
 }
 
 /**

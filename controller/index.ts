@@ -4,7 +4,6 @@ export {
   type ApiAuth,
   authorize,
   checkListenSecurity,
-  isLoopbackHost,
   MIN_TOKEN_CHARS,
   SESSION_COOKIE,
   sessionRoutes,

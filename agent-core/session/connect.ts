@@ -14,6 +14,7 @@ import {
   SECRET_HEADER,
 } from "../protocol/index.ts";
 import { PROTOCOL_VERSION } from "../version.ts";
+import { frameMaskingFor, zeroMaskingKey } from "./frame-masking.ts";
 
 /** HTTP answers to the upgrade that no retry can change. */
 const REFUSAL_STATUSES = new Set([400, 401, 403, 404, 409, 410, 426]);
@@ -72,6 +73,7 @@ export async function connectToController<T>(
       cause: error,
     });
   }
+  const frameMasking = frameMaskingFor(url, agent === undefined);
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw interrupted(url);
     // The last attempt may not run past the end of the connect phase (a single attempt: 0 ms).
@@ -80,9 +82,9 @@ export async function connectToController<T>(
       1,
       Math.min(config.handshakeTimeoutMs, endsAt - Date.now(), (options.notAfter ?? Infinity) - Date.now()),
     );
-    const result = await attemptConnect(url, config, agent, attemptMs, options);
+    const result = await attemptConnect(url, config, agent, frameMasking, attemptMs, options);
     if (result.ok) {
-      logger.info("connected to the controller", { url, attempt });
+      logger.info("connected to the controller", { url, attempt, frameMasking });
       return result.value;
     }
     if ("aborted" in result) throw interrupted(url);
@@ -115,6 +117,7 @@ function attemptConnect<T>(
   url: string,
   config: AgentConfig,
   agent: Agent | undefined,
+  frameMasking: "random" | "zero-key",
   attemptMs: number,
   options: ConnectOptions<T>,
 ): Promise<Attempt<T>> {
@@ -125,6 +128,8 @@ function attemptConnect<T>(
         perMessageDeflate: false,
         maxPayload: config.maxPayloadBytes,
         ...(agent !== undefined ? { agent } : {}),
+        // See frame-masking.ts for when frames are sent with the zero key, and why.
+        ...(frameMasking === "zero-key" ? { generateMask: zeroMaskingKey } : {}),
         headers: {
           [NAME_HEADER]: encodeNameHeader(config.name),
           [SECRET_HEADER]: config.secret,

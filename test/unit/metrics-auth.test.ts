@@ -2,11 +2,11 @@ import { readFileSync } from "node:fs";
 import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { isLoopbackHost } from "../../agent-core/index.ts";
 import {
   authorize,
   checkListenSecurity,
   computeMetrics,
-  isLoopbackHost,
   type JobRecord,
   prometheusText,
   SESSION_COOKIE,
