@@ -1,15 +1,17 @@
 import { mkdir } from "node:fs/promises";
 import { arch, platform } from "node:os";
+import { join } from "node:path";
 import type { AgentConfig } from "./config/config.ts";
 import { AgentError, ControllerRefusedError } from "./errors.ts";
-import { ExitCode, type ExitCodeValue } from "./exit-codes.ts";
+import { ExitCode, type ExitCodeValue, interruptCode } from "./exit-codes.ts";
 import { type JobOutcome, runJob } from "./job/run-job.ts";
+import { runJobWithTransfers, type TransferPhasesResult } from "./job/transfer-phases.ts";
 import { type DeadlinePlan, msUntilStop } from "./limits/deadline.ts";
 import { diskBudgetBytes } from "./limits/disk-budget.ts";
 import type { Logger } from "./logger.ts";
 import type { CloudWatchSettings } from "./logs/cloudwatch/settings.ts";
 import type { CloudWatchSinkSummary, CreateCloudWatchSinkOptions } from "./logs/cloudwatch/sink.ts";
-import { type JobLogCopy, type JobLogLocation, openJobLogCopy } from "./logs/job-log.ts";
+import type { JobLogCopy, JobLogLocation } from "./logs/job-log.ts";
 import { JobOutputTee } from "./logs/job-output.ts";
 import { buildMaskSet, maskText } from "./logs/masker.ts";
 import { CloseCode } from "./protocol/close-codes.ts";
@@ -17,6 +19,7 @@ import type { Hello, Job } from "./protocol/messages.ts";
 import { JobChannel } from "./session/job-channel.ts";
 import type { SessionClose } from "./session/session.ts";
 import { AGENT_VERSION } from "./version.ts";
+import { CacheStore } from "./workspace/caches.ts";
 import { createWorkspace, removeWorkspace } from "./workspace/workspace.ts";
 
 export interface RunAgentOptions {
@@ -39,6 +42,12 @@ export interface RunAgentOptions {
    * job-end ack and the log flush are all cut short to end by then.
    */
   returnBy?: number;
+  /**
+   * The warm caches of this process (root `<workDir>/caches`): a wrapper that runs several jobs in
+   * one process (the Lambda handler) keeps one store for all of them. Without it, each run has a
+   * store of its own, which keeps nothing from an earlier run.
+   */
+  caches?: CacheStore;
 }
 
 export interface AgentTimings {
@@ -63,42 +72,24 @@ export interface AgentOutcome {
 
 type Ending = Omit<AgentOutcome, "timings">;
 
-const CAPABILITIES = ["output-binary-v1", "cancel", "step-timeout", "job-timeout", "continue-on-error"];
+const CAPABILITIES = [
+  "output-binary-v1",
+  "cancel",
+  "step-timeout",
+  "job-timeout",
+  "continue-on-error",
+  "workspace-v1",
+  "artifacts-v1",
+  "caches-v1",
+];
 
 /**
- * Runs the agent once: connect, say hello, take one job, run it, report it, clean up.
- * Never throws for expected failures; the outcome carries the exit code. The process is kept
- * alive until the outcome is decided (a ref'd handle), so it can never end early with no exit
- * code because everything pending waits on unref'd timers.
- *
- * @example
- * const outcome = await runAgent(parseAgentConfig(input), { logger, signal });
- * process.exitCode = outcome.exitCode;
+ * Native mode (protocol v1 to the reference controller), in order: connect -> hello -> wait for a
+ * job -> run it -> report it -> clean up. Called by `runAgent` (run-agent.ts), which holds the
+ * process open, masks the secret in `options.logger` and owns the log copy. Never throws for
+ * expected failures; the outcome carries the exit code.
  */
-export async function runAgent(config: AgentConfig, options: RunAgentOptions): Promise<AgentOutcome> {
-  const keepAlive = setInterval(() => {}, 1 << 30);
-  try {
-    // The agent's secret is masked in every diagnostic from the start.
-    const agentMask = buildMaskSet([config.secret], options.logger);
-    const logger = options.logger.redacting((line) => maskText(line, agentMask));
-    // The log copy's SDK loads while the agent connects.
-    const copy = options.cloudWatch
-      ? openJobLogCopy(options.cloudWatch.settings, logger, options.cloudWatch.clientConfig)
-      : undefined;
-    const flushMs = options.logFlushTimeoutMs ?? 5_000;
-    // The phases end early enough to leave the log copy its flush before `returnBy`.
-    const returnBy = options.returnBy === undefined ? undefined : options.returnBy - (copy ? flushMs : 0);
-    const outcome = await runPhases(config, { ...options, logger, ...(returnBy ? { returnBy } : {}) }, copy);
-    if (copy === undefined) return outcome;
-    const summary = await copy.close(Math.max(0, Math.min(flushMs, msUntil(options.returnBy) ?? Infinity)));
-    return { ...outcome, logs: { ...copy.location, summary } };
-  } finally {
-    clearInterval(keepAlive);
-  }
-}
-
-/** The phases, in order: connect -> hello -> wait for a job -> run it -> report it -> clean up. */
-async function runPhases(
+export async function runNativeAgent(
   config: AgentConfig,
   options: RunAgentOptions,
   copy: JobLogCopy | undefined,
@@ -130,7 +121,10 @@ async function runPhases(
     const run = await runJobOnChannel(job, channel, config, { ...options, logger: jobLogger }, copy);
     timings.jobEndedAt = Date.now();
     try {
-      return end({ ...(await report(job, run.outcome, channel, jobLogger, options)), jobId: job.id });
+      return end({
+        ...(await report(job, run.outcome, run.extras, channel, jobLogger, options)),
+        jobId: job.id,
+      });
     } finally {
       await cleanUp(run.workspace, jobLogger);
     }
@@ -227,7 +221,11 @@ async function runJobOnChannel(
   config: AgentConfig,
   options: RunAgentOptions,
   copy: JobLogCopy | undefined,
-): Promise<{ outcome: JobOutcome; workspace: string | undefined }> {
+): Promise<{
+  outcome: JobOutcome;
+  workspace: string | undefined;
+  extras: Omit<TransferPhasesResult, "outcome">;
+}> {
   let { logger } = options;
   // The agent's own secret and the job's secrets never reach a sink: output, messages, diagnostics.
   // One set, built once (a set of 1,000 secrets takes tens of megabytes).
@@ -248,32 +246,46 @@ async function runJobOnChannel(
   tee.jobStart();
   let workspace: string | undefined;
   let outcome: JobOutcome;
+  let extras: Omit<TransferPhasesResult, "outcome"> = {};
   try {
-    workspace = await createWorkspace(config.workDir, job.id);
-    outcome = await runJob({
+    const dir = await createWorkspace(config.workDir, job.id);
+    workspace = dir;
+    const ran = await runJobWithTransfers({
       job,
-      workspace,
-      agentName: config.name,
-      baseEnv: config.baseEnv,
-      graceMs: config.graceMs,
-      drainMs: config.drainMs,
-      frameMaxBytes: config.frameMaxBytes,
-      frameFlushMs: config.frameFlushMs,
+      workspace: dir,
+      config,
       deadline: deadlinePlan(config),
-      disk: {
-        path: config.workDir,
-        limitBytes: config.diskBudgetBytes,
-        headroomBytes: config.diskHeadroomBytes,
-        // The spool is the agent's, not the job's: acknowledged-but-not-yet-removed bytes included.
-        ownBytes: () => channel.spoolDiskBytes,
-      },
-      monitorIntervalMs: config.monitorIntervalMs,
-      mask: both,
-      sink: tee,
-      logger,
-      signal: channel.jobSignal,
+      port: channel,
+      caches: cacheStoreFor(config, options, logger),
       ...(options.killNow ? { killNow: options.killNow } : {}),
+      logger,
+      runSteps: (cacheEnv, diskLimitBytes) =>
+        runJob({
+          job,
+          workspace: dir,
+          agentName: config.name,
+          baseEnv: { ...config.baseEnv, ...cacheEnv },
+          graceMs: config.graceMs,
+          drainMs: config.drainMs,
+          frameMaxBytes: config.frameMaxBytes,
+          frameFlushMs: config.frameFlushMs,
+          deadline: deadlinePlan(config),
+          disk: {
+            path: config.workDir,
+            limitBytes: diskLimitBytes,
+            headroomBytes: config.diskHeadroomBytes,
+            // The spool is the agent's, not the job's: acknowledged-but-not-yet-removed bytes included.
+            ownBytes: () => channel.spoolDiskBytes,
+          },
+          monitorIntervalMs: config.monitorIntervalMs,
+          mask: both,
+          sink: tee,
+          logger,
+          signal: channel.jobSignal,
+          ...(options.killNow ? { killNow: options.killNow } : {}),
+        }),
     });
+    ({ outcome, ...extras } = ran);
   } catch (error) {
     logger.error("the job could not run", { error });
     outcome = {
@@ -293,7 +305,20 @@ async function runJobOnChannel(
     outcome = { ...outcome, message: ioError.message };
   }
   tee.jobEnd(outcome);
-  return { outcome, workspace };
+  return { outcome, workspace, extras };
+}
+
+/** The wrapper's cache store when it is the one for this work dir; otherwise one for this run alone. */
+function cacheStoreFor(config: AgentConfig, options: RunAgentOptions, logger: Logger): CacheStore {
+  const root = join(config.workDir, "caches");
+  if (options.caches?.root === root) return options.caches;
+  if (options.caches !== undefined) {
+    logger.warn("the cache store given is for another work dir; caches are kept for this run only", {
+      given: options.caches.root,
+      workDir: config.workDir,
+    });
+  }
+  return new CacheStore({ root });
 }
 
 /** Clean up: the job's workspace goes, whatever became of the job. */
@@ -306,6 +331,7 @@ async function cleanUp(workspace: string | undefined, logger: Logger): Promise<v
 async function report(
   job: Job,
   outcome: JobOutcome,
+  extras: Omit<TransferPhasesResult, "outcome">,
   channel: JobChannel,
   logger: Logger,
   options: RunAgentOptions,
@@ -318,6 +344,8 @@ async function report(
     ...(outcome.diskUsedBytes !== null ? { diskUsedBytes: outcome.diskUsedBytes } : {}),
     ...(outcome.failedStepId !== undefined ? { failedStepId: outcome.failedStepId } : {}),
     ...(outcome.message !== undefined ? { message: outcome.message } : {}),
+    ...(extras.transfers !== undefined ? { transfers: extras.transfers } : {}),
+    ...(extras.caches !== undefined ? { caches: extras.caches } : {}),
   });
   if (!reported.acked) {
     return {
@@ -405,14 +433,6 @@ function exitCodeFor(outcome: JobOutcome, interrupt: AbortSignal | undefined): E
     default:
       return ExitCode.jobFailed;
   }
-}
-
-function interruptCode(signal: AbortSignal): ExitCodeValue {
-  return signal.reason === "SIGINT" ? ExitCode.sigint : ExitCode.sigterm;
-}
-
-function msUntil(at: number | undefined): number | undefined {
-  return at === undefined ? undefined : at - Date.now();
 }
 
 function summarize(job: Job, outcome: JobOutcome): string {

@@ -27,3 +27,8 @@ export const ExitCode = {
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** The exit code of an interruption: 130 when `signal` was aborted for SIGINT, else 143 (SIGTERM, Lambda's backstop). */
+export function interruptCode(signal: AbortSignal): typeof ExitCode.sigint | typeof ExitCode.sigterm {
+  return signal.reason === "SIGINT" ? ExitCode.sigint : ExitCode.sigterm;
+}

@@ -1,11 +1,12 @@
 // The benchmark harness: `npm run bench` (builds first), or
-// `node --import tsx bench/run.ts [--quick] [--json PATH]`. Prints the table and writes the
+// `node --import tsx bench/run.ts [--quick | --smoke] [--json PATH] [--only NAME...]` (NAME: startup, steps,
+// throughput, latency, memory, disk, bundles, shutdown, jenkins). Prints the table and writes the
 // results (machine, date, every figure with its samples summary) to bench/results.json or PATH.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
-import type { BenchContext, Measurement } from "./lib/context.ts";
+import type { BenchContext, BenchScale, Measurement } from "./lib/context.ts";
 import { type Figure, failed, renderNotes, renderTable, verdict } from "./lib/figures.ts";
 import {
   busyWarning,
@@ -22,6 +23,7 @@ import { bundles } from "./measurements/bundles.ts";
 import { controllerScale } from "./measurements/controller-scale.ts";
 import { disk } from "./measurements/disk.ts";
 import { images } from "./measurements/images.ts";
+import { jenkins } from "./measurements/jenkins.ts";
 import { latency } from "./measurements/latency.ts";
 import { memory } from "./measurements/memory.ts";
 import { packaging } from "./measurements/packaging.ts";
@@ -29,6 +31,7 @@ import { shutdown } from "./measurements/shutdown.ts";
 import { startup } from "./measurements/startup.ts";
 import { steps } from "./measurements/steps.ts";
 import { throughput } from "./measurements/throughput.ts";
+import { transfer } from "./measurements/transfer.ts";
 import { webView } from "./measurements/web-view.ts";
 
 /** Version of the results file's shape. */
@@ -37,7 +40,7 @@ export const RESULTS_SCHEMA = 1;
 export interface Results {
   schema: typeof RESULTS_SCHEMA;
   date: string;
-  mode: "full" | "quick";
+  mode: BenchScale;
   durationMs: number;
   revision: Revision;
   machine: MachineInfo;
@@ -53,7 +56,9 @@ const MEASUREMENTS: readonly Measurement[] = [
   disk,
   bundles,
   shutdown,
+  transfer,
   images,
+  jenkins,
   webView,
   packaging,
   controllerScale,
@@ -62,7 +67,12 @@ const REQUIRED_BUNDLES = ["dist/container-entrypoint.mjs", "dist/controller.mjs"
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { quick: { type: "boolean", default: false }, json: { type: "string" } },
+    options: {
+      quick: { type: "boolean", default: false },
+      smoke: { type: "boolean", default: false },
+      json: { type: "string" },
+      only: { type: "string", multiple: true },
+    },
     strict: true,
   });
   const missing = REQUIRED_BUNDLES.filter((path) => !existsSync(join(ROOT, path)));
@@ -72,27 +82,36 @@ async function main(): Promise<number> {
     );
     return 2;
   }
-  const quick = values.quick ?? false;
+  if (values.quick && values.smoke) {
+    process.stderr.write("bench: --quick and --smoke exclude each other\n");
+    return 2;
+  }
+  const scale: BenchScale = values.smoke ? "smoke" : values.quick ? "quick" : "full";
   const output = resolve(values.json ?? join(ROOT, "bench/results.json"));
   const machine = machineInfo();
   // Taken before measuring: what was built and measured, whatever changes while the run goes on.
   const measuredRevision = revision(ROOT);
   const tmp = tempDir("bench-");
   const ctx: BenchContext = {
-    quick,
+    scale,
     tmp: tmp.path,
     progress: (message) => process.stderr.write(`bench: ${message}\n`),
   };
-  process.stderr.write(`bench: ${quick ? "quick" : "full"} run on ${describeMachine(machine)}\n`);
+  process.stderr.write(`bench: ${scale} run on ${describeMachine(machine)}\n`);
   const busy = busyWarning(machine);
   if (busy !== null) ctx.progress(`warning: ${busy}`);
 
   const started = performance.now();
   const figures: Figure[] = [];
   try {
-    for (const measurement of MEASUREMENTS) {
+    const only = values.only;
+    for (const measurement of MEASUREMENTS.filter((m) => only === undefined || only.includes(m.name))) {
+      const measurementStarted = performance.now();
       try {
         figures.push(...(await measurement.run(ctx)));
+        ctx.progress(
+          `${measurement.name}: done in ${((performance.now() - measurementStarted) / 1000).toFixed(1)} s`,
+        );
       } catch (error) {
         ctx.progress(`${measurement.name} failed: ${(error as Error).stack ?? String(error)}`);
         figures.push(...measurement.rows.map((row) => failed(row.id, row.title, row.unit, error)));
@@ -107,7 +126,7 @@ async function main(): Promise<number> {
   const results: Results = {
     schema: RESULTS_SCHEMA,
     date: new Date().toISOString(),
-    mode: quick ? "quick" : "full",
+    mode: scale,
     durationMs: Math.round(performance.now() - started),
     revision: measuredRevision,
     machine,

@@ -13,14 +13,19 @@ import {
   clip,
   ExitCode,
   isLogLevel,
+  type JenkinsSettingsInput,
   type LogLevel,
   MAX_DURATION_MS,
+  MIN_SECRET_CHARS,
   parseAgentConfig,
+  parseAgentMode,
   proxyProblems,
   RUNTIME_KINDS,
   type RuntimeKind,
+  readAgentMode,
   readCloudWatchSettings,
   readIntegerEnv,
+  readJenkinsSettings,
   readTunables,
   TUNABLE_ENV,
 } from "../agent-core/index.ts";
@@ -55,7 +60,7 @@ const PROGRAM = "ephemeral-build-agent";
 // ---------------------------------------------------------------------------------------------
 // Flags
 
-const VALUE_KEYS = ["url", "secret", "name", "workDir", "labels", "logLevel"] as const;
+const VALUE_KEYS = ["url", "secret", "name", "workDir", "labels", "logLevel", "mode"] as const;
 type ValueKey = (typeof VALUE_KEYS)[number];
 
 const VALUE_FLAGS: Readonly<Record<ValueKey, readonly string[]>> = {
@@ -65,47 +70,50 @@ const VALUE_FLAGS: Readonly<Record<ValueKey, readonly string[]>> = {
   workDir: ["-workDir", "--work-dir"],
   labels: ["--labels", "-labels"],
   logLevel: ["--log-level"],
+  mode: ["--mode"],
 };
 const HELP_FLAGS = ["--help", "-help", "-h"];
 const VERSION_FLAGS = ["--version", "-version"];
-/** Remoting switches accepted without effect. */
-const IGNORED_SWITCHES = [
-  "-webSocket",
-  "-noreconnect",
-  "-headless",
+/** Remoting switches accepted without effect: the agent's own reconnect policy governs, and remoting is always headless. */
+const IGNORED_SWITCHES = ["-noreconnect", "-noReconnect", "-headless"];
+/** Remoting options taking a value, accepted without effect. */
+const IGNORED_WITH_VALUE = ["-noReconnectAfter"];
+/** Remoting switches passed on to remoting in Jenkins mode (no effect in native mode). */
+const REMOTING_SWITCHES = [
   "-disableHttpsCertValidation",
+  "-noCertificateCheck",
   "-noKeepAlive",
   "-failIfWorkDirIsMissing",
 ];
-/** Remoting options taking a value, accepted without effect. */
-const IGNORED_WITH_VALUE = [
-  "-tunnel",
+/** Remoting options with a value passed on to remoting in Jenkins mode. */
+const REMOTING_WITH_VALUE = [
   "-webSocketHeader",
-  "-noReconnectAfter",
-  "-instanceIdentity",
-  "-protocols",
   "-jar-cache",
   "-agentLog",
   "-loggingConfig",
   "-cert",
   "-internalDir",
-  "-direct",
   "-proxyCredentials",
+  "-credentials",
 ];
-/** Jenkins variables accepted without effect (the agent speaks its own protocol to its controller). */
-const IGNORED_ENV = [
-  "JENKINS_TUNNEL",
-  "JENKINS_WEB_SOCKET",
-  "JENKINS_DIRECT_CONNECTION",
-  "JENKINS_INSTANCE_IDENTITY",
-  "JENKINS_PROTOCOLS",
-];
+/** Remoting options the agent reads into its Jenkins settings. */
+const JENKINS_FLAGS: Readonly<
+  Record<string, "webSocket" | "tunnel" | "direct" | "instanceIdentity" | "protocols">
+> = {
+  "-webSocket": "webSocket",
+  "-tunnel": "tunnel",
+  "-direct": "direct",
+  "-instanceIdentity": "instanceIdentity",
+  "-protocols": "protocols",
+};
 
 type Flag =
   | { kind: "value"; key: ValueKey }
   | { kind: "help" }
   | { kind: "version" }
-  | { kind: "ignored"; takesValue: boolean };
+  | { kind: "ignored"; takesValue: boolean }
+  | { kind: "remoting"; takesValue: boolean }
+  | { kind: "jenkins"; field: (typeof JENKINS_FLAGS)[string] };
 
 const FLAGS: ReadonlyMap<string, Flag> = flagTable();
 
@@ -116,6 +124,9 @@ function flagTable(): Map<string, Flag> {
   for (const name of VERSION_FLAGS) table.set(name, { kind: "version" });
   for (const name of IGNORED_SWITCHES) table.set(name, { kind: "ignored", takesValue: false });
   for (const name of IGNORED_WITH_VALUE) table.set(name, { kind: "ignored", takesValue: true });
+  for (const name of REMOTING_SWITCHES) table.set(name, { kind: "remoting", takesValue: false });
+  for (const name of REMOTING_WITH_VALUE) table.set(name, { kind: "remoting", takesValue: true });
+  for (const [name, field] of Object.entries(JENKINS_FLAGS)) table.set(name, { kind: "jenkins", field });
   return table;
 }
 
@@ -152,6 +163,9 @@ interface ScannedArgs {
   labels: Given[];
   positionals: string[];
   ignored: string[];
+  /** Remoting arguments to pass on in Jenkins mode, as args4j takes them (`-opt value`). */
+  remoting: string[];
+  jenkins: Partial<JenkinsSettingsInput>;
   help: boolean;
   version: boolean;
   problems: ConfigProblem[];
@@ -180,7 +194,7 @@ export function parseLaunch(argv: string[], env: LaunchEnv, readFile: ReadTextFi
   const scan = scanArgv(argv, readFile);
   if (scan.help) return { kind: "help" };
   if (scan.version) return { kind: "version" };
-  return agentPlan(scan, env, readFile);
+  return agentPlan(argv, scan, env, readFile);
 }
 
 function scanArgv(argv: readonly string[], readFile: ReadTextFile): ScannedArgs {
@@ -189,6 +203,8 @@ function scanArgv(argv: readonly string[], readFile: ReadTextFile): ScannedArgs 
     labels: [],
     positionals: [],
     ignored: [],
+    remoting: [],
+    jenkins: {},
     help: false,
     version: false,
     problems: [],
@@ -252,7 +268,10 @@ function scanOption(text: string, pending: Token[], scan: ScannedArgs): void {
     });
     return;
   }
-  const takesValue = flag.kind === "value" || (flag.kind === "ignored" && flag.takesValue);
+  const takesValue =
+    flag.kind === "value" ||
+    ((flag.kind === "ignored" || flag.kind === "remoting") && flag.takesValue) ||
+    (flag.kind === "jenkins" && flag.field !== "webSocket");
   if (!takesValue && inline !== undefined) {
     scan.problems.push({ field: name, message: `Expected \`${name}\` to be given without a value` });
     return;
@@ -260,10 +279,14 @@ function scanOption(text: string, pending: Token[], scan: ScannedArgs): void {
   if (flag.kind === "help") scan.help = true;
   else if (flag.kind === "version") scan.version = true;
   else if (flag.kind === "ignored" && !flag.takesValue) scan.ignored.push(name);
+  else if (flag.kind === "remoting" && !flag.takesValue) scan.remoting.push(name);
+  else if (flag.kind === "jenkins" && flag.field === "webSocket") scan.jenkins.webSocket = true;
   else {
     const value = inline ?? takeValue(name, pending, scan.problems);
     if (value === undefined) return;
     if (flag.kind === "ignored") scan.ignored.push(name);
+    else if (flag.kind === "remoting") scan.remoting.push(name, value);
+    else if (flag.kind === "jenkins") recordJenkins(scan, flag.field, value);
     else recordValue(scan, flag.key, { value, from: name });
   }
 }
@@ -287,6 +310,11 @@ function recordValue(scan: ScannedArgs, key: ValueKey, given: Given): void {
   else scan.values.set(key, given);
 }
 
+function recordJenkins(scan: ScannedArgs, field: (typeof JENKINS_FLAGS)[string], value: string): void {
+  if (field === "protocols") scan.jenkins.protocols = [...(scan.jenkins.protocols ?? []), value];
+  else if (field !== "webSocket") scan.jenkins[field] = value;
+}
+
 type ReadResult = { ok: true; text: string } | { ok: false; reason: string };
 
 function tryRead(readFile: ReadTextFile, path: string): ReadResult {
@@ -306,7 +334,12 @@ interface Identity {
   name?: Given;
 }
 
-function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): LaunchPlan {
+function agentPlan(
+  argv: readonly string[],
+  scan: ScannedArgs,
+  env: LaunchEnv,
+  readFile: ReadTextFile,
+): LaunchPlan {
   const problems = [...scan.problems];
   const identity = resolveIdentity(scan, env, problems);
   const secret = identity.secret && resolveSecret(identity.secret, readFile, problems);
@@ -341,6 +374,12 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
   if (maxDurationMs !== undefined) put("deadlineAt", Date.now() + maxDurationMs, MAX_DURATION_ENV);
   input.runtime = resolveRuntime(env, problems);
   input.baseEnv = childEnv(env, secrets);
+  const modeGiven = scan.values.get("mode");
+  const mode = modeGiven
+    ? parseAgentMode(modeGiven.value, modeGiven.from, problems)
+    : readAgentMode(env, problems);
+  if (mode !== undefined) put("mode", mode, modeGiven?.from ?? "AGENT_MODE");
+  input.jenkins = resolveJenkins(scan, env, mode ?? "auto", problems);
 
   const config = buildConfig(input, sources, problems);
   const cloudWatch =
@@ -352,7 +391,7 @@ function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): L
     kind: "agent",
     config,
     logLevel,
-    ignored: unique([...scan.ignored, ...ignoredEnv(env)]),
+    ignored: unique(scan.ignored),
     cloudWatch,
     secrets,
   };
@@ -513,13 +552,37 @@ function buildConfig(
   }
 }
 
-function ignoredEnv(env: LaunchEnv): string[] {
-  return IGNORED_ENV.filter((name) => nonEmpty(env[name]) !== undefined);
+/**
+ * Jenkins-mode settings: the inbound-agent variables, then the remoting flags given (flags win).
+ * Remoting refuses `-webSocket` with `-tunnel`: outside native mode that is a problem here, at once.
+ */
+function resolveJenkins(
+  scan: ScannedArgs,
+  env: LaunchEnv,
+  mode: string,
+  problems: ConfigProblem[],
+): Partial<JenkinsSettingsInput> {
+  const fromEnv = readJenkinsSettings(env, problems);
+  const settings: Partial<JenkinsSettingsInput> = {
+    ...fromEnv,
+    ...scan.jenkins,
+    remotingOpts: [...scan.remoting, ...(fromEnv.remotingOpts ?? [])],
+  };
+  if (mode !== "native" && settings.webSocket === true && settings.tunnel) {
+    problems.push({
+      field: "JENKINS_WEB_SOCKET",
+      message:
+        "Expected either WebSocket (-webSocket, JENKINS_WEB_SOCKET=true) or a tunnel (-tunnel, JENKINS_TUNNEL), got both: remoting allows only one (a WebSocket agent needs no tunnel)",
+    });
+  }
+  return settings;
 }
 
 /** Replaces every known secret value in the problems with `***` (defence in depth). */
 function redact(problems: readonly ConfigProblem[], secrets: readonly string[]): ConfigProblem[] {
-  const hide = (text: string) => secrets.reduce((out, secret) => out.split(secret).join("***"), text);
+  // As the log masker: a value too short to be a secret would turn every such letter into ***.
+  const masked = secrets.filter((secret) => secret.length >= MIN_SECRET_CHARS);
+  const hide = (text: string) => masked.reduce((out, secret) => out.split(secret).join("***"), text);
   return problems.map((problem) => ({ field: hide(problem.field), message: hide(problem.message) }));
 }
 
@@ -618,12 +681,19 @@ Options:
   -workDir DIR, --work-dir DIR  root of the agent's files (each job gets a fresh workspace below it)
   --labels A,B                  labels, comma or whitespace separated (repeatable)
   --log-level LEVEL             debug, info, warn or error (default info)
+  --mode MODE                   auto (default: ask the controller once), native (protocol v1) or
+                                jenkins (run the controller's remoting agent.jar on java)
   -h, -help, --help             print this help and exit
   --version, -version           print the version and exit
 
-Remoting options accepted without effect:
-${wrapWords(IGNORED_SWITCHES)}
-${wrapWords(IGNORED_WITH_VALUE.map((name) => `${name} VALUE`))}
+Remoting options (Jenkins mode; no effect in native mode):
+  -webSocket                    connect over WebSocket instead of the TCP agent port
+  -tunnel HOST:PORT             reach the TCP agent port through HOST:PORT (not with -webSocket)
+  -direct HOST:PORT, -instanceIdentity ID, -protocols P   connect to the agent port directly
+  Passed on to remoting as given:
+${wrapWords([...REMOTING_SWITCHES, ...REMOTING_WITH_VALUE.map((name) => `${name} VALUE`)])}
+  Accepted without effect (the agent never reconnects in a loop; remoting is always headless):
+${wrapWords([...IGNORED_SWITCHES, ...IGNORED_WITH_VALUE.map((name) => `${name} VALUE`)])}
 
 Environment:
   JENKINS_URL                  controller URL
@@ -640,11 +710,21 @@ Environment:
   AGENT_MAX_DURATION_MS        stop the job this long after the agent started, reporting it as
                                \`deadline\` (ECS/Fargate have no deadline of their own; default none;
                                at most 365 days)
+  AGENT_MODE                   auto, native or jenkins (as --mode)
   HTTPS_PROXY, HTTP_PROXY      http(s):// proxy for https/wss and http/ws URLs (the controller, the
-  ALL_PROXY, NO_PROXY          AWS SDK); ALL_PROXY for both; NO_PROXY: hosts reached directly.
-                               Upper or lower case
-  Accepted without effect:
-${wrapWords(IGNORED_ENV)}
+  ALL_PROXY, NO_PROXY          agent.jar download, the AWS SDK); ALL_PROXY for both; NO_PROXY:
+                               hosts reached directly. Upper or lower case
+
+Jenkins mode (as the jenkins/inbound-agent image reads them):
+  JENKINS_WEB_SOCKET           true: connect over WebSocket
+  JENKINS_TUNNEL               HOST:PORT of the TCP agent port
+  JENKINS_DIRECT_CONNECTION, JENKINS_INSTANCE_IDENTITY, JENKINS_PROTOCOLS   direct connection
+  JENKINS_JAVA_OPTS            JVM options (else JAVA_OPTS), after the agent's own
+  REMOTING_OPTS                more remoting options (not -url, -secret, -name, -workDir,
+                               -webSocket, -tunnel or the reconnect options: the agent sets those)
+  JENKINS_JAVA_BIN, JAVA_HOME  the java to run (else java on PATH)
+  JENKINS_AGENT_FILE           agent.jar baked into the image, used when the controller serves none
+  AGENT_JAVA_CDS               on (default) or off: class-data sharing for agent.jar
 
 Tunables (non-negative integers, milliseconds (at most one day) or bytes):
 ${renderTunables()}

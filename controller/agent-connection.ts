@@ -1,11 +1,13 @@
 import type WebSocket from "ws";
 import {
   type AgentMessage,
+  type ArtifactsEnd,
   CloseCode,
   closeReason,
+  decodeAgentFrame,
   decodeAgentMessage,
-  decodeOutputFrame,
   encodeMessage,
+  encodeTransferFrame,
   type Hello,
   type Job,
   type JobEnd,
@@ -14,6 +16,8 @@ import {
   ProtocolError,
   type StepEnd,
   type StepStart,
+  type TransferFrame,
+  type WorkspacePull,
 } from "../agent-core/index.ts";
 
 export interface AgentConnectionHandlers {
@@ -22,6 +26,11 @@ export interface AgentConnectionHandlers {
   output(connection: AgentConnection, frame: OutputFrame): void;
   stepEnd(connection: AgentConnection, message: StepEnd): void;
   jobEnd(connection: AgentConnection, message: JobEnd): void;
+  /** An `artifact` frame, in order (offset checked); throw a ProtocolError to refuse it. */
+  artifact(connection: AgentConnection, frame: TransferFrame): void;
+  artifactsEnd(connection: AgentConnection, message: ArtifactsEnd): void;
+  /** The agent asks for bytes of its job's seed: answer with `sendWorkspace`. */
+  workspacePull(connection: AgentConnection, message: WorkspacePull): void;
   closed(connection: AgentConnection, code: number, reason: string): void;
 }
 
@@ -46,6 +55,9 @@ export interface JobStream {
   offsets: { stdout: number; stderr: number };
   /** Messages that arrived again after a resume (seq already stored) and were dropped. */
   duplicates: number;
+  /** Artifact bytes received (the next frame's offset), and whether `artifacts-end` came. */
+  artifactBytes: number;
+  artifactsEnded: boolean;
 }
 
 /** The stream of a job that no message has arrived for yet. */
@@ -57,10 +69,14 @@ export function newJobStream(job: Job): JobStream {
     runningStep: undefined,
     offsets: { stdout: 0, stderr: 0 },
     duplicates: 0,
+    artifactBytes: 0,
+    artifactsEnded: false,
   };
 }
 
 const LINGER_AFTER_JOB_MS = 30_000;
+/** Largest `workspace` frame sent: with its header it fits the agent's smallest `maxPayload`. */
+const WORKSPACE_FRAME_BYTES = 262_144;
 
 /**
  * The controller's side of one agent connection. Checks every message against protocol v1 and
@@ -166,6 +182,18 @@ export class AgentConnection {
     setTimeout(() => this.close(CloseCode.normal, "job done"), LINGER_AFTER_JOB_MS).unref();
   }
 
+  /** Sends seed bytes (`workspace` frames of at most 256 KiB), an answer to `workspace-pull`. */
+  sendWorkspace(offset: number, data: Buffer): void {
+    if (this.#state !== "busy") return;
+    for (let at = 0; at < data.length; at += WORKSPACE_FRAME_BYTES) {
+      const chunk = data.subarray(at, at + WORKSPACE_FRAME_BYTES);
+      this.#socket.send(
+        encodeTransferFrame({ kind: "workspace", seq: 0, offset: offset + at, data: chunk }),
+        { binary: true },
+      );
+    }
+  }
+
   cancel(reason: string): void {
     if (this.#state === "busy" && this.job) {
       this.#socket.send(encodeMessage({ v: 1, type: "cancel", jobId: this.job.id, reason }));
@@ -185,8 +213,11 @@ export class AgentConnection {
 
   #receive(data: Buffer, isBinary: boolean): void {
     try {
-      if (isBinary) this.#onOutput(decodeOutputFrame(data));
-      else this.#onMessage(decodeAgentMessage(data.toString("utf8")));
+      if (isBinary) {
+        const frame = decodeAgentFrame(data);
+        if ("stepId" in frame) this.#onOutput(frame);
+        else this.#onArtifact(frame);
+      } else this.#onMessage(decodeAgentMessage(data.toString("utf8")));
     } catch (error) {
       if (error instanceof ProtocolError) this.#fail(error);
       else {
@@ -219,8 +250,24 @@ export class AgentConnection {
         `${message.type} names job ${message.jobId}, but the agent runs ${stream.job.id}`,
       );
     }
+    if (message.type === "workspace-pull") {
+      this.#onWorkspacePull(stream, message);
+      return;
+    }
     if (this.#isDuplicate(stream, message.seq)) return;
     switch (message.type) {
+      case "artifacts-end": {
+        this.#checkArtifacts(stream, "artifacts-end");
+        if (message.bytes !== undefined && message.bytes !== stream.artifactBytes) {
+          throw new ProtocolError(
+            CloseCode.invalidMessage,
+            `artifacts-end says ${message.bytes} bytes, but ${stream.artifactBytes} arrived`,
+          );
+        }
+        stream.artifactsEnded = true;
+        this.#handlers.artifactsEnd(this, message);
+        break;
+      }
       case "step-start": {
         const expected = stream.job.steps[stream.nextStep];
         if (stream.runningStep !== undefined) {
@@ -267,6 +314,43 @@ export class AgentConnection {
       }
     }
     this.#scheduleAck();
+  }
+
+  /** Not sequenced: a request for seed bytes, answered at once (the next pull acknowledges them). */
+  #onWorkspacePull(stream: JobStream, message: WorkspacePull): void {
+    const seed = stream.job.workspace;
+    if (seed === undefined)
+      throw outOfOrder(`workspace-pull for job ${stream.job.id}, which has no workspace to seed`);
+    if (message.offset >= seed.bytes) {
+      throw new ProtocolError(
+        CloseCode.invalidMessage,
+        `workspace-pull from offset ${message.offset}, but the seed has ${seed.bytes} bytes`,
+      );
+    }
+    this.#handlers.workspacePull(this, message);
+  }
+
+  #onArtifact(frame: TransferFrame): void {
+    const stream = this.#requireStream("artifact");
+    if (this.#isDuplicate(stream, frame.seq)) return;
+    this.#checkArtifacts(stream, "an artifact frame");
+    if (frame.offset !== stream.artifactBytes) {
+      throw new ProtocolError(
+        CloseCode.outOfOrder,
+        `artifact bytes from offset ${frame.offset}, but ${stream.artifactBytes} arrived`,
+      );
+    }
+    stream.artifactBytes += frame.data.length;
+    this.#handlers.artifact(this, frame);
+    this.#scheduleAck();
+  }
+
+  /** Artifacts come after the steps, once, for a job that asked for them. */
+  #checkArtifacts(stream: JobStream, what: string): void {
+    if (stream.job.artifacts === undefined)
+      throw outOfOrder(`${what} for job ${stream.job.id}, which keeps no artifacts`);
+    if (stream.runningStep !== undefined) throw outOfOrder(`${what} while step ${stream.runningStep} runs`);
+    if (stream.artifactsEnded) throw outOfOrder(`${what} after artifacts-end`);
   }
 
   #onOutput(frame: OutputFrame): void {

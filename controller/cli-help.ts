@@ -21,7 +21,7 @@ export const CLI_EXIT_MEANINGS: Readonly<Record<keyof typeof CLI_EXIT, string>> 
   interrupted: "interrupted by Ctrl-C (the job was cancelled)",
 };
 
-export type CommandName = "serve" | "submit" | "demo" | "secret";
+export type CommandName = "serve" | "submit" | "demo" | "secret" | "artifacts";
 
 const EXIT_TEXT = `Exit codes:\n${Object.entries(CLI_EXIT)
   .map(([name, code]) => `  ${String(code).padStart(3)}  ${CLI_EXIT_MEANINGS[name as keyof typeof CLI_EXIT]}`)
@@ -70,6 +70,11 @@ Options:
   --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
   --no-follow         Print the job id and return at once.
   --token-file F      Send the API token in file F (when the controller asks for one).
+  --workspace DIR     Seed the job's workspace with DIR (instead of the job file's
+                      \`workspace\`, a directory relative to the job file): packed without
+                      following links, uploaded and checked before the job is submitted.
+  --workspace-archive FILE
+                      Seed it with a tar archive as it is (tar, tar.gz, tar.br, tar.zst).
   -h, --help          Show this help.
 
 ${ENVIRONMENT}  CONTROLLER_URL      The controller URL when --url is not given.
@@ -89,6 +94,22 @@ Options:
 
 ${ENVIRONMENT}
 ${EXIT_TEXT}`,
+  artifacts: `Usage: controller artifacts JOB --out DIR [options]
+
+Fetches a job's artifacts and extracts them into DIR with the agent's safe extraction (nothing
+lands outside DIR, no link leaves it), checking the SHA-256 the controller stored them with.
+A refused archive exits 1 with its AGENT_ERR_ARCHIVE_* code and the entry.
+
+Options:
+  --out DIR           Where to extract them (created when missing).
+  --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
+  --token-file F      Send the API token in file F (when the controller asks for one).
+  -h, --help          Show this help.
+
+Environment:
+  CONTROLLER_URL      The controller URL when --url is not given.
+  CONTROLLER_TOKEN    The API token, when --token-file is not given.
+`,
   secret: `Usage: controller secret NAME [options]
 
 Prints the secret an agent named NAME must present: HMAC-SHA256(controller key, NAME) in hex.
@@ -111,6 +132,7 @@ Commands:
   submit FILE         Submit a job file (YAML or JSON) and follow its log.
   demo [FILE]         Run FILE on a throwaway controller and a freshly launched local agent.
   secret NAME         Print the secret an agent named NAME must present.
+  artifacts JOB       Fetch a job's artifacts into --out DIR, safely extracted and checked.
   help [COMMAND]      Show this help, or a command's.
 
 Options:

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import {
   AGENT_VERSION,
+  ArchiveError,
   createLogger,
   deriveAgentSecret,
   isLogLevel,
@@ -20,6 +21,7 @@ import { readJobFile } from "./job-spec.ts";
 import { LocalProvisioner } from "./provisioners/local.ts";
 import { colorEnabled, createRenderer, paint, renderOutcome } from "./render.ts";
 import { defaultWebDir, webViewRoutes } from "./web-assets.ts";
+import { fetchArtifacts, uploadArchive, uploadDirectory } from "./workspace-cli.ts";
 
 export { CLI_EXIT, CLI_HELP };
 
@@ -28,6 +30,7 @@ const COMMANDS: Readonly<Record<CommandName, (argv: string[], env: NodeJS.Proces
   submit,
   demo,
   secret: async (argv, env) => secret(argv, env),
+  artifacts,
 };
 
 const isCommand = (name: string | undefined): name is CommandName =>
@@ -217,6 +220,9 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     ...(config.url ? { agentUrl: config.url } : {}),
     ...(config.retry ? { retry: config.retry } : {}),
     ...(config.maxLogBytes !== undefined ? { maxLogBytes: config.maxLogBytes } : {}),
+    ...(config.maxArtifactBytes !== undefined ? { maxArtifactBytes: config.maxArtifactBytes } : {}),
+    ...(config.maxUploadBytes !== undefined ? { maxUploadBytes: config.maxUploadBytes } : {}),
+    ...(config.protectedBranches !== undefined ? { protectedBranches: config.protectedBranches } : {}),
     ...(config.connectTimeout !== undefined ? { connectTimeoutMs: config.connectTimeout } : {}),
     ...(config.resumeWindow !== undefined ? { resumeWindowMs: config.resumeWindow } : {}),
     routes: webViewRoutes(defaultWebDir()),
@@ -249,21 +255,97 @@ async function submit(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       url: { type: "string" },
       "no-follow": { type: "boolean", default: false },
       "token-file": { type: "string" },
+      workspace: { type: "string" },
+      "workspace-archive": { type: "string" },
     },
     true,
   );
   if (positionals.length !== 1)
     throw new UsageError("submit", `expected one job file, got ${positionals.length} arguments`);
+  if (values.workspace !== undefined && values["workspace-archive"] !== undefined)
+    throw new UsageError("submit", "give --workspace DIR or --workspace-archive FILE, not both");
   const token = readToken("submit", values["token-file"], env);
   const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/", {
     ...(token !== undefined ? { token } : {}),
   });
-  const job = await client.submit(await readJobFile(positionals[0]!));
+  const file = positionals[0]!;
+  const submission = await withUploadedWorkspace(
+    client,
+    await readJobFile(file),
+    dirname(resolve(file)),
+    { dir: values.workspace, archive: values["workspace-archive"] },
+    stderrLogger("submit", env.CONTROLLER_LOG_LEVEL ?? "warn"),
+  );
+  const job = await client.submit(submission);
   if (values["no-follow"]) {
     process.stdout.write(`${job.id}\n`);
     return CLI_EXIT.ok;
   }
   return followToTerminal(client, job, env);
+}
+
+/**
+ * Uploads the job's workspace, when it names one (a directory relative to the job file) or the
+ * command line does (`--workspace DIR` relative to the working directory, `--workspace-archive`),
+ * and returns the submission with `workspace: { upload: <id> }`.
+ */
+async function withUploadedWorkspace(
+  client: ControllerClient,
+  submission: unknown,
+  jobDir: string,
+  given: { dir: string | undefined; archive: string | undefined },
+  logger: Logger,
+): Promise<unknown> {
+  if (typeof submission !== "object" || submission === null || Array.isArray(submission)) return submission;
+  const fields = submission as Record<string, unknown>;
+  const declared = fields.workspace;
+  let upload: { id: string; bytes: number; entries: number } | undefined;
+  if (given.archive !== undefined) upload = await uploadArchive(client, given.archive);
+  else if (given.dir !== undefined) upload = await uploadDirectory(client, given.dir, [], logger);
+  else if (typeof declared === "string")
+    upload = await uploadDirectory(client, resolve(jobDir, declared), [], logger);
+  else if (typeof declared === "object" && declared !== null && "path" in declared) {
+    const { path, exclude } = declared as { path: unknown; exclude?: unknown };
+    if (typeof path === "string") {
+      const patterns = Array.isArray(exclude)
+        ? exclude.filter((p): p is string => typeof p === "string")
+        : [];
+      upload = await uploadDirectory(client, resolve(jobDir, path), patterns, logger);
+    }
+  }
+  if (upload === undefined) return submission;
+  process.stderr.write(`workspace uploaded: ${upload.entries} entries, ${upload.bytes} bytes\n`);
+  return { ...fields, workspace: { upload: upload.id } };
+}
+
+/** `artifacts JOB --out DIR`: fetches the job's artifacts and extracts them safely. */
+async function artifacts(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values, positionals } = parse(
+    "artifacts",
+    argv,
+    { url: { type: "string" }, out: { type: "string" }, "token-file": { type: "string" } },
+    true,
+  );
+  if (positionals.length !== 1)
+    throw new UsageError("artifacts", `expected one job id, got ${positionals.length} arguments`);
+  if (values.out === undefined) throw new UsageError("artifacts", "--out DIR is required");
+  const token = readToken("artifacts", values["token-file"], env);
+  const client = new ControllerClient(values.url ?? env.CONTROLLER_URL ?? "http://127.0.0.1:8080/", {
+    ...(token !== undefined ? { token } : {}),
+  });
+  try {
+    const summary = await fetchArtifacts(client, positionals[0]!, values.out);
+    process.stdout.write(
+      `${summary.entries} entries (${summary.contentBytes} bytes) extracted to ${resolve(values.out)}, sha256 ${summary.digest.sha256} checked\n`,
+    );
+    return CLI_EXIT.ok;
+  } catch (error) {
+    if (error instanceof ArchiveError) {
+      process.stderr.write(`controller artifacts: ${error.code}: ${error.message}\n`);
+      return CLI_EXIT.failed;
+    }
+    throw error;
+  }
 }
 
 async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -292,7 +374,15 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   try {
     out(`controller listening on ${controller.url} (data: ${dataDir})\n`);
     const client = new ControllerClient(controller.url);
-    const job = await client.submit(submission);
+    const job = await client.submit(
+      await withUploadedWorkspace(
+        client,
+        submission,
+        dirname(resolve(file)),
+        { dir: undefined, archive: undefined },
+        stderrLogger("demo", env.CONTROLLER_LOG_LEVEL ?? "warn"),
+      ),
+    );
     out(`submitted ${file} as job ${job.id}; launching a local agent...\n`);
     const code = await followToTerminal(client, job, env);
     const record = await client.get(job.id);
@@ -300,6 +390,14 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       ? `diagnostics kept in ${join(dataDir, "agents")}`
       : "run with --keep-data to keep its diagnostics";
     out(`agent: ${record.agent?.name ?? "none"} (${where})\n`);
+    const artifacts = record.artifacts;
+    if (artifacts?.status === "stored") {
+      out(
+        `artifacts: ${artifacts.entries} entries, ${artifacts.bytes} bytes, sha256 ${artifacts.sha256.slice(0, 16)}...\n`,
+      );
+    } else if (artifacts?.status === "failed") {
+      out(`artifacts refused: ${artifacts.code}: ${artifacts.message}\n`);
+    }
     return code;
   } finally {
     await controller.stop({ endJobs: true });

@@ -1,6 +1,15 @@
 import { ControllerApiError } from "./errors.ts";
 import type { JobEvent, JobRecord } from "./job-record.ts";
 
+/** What the controller answers to a workspace upload. */
+export interface WorkspaceUploadInfo {
+  id: string;
+  bytes: number;
+  sha256: string;
+  entries: number;
+  contentBytes: number;
+}
+
 export interface ControllerClientOptions {
   /** The controller's API token, sent as `Authorization: Bearer`. */
   token?: string;
@@ -49,6 +58,40 @@ export class ControllerClient {
     return Buffer.from(await res.arrayBuffer());
   }
 
+  /**
+   * Uploads a workspace archive (streamed, never held whole): resolves with its id, length,
+   * SHA-256 and entries. The controller refuses an archive an agent would refuse (400) or one over
+   * its limit (413).
+   */
+  async uploadWorkspace(archive: AsyncIterable<Uint8Array>): Promise<WorkspaceUploadInfo> {
+    const res = await this.#fetch("POST", "api/v1/workspaces", undefined, {
+      body: archive,
+      contentType: "application/x-tar",
+    });
+    return (await res.json()) as WorkspaceUploadInfo;
+  }
+
+  /**
+   * A job's artifacts: the tar stream and the digest the controller checked when it stored them
+   * (from the \`Repr-Digest\` and \`Content-Length\` headers). 404 when the job kept none.
+   */
+  async artifacts(id: string): Promise<{ stream: AsyncIterable<Uint8Array>; bytes: number; sha256: string }> {
+    const res = await this.#fetch("GET", `api/v1/jobs/${encodeURIComponent(id)}/artifacts`);
+    const digest = /sha-256=:([A-Za-z0-9+/=]+):/.exec(res.headers.get("repr-digest") ?? "");
+    if (digest === null || res.body === null) {
+      throw new ControllerApiError(
+        502,
+        "CONTROLLER_ERR_BAD_REQUEST",
+        "the controller sent artifacts without their digest",
+      );
+    }
+    return {
+      stream: res.body as unknown as AsyncIterable<Uint8Array>,
+      bytes: Number(res.headers.get("content-length")),
+      sha256: Buffer.from(digest[1]!, "base64").toString("hex"),
+    };
+  }
+
   /** Yields the job's events: the stored ones, then live ones until the job ends. */
   async *events(id: string, follow = true): AsyncGenerator<JobEvent> {
     const res = await this.#fetch(
@@ -87,14 +130,25 @@ export class ControllerClient {
     return res.json();
   }
 
-  async #fetch(method: string, path: string, body?: unknown): Promise<Response> {
+  async #fetch(
+    method: string,
+    path: string,
+    body?: unknown,
+    raw?: { body: AsyncIterable<Uint8Array>; contentType: string },
+  ): Promise<Response> {
     let res: Response;
     try {
       res = await fetch(new URL(path, this.#base), {
         method,
-        headers: { ...this.#headers, ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
+        headers: {
+          ...this.#headers,
+          ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
+          ...(raw !== undefined ? { "Content-Type": raw.contentType } : {}),
+        },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      });
+        // A streamed request body (undici): sent as it is read, with chunked encoding.
+        ...(raw !== undefined ? { body: raw.body as unknown as RequestInit["body"], duplex: "half" } : {}),
+      } as RequestInit);
     } catch (error) {
       throw new ControllerApiError(
         0,

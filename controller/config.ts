@@ -115,6 +115,12 @@ export const controllerConfigSchema = z
       .strict()
       .optional(),
     maxLogBytes: bytesSchema.optional(),
+    /** Per-job artifact cap: a job whose artifacts are larger fails `artifact-limit`. */
+    maxArtifactBytes: bytesSchema.optional(),
+    /** Largest workspace archive `POST /api/v1/workspaces` accepts. */
+    maxUploadBytes: bytesSchema.optional(),
+    /** Branch patterns (globs) whose jobs' warm caches are `protected`. */
+    protectedBranches: z.array(z.string().min(1).max(300)).max(100).optional(),
     connectTimeout: durationSchema.optional(),
     resumeWindow: durationSchema.optional(),
     clouds: z.array(z.discriminatedUnion("type", [awsCloudSchema, localCloudSchema])).default([]),

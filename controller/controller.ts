@@ -25,14 +25,21 @@ import {
   type JobStatus,
   RETRYABLE_CAUSES,
 } from "./job-record.ts";
-import { attemptCauseOf, type Clock, type JobEnding, JobRecorder } from "./job-recorder.ts";
+import {
+  attemptCauseOf,
+  type Clock,
+  type JobEnding,
+  JobRecorder,
+  type RecorderOptions,
+} from "./job-recorder.ts";
 import type { JobRun } from "./job-run.ts";
-import { type PreparedJob, prepareJob, resubmission } from "./job-spec.ts";
+import { DEFAULT_PROTECTED_BRANCHES, type PreparedJob, prepareJob, resubmission } from "./job-spec.ts";
 import type { LaunchTemplate, Provisioner } from "./provisioners/provisioner.ts";
 import { Provisioning } from "./provisioning.ts";
 import { ControllerServer, type TlsFiles } from "./server.ts";
-import { JobStore } from "./store.ts";
+import { JobStore, SEED_FILE } from "./store.ts";
 import { AgentGate } from "./upgrade.ts";
+import { UploadStore, type WorkspaceUpload } from "./workspace-uploads.ts";
 
 export interface ControllerOptions {
   /** Where jobs' records and logs are stored. */
@@ -53,6 +60,14 @@ export interface ControllerOptions {
   retry?: { infrastructure: number };
   /** Largest log stored per job; a job whose output reaches it is stopped and fails `log-limit`. Default 1 GiB. */
   maxLogBytes?: number;
+  /** Largest artifact set stored per job; a job whose artifacts are larger fails `artifact-limit`. Default 10 GiB. */
+  maxArtifactBytes?: number;
+  /** Largest workspace archive accepted for upload, in bytes as uploaded. Default 10 GiB. */
+  maxUploadBytes?: number;
+  /** Most entries in an uploaded workspace archive (default 100,000, the agents' default). */
+  maxArchiveEntries?: number;
+  /** Branch patterns whose jobs' warm caches are `protected` (default `main`, `master`). */
+  protectedBranches?: readonly string[];
   logger?: Logger;
   heartbeatIntervalMs?: number;
   helloTimeoutMs?: number;
@@ -88,11 +103,18 @@ interface ResolvedOptions {
   resumeWindowMs: number;
   retry: { infrastructure: number };
   maxLogBytes: number;
+  maxArtifactBytes: number;
+  protectedBranches: readonly string[];
 }
 
 export type { AgentInfo };
 
 export const DEFAULT_MAX_LOG_BYTES = 1024 * 1024 * 1024;
+export const DEFAULT_MAX_ARTIFACT_BYTES = 10 * 1024 ** 3;
+export const DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 ** 3;
+
+/** Uploads no job took are removed after this long. */
+const UPLOAD_TTL_MS = 24 * 3_600_000;
 export const DEFAULT_INFRASTRUCTURE_RETRIES = 2;
 
 /** How a job ends when its last attempt ended with a platform cause and no retry is left. */
@@ -124,6 +146,8 @@ export class Controller implements ControllerApi {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #store: JobStore;
+  /** Workspace archives uploaded and not yet taken by a job. */
+  readonly #uploads: UploadStore;
   /** Records of every job (ended ones too), by id. */
   readonly #records = new Map<string, JobRecorder>();
   /** Unfinished jobs, by id. */
@@ -150,11 +174,18 @@ export class Controller implements ControllerApi {
       resumeWindowMs: options.resumeWindowMs ?? 90_000,
       retry: options.retry ?? { infrastructure: DEFAULT_INFRASTRUCTURE_RETRIES },
       maxLogBytes: options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES,
+      maxArtifactBytes: options.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
+      protectedBranches: options.protectedBranches ?? DEFAULT_PROTECTED_BRANCHES,
     };
     this.#agentUrl = options.agentUrl;
     mkdirSync(options.dataDir, { recursive: true });
     this.#key = options.key ?? loadOrCreateKey(options.dataDir);
     this.#store = new JobStore(options.dataDir, this.#key, this.#logger);
+    this.#uploads = new UploadStore(join(options.dataDir, "uploads"), {
+      maxBytes: options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES,
+      maxEntries: options.maxArchiveEntries ?? 100_000,
+    });
+    this.#uploads.prune(UPLOAD_TTL_MS);
     this.#dispatcher = new Dispatcher({
       assign: (run, agent) => this.#assign(run, agent),
       launch: (run) => {
@@ -268,6 +299,12 @@ export class Controller implements ControllerApi {
         "CONTROLLER_ERR_CONFLICT",
         `job ${id} had secrets, which are not kept across a restart of the controller: submit it again`,
       );
+    if (recorder.record.workspace !== undefined)
+      throw new ControllerApiError(
+        409,
+        "CONTROLLER_ERR_CONFLICT",
+        `job ${id} was seeded with a workspace archive, which is not kept once a job ends: submit it again with its workspace`,
+      );
     return this.#submit(job === undefined ? stored : resubmission({ stored, job } as PreparedJob), id);
   }
 
@@ -275,7 +312,9 @@ export class Controller implements ControllerApi {
     if (this.#stopping)
       throw new ControllerApiError(409, "CONTROLLER_ERR_CONFLICT", "the controller is shutting down");
     const id = newJobId();
-    const prepared = prepareJob(input, id);
+    const prepared = prepareJob(input, id, { protectedBranches: this.#options.protectedBranches });
+    const upload = this.#seedOf(prepared);
+    if (upload !== undefined) prepared.job.workspace = { bytes: upload.bytes, sha256: upload.sha256 };
     const record: JobRecord = {
       id,
       ...(retryOf !== undefined ? { retryOf } : {}),
@@ -286,19 +325,42 @@ export class Controller implements ControllerApi {
       attempts: [],
       submittedAt: this.#clock().toISOString(),
       logBytes: 0,
+      ...(upload !== undefined
+        ? { workspace: { bytes: upload.bytes, sha256: upload.sha256, entries: upload.entries } }
+        : {}),
+      ...(prepared.cacheTrust !== undefined ? { cacheTrust: prepared.cacheTrust } : {}),
       steps: prepared.job.steps.map((s) => ({
         id: s.id,
         ...(s.name !== undefined ? { name: s.name } : {}),
         status: "pending",
       })),
     };
-    const files = this.#store.create(record, prepared.job, prepared.stored);
+    const files = this.#store.create(
+      record,
+      prepared.job,
+      prepared.stored,
+      upload === undefined ? undefined : (dest) => this.#uploads.take(upload.id, dest),
+    );
     const run = this.#track(new JobRecorder(record, files, this.#recorderOptions()), prepared.job);
     this.#dispatcher.enqueue(run);
     run.recorder.setStatus("queued");
     this.#logger.info("job queued", { job: id, labels: record.labels });
     this.#dispatcher.dispatch();
     return record;
+  }
+
+  /** The upload a job names to seed its workspace; throws 400 when there is no such upload. */
+  #seedOf(prepared: PreparedJob): WorkspaceUpload | undefined {
+    if (prepared.workspaceUpload === undefined) return undefined;
+    const upload = this.#uploads.get(prepared.workspaceUpload);
+    if (upload === undefined) {
+      throw new ControllerApiError(
+        400,
+        "CONTROLLER_ERR_INVALID_JOB",
+        `invalid job: workspace.upload ${JSON.stringify(prepared.workspaceUpload)} is no upload of this controller (POST /api/v1/workspaces first; an upload is kept 24 h, until a job takes it)`,
+      );
+    }
+    return upload;
   }
 
   getJob(id: string): JobRecord | undefined {
@@ -338,6 +400,27 @@ export class Controller implements ControllerApi {
   /** Path of the job's raw output (every byte the steps wrote, in arrival order). */
   outputPath(id: string): string {
     return join(this.#recorder(id).files.dir, "output.log");
+  }
+
+  /** Stores an uploaded workspace archive, checked with the agents' rules (see UploadStore). */
+  uploadWorkspace(body: AsyncIterable<Uint8Array>): Promise<WorkspaceUpload> {
+    if (this.#stopping)
+      throw new ControllerApiError(409, "CONTROLLER_ERR_CONFLICT", "the controller is shutting down");
+    return this.#uploads.receive(body);
+  }
+
+  /** The job's stored artifacts; 404 when the job kept none (yet). */
+  artifactsOf(id: string): { path: string; bytes: number; sha256: string } {
+    const recorder = this.#recorder(id);
+    const artifacts = recorder.record.artifacts;
+    if (artifacts?.status !== "stored" || artifacts.bytes === 0 || !existsSync(recorder.artifactsPath)) {
+      throw new ControllerApiError(
+        404,
+        "CONTROLLER_ERR_NOT_FOUND",
+        `job ${id} has no artifacts${artifacts?.status === "failed" ? ` (${artifacts.code}: ${artifacts.message})` : ""}`,
+      );
+    }
+    return { path: recorder.artifactsPath, bytes: artifacts.bytes, sha256: artifacts.sha256 };
   }
 
   /** Cancels a job: a queued one at once, a running one by asking its agent. */
@@ -393,8 +476,12 @@ export class Controller implements ControllerApi {
     for (const recorder of this.#records.values()) recorder.files.flush();
   }
 
-  #recorderOptions() {
-    return { clock: this.#clock, maxLogBytes: this.#options.maxLogBytes };
+  #recorderOptions(): RecorderOptions {
+    return {
+      clock: this.#clock,
+      maxLogBytes: this.#options.maxLogBytes,
+      maxArtifactBytes: this.#options.maxArtifactBytes,
+    };
   }
 
   #track(recorder: JobRecorder, job: JobRun["job"]): JobRun {
@@ -419,6 +506,8 @@ export class Controller implements ControllerApi {
         if (attempt.cause !== undefined) this.#spent.set(attempt.agent, stored.record.id);
       if (recorder.ended) {
         this.#records.set(stored.record.id, recorder);
+        // What an ended job no longer needs, in case the controller died before removing it.
+        this.#store.ended(stored.record.id);
         continue;
       }
       if (stored.job === undefined) {
@@ -429,6 +518,18 @@ export class Controller implements ControllerApi {
           cause: "platform",
           message: "the job could not be recovered after a restart (its sealed job is missing)",
         });
+        this.#store.ended(stored.record.id);
+        continue;
+      }
+      if (stored.job.workspace !== undefined && !existsSync(join(stored.files.dir, SEED_FILE))) {
+        this.#records.set(stored.record.id, recorder);
+        recorder.endAttempt("agent-lost", "its workspace seed could not be found after a restart");
+        recorder.finish("error", {
+          reason: "agent-lost",
+          cause: "platform",
+          message: `the job could not be recovered after a restart (its workspace seed ${SEED_FILE} is missing)`,
+        });
+        this.#store.ended(stored.record.id);
         continue;
       }
       const run = this.#track(recorder, stored.job);
@@ -488,6 +589,37 @@ export class Controller implements ControllerApi {
       if (run?.recorder.output(frame)) this.#logCapReached(run);
     },
     stepEnd: (agent, message) => this.#runOf(agent)?.recorder.stepEnd(message),
+    workspacePull: (agent, message) => {
+      const run = this.#runOf(agent);
+      if (run === undefined) {
+        // A session whose attempt is over (its name spent) gets nothing of the seed.
+        agent.close(CloseCode.outOfOrder, `agent ${agent.name}'s attempt at job ${message.jobId} is over`);
+        return;
+      }
+      const seed = run.job.workspace!;
+      const length = Math.min(message.length, seed.bytes - message.offset);
+      agent.sendWorkspace(message.offset, this.#store.readSeed(run.id, message.offset, length));
+    },
+    artifact: (agent, frame) => {
+      const run = this.#runOf(agent);
+      if (run?.recorder.artifact(frame)) {
+        this.#logger.warn("job's artifacts went past their cap; the rest is dropped", {
+          job: run.id,
+          maxArtifactBytes: run.recorder.maxArtifactBytes,
+        });
+      }
+    },
+    artifactsEnd: (agent, message) => {
+      const run = this.#runOf(agent);
+      if (run === undefined) return;
+      const result = run.recorder.artifactsEnd(message);
+      this.#logger.info(result.status === "stored" ? "artifacts stored" : "artifacts refused", {
+        job: run.id,
+        ...(result.status === "stored"
+          ? { bytes: result.bytes, entries: result.entries }
+          : { code: result.code }),
+      });
+    },
     jobEnd: (agent, message) => {
       const run = this.#runOf(agent);
       if (run) this.#onJobEnd(run, message);
@@ -618,18 +750,33 @@ export class Controller implements ControllerApi {
   #onJobEnd(run: JobRun, message: JobEnd): void {
     run.recorder.noteAttempt({ jobEndSeq: message.seq });
     const { status, ending } = run.recorder.jobEnd(message, run.cancelRequested);
-    if (run.recorder.logCapped && status !== "succeeded") {
-      const text = `the job's log reached the store's cap of ${run.recorder.maxLogBytes} bytes (maxLogBytes): the output after it was dropped and the job stopped`;
-      run.recorder.endAttempt("log-limit", text);
-      this.#finish(run, "failed", {
-        reason: "log-limit",
-        cause: "user",
-        message: text,
-        durationMs: message.durationMs,
-      });
+    const cause = attemptCauseOf(message, run.cancelRequested);
+    if (run.recorder.artifactsOverCap && (status === "succeeded" || RETRYABLE_CAUSES.has(cause))) {
+      this.#capReached(
+        run,
+        "artifact-limit",
+        `the job's artifacts were over the store's cap of ${run.recorder.maxArtifactBytes} bytes (maxArtifactBytes): they were dropped and the job failed`,
+        message.durationMs,
+      );
       return;
     }
-    const cause = attemptCauseOf(message, run.cancelRequested);
+    const refused = run.recorder.record.artifacts;
+    if (status === "succeeded" && refused?.status === "failed") {
+      // The agent sent them whole, but the controller could not keep them (length or digest).
+      const text = `the artifacts were refused by the controller (${refused.code}): ${refused.message}`;
+      run.recorder.endAttempt("user", text);
+      this.#finish(run, "failed", { reason: "error", cause: "user", message: text });
+      return;
+    }
+    if (run.recorder.logCapped && status !== "succeeded") {
+      this.#capReached(
+        run,
+        "log-limit",
+        `the job's log reached the store's cap of ${run.recorder.maxLogBytes} bytes (maxLogBytes): the output after it was dropped and the job stopped`,
+        message.durationMs,
+      );
+      return;
+    }
     if (RETRYABLE_CAUSES.has(cause)) {
       this.#attemptEnded(run, cause, ending.message ?? `the agent ended the job: ${message.reason}`, {
         status,
@@ -639,6 +786,17 @@ export class Controller implements ControllerApi {
     }
     run.recorder.endAttempt(cause, ending.message);
     this.#finish(run, status, ending);
+  }
+
+  /** Ends the job `failed` because what it stored reached a cap of the store (never retried). */
+  #capReached(
+    run: JobRun,
+    reason: "log-limit" | "artifact-limit",
+    message: string,
+    durationMs: number,
+  ): void {
+    run.recorder.endAttempt(reason, message);
+    this.#finish(run, "failed", { reason, cause: "user", message, durationMs });
   }
 
   #logCapReached(run: JobRun): void {
@@ -758,6 +916,8 @@ export class Controller implements ControllerApi {
       }
       delete record.agent;
       delete record.assignedAt;
+      // The next attempt sends its own artifacts: what this one sent is not the job's.
+      run.recorder.dropArtifacts();
       this.#logger.warn("attempt ended for a platform cause; retrying", {
         job: run.id,
         attempt: ended?.n,

@@ -20,6 +20,7 @@ export const REASON_WORDS: Readonly<Record<JobReason, string>> = {
   "agent-lost": "the agent was lost before the job ended",
   "provision-failed": "no agent could be started for the job",
   "log-limit": "the job's log reached the controller's size cap, so the job was stopped",
+  "artifact-limit": "the job's artifacts were over the controller's size cap, so they were dropped",
 };
 
 /** Who a failure is attributed to, in words. */

@@ -1,12 +1,14 @@
 import { createReadStream } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
+import { AGENT_VERSION, DISCOVERY_PATH, PROTOCOL_VERSION, PROTOCOLS_HEADER } from "../agent-core/index.ts";
 import { type ApiAuth, authorize } from "./auth.ts";
 import { ControllerApiError } from "./errors.ts";
 import type { ReadEvent } from "./job-files.ts";
 import type { JobRecord } from "./job-record.ts";
 import { durationMs } from "./job-spec.ts";
 import { computeMetrics, DEFAULT_WINDOW_MS, prometheusText } from "./metrics.ts";
+import type { WorkspaceUpload } from "./workspace-uploads.ts";
 
 /** An agent as the API lists it. */
 export interface AgentInfo {
@@ -34,6 +36,10 @@ export interface ControllerApi {
   readEvents(id: string, options: { follow: boolean; signal?: AbortSignal }): AsyncIterable<ReadEvent>;
   /** Path of the job's raw output. Throws 404 for an unknown job. */
   outputPath(id: string): string;
+  /** Stores an uploaded workspace archive (streamed); throws 400 / 413 for one agents would refuse or too large. */
+  uploadWorkspace(body: AsyncIterable<Uint8Array>): Promise<WorkspaceUpload>;
+  /** The job's stored artifacts. Throws 404 for an unknown job or one that kept none. */
+  artifactsOf(id: string): { path: string; bytes: number; sha256: string };
 }
 
 /** One request being answered: the parsed URL, the path parameters and the API. */
@@ -62,6 +68,16 @@ const MAX_BODY_BYTES = 1_048_576;
 /** The API's own routes (see the README's HTTP API table). */
 export const API_ROUTES: readonly Route[] = [
   { method: "GET", path: "/healthz", public: true, handle: ({ res }) => sendJson(res, 200, { ok: true }) },
+  {
+    // What speaks here: an agent in `auto` mode asks once (a Jenkins controller would answer with X-Jenkins).
+    method: "GET",
+    path: `/${DISCOVERY_PATH}`,
+    public: true,
+    handle: ({ res }) => {
+      res.setHeader(PROTOCOLS_HEADER, String(PROTOCOL_VERSION));
+      sendJson(res, 200, { controller: "reference", protocols: [PROTOCOL_VERSION], version: AGENT_VERSION });
+    },
+  },
   {
     method: "GET",
     path: "/api/v1/agents",
@@ -106,6 +122,30 @@ export const API_ROUTES: readonly Route[] = [
   },
   { method: "GET", path: "/api/v1/metrics", handle: (context) => sendMetrics(context) },
   { method: "GET", path: "/api/v1/jobs/:id/log", handle: (context) => sendLog(context) },
+  {
+    method: "POST",
+    path: "/api/v1/workspaces",
+    handle: async ({ req, res, api }) => {
+      const upload = await api.uploadWorkspace(req);
+      res.setHeader("Location", `/api/v1/workspaces/${upload.id}`);
+      sendJson(res, 201, upload);
+    },
+  },
+  {
+    method: "GET",
+    path: "/api/v1/jobs/:id/artifacts",
+    handle: ({ res, api, params }) => {
+      const artifacts = api.artifactsOf(params.id!);
+      res.writeHead(200, {
+        "Content-Type": "application/x-tar",
+        "Content-Length": artifacts.bytes,
+        // RFC 9530: the digest the controller checked when it stored them.
+        "Repr-Digest": `sha-256=:${Buffer.from(artifacts.sha256, "hex").toString("base64")}:`,
+        "Content-Disposition": `attachment; filename="${params.id}-artifacts.tar"`,
+      });
+      createReadStream(artifacts.path).pipe(res);
+    },
+  },
   { method: "GET", path: "/api/v1/jobs/:id/events", handle: (context) => sendEvents(context) },
 ];
 

@@ -22,12 +22,21 @@ interface FromAgent {
 }
 
 /**
- * A line of `events.jsonl`. Output is stored as a pointer into `output.log`; events that came
- * from an agent carry their `seq` and `attempt`, so the journal alone rebuilds where a job's
- * message stream stands after a restart.
+ * A line of `events.jsonl`. Output is stored as a pointer into `output.log`, and an artifact frame
+ * as its place in the attempt's artifact stream (its bytes are in `artifacts.tar.part`; readers
+ * are not shown these lines); events that came from an agent carry their `seq` and `attempt`, so
+ * the journal alone rebuilds where a job's message stream stands after a restart.
  */
 export type StoredEvent =
-  | Exclude<JobEvent, { type: "output" | "step-start" | "step-end" }>
+  | Exclude<JobEvent, { type: "output" | "step-start" | "step-end" | "artifacts" }>
+  | (Extract<JobEvent, { type: "artifacts" }> & { seq: number })
+  | ({
+      type: "artifact";
+      offset: number;
+      length: number;
+      /** Set when the frame's bytes were not stored: the artifacts are past the store's cap. */
+      dropped?: true;
+    } & FromAgent)
   | (Extract<JobEvent, { type: "step-start" }> & FromAgent & { agentAt?: string })
   | (Extract<JobEvent, { type: "step-end" }> &
       FromAgent & { at: string; stdoutBytes: number; stderrBytes: number })
@@ -216,7 +225,7 @@ export class JobFiles {
     writeAll(this.#eventsFd, line);
     this.#eventsBytes += line.length;
     this.#wake();
-    if (this.#watchers.size > 0 && event.type !== "output") {
+    if (this.#watchers.size > 0 && event.type !== "output" && event.type !== "artifact") {
       const shown = publicEvent(event);
       for (const watcher of this.#watchers) watcher(shown);
     }
@@ -264,6 +273,7 @@ export class JobFiles {
         for (let newline = pending.indexOf(10); newline >= 0; newline = pending.indexOf(10, start)) {
           const stored = JSON.parse(pending.subarray(start, newline).toString("utf8")) as StoredEvent;
           start = newline + 1;
+          if (stored.type === "artifact") continue;
           if (stored.type !== "output") {
             yield { event: publicEvent(stored) };
             continue;
@@ -318,13 +328,17 @@ export class JobFiles {
 }
 
 /** What a reader is shown of a stored event: the journal's bookkeeping fields left out. */
-function publicEvent(stored: Exclude<StoredEvent, { type: "output" }>): JobEvent {
+function publicEvent(stored: Exclude<StoredEvent, { type: "output" | "artifact" }>): JobEvent {
   if (stored.type === "step-start") {
     const { seq: _seq, attempt: _attempt, agentAt: _agentAt, ...event } = stored;
     return event;
   }
   if (stored.type === "step-end") {
     const { seq: _seq, attempt: _attempt, at: _at, stdoutBytes: _out, stderrBytes: _err, ...event } = stored;
+    return event;
+  }
+  if (stored.type === "artifacts") {
+    const { seq: _seq, ...event } = stored;
     return event;
   }
   return stored;

@@ -1,4 +1,5 @@
-import type { OutputStream, StepReason } from "../agent-core/index.ts";
+import type { JobEnd, OutputStream, StepReason } from "../agent-core/index.ts";
+import type { ArtifactsRecord } from "./artifact-receiver.ts";
 
 export type JobStatus = "queued" | "assigned" | "running" | "succeeded" | "failed" | "cancelled" | "error";
 export type StepStatus = "pending" | "running" | "succeeded" | "failed" | "skipped";
@@ -7,9 +8,9 @@ export type FailureCause = "user" | "platform";
 /**
  * Why a job ended: a step reason, or a controller-side one: `agent-lost` (the agent's session
  * ended and it did not resume), `provision-failed` (no agent could be started), `log-limit` (the
- * job's log reached the store's cap).
+ * job's log reached the store's cap), `artifact-limit` (the job's artifacts were over the store's cap).
  */
-export type JobReason = StepReason | "agent-lost" | "provision-failed" | "log-limit";
+export type JobReason = StepReason | "agent-lost" | "provision-failed" | "log-limit" | "artifact-limit";
 
 /**
  * Why one attempt of a job ended. Platform causes (`launch-failed`, `stopped-before-connecting`,
@@ -22,6 +23,7 @@ export type AttemptCause =
   | "cancelled"
   | "disk"
   | "log-limit"
+  | "artifact-limit"
   | "launch-failed"
   | "stopped-before-connecting"
   | "never-connected"
@@ -141,6 +143,16 @@ export interface JobRecord {
   agentPeakRssBytes?: number;
   /** Peak bytes the job used on the agent's work dir filesystem. */
   diskUsedBytes?: number;
+  /** The archive that seeds the workspace: its length, digest and entries. */
+  workspace?: { bytes: number; sha256: string; entries: number };
+  /** How the seed and the artifacts went on the agent (its `job-end.transfers`), for the last attempt that reported. */
+  transfers?: JobEnd["transfers"];
+  /** The artifacts as the controller stored them (or why it did not), with the attempt that sent them. */
+  artifacts?: ArtifactsRecord & { attempt: number };
+  /** The trust value the job's warm caches are keyed by (`<repository>@protected|unprotected`). */
+  cacheTrust?: string;
+  /** What the warm caches did: hits, misses, evictions (the agent's report). */
+  caches?: JobEnd["caches"];
   steps: StepRecord[];
   /** The job this one runs again (`POST /api/v1/jobs/:id/retry`). */
   retryOf?: string;
@@ -184,6 +196,13 @@ export type JobEvent =
       message?: string;
       peakRssBytes?: number | null;
     }
+  | ({
+      type: "artifacts";
+      /** The attempt that sent them. */
+      attempt: number;
+      /** When the controller received their end (its clock). */
+      at: string;
+    } & ArtifactsRecord)
   | {
       type: "job-end";
       status: JobStatus;

@@ -1,5 +1,17 @@
-import type { Job, JobEnd, OutputFrame, StepEnd, StepReason, StepStart } from "../agent-core/index.ts";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import type {
+  ArtifactsEnd,
+  Job,
+  JobEnd,
+  OutputFrame,
+  StepEnd,
+  StepReason,
+  StepStart,
+  TransferFrame,
+} from "../agent-core/index.ts";
 import { type JobStream, newJobStream } from "./agent-connection.ts";
+import { ARTIFACTS_TOO_LARGE, ArtifactReceiver, type ArtifactsRecord } from "./artifact-receiver.ts";
 import type { JobFiles, StoredEvent } from "./job-files.ts";
 import {
   type AgentLogs,
@@ -11,6 +23,7 @@ import {
   type JobStatus,
   TERMINAL_STATUSES,
 } from "./job-record.ts";
+import { ARTIFACTS_FILE } from "./store.ts";
 
 /** Why and how a job ended, as the recorder writes it into the record and the `job-end` event. */
 export interface JobEnding {
@@ -51,8 +64,17 @@ export function attemptCauseOf(message: JobEnd, cancelRequested: boolean): Attem
 /** The controller's clock, as ISO text. Every time the recorder writes comes from here. */
 export type Clock = () => Date;
 
+/** What a recorder needs besides the record and the files. */
+export interface RecorderOptions {
+  clock: Clock;
+  maxLogBytes: number;
+  /** Largest artifact set stored for the job; past it the artifacts are refused. */
+  maxArtifactBytes: number;
+}
+
 /**
- * Writes one job's history: the record (`job.json`), its journal and its output (`JobFiles`).
+ * Writes one job's history: the record (`job.json`), its journal and its output (`JobFiles`),
+ * and the current attempt's artifacts (`artifacts.tar`, `.part` while they arrive).
  * It takes what the agent reported, already checked by `AgentConnection`, and what the
  * controller decided (attempts, statuses, the end); it knows nothing of queues, agents or
  * provisioners. Every time it records is the controller's (`clock`); what the agent says about
@@ -63,13 +85,17 @@ export class JobRecorder {
   readonly files: JobFiles;
   readonly #clock: Clock;
   readonly #maxLogBytes: number;
+  readonly #maxArtifactBytes: number;
   readonly #waiters: ((record: JobRecord) => void)[] = [];
+  /** The current attempt's artifact stream, from its first frame to `artifacts-end`. */
+  #artifacts: ArtifactReceiver | undefined;
 
-  constructor(record: JobRecord, files: JobFiles, options: { clock: Clock; maxLogBytes: number }) {
+  constructor(record: JobRecord, files: JobFiles, options: RecorderOptions) {
     this.record = record;
     this.files = files;
     this.#clock = options.clock;
     this.#maxLogBytes = options.maxLogBytes;
+    this.#maxArtifactBytes = options.maxArtifactBytes;
   }
 
   get ended(): boolean {
@@ -89,6 +115,26 @@ export class JobRecorder {
 
   get maxLogBytes(): number {
     return this.#maxLogBytes;
+  }
+
+  get maxArtifactBytes(): number {
+    return this.#maxArtifactBytes;
+  }
+
+  /** Whether the current attempt's artifacts went past `maxArtifactBytes` (so they are refused). */
+  get artifactsOverCap(): boolean {
+    const attempt = this.record.attempts.at(-1)?.n;
+    return (
+      this.#artifacts?.overLimit === true ||
+      (this.record.artifacts?.attempt === attempt &&
+        this.record.artifacts?.status === "failed" &&
+        this.record.artifacts.code === ARTIFACTS_TOO_LARGE)
+    );
+  }
+
+  /** Path of the stored artifacts. */
+  get artifactsPath(): string {
+    return join(this.files.dir, ARTIFACTS_FILE);
   }
 
   /** Resolves with the record once the job reaches a terminal status. */
@@ -131,6 +177,11 @@ export class JobRecorder {
       logOffset: this.files.outputBytes,
     };
     this.record.attempts.push(record);
+    // A new attempt seeds its workspace and sends its artifacts afresh: nothing of an earlier
+    // attempt's transfers stays (before the journal line: a restart sees no mix either).
+    this.dropArtifacts();
+    delete this.record.transfers;
+    delete this.record.caches;
     // A new attempt runs the job from its first step.
     for (const step of this.record.steps) {
       for (const key of Object.keys(step)) if (key !== "id" && key !== "name") delete step[key as "message"];
@@ -230,6 +281,50 @@ export class JobRecorder {
     return !wasCapped && data.length < frame.data.length;
   }
 
+  /**
+   * Stores an artifact frame (its offset already checked against the stream) in the attempt's
+   * partial archive, then its journal line. Past `maxArtifactBytes` the bytes are dropped (the
+   * line says so). Returns true when this frame went past the cap.
+   */
+  artifact(frame: TransferFrame): boolean {
+    const wasOver = this.#artifacts?.overLimit === true;
+    this.#artifacts ??= ArtifactReceiver.create(this.artifactsPath, this.#maxArtifactBytes);
+    const kept = this.#artifacts.write(frame.offset, frame.data);
+    this.files.appendEvent({
+      type: "artifact",
+      offset: frame.offset,
+      length: frame.data.length,
+      ...(kept ? {} : { dropped: true as const }),
+      seq: frame.seq,
+      attempt: this.#attemptNumber(),
+    });
+    return !wasOver && this.#artifacts.overLimit;
+  }
+
+  /**
+   * The end of the attempt's artifacts: checks what arrived against the agent's length and digest,
+   * keeps them (`artifacts.tar`) or records why not, in the record and the journal.
+   */
+  artifactsEnd(message: ArtifactsEnd): ArtifactsRecord {
+    const receiver = this.#artifacts ?? ArtifactReceiver.create(this.artifactsPath, this.#maxArtifactBytes);
+    this.#artifacts = undefined;
+    const result = receiver.end(message);
+    const attempt = this.#attemptNumber();
+    this.record.artifacts = { ...result, attempt };
+    this.files.appendEvent({ type: "artifacts", ...result, attempt, at: this.#now(), seq: message.seq });
+    this.files.saveRecord(this.record);
+    return result;
+  }
+
+  /** Drops the artifacts: a partial stream, the stored archive and what the record says of them. */
+  dropArtifacts(): void {
+    this.#artifacts?.discard();
+    this.#artifacts = undefined;
+    rmSync(this.artifactsPath, { force: true });
+    rmSync(`${this.artifactsPath}.part`, { force: true });
+    delete this.record.artifacts;
+  }
+
   stepEnd(message: StepEnd): void {
     const { index, step } = this.#step(message.stepId);
     const at = this.#now();
@@ -270,6 +365,8 @@ export class JobRecorder {
   jobEnd(message: JobEnd, cancelRequested: boolean): { status: JobStatus; ending: JobEnding } {
     if (message.agentPeakRssBytes !== undefined) this.record.agentPeakRssBytes = message.agentPeakRssBytes;
     if (message.diskUsedBytes !== undefined) this.record.diskUsedBytes = message.diskUsedBytes;
+    if (message.transfers !== undefined) this.record.transfers = message.transfers;
+    if (message.caches !== undefined) this.record.caches = message.caches;
     const status: JobStatus =
       message.status === "succeeded"
         ? "succeeded"
@@ -290,6 +387,9 @@ export class JobRecorder {
   /** Ends the job (once: later calls are ignored); returns whether this call ended it. */
   finish(status: JobStatus, ending: JobEnding): boolean {
     if (this.ended) return false;
+    // A partial artifact stream (no artifacts-end came) is dropped.
+    this.#artifacts?.discard();
+    this.#artifacts = undefined;
     const record = this.record;
     record.status = status;
     record.endedAt = this.#now();
@@ -334,9 +434,21 @@ export class JobRecorder {
       for (const key of Object.keys(step)) if (key !== "id" && key !== "name") delete step[key as "message"];
       step.status = "pending";
     }
+    const artifacts = { receivedBytes: 0, storedBytes: 0, frames: 0 };
+    let artifactsEnd: Extract<StoredEvent, { type: "artifacts" }> | undefined;
     for (const event of events) {
       if (!("seq" in event) || event.attempt !== attempt.n) continue;
       stream.lastSeq = Math.max(stream.lastSeq, event.seq);
+      if (event.type === "artifact") {
+        artifacts.frames++;
+        artifacts.receivedBytes += event.length;
+        if (!event.dropped) artifacts.storedBytes += event.length;
+        continue;
+      }
+      if (event.type === "artifacts") {
+        artifactsEnd = event;
+        continue;
+      }
       if (event.type === "step-start") {
         stream.runningStep = event.stepId;
         stream.nextStep = event.index;
@@ -355,8 +467,36 @@ export class JobRecorder {
         Object.assign(this.record.steps[index - 1]!, { ...fields, endedAt: at });
       }
     }
+    this.#recoverArtifacts(stream, artifacts, artifactsEnd);
     this.files.saveRecord(this.record);
     return stream;
+  }
+
+  /**
+   * The current attempt's artifacts as the journal has them: ended (the record says how), or a
+   * stream under way, reopened at the end of its last committed frame so the resuming agent's
+   * resend continues it. Nothing of an earlier attempt stays.
+   */
+  #recoverArtifacts(
+    stream: JobStream,
+    committed: { receivedBytes: number; storedBytes: number; frames: number },
+    end: Extract<StoredEvent, { type: "artifacts" }> | undefined,
+  ): void {
+    stream.artifactBytes = committed.receivedBytes;
+    stream.artifactsEnded = end !== undefined;
+    if (end !== undefined) {
+      const { type: _t, seq: _s, at: _a, ...result } = end;
+      this.record.artifacts = result;
+      rmSync(`${this.artifactsPath}.part`, { force: true });
+      return;
+    }
+    delete this.record.artifacts;
+    if (committed.frames === 0) {
+      rmSync(this.artifactsPath, { force: true });
+      rmSync(`${this.artifactsPath}.part`, { force: true });
+      return;
+    }
+    this.#artifacts = ArtifactReceiver.reopen(this.artifactsPath, this.#maxArtifactBytes, committed);
   }
 
   /**

@@ -12,6 +12,7 @@ import {
   zodProblems,
 } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
+import { cacheTrust, transferSubmissionFields } from "./transfer-spec.ts";
 
 /** Most infrastructure retries a job may ask for. */
 export const MAX_INFRASTRUCTURE_RETRIES = 10;
@@ -70,6 +71,7 @@ export const jobSubmissionSchema = z
       )
       .optional(),
     timeout: durationSchema.optional(),
+    ...transferSubmissionFields,
     /** Attempts retried when they end for a platform cause (never for a user failure). */
     retry: z
       .object({ infrastructure: z.number().int().min(0).max(MAX_INFRASTRUCTURE_RETRIES) })
@@ -104,9 +106,22 @@ export interface PreparedJob {
   labels: string[];
   /** The submission with secret values replaced by "***". */
   stored: ParsedSubmission;
+  /** The uploaded archive that seeds the workspace (`job.workspace` is set once it is taken). */
+  workspaceUpload?: string;
+  /** The caches' trust value, when the job uses caches. */
+  cacheTrust?: string;
   /** The job's own retry policy, when it sets one. */
   retry: { infrastructure: number } | undefined;
 }
+
+/** What preparing a job needs besides the submission. */
+export interface PrepareContext {
+  /** Branch patterns whose jobs' caches are `protected` (see `cacheTrust`). */
+  protectedBranches: readonly string[];
+}
+
+/** Branches whose jobs' caches are `protected` unless the controller is told otherwise. */
+export const DEFAULT_PROTECTED_BRANCHES: readonly string[] = ["main", "master"];
 
 export function durationMs(value: number | string): number {
   if (typeof value === "number") return value;
@@ -117,7 +132,11 @@ export function durationMs(value: number | string): number {
 }
 
 /** Validates a submission and builds the protocol `job` for it. Throws ControllerApiError (400) listing every problem. */
-export function prepareJob(input: unknown, jobId: string): PreparedJob {
+export function prepareJob(
+  input: unknown,
+  jobId: string,
+  context: PrepareContext = { protectedBranches: DEFAULT_PROTECTED_BRANCHES },
+): PreparedJob {
   const depth = nestingDepth(input, MAX_SUBMISSION_DEPTH);
   if (depth > MAX_SUBMISSION_DEPTH) {
     throw invalidJob([
@@ -142,6 +161,21 @@ export function prepareJob(input: unknown, jobId: string): PreparedJob {
     continueOnError: step.continueOnError ?? false,
   }));
   const secrets = submission.secrets ?? {};
+  const workspace = submission.workspace;
+  if (workspace !== undefined && (typeof workspace === "string" || "path" in workspace)) {
+    throw invalidJob([
+      {
+        field: "workspace",
+        message:
+          "a directory is packed and uploaded by the CLI (`submit`); the HTTP API takes `{ upload: <id> }` from POST /api/v1/workspaces",
+      },
+    ]);
+  }
+  const artifacts = submission.artifacts;
+  const trust =
+    submission.caches !== undefined
+      ? cacheTrust(submission.repository, submission.branch, context.protectedBranches)
+      : undefined;
   const job: Job = {
     id: jobId,
     ...(submission.name !== undefined ? { name: submission.name } : {}),
@@ -149,6 +183,17 @@ export function prepareJob(input: unknown, jobId: string): PreparedJob {
     mask: Object.values(secrets),
     steps,
     ...(submission.timeout !== undefined ? { timeoutMs: durationMs(submission.timeout) } : {}),
+    ...(artifacts !== undefined
+      ? {
+          artifacts: Array.isArray(artifacts)
+            ? { paths: artifacts, exclude: [], when: "on-success" as const }
+            : artifacts,
+        }
+      : {}),
+    ...(trust !== undefined && submission.caches !== undefined
+      ? { caches: { trust, names: submission.caches } }
+      : {}),
+    ...(submission.diskNeed !== undefined ? { diskNeedBytes: submission.diskNeed } : {}),
   };
   const stored = {
     ...submission,
@@ -156,7 +201,14 @@ export function prepareJob(input: unknown, jobId: string): PreparedJob {
       ? { secrets: Object.fromEntries(Object.keys(secrets).map((k) => [k, "***"])) }
       : {}),
   };
-  return { job, labels: submission.labels, stored, retry: submission.retry };
+  return {
+    job,
+    labels: submission.labels,
+    stored,
+    retry: submission.retry,
+    ...(workspace !== undefined && "upload" in workspace ? { workspaceUpload: workspace.upload } : {}),
+    ...(trust !== undefined ? { cacheTrust: trust } : {}),
+  };
 }
 
 /**

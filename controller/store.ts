@@ -1,5 +1,15 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { type Job, jobSchema, type Logger } from "../agent-core/index.ts";
 import { JobFiles, type StoredEvent } from "./job-files.ts";
@@ -16,6 +26,10 @@ export interface StoredJob {
 }
 
 const SEALED_JOB = "job.sealed";
+/** The archive that seeds a job's workspace, kept until the job ends (every attempt pulls it). */
+export const SEED_FILE = "workspace.tar";
+/** A job's artifacts once checked (`.part` while they arrive). */
+export const ARTIFACTS_FILE = "artifacts.tar";
 const SEAL_INFO = "ephemeral-build-agent job secrets v1";
 
 /**
@@ -23,7 +37,9 @@ const SEAL_INFO = "ephemeral-build-agent job secrets v1";
  * output (`JobFiles`), the submission as stored (`submission.json`, secrets as `***`), and, while
  * the job has not ended, the job as sent to agents sealed with AES-256-GCM under a key derived
  * from the controller key (`job.sealed`: its secrets must survive a restart of a queued job, and
- * are deleted when the job ends).
+ * are deleted when the job ends). A job with a seed keeps it as `workspace.tar` until it ends, so
+ * that every attempt (a retry, a resume after a restart) pulls the same bytes; its artifacts are
+ * `artifacts.tar` (see `JobRecorder`).
  *
  * Why files and not SQLite: docs/controller.md ("The store") has the measurements.
  */
@@ -39,8 +55,11 @@ export class JobStore {
     this.#logger = logger;
   }
 
-  /** Stores a new job: its record, its submission as shown, and the sealed job. */
-  create(record: JobRecord, job: Job, submission: unknown): JobFiles {
+  /**
+   * Stores a new job: its record, its submission as shown, the sealed job, and its seed when it
+   * has one (`takeSeed` moves the archive to the path it is given).
+   */
+  create(record: JobRecord, job: Job, submission: unknown, takeSeed?: (dest: string) => void): JobFiles {
     const files = JobFiles.create(join(this.#jobsDir, record.id), (error) =>
       this.#saveFailed(record.id, error),
     );
@@ -48,13 +67,35 @@ export class JobStore {
     // submitted, before answering) is skipped at the next start.
     writeFileSync(join(files.dir, "submission.json"), `${JSON.stringify(submission, null, 2)}\n`);
     writeFileSync(join(files.dir, SEALED_JOB), this.#seal(JSON.stringify(job)), { mode: 0o600 });
+    takeSeed?.(join(files.dir, SEED_FILE));
     files.saveRecord(record);
     return files;
   }
 
-  /** Deletes what a job no longer needs once it ended (its sealed secrets). */
+  /**
+   * `length` bytes of a job's seed from `offset` (fewer at its end). Read from the file at each
+   * pull: a seed is never held in memory whole.
+   */
+  readSeed(jobId: string, offset: number, length: number): Buffer {
+    const data = Buffer.allocUnsafe(length);
+    const fd = openSync(join(this.#jobsDir, jobId, SEED_FILE), "r");
+    let read = 0;
+    try {
+      while (read < length) {
+        const n = readSync(fd, data, read, length - read, offset + read);
+        if (n === 0) break;
+        read += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return data.subarray(0, read);
+  }
+
+  /** Deletes what a job no longer needs once it ended: its sealed secrets and its seed. */
   ended(jobId: string): void {
     rmSync(join(this.#jobsDir, jobId, SEALED_JOB), { force: true });
+    rmSync(join(this.#jobsDir, jobId, SEED_FILE), { force: true });
   }
 
   /**

@@ -2,6 +2,7 @@ import { tmpdir } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import * as z from "zod";
 import {
+  AGENT_MODES,
   type AgentConfig,
   type AgentConfigInput,
   agentConfigSchema,
@@ -10,6 +11,7 @@ import {
   type ConfigProblem,
   clip,
   type LogLevel,
+  MIN_SECRET_CHARS,
   readCloudWatchSettings,
   zodProblems,
 } from "../agent-core/index.ts";
@@ -37,6 +39,8 @@ export const lambdaEventSchema = z.object({
   work_dir: z.string().optional(),
   /** Run the self-test instead of an agent. */
   smoke: z.boolean().optional(),
+  /** auto (default), native or jenkins; wins over the function's AGENT_MODE. */
+  mode: z.enum(AGENT_MODES).optional(),
 });
 export type LambdaEvent = z.infer<typeof lambdaEventSchema>;
 
@@ -67,6 +71,8 @@ interface Common {
 export interface AgentInvocation extends Common {
   kind: "agent";
   config: AgentConfig;
+  /** Really on Lambda (`LAMBDA_TASK_ROOT` is set): /tmp belongs to this function alone. */
+  onLambda: boolean;
 }
 
 /** Run the self-test; with `url`, also check the controller (with `name`/`secret`, authenticated). */
@@ -191,6 +197,8 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
     runtime: "lambda",
     deadlineAt: Math.max(1, Math.floor(deadlineAt)),
     baseEnv: stepEnv,
+    mode: data?.mode ?? settings.mode ?? "auto",
+    jenkins: settings.jenkins,
     ...settings.tunables,
   };
   const parsed = agentConfigSchema.safeParse(input, REPORT_INPUT);
@@ -211,7 +219,18 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
   if (problems.length > 0 || !parsed.success || cloudWatch === undefined) {
     return fail("the invocation cannot start an agent");
   }
-  return { kind: "agent", config: parsed.data, logLevel, settings, layout, deadlineAt, notes, cloudWatch };
+  const onLambda = (launch.env.LAMBDA_TASK_ROOT ?? "") !== "";
+  return {
+    kind: "agent",
+    config: parsed.data,
+    logLevel,
+    settings,
+    layout,
+    deadlineAt,
+    notes,
+    cloudWatch,
+    onLambda,
+  };
 }
 
 /**
@@ -287,7 +306,7 @@ function checkField(field: "url" | "name", value: string, problems: ConfigProble
 
 /** Belt and braces: the secret's value never appears in a message, whatever field carried it. */
 function redact(problems: ConfigProblem[], secret: string | undefined): ConfigProblem[] {
-  if (secret === undefined || secret.length < 4) return problems;
+  if (secret === undefined || secret.length < MIN_SECRET_CHARS) return problems;
   return problems.map((p) => ({ field: p.field, message: p.message.split(secret).join("***") }));
 }
 

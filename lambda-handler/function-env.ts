@@ -1,11 +1,15 @@
 import {
   type AgentConfigInput,
+  type AgentMode,
   type ConfigProblem,
   describeValue,
   isLogLevel,
+  type JenkinsSettingsInput,
   type LogLevel,
   proxyProblems,
+  readAgentMode,
   readIntegerEnv,
+  readJenkinsSettings,
   readTunables,
   TUNABLE_ENV,
 } from "../agent-core/index.ts";
@@ -28,6 +32,10 @@ export interface FunctionSettings {
   tunables: Partial<AgentConfigInput>;
   /** The function's environment minus what steps must never see. */
   stepEnv: Record<string, string>;
+  /** AGENT_MODE (the event's `mode` wins); undefined: auto. */
+  mode: AgentMode | undefined;
+  /** Jenkins mode: JENKINS_WEB_SOCKET, JENKINS_JAVA_OPTS, REMOTING_OPTS, the function's memory... */
+  jenkins: Partial<JenkinsSettingsInput>;
 }
 
 export const DEFAULT_DEADLINE_MARGIN_MS = 20_000;
@@ -92,7 +100,12 @@ export function readFunctionEnv(env: FunctionEnv, problems: ConfigProblem[]): Fu
     if (value !== undefined && !HIDDEN_FROM_STEPS.includes(key)) stepEnv[key] = value;
   }
 
+  const mode = readAgentMode(env, problems);
+  const jenkins = readJenkinsSettings(env, problems);
+
   return {
+    mode,
+    jenkins,
     deadlineMarginMs,
     logLevel,
     labels: splitList(given(env, "AGENT_LABELS")) ?? [],

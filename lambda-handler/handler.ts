@@ -1,9 +1,12 @@
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Context, Handler } from "aws-lambda";
 import {
   AGENT_VERSION,
   AgentError,
-  type AgentOutcome,
+  type AgentRunOutcome,
   buildMaskSet,
+  CacheStore,
   ConfigError,
   createLogger,
   diskBudgetBytes,
@@ -15,7 +18,7 @@ import {
 import { type AgentInvocation, fromLambdaEvent } from "./event.ts";
 import type { FunctionEnv } from "./function-env.ts";
 import { runSmokeTest, type SmokeFunctionInfo, type SmokeReport, SmokeTestFailedError } from "./smoke.ts";
-import { cleanWorkDir, prepareWorkDir } from "./work-dir.ts";
+import { cleanWorkDir, prepareWorkDir, removeNewEntries, snapshotEntries } from "./work-dir.ts";
 
 /** What an invocation returns: the invocation summary of an agent run, or the smoke test's report. */
 export type InvocationResult = InvocationSummary | SmokeReport;
@@ -50,9 +53,25 @@ export interface InvocationSummary {
   jobId: string | null;
   /**
    * `succeeded` or `failed` (the job ran), `no-job` (released by the controller, or no job
-   * within the idle timeout), or `error` (no job could be taken: controller unreachable, refused...).
+   * within the idle timeout), `served` (Jenkins mode: remoting connected and served the controller
+   * until it closed the channel; the build's own result is in Jenkins), or `error` (nothing could
+   * be taken: controller unreachable, refused...).
    */
-  result: "succeeded" | "failed" | "no-job" | "error";
+  result: "succeeded" | "failed" | "no-job" | "served" | "error";
+  /** The mode the agent ran in (`auto` resolved); null when the controller could not be asked. */
+  mode: "native" | "jenkins" | null;
+  /** Jenkins mode: remoting's version and connection, the jar, java, class-data sharing, heap. */
+  jenkins: {
+    jenkinsVersion: string | null;
+    remotingVersion: string | null;
+    transport: string;
+    connected: boolean;
+    jar: { source: string; sha256: string; revalidated: boolean; fallbackReason: string | null } | null;
+    java: string | null;
+    cds: string | null;
+    heapMb: number | null;
+    remotingExit: { code: number | null; signal: string | null } | null;
+  } | null;
   /** Why the job ended (`exit` when it ran to its end): exit, timeout, cancelled, deadline, disk, interrupted, error. */
   reason: string | null;
   exitCode: number;
@@ -83,7 +102,7 @@ export interface InvocationSummary {
     requestId: string | null;
     jobLog: string | null;
     /** The agent's CloudWatch copy of the job log: where, and what became of its lines. */
-    cloudWatch: AgentOutcome["logs"] | null;
+    cloudWatch: AgentRunOutcome["logs"] | null;
   };
 }
 
@@ -118,6 +137,8 @@ export function createHandler(options: HandlerOptions = {}): AgentHandler {
 export const handler: AgentHandler = createHandler() satisfies Handler<unknown, InvocationResult>;
 
 function invocationRunner(options: HandlerOptions): AgentHandler {
+  // Warm caches outlive an invocation: one store per work dir for as long as this process lives.
+  const caches = new Map<string, CacheStore>();
   return async (event, context) => {
     const invokedAt = Date.now();
     // Nothing may keep this invocation alive once the agent is done: the agent closes its
@@ -167,7 +188,9 @@ function invocationRunner(options: HandlerOptions): AgentHandler {
       if (!report.ok) throw new SmokeTestFailedError(report);
       return report;
     }
-    return runInvocation(invocation, context, logger, invokedAt);
+    const root = join(invocation.config.workDir, "caches");
+    if (!caches.has(root)) caches.set(root, new CacheStore({ root }));
+    return runInvocation(invocation, context, logger, invokedAt, caches.get(root)!);
   };
 }
 
@@ -205,6 +228,7 @@ async function runInvocation(
   context: Context,
   logger: Logger,
   invokedAt: number,
+  caches: CacheStore,
 ): Promise<InvocationSummary> {
   const { layout, deadlineAt } = invocation;
   // When Lambda ends the invocation (no SIGTERM comes: the sandbox is frozen or killed).
@@ -213,14 +237,24 @@ async function runInvocation(
   if (leftovers.length > 0)
     logger.warn("removed leftovers of an earlier invocation (stopped at its timeout?)", { leftovers });
 
-  let outcome: AgentOutcome;
+  let outcome: AgentRunOutcome;
   // Trying to reach the controller past the deadline is pointless. (Waiting for a job is capped
   // by the agent itself: the deadline before a job ends the run with exit code 4.)
   const untilDeadline = Math.max(1, deadlineAt - Date.now());
+  const memory = Number(context.memoryLimitInMB);
   const config = {
     ...invocation.config,
     connectTimeoutMs: Math.min(invocation.config.connectTimeoutMs, untilDeadline),
+    jenkins: {
+      ...invocation.config.jenkins,
+      memoryMb:
+        invocation.config.jenkins.memoryMb ?? (Number.isInteger(memory) && memory >= 64 ? memory : null),
+    },
   };
+  // A Jenkins node's remote FS root is /tmp (the plugin's): what its build leaves there is removed
+  // after it, on Lambda only (LAMBDA_TASK_ROOT), where /tmp belongs to this function alone.
+  const onLambda = invocation.onLambda;
+  const tmpBefore = onLambda ? snapshotEntries(tmpdir()) : new Set<string>();
   // The job's disk budget on /tmp, as the agent computes it (reported in the summary).
   const budgetBytes = diskBudgetBytes(layout.root, config.diskBudgetBytes, config.diskHeadroomBytes);
   logger.info("agent starting", {
@@ -248,10 +282,15 @@ async function runInvocation(
       // Whatever the controller does (never acknowledging, answering one byte a second), the
       // agent is done in time for the work dir's cleanup and the summary.
       returnBy: invocationEndsAt - SUMMARY_RESERVE_MS,
+      caches,
     });
   } finally {
     clearTimeout(timer);
     await cleanWorkDir(layout);
+  }
+  if (onLambda && outcome.mode === "jenkins") {
+    const removed = await removeNewEntries(tmpdir(), tmpBefore, [layout.root]);
+    if (removed.length > 0) logger.info("removed what the Jenkins build left in /tmp", { removed });
   }
 
   const summary = summarize(invocation, outcome, context, invokedAt, budgetBytes);
@@ -261,7 +300,7 @@ async function runInvocation(
 
 function summarize(
   invocation: AgentInvocation,
-  outcome: AgentOutcome,
+  outcome: AgentRunOutcome,
   context: Context,
   invokedAt: number,
   diskBudgetBytes: number,
@@ -287,15 +326,43 @@ function summarize(
   const result: InvocationSummary["result"] =
     job !== undefined
       ? job.status
-      : outcome.exitCode === ExitCode.ok || outcome.exitCode === ExitCode.idle
-        ? "no-job"
-        : "error";
+      : outcome.mode === "jenkins"
+        ? outcome.exitCode === ExitCode.ok
+          ? "served"
+          : "error"
+        : outcome.exitCode === ExitCode.ok || outcome.exitCode === ExitCode.idle
+          ? "no-job"
+          : "error";
+  const jenkins = outcome.jenkins;
   return {
     agent: config.name,
     agentVersion: AGENT_VERSION,
     runtime: "lambda",
     jobId: outcome.jobId ?? null,
     result,
+    mode: outcome.mode,
+    jenkins:
+      jenkins === undefined
+        ? null
+        : {
+            jenkinsVersion: jenkins.jenkinsVersion,
+            remotingVersion: jenkins.remotingVersion,
+            transport: jenkins.transport,
+            connected: jenkins.connected,
+            jar:
+              jenkins.jar === null
+                ? null
+                : {
+                    source: jenkins.jar.source,
+                    sha256: jenkins.jar.sha256,
+                    revalidated: jenkins.jar.revalidated,
+                    fallbackReason: jenkins.jar.fallbackReason ?? null,
+                  },
+            java: jenkins.java?.version ?? null,
+            cds: jenkins.cds?.result ?? null,
+            heapMb: jenkins.heapMb,
+            remotingExit: jenkins.remotingExit,
+          },
     reason: job?.reason ?? null,
     exitCode: outcome.exitCode,
     exitName: exitNameOf(outcome.exitCode),

@@ -31,6 +31,7 @@ export {
 } from "./handler.ts";
 export {
   errorBody,
+  MAX_ERROR_BODY_BYTES,
   MAX_RESPONSE_BYTES,
   type NextInvocation,
   parseRuntimeApi,

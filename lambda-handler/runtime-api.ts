@@ -30,6 +30,17 @@ export const RUNTIME_HEADERS = {
 /** Largest response a synchronous invocation may return (6 MB); the API answers 413 above it. */
 export const MAX_RESPONSE_BYTES = 6 * 1024 * 1024;
 
+/**
+ * The most an invocation or init error body posted by {@link RuntimeApiClient} can weigh (JSON,
+ * UTF-8): its `errorMessage` is clipped to 65,536 characters, `errorType` to 256, `stackTrace` to
+ * 50 frames of 500. A refused error would leave the invocation unanswered until its timeout.
+ */
+export const MAX_ERROR_BODY_BYTES = 1024 * 1024;
+const MAX_ERROR_MESSAGE_CHARS = 65_536;
+const MAX_ERROR_TYPE_CHARS = 256;
+const MAX_STACK_FRAMES = 50;
+const MAX_STACK_FRAME_CHARS = 500;
+
 /** The Runtime API failed or answered out of its contract. `fatal`: the runtime must exit (HTTP 500, or no API at all). */
 export class RuntimeApiError extends Error {
   readonly code = "AGENT_ERR_RUNTIME_API";
@@ -142,7 +153,7 @@ export class RuntimeApiClient {
     const answer = await this.call(
       "POST",
       `invocation/${encodeURIComponent(requestId)}/error`,
-      JSON.stringify(error),
+      JSON.stringify(bounded(error)),
       { [RUNTIME_HEADERS.errorType]: headerSafe(error.errorType) },
     );
     if (answer.status !== 202) throw this.unexpected("error", answer);
@@ -150,7 +161,7 @@ export class RuntimeApiClient {
 
   /** Reports an initialization error; the runtime then exits (Lambda serves the error to the first invocation). */
   async initError(error: RuntimeErrorBody): Promise<void> {
-    const answer = await this.call("POST", "init/error", JSON.stringify(error), {
+    const answer = await this.call("POST", "init/error", JSON.stringify(bounded(error)), {
       [RUNTIME_HEADERS.errorType]: headerSafe(error.errorType),
     });
     if (answer.status !== 202) throw this.unexpected("init/error", answer);
@@ -234,6 +245,17 @@ export function errorBody(error: unknown, fallbackType = "Error"): RuntimeErrorB
     return { errorMessage: error.message, errorType: error.name || fallbackType, stackTrace: frames };
   }
   return { errorMessage: String(error), errorType: fallbackType, stackTrace: [] };
+}
+
+/** The error body within {@link MAX_ERROR_BODY_BYTES}: each part clipped, saying how long it was. */
+function bounded(error: RuntimeErrorBody): RuntimeErrorBody {
+  const cut = (text: string, max: number) =>
+    text.length <= max ? text : `${text.slice(0, max)}... (${text.length} characters, clipped)`;
+  return {
+    errorMessage: cut(error.errorMessage, MAX_ERROR_MESSAGE_CHARS),
+    errorType: cut(error.errorType, MAX_ERROR_TYPE_CHARS),
+    stackTrace: error.stackTrace.slice(0, MAX_STACK_FRAMES).map((frame) => cut(frame, MAX_STACK_FRAME_CHARS)),
+  };
 }
 
 /** A JSON header's value; one that is not JSON becomes a note (an invocation does not fail for it). */

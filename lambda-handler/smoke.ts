@@ -16,6 +16,7 @@ import {
   createLogger,
   diskBudgetBytes,
   filesystemSpace,
+  findJava,
   NAME_HEADER,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
@@ -381,8 +382,10 @@ export function probeController(
     timer.unref();
     // Only an error before the handshake completes says something; later ones follow our own close.
     let opened = false;
+    // An answer other than 101 (handled below) also ends in an error event: that one says nothing.
+    let answered = false;
     socket.on("error", (error) => {
-      if (!opened) settle(fail(`cannot reach ${target}: ${error.message}`));
+      if (!opened && !answered) settle(fail(`cannot reach ${target}: ${error.message}`));
     });
     socket.once("open", () => {
       opened = true;
@@ -401,15 +404,31 @@ export function probeController(
       socket.close(1000, "smoke test");
     });
     socket.once("unexpected-response", (_request, response) => {
+      answered = true;
       const status = response.statusCode ?? 0;
       const jenkins = response.headers["x-jenkins"];
       response.resume();
       socket.terminate();
       if (jenkins !== undefined) {
-        settle(
-          fail(
-            `${url} is a Jenkins controller (X-Jenkins: ${String(jenkins)}); this agent speaks protocol v1 of the reference controller`,
-          ),
+        // Jenkins mode runs the controller's remoting agent.jar: it needs a Java runtime here.
+        const env = process.env;
+        findJava({
+          javaBin: env.JENKINS_JAVA_BIN || null,
+          javaHome: env.JAVA_HOME || null,
+          path: env.PATH,
+        }).then(
+          (java) =>
+            settle(
+              pass(
+                `${url} is a Jenkins controller (X-Jenkins: ${String(jenkins)}): served in Jenkins mode with remoting's agent.jar on Java ${java.version ?? "(version unknown)"} (${java.bin})`,
+              ),
+            ),
+          (error: unknown) =>
+            settle(
+              fail(
+                `${url} is a Jenkins controller (X-Jenkins: ${String(jenkins)}), but ${(error as Error).message}`,
+              ),
+            ),
         );
       } else if (anonymous && status === 403) {
         settle(pass(`${target} refused a bogus secret with HTTP 403, as a protocol v1 controller does`));

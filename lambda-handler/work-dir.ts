@@ -1,6 +1,6 @@
 import { existsSync, readdirSync } from "node:fs";
 import { chmod, mkdir, readdir, rm, rmdir } from "node:fs/promises";
-import { join } from "node:path";
+import { isAbsolute, join, relative } from "node:path";
 import { WorkspaceError } from "../agent-core/index.ts";
 
 /**
@@ -87,4 +87,42 @@ async function makeWritable(dir: string): Promise<void> {
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     if (entry.isDirectory()) await makeWritable(join(dir, entry.name));
   }
+}
+
+/** The names in `dir` now (empty when it cannot be read). */
+export function snapshotEntries(dir: string): Set<string> {
+  try {
+    return new Set(readdirSync(dir));
+  } catch {
+    return new Set();
+  }
+}
+
+/**
+ * Removes what appeared in `dir` since `before` (a Jenkins build's workspace under the node's
+ * remote FS root), except `keep` and anything holding it. Returns the names removed; one that
+ * cannot be removed is skipped (the next invocation's budget shows it).
+ */
+export async function removeNewEntries(
+  dir: string,
+  before: ReadonlySet<string>,
+  keep: string[],
+): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of snapshotEntries(dir)) {
+    if (before.has(name)) continue;
+    const path = join(dir, name);
+    const holdsKept = keep.some((kept) => {
+      const rel = relative(path, kept);
+      return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+    });
+    if (holdsKept) continue;
+    try {
+      await removeTree(path);
+      removed.push(name);
+    } catch {
+      // In use or not ours: left for the next invocation's leftovers check.
+    }
+  }
+  return removed;
 }

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import * as z from "zod";
 import { clip } from "../clip.ts";
 import { ConfigError, type ConfigProblem } from "../errors.ts";
+import { agentModeSchema, jenkinsSettingsSchema } from "../jenkins/settings.ts";
 import { MIN_SECRET_CHARS } from "../logs/masker.ts";
 import { runtimeKindSchema } from "../protocol/messages.ts";
 
@@ -93,8 +94,14 @@ export const agentConfigSchema = z.object({
     .min(65_536)
     .default(16 * 1_048_576),
   handshakeTimeoutMs: ms(1).default(10_000),
+  /** Most entries a workspace seed or an artifact set may hold. */
+  maxArchiveEntries: z.number().int().min(1).default(100_000),
   /** Environment given to every step before the job's own (never contains the agent's secret). */
   baseEnv: z.record(z.string(), z.string()).default({}),
+  /** `auto` asks the controller what it is; `native` speaks protocol v1; `jenkins` runs remoting's agent.jar. */
+  mode: agentModeSchema.default("auto"),
+  /** Jenkins mode: transport, Java and remoting options (see jenkins/settings.ts). */
+  jenkins: jenkinsSettingsSchema.prefault({}),
 });
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;

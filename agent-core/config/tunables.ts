@@ -23,6 +23,7 @@ export const TUNABLE_ENV = {
   AGENT_DISK_BUDGET_BYTES: "diskBudgetBytes",
   AGENT_DISK_HEADROOM_BYTES: "diskHeadroomBytes",
   AGENT_MONITOR_INTERVAL_MS: "monitorIntervalMs",
+  AGENT_MAX_ARCHIVE_ENTRIES: "maxArchiveEntries",
 } as const satisfies Record<string, keyof AgentConfigInput>;
 
 export type TunableVariable = keyof typeof TUNABLE_ENV;
@@ -72,7 +73,11 @@ export function readTunables(
     TunableVariable,
     (typeof TUNABLE_ENV)[TunableVariable],
   ][]) {
-    const rule = variable.endsWith("_MS") ? { unit: "milliseconds", max: MAX_TUNABLE_MS } : { unit: "bytes" };
+    const rule = variable.endsWith("_MS")
+      ? { unit: "milliseconds", max: MAX_TUNABLE_MS }
+      : variable.endsWith("_BYTES")
+        ? { unit: "bytes" }
+        : {};
     const value = readIntegerEnv(env, variable, problems, rule);
     if (value !== undefined) found.push({ variable, field, value });
   }

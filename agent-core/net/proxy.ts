@@ -8,7 +8,7 @@ import type { ConfigProblem } from "../errors.ts";
  * read it: `HTTPS_PROXY` for https (and wss) URLs, `HTTP_PROXY` for http (and ws) URLs, `ALL_PROXY`
  * for both, `NO_PROXY` for the hosts reached directly; each in upper or lower case. The proxy
  * libraries (`proxy-from-env`, `proxy-agent`) read them from the process environment when a
- * connection is made; the wrappers check them once at start ({@link proxyProblems}).
+ * connection is made (the WebSocket to the controller, Jenkins mode's requests, the AWS SDK); the wrappers check them once at start ({@link proxyProblems}).
  */
 
 /** The variables that name a proxy, in both cases. */
@@ -47,6 +47,23 @@ export async function tunnelAgentFor(url: string): Promise<Agent | undefined> {
   if (proxy === null) return undefined;
   const { HttpsProxyAgent } = await import("https-proxy-agent");
   return new HttpsProxyAgent(proxy);
+}
+
+/**
+ * The agent for a plain HTTP(S) request to `url` (node:http's or node:https's `get`), or undefined
+ * to connect directly: an http: URL goes to an HTTP proxy as a forwarded request (absolute URI),
+ * an https: URL through a CONNECT tunnel. The proxy library is loaded only when a proxy applies.
+ * For Jenkins mode's requests (the mode check, the agent.jar download).
+ *
+ * @example
+ * const agent = await requestAgentFor("http://jenkins.example.com/jnlpJars/agent.jar");
+ * get(url, { agent }, onResponse); // through HTTP_PROXY when it is set and NO_PROXY does not match
+ */
+export async function requestAgentFor(url: string): Promise<Agent | undefined> {
+  const proxy = proxyFor(url);
+  if (proxy === null) return undefined;
+  const { ProxyAgent } = await import("proxy-agent");
+  return new ProxyAgent({ getProxyForUrl: () => proxy });
 }
 
 /**

@@ -66,3 +66,67 @@ export function decodeOutputFrame(buf: Buffer): OutputFrame {
     data: buf.subarray(OUTPUT_HEADER_BYTES + idLength),
   };
 }
+
+/**
+ * Binary transfer frames, big-endian, both with the same 16-byte header:
+ *
+ * | offset | size | field                                                                 |
+ * |--------|------|-----------------------------------------------------------------------|
+ * | 0      | 1    | kind: 0x02 = artifact (agent -> controller), 0x03 = workspace (controller -> agent) |
+ * | 1      | 3    | reserved, 0                                                           |
+ * | 4      | 4    | seq (uint32): artifact frames only, as in output frames; 0 in workspace frames |
+ * | 8      | 8    | offset (float64, an integer): first byte's offset in the tar stream   |
+ * | 16     | rest | data: the tar stream's bytes                                          |
+ *
+ * Artifact frames are sequenced job messages (kept until acknowledged, resent after a resume);
+ * workspace frames answer the agent's `workspace-pull` requests and carry no seq.
+ */
+export const ARTIFACT_FRAME_KIND = 0x02;
+export const WORKSPACE_FRAME_KIND = 0x03;
+export const TRANSFER_HEADER_BYTES = 16;
+
+export interface TransferFrame {
+  kind: "artifact" | "workspace";
+  /** The job message's seq (artifact frames); 0 for workspace frames. */
+  seq: number;
+  offset: number;
+  data: Buffer;
+}
+
+export function encodeTransferFrame(frame: TransferFrame): Buffer {
+  const buf = Buffer.allocUnsafe(TRANSFER_HEADER_BYTES + frame.data.length);
+  buf.writeUInt32BE(0, 0);
+  buf.writeUInt8(frame.kind === "artifact" ? ARTIFACT_FRAME_KIND : WORKSPACE_FRAME_KIND, 0);
+  buf.writeUInt32BE(frame.seq, 4);
+  buf.writeDoubleBE(frame.offset, 8);
+  frame.data.copy(buf, TRANSFER_HEADER_BYTES);
+  return buf;
+}
+
+/** Decodes a binary frame an agent sends: output (0x01) or artifact (0x02). Throws a ProtocolError (4000) otherwise. */
+export function decodeAgentFrame(buf: Buffer): OutputFrame | TransferFrame {
+  if (buf.length > 0 && buf.readUInt8(0) === ARTIFACT_FRAME_KIND) return decodeTransferFrame(buf, "artifact");
+  return decodeOutputFrame(buf);
+}
+
+/** Decodes a binary frame a controller sends: workspace (0x03) only. Throws a ProtocolError (4000) otherwise. */
+export function decodeControllerFrame(buf: Buffer): TransferFrame {
+  return decodeTransferFrame(buf, "workspace");
+}
+
+function decodeTransferFrame(buf: Buffer, kind: TransferFrame["kind"]): TransferFrame {
+  const fail = (why: string): never => {
+    throw new ProtocolError(CloseCode.malformed, `malformed binary frame: ${why}`);
+  };
+  const expected = kind === "artifact" ? ARTIFACT_FRAME_KIND : WORKSPACE_FRAME_KIND;
+  if (buf.length < TRANSFER_HEADER_BYTES)
+    fail(`${buf.length} bytes is shorter than the ${TRANSFER_HEADER_BYTES}-byte header`);
+  if (buf.readUInt8(0) !== expected) fail(`unknown kind 0x${buf.readUInt8(0).toString(16)}`);
+  if (buf.readUIntBE(1, 3) !== 0) fail("reserved bytes must be 0");
+  const seq = buf.readUInt32BE(4);
+  if (kind === "artifact" && seq < 1) fail("seq must be at least 1");
+  if (kind === "workspace" && seq !== 0) fail("a workspace frame carries no seq (0)");
+  const offset = buf.readDoubleBE(8);
+  if (!Number.isSafeInteger(offset) || offset < 0) fail(`offset ${offset} is not a non-negative integer`);
+  return { kind, seq, offset, data: buf.subarray(TRANSFER_HEADER_BYTES) };
+}

@@ -1,4 +1,6 @@
 import * as z from "zod";
+import { CACHE_NAME, cacheVariable } from "../workspace/cache-names.ts";
+import { patternRefusal } from "../workspace/entry-rules.ts";
 
 /**
  * Protocol v1 messages. Control messages travel as JSON text frames with the envelope
@@ -84,6 +86,47 @@ export const stepSchema = z
   });
 export type Step = z.infer<typeof stepSchema>;
 
+const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lower-case hex digits (SHA-256)");
+
+/** An artifact glob: relative to the workspace, no `..`. */
+export const patternSchema = z
+  .string()
+  .max(1024)
+  .superRefine((pattern, ctx) => {
+    const why = patternRefusal(pattern);
+    if (why !== null) ctx.addIssue({ code: "custom", message: why });
+  });
+
+export const ARTIFACT_WHEN = ["on-success", "on-failure", "always"] as const;
+
+/** What the agent packs after the steps and streams back (`artifact` frames, then `artifacts-end`). */
+export const artifactsSpecSchema = z.object({
+  /** Globs (picomatch) of what to keep; a matched directory brings its whole tree. */
+  paths: z.array(patternSchema).min(1).max(100),
+  /** Globs of what to leave out. */
+  exclude: z.array(patternSchema).max(100).default([]),
+  /** After which outcome: the job succeeded, failed (not cancelled), or either. */
+  when: z.enum(ARTIFACT_WHEN).default("on-success"),
+});
+export type ArtifactsSpec = z.infer<typeof artifactsSpecSchema>;
+
+export const cacheNameSchema = z
+  .string()
+  .regex(CACHE_NAME, "must be 1-64 letters, digits, '_', '.', '-' (starting with a letter or digit)");
+
+/** The warm caches a job uses, and the trust value the controller vouches for (caches are shared only within one value). */
+export const cachesSpecSchema = z.object({
+  trust: z.string().min(1).max(500),
+  names: z
+    .array(cacheNameSchema)
+    .min(1)
+    .max(32)
+    .refine((names) => new Set(names.map(cacheVariable)).size === names.length, {
+      message: "cache names must be unique and map to distinct AGENT_CACHE_* variables",
+    }),
+});
+export type CachesSpec = z.infer<typeof cachesSpecSchema>;
+
 export const jobSchema = z
   .object({
     id: idSchema,
@@ -93,6 +136,12 @@ export const jobSchema = z
     mask: maskListSchema.default([]),
     steps: z.array(stepSchema).min(1).max(1000),
     timeoutMs: durationMsSchema.optional(),
+    /** A tar stream the agent pulls (`workspace-pull`) and extracts into the workspace before the first step. */
+    workspace: z.object({ bytes: z.number().int().min(1), sha256: sha256Schema }).optional(),
+    artifacts: artifactsSpecSchema.optional(),
+    caches: cachesSpecSchema.optional(),
+    /** Free bytes the job needs on the work dir's filesystem: warm caches are evicted to make room. */
+    diskNeedBytes: nonNegativeInt.optional(),
   })
   .refine((j) => new Set(j.steps.map((s) => s.id)).size === j.steps.length, {
     message: "step ids must be unique",
@@ -163,6 +212,45 @@ export const stepEndSchema = z.object({
 });
 export type StepEnd = z.infer<typeof stepEndSchema>;
 
+/** Why a transfer went wrong: an AGENT_ERR_ARCHIVE_* code, the words, and the entry to blame. */
+const transferFailureSchema = z.object({
+  code: z.string().min(1).max(64),
+  message: z.string().max(4000),
+  entry: z.string().max(4096).nullable(),
+});
+
+/** How one direction of a job's transfers went. */
+export const transferResultSchema = z.discriminatedUnion("status", [
+  /** Transferred and checked: the stream's length and SHA-256, and its entries. */
+  z.object({
+    status: z.literal("done"),
+    bytes: nonNegativeInt,
+    sha256: sha256Schema,
+    entries: nonNegativeInt,
+  }),
+  /** Refused (an unsafe entry, a limit) or failed (a damaged stream, a file that cannot be read). */
+  z.object({ status: z.literal("failed"), ...transferFailureSchema.shape }),
+  /** Not attempted (artifacts `when` did not match the outcome, or the job stopped before it). */
+  z.object({ status: z.literal("skipped"), message: z.string().max(4000) }),
+]);
+export type TransferResult = z.infer<typeof transferResultSchema>;
+
+export const EVICTION_REASONS = ["space", "trust", "unknown-origin"] as const;
+
+/** What the warm caches did for the job. */
+export const cacheReportSchema = z.object({
+  scope: z.string().max(64),
+  hits: z.array(cacheNameSchema).max(32),
+  misses: z.array(cacheNameSchema).max(32),
+  evictions: z
+    .array(
+      z.object({ name: z.string().max(255), reason: z.enum(EVICTION_REASONS), freedBytes: nonNegativeInt }),
+    )
+    .max(1000),
+  freeBytesBefore: nonNegativeInt,
+  freeBytesAfter: nonNegativeInt,
+});
+
 export const JOB_STATUSES = ["succeeded", "failed"] as const;
 export const jobEndSchema = z.object({
   ...envelope,
@@ -179,8 +267,59 @@ export const jobEndSchema = z.object({
   agentPeakRssBytes: nonNegativeInt.optional(),
   /** Peak bytes the job used on the work dir's filesystem. */
   diskUsedBytes: nonNegativeInt.optional(),
+  /** How the workspace seed and the artifacts went, for a job that has them. */
+  transfers: z
+    .object({ workspace: transferResultSchema.optional(), artifacts: transferResultSchema.optional() })
+    .optional(),
+  caches: cacheReportSchema.optional(),
 });
 export type JobEnd = z.infer<typeof jobEndSchema>;
+
+/**
+ * Asks the controller for bytes `[offset, offset + length)` of the job's workspace archive
+ * (`job.workspace`). Not sequenced: the answer is `workspace` binary frames, and a request is
+ * simply asked again after a resume. The agent keeps at most two requests outstanding.
+ */
+export const workspacePullSchema = z.object({
+  ...envelope,
+  type: z.literal("workspace-pull"),
+  jobId: idSchema,
+  offset: nonNegativeInt,
+  length: z
+    .number()
+    .int()
+    .min(1)
+    .max(16 * 1_048_576),
+});
+export type WorkspacePull = z.infer<typeof workspacePullSchema>;
+
+export const SKIPPED_LISTED = 100;
+
+/**
+ * Ends the job's artifact stream (the `artifact` binary frames before it, offsets from 0). With
+ * `bytes` and `sha256` the controller checks what it received and keeps it; with `error` the
+ * packing failed and the controller drops what it received.
+ */
+export const artifactsEndSchema = z.object({
+  ...envelope,
+  type: z.literal("artifacts-end"),
+  seq: seqSchema,
+  jobId: idSchema,
+  bytes: nonNegativeInt.optional(),
+  sha256: sha256Schema.optional(),
+  entries: nonNegativeInt,
+  /** Matched paths left out (links out of the workspace, special files): the first 100. */
+  skipped: z
+    .array(
+      z.object({ path: z.string().max(4096), reason: z.enum(["link-outside-workspace", "special-file"]) }),
+    )
+    .max(SKIPPED_LISTED),
+  skippedCount: nonNegativeInt,
+  /** `paths` patterns that matched nothing. */
+  unmatched: z.array(z.string().max(1024)).max(100),
+  error: transferFailureSchema.optional(),
+});
+export type ArtifactsEnd = z.infer<typeof artifactsEndSchema>;
 
 // Controller -> agent
 export const jobMessageSchema = z.object({ ...envelope, type: z.literal("job"), job: jobSchema });
@@ -217,8 +356,10 @@ export const agentMessageSchemas = {
   "step-start": stepStartSchema,
   "step-end": stepEndSchema,
   "job-end": jobEndSchema,
+  "workspace-pull": workspacePullSchema,
+  "artifacts-end": artifactsEndSchema,
 } as const;
-export type AgentMessage = Hello | StepStart | StepEnd | JobEnd;
+export type AgentMessage = Hello | StepStart | StepEnd | JobEnd | WorkspacePull | ArtifactsEnd;
 
 /** JSON messages the controller sends. */
 export const controllerMessageSchemas = {

@@ -14,6 +14,16 @@ import type { ControllerMessage, Job } from "../protocol/messages.ts";
  */
 export type ChannelState = "awaiting-job" | "running" | "resuming" | "awaiting-ack" | "closed";
 
+/** A decoded `workspace` binary frame: bytes of the job's seed, from `offset`. */
+export interface WorkspaceData {
+  type: "workspace-data";
+  offset: number;
+  data: Buffer;
+}
+
+/** What the controller sends: its JSON messages and its binary frames. */
+export type ControllerInput = ControllerMessage | WorkspaceData;
+
 /** What the channel must do about one event; the state has already moved. */
 export type ChannelEffect =
   /** Take this job (the state is now `running`). */
@@ -24,6 +34,8 @@ export type ChannelEffect =
   | { type: "flow" }
   /** The controller has everything up to `seq`: drop it from the outbox and send the rest. */
   | { type: "resume-from"; seq: number; ended: boolean }
+  /** Seed bytes for the job's workspace download. */
+  | { type: "workspace-data"; offset: number; data: Buffer }
   /** `job-end` is acknowledged (the state is now `closed`): close the session with 1000. */
   | { type: "job-end-acked" }
   /** The controller broke the protocol: close with `error.closeCode`. */
@@ -46,6 +58,7 @@ export type LossAction = "resume" | "give-up" | "nothing";
  * | `cancel` | 4003          | stops the job    | 4003     | no effect                     | ignored |
  * | `ack`    | (seq 0 only)  | frees the outbox | 4003     | done once it covers `job-end` | ignored |
  * | `resume` | 4003          | 4003             | resumes  | 4003                          | ignored |
+ * | `workspace` frame | 4003 | seed bytes (4003 for a job without a seed) | 4003 | 4003 | ignored |
  *
  * A `cancel` naming another job is 4003 in every state but `closed`. (An `ack` beyond what was
  * sent is refused by the session before it gets here.) A new message type gets one more row.
@@ -69,7 +82,7 @@ export class ChannelStateMachine {
   }
 
   /** What a message from the controller does now. */
-  receive(message: ControllerMessage): ChannelEffect[] {
+  receive(message: ControllerInput): ChannelEffect[] {
     switch (this.#state) {
       case "awaiting-job":
         return this.#awaitingJob(message);
@@ -116,7 +129,7 @@ export class ChannelStateMachine {
     this.#state = "closed";
   }
 
-  #awaitingJob(message: ControllerMessage): ChannelEffect[] {
+  #awaitingJob(message: ControllerInput): ChannelEffect[] {
     switch (message.type) {
       case "job":
         this.#job = message.job;
@@ -128,10 +141,12 @@ export class ChannelStateMachine {
         return refuse(`"cancel" for job ${message.jobId} before any job`);
       case "resume":
         return refuse(`"resume" for job ${message.jobId}, but the agent did not ask to resume`);
+      case "workspace-data":
+        return refuse("a workspace frame before any job");
     }
   }
 
-  #running(message: ControllerMessage): ChannelEffect[] {
+  #running(message: ControllerInput): ChannelEffect[] {
     const job = this.#job!;
     switch (message.type) {
       case "ack":
@@ -145,10 +160,14 @@ export class ChannelStateMachine {
         return refuse(`a second "job" (${message.job.id}) while job ${job.id} runs`);
       case "resume":
         return refuse(`"resume" for job ${message.jobId}, but the agent did not ask to resume`);
+      case "workspace-data":
+        if (job.workspace === undefined)
+          return refuse(`a workspace frame, but job ${job.id} has no workspace to seed`);
+        return [{ type: "workspace-data", offset: message.offset, data: message.data }];
     }
   }
 
-  #resuming(message: ControllerMessage): ChannelEffect[] {
+  #resuming(message: ControllerInput): ChannelEffect[] {
     const job = this.#job!;
     if (message.type !== "resume" || message.jobId !== job.id) {
       const what = message.type === "resume" ? `"resume" for job ${message.jobId}` : `"${message.type}"`;
@@ -162,7 +181,7 @@ export class ChannelStateMachine {
     return [{ type: "resume-from", seq: message.seq, ended }, ...this.#ackedUpTo(message.seq)];
   }
 
-  #awaitingAck(message: ControllerMessage): ChannelEffect[] {
+  #awaitingAck(message: ControllerInput): ChannelEffect[] {
     const job = this.#job!;
     switch (message.type) {
       case "ack":
@@ -176,6 +195,8 @@ export class ChannelStateMachine {
         return refuse(`a second "job" (${message.job.id}) while the end of job ${job.id} waits for its ack`);
       case "resume":
         return refuse(`"resume" for job ${message.jobId}, but the agent did not ask to resume`);
+      case "workspace-data":
+        return refuse(`a workspace frame after job ${job.id} ended`);
     }
   }
 

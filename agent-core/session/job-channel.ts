@@ -1,12 +1,19 @@
 import { randomBytes } from "node:crypto";
 import type WebSocket from "ws";
 import type { AgentConfig } from "../config/config.ts";
-import { AgentError, type AgentIoError, ControllerRefusedError } from "../errors.ts";
+import { AgentError, type AgentIoError, ControllerRefusedError, type ProtocolError } from "../errors.ts";
+import type { ArtifactChannel } from "../job/transfers.ts";
 import type { Logger } from "../logger.ts";
 import { CloseCode, isResumableClose } from "../protocol/close-codes.ts";
 import type { OutputStream } from "../protocol/frames.ts";
-import type { ControllerMessage, Hello, Job, JobEnd, StepEnd, StepReason } from "../protocol/messages.ts";
-import { type ChannelEffect, type ChannelState, ChannelStateMachine } from "./channel-state.ts";
+import type { ArtifactsEnd, Hello, Job, JobEnd, StepEnd, StepReason } from "../protocol/messages.ts";
+import { WorkspaceDownload } from "../workspace/download.ts";
+import {
+  type ChannelEffect,
+  type ChannelState,
+  ChannelStateMachine,
+  type ControllerInput,
+} from "./channel-state.ts";
 import { connectToController } from "./connect.ts";
 import { FlowControl } from "./flow-control.ts";
 import { Outbox } from "./outbox.ts";
@@ -65,6 +72,8 @@ export class JobChannel {
   readonly #stopResuming = new AbortController();
   /** The latest connection (possibly closed, or a reconnect not resumed yet). */
   #session!: AgentSession;
+  /** The job's seed, while it is pulled (kept to the job's end: late duplicate frames are dropped by it). */
+  #download: WorkspaceDownload | undefined;
   /** The first hello, said again (with `resume`) on every reconnect. */
   #hello: Hello | undefined;
   #reconnects = 0;
@@ -182,6 +191,41 @@ export class JobChannel {
   }
 
   /**
+   * Starts pulling the job's seed (`job.workspace`) window by window: the download yields its
+   * bytes in order, asks again after a resume, and is fed the controller's `workspace` frames.
+   */
+  downloadWorkspace(spec: NonNullable<Job["workspace"]>, windowBytes: number): WorkspaceDownload {
+    const jobId = this.#jobId();
+    const download = new WorkspaceDownload({
+      bytes: spec.bytes,
+      windowBytes,
+      pull: (offset, length) => {
+        if (this.#lost === undefined)
+          this.#session.sendPull({ v: 1, type: "workspace-pull", jobId, offset, length });
+      },
+    });
+    this.#download = download;
+    download.start();
+    return download;
+  }
+
+  /** Where the job's artifacts go: sequenced `artifact` frames and `artifacts-end`, under the job's flow control. */
+  get artifacts(): ArtifactChannel {
+    return {
+      data: (offset, data) => {
+        if (this.#lost === undefined) this.#session.sendArtifact(offset, data);
+      },
+      hasRoom: () => this.flow.hasRoom(),
+      waitForRoom: () => this.flow.waitForRoom(),
+      end: (fields: Omit<ArtifactsEnd, "v" | "type" | "seq" | "jobId">) => {
+        if (this.#lost === undefined) {
+          this.#session.send({ v: 1, type: "artifacts-end", jobId: this.#jobId(), ...fields });
+        }
+      },
+    };
+  }
+
+  /**
    * Sends `job-end` and waits for the ack that covers it: through a resume if the connection
    * drops meanwhile, for `ackTimeoutMs` while it waits on a live connection, and never past
    * `returnBy`. Closes the session (1000 `job done` when acknowledged, 4006 otherwise).
@@ -265,7 +309,7 @@ export class JobChannel {
   }
 
   /** The one message handler, for every connection: the state machine decides, the channel acts. */
-  #onMessage(message: ControllerMessage, session: AgentSession): void {
+  #onMessage(message: ControllerInput, session: AgentSession): void {
     if (session !== this.#session) return; // a connection already replaced
     this.#apply(this.#machine.receive(message), session);
   }
@@ -292,6 +336,16 @@ export class JobChannel {
             ...(effect.ended ? { jobEnded: true } : {}),
           });
           this.flow.update();
+          // The seed's bytes lost with the old connection are asked for again.
+          this.#download?.resumed();
+          break;
+        case "workspace-data":
+          try {
+            this.#download?.receive(effect.offset, effect.data);
+          } catch (error) {
+            session.protocolError(error as ProtocolError);
+            return;
+          }
           break;
         case "job-end-acked":
           break;
@@ -404,6 +458,7 @@ export class JobChannel {
     this.#logger.error(`${error.message}; stopping the job`, { code: error.code });
     this.#stopResuming.abort();
     this.flow.release();
+    this.#download?.fail(error);
     this.stopJob("error");
     this.#machine.close();
     this.#changed();

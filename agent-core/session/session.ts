@@ -3,8 +3,14 @@ import { type AgentError, ProtocolError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import { CloseCode } from "../protocol/close-codes.ts";
 import { closeReason, decodeControllerMessage, encodeMessage } from "../protocol/codec.ts";
-import { encodeOutputFrame, type OutputStream } from "../protocol/frames.ts";
-import type { ControllerMessage, Hello, JobEnd, StepEnd, StepStart } from "../protocol/messages.ts";
+import {
+  decodeControllerFrame,
+  encodeOutputFrame,
+  encodeTransferFrame,
+  type OutputStream,
+} from "../protocol/frames.ts";
+import type { ArtifactsEnd, Hello, JobEnd, StepEnd, StepStart, WorkspacePull } from "../protocol/messages.ts";
+import type { ControllerInput } from "./channel-state.ts";
 import type { Outbox } from "./outbox.ts";
 
 export interface SessionOptions {
@@ -24,9 +30,13 @@ export interface SessionClose {
 }
 
 /** Receives every message the controller sends on one session, in order, and nothing else does. */
-export type MessageHandler = (message: ControllerMessage, session: AgentSession) => void;
+export type MessageHandler = (message: ControllerInput, session: AgentSession) => void;
 
-export type Sequenced = Omit<StepStart, "seq"> | Omit<StepEnd, "seq"> | Omit<JobEnd, "seq">;
+export type Sequenced =
+  | Omit<StepStart, "seq">
+  | Omit<StepEnd, "seq">
+  | Omit<JobEnd, "seq">
+  | Omit<ArtifactsEnd, "seq">;
 
 /** Bytes handed to the socket but not yet written out, above which the session stops feeding it. */
 const SOCKET_HIGH_WATER_BYTES = 1_048_576;
@@ -119,7 +129,7 @@ export class AgentSession {
     const seq = this.#outbox.nextSeq();
     this.#outbox.push(
       seq,
-      Buffer.from(encodeMessage({ ...message, seq } as StepStart | StepEnd | JobEnd)),
+      Buffer.from(encodeMessage({ ...message, seq } as StepStart | StepEnd | JobEnd | ArtifactsEnd)),
       false,
     );
     this.#pump();
@@ -131,6 +141,22 @@ export class AgentSession {
     this.#outbox.push(seq, encodeOutputFrame({ seq, stepId, stream, offset, data }), true);
     this.#pump();
     return seq;
+  }
+
+  /** Queues one `artifact` frame (sequenced like output: acknowledged, sent again after a resume). */
+  sendArtifact(offset: number, data: Buffer): number {
+    const seq = this.#outbox.nextSeq();
+    this.#outbox.push(seq, encodeTransferFrame({ kind: "artifact", seq, offset, data }), true);
+    this.#pump();
+    return seq;
+  }
+
+  /**
+   * Sends a `workspace-pull` now, or drops it when the connection is not open or still waits for
+   * `resume` (not sequenced: the download asks again after the resume).
+   */
+  sendPull(pull: WorkspacePull): void {
+    if (this.isOpen && !this.#held) this.#socket.send(encodeMessage(pull));
   }
 
   /** After a reconnect: the controller has everything up to `seq`; send the rest. False on a protocol error. */
@@ -228,14 +254,13 @@ export class AgentSession {
 
   #receive(data: Buffer, isBinary: boolean): void {
     if (this.#closeInfo !== undefined) return; // closing: what the peer still sends is not acted on
-    let message: ControllerMessage;
+    let message: ControllerInput;
     try {
-      if (isBinary)
-        throw new ProtocolError(
-          CloseCode.malformed,
-          "the controller sent a binary frame; it only sends text",
-        );
-      message = decodeControllerMessage(data.toString("utf8"));
+      if (isBinary) {
+        // The controller's only binary frames are `workspace` frames, answers to `workspace-pull`.
+        const frame = decodeControllerFrame(data);
+        message = { type: "workspace-data", offset: frame.offset, data: frame.data };
+      } else message = decodeControllerMessage(data.toString("utf8"));
       if (message.type === "ack") this.#onAck(message.seq);
     } catch (error) {
       this.protocolError(error as ProtocolError);

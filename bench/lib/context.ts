@@ -1,8 +1,14 @@
 import type { Figure, Unit } from "./figures.ts";
 
+/**
+ * How much a run measures: `full` for the figures that count; `quick` for a short look (fewer
+ * repetitions, smaller sizes); `smoke` to check that every measurement runs and reports its rows
+ * (one small run each: its figures mean nothing; the bench test uses it).
+ */
+export type BenchScale = "full" | "quick" | "smoke";
+
 export interface BenchContext {
-  /** Fewer repetitions and smaller sizes. */
-  quick: boolean;
+  scale: BenchScale;
   /** Scratch directory of this run, removed at its end. */
   tmp: string;
   /** A progress line on stderr. */
@@ -20,4 +26,9 @@ export interface Measurement {
   name: string;
   rows: readonly Row[];
   run(ctx: BenchContext): Promise<Figure[]>;
+}
+
+/** The value for the run's scale: `byScale(ctx, { full: 20, quick: 5, smoke: 1 })`. */
+export function byScale<T>(ctx: BenchContext, values: Record<BenchScale, T>): T {
+  return values[ctx.scale];
 }

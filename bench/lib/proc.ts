@@ -41,6 +41,10 @@ export interface StartOptions {
   cwd?: string;
   /** Keep the whole stdout (small outputs only). */
   keepStdout?: boolean;
+  /** Give it a stdin pipe (`child.stdin`); otherwise stdin is /dev/null. */
+  stdin?: boolean;
+  /** Called with each chunk of its stdout. */
+  onStdout?: (chunk: Buffer) => void;
 }
 
 const TAIL_BYTES = 4096;
@@ -51,7 +55,7 @@ export function start(file: string, args: readonly string[], options: StartOptio
   const child = spawn(file, args, {
     env: options.env ?? minimalEnv(),
     ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
   });
   running.add(child);
   let tail = "";
@@ -62,6 +66,7 @@ export function start(file: string, args: readonly string[], options: StartOptio
   child.stdout!.on("data", (chunk: Buffer) => {
     keep(chunk);
     if (options.keepStdout) out += chunk.toString("utf8");
+    options.onStdout?.(chunk);
   });
   child.stderr!.on("data", keep);
   const exited = new Promise<Exit>((resolve, reject) => {

@@ -9,7 +9,7 @@ import {
   NAME_HEADER,
   SECRET_HEADER,
 } from "../../agent-core/index.ts";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured } from "../lib/figures.ts";
 import { ROOT, tempDir } from "../lib/peers.ts";
 import {
@@ -58,8 +58,8 @@ export const controllerScale: Measurement = {
   name: "controller scale",
   rows: Object.values(ROWS),
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const sessions = ctx.quick ? 50 : 500;
-    const seconds = ctx.quick ? 2 : 20;
+    const sessions = byScale(ctx, { full: 500, quick: 50, smoke: 10 });
+    const seconds = byScale(ctx, { full: 20, quick: 2, smoke: 1 });
     const key = randomBytes(32).toString("hex");
     const data = tempDir("bench-scale-");
     const run = start(NODE, [CONTROLLER, "serve", "--port", "0", "--data-dir", data.path, "--no-provision"], {
@@ -119,7 +119,7 @@ export const controllerScale: Measurement = {
       ];
       const stages: StreamResult[] = [steady];
       let perSecond = FRAME_BYTES;
-      for (let stage = 1; stage <= (ctx.quick ? 0 : 4); stage++) {
+      for (let stage = 1; stage <= (ctx.scale === "full" ? 4 : 0); stage++) {
         const last = stages.at(-1)!;
         if (limitReached(last)) break;
         perSecond *= 4;
@@ -131,7 +131,7 @@ export const controllerScale: Measurement = {
           key,
           sessions,
           stage,
-          (ctx.quick ? 2 : 8) * 1000,
+          byScale(ctx, { full: 8, quick: 2, smoke: 1 }) * 1000,
           run.pid,
           perSecond,
         );

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { DiskWatcher, groupRssBytes } from "../../agent-core/index.ts";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured, notAvailable } from "../lib/figures.ts";
 import { BenchController, ENTRYPOINT, FIXTURES, launchAgent } from "../lib/peers.ts";
 import { CPU_CLOCK, NODE, procCpuSeconds, stopProcess, timedRun, withTimeout } from "../lib/proc.ts";
@@ -42,16 +42,19 @@ export const disk: Measurement = {
 };
 
 async function measureWatcher(ctx: BenchContext): Promise<Figure> {
-  const runs = ctx.quick ? 2 : 5;
+  const runs = byScale(ctx, { full: 5, quick: 2, smoke: 1 });
+  const files = byScale(ctx, { full: FILES, quick: FILES, smoke: 500 });
   const watched: Step[] = [];
   const unwatched: Step[] = [];
   const ctl = await BenchController.start();
   try {
     for (let i = 0; i < runs; i++) {
-      ctx.progress(`disk watcher: run ${i + 1}/${runs}, ${FILES} files`);
-      unwatched.push(await step(ctx, ctl, `bench-disk-off-${i}`, { [INTERVAL_ENV]: String(NO_SAMPLING_MS) }));
+      ctx.progress(`disk watcher: run ${i + 1}/${runs}, ${files} files`);
+      unwatched.push(
+        await step(ctx, ctl, `bench-disk-off-${i}`, files, { [INTERVAL_ENV]: String(NO_SAMPLING_MS) }),
+      );
       watched.push(
-        await step(ctx, ctl, `bench-disk-on-${i}`, { AGENT_DISK_BUDGET_BYTES: String(BUDGET_BYTES) }),
+        await step(ctx, ctl, `bench-disk-on-${i}`, files, { AGENT_DISK_BUDGET_BYTES: String(BUDGET_BYTES) }),
       );
     }
   } finally {
@@ -68,12 +71,12 @@ async function measureWatcher(ctx: BenchContext): Promise<Figure> {
       samples: unwatched.map((s) => s.cpuMs),
     },
     notes: [
-      `agent process CPU from step-start to step-end (${CPU_CLOCK}); ${FILES} files of ${FILE_BYTES} bytes; step median ${summarize(watched.map((s) => s.wallMs)).median.toFixed(0)} ms`,
+      `agent process CPU from step-start to step-end (${CPU_CLOCK}); ${files} files of ${FILE_BYTES} bytes; step median ${summarize(watched.map((s) => s.wallMs)).median.toFixed(0)} ms`,
       `difference of medians ${(on.median - off.median).toFixed(1)} ms (spread of the baseline: ${off.min.toFixed(1)}-${off.max.toFixed(1)} ms)`,
       `one disk check (statfs) ${perCall.diskCheckMicroseconds} us, one memory sample (/proc scan) ${perCall.memorySampleMicroseconds} us, in this process`,
     ],
     details: {
-      files: FILES,
+      files,
       fileBytes: FILE_BYTES,
       budgetBytes: BUDGET_BYTES,
       stepWallMs: summarize(watched.map((s) => s.wallMs)),
@@ -91,6 +94,7 @@ async function step(
   ctx: BenchContext,
   ctl: BenchController,
   name: string,
+  files: number,
   env: Record<string, string>,
 ): Promise<Step> {
   const { run } = await launchAgent(ctl, name, { workDir: join(ctx.tmp, "agent-work"), env });
@@ -98,7 +102,7 @@ async function step(
     let before: { cpu: number; at: number } | undefined;
     let after: { cpu: number; at: number } | undefined;
     const watch = ctl.run(
-      { steps: [{ argv: [NODE, MANY_FILES, String(FILES), String(FILE_BYTES)] }] },
+      { steps: [{ argv: [NODE, MANY_FILES, String(files), String(FILE_BYTES)] }] },
       (event, _data, at) => {
         if (event.type === "step-start") before = { cpu: procCpuSeconds(run.pid), at };
         if (event.type === "step-end") after = { cpu: procCpuSeconds(run.pid), at };

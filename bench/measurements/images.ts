@@ -12,7 +12,7 @@ import { type Figure, measured, notAvailable } from "../lib/figures.ts";
  * client's default gzip level, 5, and at level 9, which docs/ecs.md's push commands ask for) and
  * uncompressed (the layers' tar streams), beside the base image they were built from. Measured
  * on the images `npm run image:test` last built (it records them, and its build times, in its
- * cache directory); n/a before that, without buildah, and in quick runs.
+ * cache directory); n/a before that, without buildah, and in quick and smoke runs.
  */
 const ROWS = [
   { id: "image-default-compressed", title: "image default, compressed layers", unit: "MB" },
@@ -46,13 +46,14 @@ export const images: Measurement = {
   async run(ctx: BenchContext): Promise<Figure[]> {
     const cache = process.env.IMAGE_TEST_CACHE ?? join(homedir(), ".cache/ephemeral-agent/image-test");
     const record = join(cache, "last-build.json");
-    const why = ctx.quick
-      ? "full runs only: sizing pushes three images, about a minute"
-      : !hasBuildah()
-        ? "no buildah on this machine"
-        : !existsSync(record)
-          ? "no images yet: run `npm run image:test` (as root) first"
-          : undefined;
+    const why =
+      ctx.scale !== "full"
+        ? "full runs only: sizing pushes three images, about a minute"
+        : !hasBuildah()
+          ? "no buildah on this machine"
+          : !existsSync(record)
+            ? "no images yet: run `npm run image:test` (as root) first"
+            : undefined;
     if (why !== undefined) return ROWS.map((row) => notAvailable(row.id, row.title, row.unit, why));
     const last = JSON.parse(readFileSync(record, "utf8")) as LastBuild;
 

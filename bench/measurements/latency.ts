@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured } from "../lib/figures.ts";
 import { BenchController, FIXTURES, launchAgent } from "../lib/peers.ts";
 import { NODE, start, stopProcess, withTimeout } from "../lib/proc.ts";
@@ -50,8 +50,8 @@ class StampedLines {
 }
 
 async function measureLatency(ctx: BenchContext, ctl: BenchController): Promise<Figure[]> {
-  const runs = ctx.quick ? 1 : 3;
-  const durationMs = ctx.quick ? 2_000 : 5_000;
+  const runs = byScale(ctx, { full: 3, quick: 1, smoke: 1 });
+  const durationMs = byScale(ctx, { full: 5_000, quick: 2_000, smoke: 500 });
   const args = [PACED, String(RATE), String(durationMs), String(LINE_BYTES), "stamp"];
   const agent: number[][] = [];
   const piped: number[][] = [];

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured } from "../lib/figures.ts";
 import { BenchController, ENTRYPOINT, FIXTURES, launchAgent, startStallingController } from "../lib/peers.ts";
 import {
@@ -37,9 +37,9 @@ export const memory: Measurement = {
   name: "memory",
   rows: Object.values(ROWS),
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const idleMs = ctx.quick ? 1_000 : 3_000;
-    const floodMs = ctx.quick ? 2_000 : 5_000;
-    const stallMs = ctx.quick ? 10_000 : 60_000;
+    const idleMs = byScale(ctx, { full: 3_000, quick: 1_000, smoke: 300 });
+    const floodMs = byScale(ctx, { full: 5_000, quick: 2_000, smoke: 500 });
+    const stallMs = byScale(ctx, { full: 60_000, quick: 10_000, smoke: 1_000 });
 
     ctx.progress("memory: a bare Node process, idle");
     const bare = await bareNodeRss(idleMs);

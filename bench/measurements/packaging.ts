@@ -21,7 +21,7 @@ export const packaging: Measurement = {
   name: "packaging",
   rows: ROWS,
   async run(ctx: BenchContext): Promise<Figure[]> {
-    if (ctx.quick) {
+    if (ctx.scale !== "full") {
       return ROWS.map((row) =>
         notAvailable(row.id, row.title, row.unit, "full runs only: three packagings, about a minute"),
       );

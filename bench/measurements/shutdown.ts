@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured } from "../lib/figures.ts";
 import { BenchController, FIXTURES, launchAgent, startHoldingProxy } from "../lib/peers.ts";
 import { NODE, start, stopProcess, waitUntil, withTimeout } from "../lib/proc.ts";
@@ -24,7 +24,7 @@ export const shutdown: Measurement = {
   name: "shutdown",
   rows: [ROW],
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const runs = ctx.quick ? 2 : 5;
+    const runs = byScale(ctx, { full: 5, quick: 2, smoke: 1 });
     const agent: number[] = [];
     const baseline: number[] = [];
     const delivered: boolean[] = [];

@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured, notAvailable } from "../lib/figures.ts";
 import { BenchController, launchAgent, ROOT } from "../lib/peers.ts";
 import { NODE, stopProcess, timedRun } from "../lib/proc.ts";
@@ -25,7 +25,7 @@ export const startup: Measurement = {
   name: "startup",
   rows: Object.values(ROWS),
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const runs = ctx.quick ? 5 : 20;
+    const runs = byScale(ctx, { full: 20, quick: 5, smoke: 1 });
     return [await startToConnected(ctx, runs), await handlerImport(ctx, runs), await sdkLoad(ctx, runs)];
   },
 };

@@ -2,7 +2,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { createLogger, parseAgentConfig, runAgent } from "../../agent-core/index.ts";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured } from "../lib/figures.ts";
 import { BenchController } from "../lib/peers.ts";
 import { minimalEnv, start, withTimeout } from "../lib/proc.ts";
@@ -20,7 +20,7 @@ export const steps: Measurement = {
   name: "steps",
   rows: [ROW],
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const count = ctx.quick ? 100 : 1_000;
+    const count = byScale(ctx, { full: 1_000, quick: 100, smoke: 10 });
     ctx.progress(`per-step overhead: ${count} spawns of sh -c true`);
     const direct = await directSpawns(count);
     ctx.progress(`per-step overhead: a job of ${count} true steps`);

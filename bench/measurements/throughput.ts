@@ -1,7 +1,7 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured } from "../lib/figures.ts";
 import { BenchController, FIXTURES, launchAgent } from "../lib/peers.ts";
 import { CPU_CLOCK, NODE, procCpuSeconds, start, stopProcess, withTimeout } from "../lib/proc.ts";
@@ -28,8 +28,8 @@ export const throughput: Measurement = {
   name: "throughput",
   rows: Object.values(ROWS),
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const bytes = (ctx.quick ? 32 : 256) * 1024 * 1024;
-    const runs = ctx.quick ? 2 : 3;
+    const bytes = byScale(ctx, { full: 256, quick: 32, smoke: 2 }) * 1024 * 1024;
+    const runs = byScale(ctx, { full: 3, quick: 2, smoke: 1 });
     const ctl = await BenchController.start();
     try {
       const figures: Figure[] = [];

@@ -4,7 +4,7 @@ import type { Page } from "playwright-core";
 import { createLogger } from "../../agent-core/index.ts";
 import { Controller, LocalProvisioner, webViewRoutes } from "../../controller/index.ts";
 import { CHROMIUM, launchChromium } from "../../test/support/browser.ts";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured, notAvailable } from "../lib/figures.ts";
 import { ENTRYPOINT, ROOT, tempDir } from "../lib/peers.ts";
 import { NODE } from "../lib/proc.ts";
@@ -46,8 +46,8 @@ export const webView: Measurement = {
       return Object.values(ROWS).map((row) =>
         notAvailable(row.id, row.title, row.unit, `needs ${CHROMIUM} and a built dist/web`),
       );
-    const bytes = ctx.quick ? 4_000_000 : 50_000_000;
-    const runs = ctx.quick ? 1 : 3;
+    const bytes = byScale(ctx, { full: 50_000_000, quick: 4_000_000, smoke: 1_000_000 });
+    const runs = byScale(ctx, { full: 3, quick: 1, smoke: 1 });
     const data = tempDir("bench-web-");
     const controller = await Controller.start({
       dataDir: data.path,

@@ -7,6 +7,7 @@ import { LogModel, safeUrl } from "./log-model.ts";
 import { LogView } from "./log-view.tsx";
 import { type JobView, runMs, waitMs } from "./phases.ts";
 import { Timeline } from "./timeline.tsx";
+import { Transfers } from "./transfers.tsx";
 import { Link, navigate, reportError, StatusBadge, useNow } from "./ui.tsx";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled", "error"]);
@@ -184,6 +185,7 @@ export function JobPage(props: { id: string }) {
           ) : null}
         </div>
       ) : null}
+      <Transfers record={record} />
       <Timeline record={record} now={now} />
       <div class="toolbar">
         <label>

@@ -74,6 +74,40 @@ describe("the default image, ECS mode", () => {
     expect(stderr).not.toMatch(/running as PID 1 without an init/);
   });
 
+  it("stops as ECS stops a task: SIGTERM to tini reaches the agent, the job ends interrupted, exit 143 within grace + drain + 5 s", async () => {
+    // A step that ignores SIGTERM, with a child that does too: SIGKILL after AGENT_GRACE_MS.
+    const name = "ecs-image-stop";
+    const job = ctl.controller.submit({
+      steps: [
+        { run: "trap '' TERM; sh -c 'trap \"\" TERM; sleep 300' & echo started; wait" },
+        { run: "echo never" },
+      ],
+    });
+    const graceMs = 2_000;
+    const drainMs = 500;
+    const container = await startContainer(IMAGES.default, {
+      args: ["-url", ctl.controller.url, ctl.controller.secretFor(name), name],
+      env: { AGENT_GRACE_MS: String(graceMs), AGENT_DRAIN_MS: String(drainMs), AGENT_CLOUDWATCH: "off" },
+    });
+    containers.push(container);
+    for await (const event of ctl.client.events(job.id)) {
+      if (event.type === "output") break;
+    }
+    const stoppedAt = Date.now();
+    expect(container.signal("SIGTERM")).toBe(true);
+    const { code, stderr } = await container.exited;
+    const tookMs = Date.now() - stoppedAt;
+    expect(code, stderr).toBe(ExitCode.sigterm);
+    // The entrypoint's own bound: grace + drain + 5 s (a task's stopTimeout must cover it).
+    expect(tookMs).toBeLessThan(graceMs + drainMs + 5_000);
+    const record = await ctl.controller.waitForJob(job.id);
+    expect(record.steps.map((s) => [s.status, s.reason, s.signal])).toEqual([
+      ["failed", "interrupted", "SIGKILL"],
+      ["skipped", undefined, undefined],
+    ]);
+    expect(stderr).toContain('"signal received: stopping the job"');
+  });
+
   it("prints the launch forms with --help, and has no Java", async () => {
     const help = await startContainer(IMAGES.default, { args: ["--help"] });
     containers.push(help);

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode } from "../../agent-core/index.ts";
 import type { InvocationSummary, SmokeReport } from "../../lambda-handler/index.ts";
@@ -7,6 +10,7 @@ import {
   startFakeLambdaRuntime,
 } from "../support/fake-lambda-runtime.ts";
 import { startController, type TestController } from "../support/harness.ts";
+import { bareRepository, type GitServer, sshKeyPair, startGitSsh } from "./support/git-servers.ts";
 import { type Container, IMAGES, startContainer } from "./support/image.ts";
 
 /**
@@ -17,8 +21,14 @@ import { type Container, IMAGES, startContainer } from "./support/image.ts";
 let ctl: TestController;
 let api: FakeLambdaRuntime;
 let container: Container;
+let repos: string;
+let ssh: GitServer;
+const deployKey = sshKeyPair();
 
 beforeAll(async () => {
+  repos = mkdtempSync(join(tmpdir(), "image-lambda-repos-"));
+  bareRepository(repos, "app");
+  ssh = await startGitSsh(repos, deployKey.public);
   ctl = await startController();
   api = await startFakeLambdaRuntime();
   container = await startContainer(IMAGES.default, {
@@ -53,6 +63,8 @@ afterAll(async () => {
   await container?.remove();
   await api?.close();
   await ctl?.close();
+  await ssh?.close();
+  rmSync(repos, { recursive: true, force: true });
 });
 
 function responseOf(result: InvokeResult): unknown {
@@ -104,6 +116,60 @@ describe("the default image, Lambda mode (Runtime API)", () => {
     const log = (await ctl.client.log(job.id)).toString("utf8");
     expect(log).toMatch(/commits=1 home=\/tmp\//);
     expect((await ctl.controller.waitForJob(job.id)).agent?.labels).toEqual(["git", "bash"]);
+  });
+
+  it("runs git over ssh as Lambda's user, whom the image's passwd does not list: ssh's ~ is the step's HOME", async () => {
+    // OpenSSH exits at once ("No user exists for uid 993") when the user running it has no
+    // passwd entry, and takes ~/.ssh from that entry's home, not from $HOME.
+    const name = "ssh.lambda-abcdef";
+    const job = ctl.controller.submit({
+      env: { DEPLOY_KEY: deployKey.private },
+      steps: [
+        {
+          run: [
+            'test "$(id -u)" = 993 && id -un >/dev/null && whoami >/dev/null',
+            'test "$(getent passwd "$(id -u)" | cut -d: -f6)" = "$HOME" && echo home-ok',
+            "mkdir -p ~/.ssh && chmod 700 ~/.ssh",
+            'printf "%s\\n" "$DEPLOY_KEY" > ~/.ssh/id_ed25519 && chmod 600 ~/.ssh/id_ed25519',
+            `ssh-keyscan -p ${ssh.port} -t ed25519 127.0.0.1 2>/dev/null > ~/.ssh/known_hosts`,
+            `GIT_SSH_COMMAND="ssh -o BatchMode=yes" git clone -q ${ssh.url}app.git app && cat app/README`,
+          ].join("\n"),
+        },
+      ],
+    });
+    const result = await api.invoke(
+      { url: ctl.controller.url, node_secret: ctl.controller.secretFor(name), node_name: name },
+      { timeoutMs: 120_000 },
+    );
+    const summary = responseOf(result) as InvocationSummary;
+    const log = (await ctl.client.log(job.id)).toString("utf8");
+    expect(summary, log).toMatchObject({ jobId: job.id, result: "succeeded", exitCode: ExitCode.ok });
+    expect(log).toContain("home-ok\nhello from app\n");
+  });
+
+  it("leaves nothing of one job running into the next, warm: what a step started with setsid is gone", async () => {
+    // The sandbox is reused: a process left by one job would run beside the next (and read it).
+    const scan = `for p in /proc/[0-9]*; do case "$(tr '\\0' ' ' < "$p/cmdline" 2>/dev/null)" in "sleep 607 "*) echo "left: $p";; esac; done; echo scanned`;
+    const steps = [
+      [
+        {
+          run: "setsid sleep 607 </dev/null >/dev/null 2>&1 & (setsid sleep 607 </dev/null >/dev/null 2>&1 &); echo started",
+        },
+      ],
+      [{ run: scan }],
+    ];
+    const logs: string[] = [];
+    for (const [n, jobSteps] of steps.entries()) {
+      const name = `warm${n}.lambda-abcdef`;
+      const job = ctl.controller.submit({ steps: jobSteps });
+      const result = await api.invoke(
+        { url: ctl.controller.url, node_secret: ctl.controller.secretFor(name), node_name: name },
+        { timeoutMs: 60_000 },
+      );
+      expect(responseOf(result)).toMatchObject({ jobId: job.id, result: "succeeded" });
+      logs.push((await ctl.client.log(job.id)).toString("utf8"));
+    }
+    expect(logs).toEqual(["started\n", "scanned\n"]);
   });
 
   it("turns an invalid event into an invocation error, and keeps serving", async () => {

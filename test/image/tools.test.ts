@@ -76,7 +76,12 @@ describe("the default image's tools", () => {
       echo "nproc=$(nproc) date=$(date -u +%Y)" | grep -Eq '^nproc=[0-9]+ date=20[0-9]{2}$' && echo env-ok
       timeout 5 sleep 0.1 && nohup true >/dev/null 2>&1 && echo "$(basename "$(dirname /x/y/z)")"
       du -s . | cut -f1 | grep -Eq '^[0-9]+$' && df -P . >/dev/null && stat -c %s src/a/list
-      command -v which hostname env expr seq od truncate base64 mktemp install setsid flock getopt envsubst >/dev/null && echo tools-ok
+      # (bash's command -v succeeds when any one of several names is found: one name at a time)
+      for tool in which hostname env expr seq od truncate base64 mktemp install setsid flock getopt envsubst getconf; do
+        command -v "$tool" >/dev/null || echo "missing $tool"
+      done
+      echo tools-ok
+      getconf _NPROCESSORS_ONLN | grep -Eq "^[1-9][0-9]*$" && getconf PATH | grep -q /usr/bin && echo getconf-ok
       GREETING=hi envsubst <<<'$GREETING there'
     `);
     expect(code, stderr).toBe(0);
@@ -95,6 +100,7 @@ describe("the default image's tools", () => {
       "y",
       "14",
       "tools-ok",
+      "getconf-ok",
       "hi there",
       "",
     ]);

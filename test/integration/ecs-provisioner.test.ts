@@ -1,9 +1,13 @@
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildTemplates, parseControllerConfig } from "../../controller/config.ts";
-import { Controller, type JobRecord } from "../../controller/index.ts";
+import { Controller, ControllerClient, type JobRecord } from "../../controller/index.ts";
+import { fetchArtifacts } from "../../controller/workspace-cli.ts";
 import { type FakeEcs, startFakeEcs } from "../support/fake-ecs.ts";
 import { captureLogger, ENTRYPOINT, tempDir } from "../support/harness.ts";
+import { rawTar } from "../support/tar-builder.ts";
 
 const CREDENTIALS = { accessKeyId: "AKIDTEST", secretAccessKey: "test-secret" };
 const AGENT_ENV = { AGENT_GRACE_MS: "500", AGENT_DRAIN_MS: "300", AGENT_LOG_LEVEL: "debug" };
@@ -233,14 +237,7 @@ describe("the ECS provisioner against a loopback ECS (real @aws-sdk/client-ecs)"
     const record = controller.submit({
       steps: [{ run: `if [ -e ${mark} ]; then echo second; else touch ${mark}; echo first; sleep 30; fi` }],
     });
-    await expect.poll(() => controller.getJob(record.id)?.logBytes ?? 0, { timeout: 20_000 }).toBe(6);
-    ecs.interrupt(controller.getJob(record.id)!.attempts[0]!.platformRef!);
-    const final = await controller.waitForJob(record.id);
-    expect(final.status).toBe("succeeded");
-    expect(final.attempts.map((a) => [a.platform, a.cause])).toEqual([
-      ["ecs", "interrupted"],
-      ["ecs", "succeeded"],
-    ]);
+    const final = await interruptedOnce(controller, ecs, record.id, 6);
     expect(final.attempts[0]!.agent).not.toBe(final.attempts[1]!.agent);
     expect(taskOf(ecs, final, 0)).toMatchObject({
       stopCode: "SpotInterruption",
@@ -249,6 +246,70 @@ describe("the ECS provisioner against a loopback ECS (real @aws-sdk/client-ecs)"
     expect((await readLog(controller, record.id)).toString()).toBe("first\nsecond\n");
   });
 });
+
+describe("transfers across a Spot interruption", () => {
+  it("re-seeds the retried attempt's workspace and keeps only its artifacts, not the interrupted one's", async () => {
+    const marks = tempDir("spot-seed-");
+    cleanups.push(marks.remove);
+    const mark = join(marks.path, "ran-once");
+    const { controller, ecs } = await setup([{ ecs: { capacityProvider: "FARGATE_SPOT" } }]);
+    const seed = rawTar([
+      { path: "src/", type: "Directory" },
+      { path: "src/seed.txt", body: "seeded\n" },
+    ]);
+    const upload = await controller.uploadWorkspace(Readable.from([seed]));
+    const record = controller.submit({
+      workspace: { upload: upload.id },
+      // `always`: the interrupted attempt sends its artifacts too, which must not be the job's.
+      artifacts: { paths: ["out"], when: "always" },
+      steps: [
+        {
+          run: `mkdir out && cat src/seed.txt && if [ -e ${mark} ]; then echo second > out/which; else touch ${mark} src/left-by-first; echo first > out/which; sleep 30; fi; ls src`,
+        },
+      ],
+    });
+    const final = await interruptedOnce(controller, ecs, record.id, 7);
+    // Both attempts pulled the whole seed into a fresh workspace: nothing the first left is there.
+    expect((await readLog(controller, record.id)).toString()).toBe("seeded\nseeded\nseed.txt\n");
+    expect(final.transfers?.workspace).toMatchObject({ status: "done", sha256: upload.sha256 });
+    // The interrupted attempt's artifacts were received, then dropped for the retry's.
+    const journal = readFileSync(join(controller.outputPath(record.id), "../events.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { type: string; attempt?: number; status?: string });
+    expect(journal.filter((e) => e.type === "artifacts").map((e) => [e.attempt, e.status])).toEqual([
+      [1, "stored"],
+      [2, "stored"],
+    ]);
+    expect(final.artifacts).toMatchObject({ status: "stored", attempt: 2 });
+    const out = tempDir("spot-artifacts-");
+    cleanups.push(out.remove);
+    await fetchArtifacts(new ControllerClient(controller.url), record.id, out.path);
+    expect(readFileSync(join(out.path, "out/which"), "utf8")).toBe("second\n");
+    expect(taskOf(ecs, final, 0)).toMatchObject({ stopCode: "SpotInterruption" });
+  });
+});
+
+/**
+ * Interrupts the job's first task (Spot) once its log has `logBytes`, and checks that the retry
+ * on a second task succeeded; returns the final record.
+ */
+async function interruptedOnce(
+  controller: Controller,
+  ecs: FakeEcs,
+  id: string,
+  logBytes: number,
+): Promise<JobRecord> {
+  await expect.poll(() => controller.getJob(id)?.logBytes ?? 0, { timeout: 20_000 }).toBe(logBytes);
+  ecs.interrupt(controller.getJob(id)!.attempts[0]!.platformRef!);
+  const final = await controller.waitForJob(id);
+  expect(final.status).toBe("succeeded");
+  expect(final.attempts.map((a) => [a.platform, a.cause])).toEqual([
+    ["ecs", "interrupted"],
+    ["ecs", "succeeded"],
+  ]);
+  return final;
+}
 
 async function readLog(controller: Controller, id: string): Promise<Buffer> {
   const res = await fetch(new URL(`api/v1/jobs/${id}/log`, controller.url));

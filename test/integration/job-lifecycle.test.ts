@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
@@ -10,6 +10,7 @@ import {
   FIXTURES,
   startController,
   type TestController,
+  tempDir,
 } from "../support/harness.ts";
 
 let ctl: TestController;
@@ -123,6 +124,44 @@ describe("a job end to end (real controller, real processes)", () => {
     expect(record.status).toBe("succeeded");
     expect(record.steps[0]?.message).toMatch(/output stayed open/);
     expect((await ctl.client.log(record.id)).toString()).toBe("parent starting\nparent exiting\nnext\n");
+  });
+
+  it("ends, with the job, what its steps started outside their process groups (setsid, a double fork)", async () => {
+    // A warm Lambda sandbox runs the next job beside whatever this one leaves behind: a process
+    // that left the step's group (setsid) must not outlive the job. Each writes its pid first.
+    const dir = tempDir("leftovers-");
+    const pids = () =>
+      readdirSync(dir.path).map((file) => Number(readFileSync(join(dir.path, file), "utf8").trim()));
+    // Running: the pid exists and is not a zombie (dead, waiting for whichever process adopted it).
+    const alive = (pid: number) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+      } catch {
+        return false;
+      }
+    };
+    try {
+      const { record, diagnostics } = await runJobWithAgent({
+        env: { PIDS: dir.path },
+        steps: [
+          { run: `setsid sh -c 'echo $$ > "$PIDS/setsid"; exec sleep 300' </dev/null >/dev/null 2>&1 &` },
+          {
+            run: `(setsid sh -c 'trap "" TERM; echo $$ > "$PIDS/daemon"; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &)`,
+          },
+          { run: 'until [ -s "$PIDS/setsid" ] && [ -s "$PIDS/daemon" ]; do sleep 0.05; done' },
+        ],
+      });
+      expect(record.status).toBe("succeeded");
+      expect(pids()).toHaveLength(2);
+      for (const pid of pids()) expect(alive(pid), `pid ${pid}`).toBe(false);
+      // The setsid'd sleep, the daemon's shell and maybe its sleep of the moment.
+      const ended = diagnostics().find((d) => d.msg === "stopped processes the job left running");
+      expect((ended?.pids as number[] | undefined)?.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      for (const pid of pids()) if (alive(pid)) process.kill(pid, "SIGKILL");
+      dir.remove();
+    }
   });
 
   it("cancels a running job through the API", async () => {

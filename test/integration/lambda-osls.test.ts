@@ -251,7 +251,8 @@ describe("serverless.yml, packaged offline with osls", () => {
       .sort();
     // The handler, the chunks it loads on demand (the AWS SDK for the CloudWatch copy), package.json.
     const chunks = names.filter((name) => name.startsWith("dist/lambda/chunks/"));
-    for (const name of chunks) expect(name).toMatch(/^dist\/lambda\/chunks\/([\w-]+\.js(\.LEGAL\.txt)?)?$/);
+    // Chunk names come from their entry files (node-tar's is index.min.js): dots included.
+    for (const name of chunks) expect(name).toMatch(/^dist\/lambda\/chunks\/([\w.-]+\.js(\.LEGAL\.txt)?)?$/);
     expect(names.filter((name) => !chunks.includes(name))).toEqual([
       "dist/lambda/handler.js",
       "package.json",
@@ -409,18 +410,40 @@ describe("serverless.yml, image form (packageType=image), packaged offline", () 
     expect(qualifiers.sort()).toEqual(["$LATEST", "$LATEST", "live", "live"]);
   });
 
-  it("refuses an image form without an image URI, and an unknown package type", async () => {
-    const cases: [string, RegExp][] = [
-      ["--param=packageType=image", /functions\.jnlp-agent-git-bash\.image/],
-      ["--param=packageType=docker", /Either "handler" or "image" property needs to be set/],
+  it("refuses an image form without an image URI, with one Lambda cannot run, and an unknown package type", async () => {
+    const ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ephemeral-agent";
+    const cases: [string[], RegExp][] = [
+      [["--param=packageType=image"], /IMAGE_URI_MISSING.*--param="imageUri=/],
+      // A digest that is not 64 hex digits: CloudFormation would fail only at deploy.
+      [["--param=packageType=image", `--param=imageUri=${ecr}@sha256:abc`], /IMAGE_URI_INVALID.*sha256:abc/],
+      // Lambda runs images from ECR only, in the function's own region.
+      [
+        ["--param=packageType=image", "--param=imageUri=docker.io/library/ephemeral-agent:0.1.0"],
+        /IMAGE_URI_INVALID.*docker\.io\/library\/ephemeral-agent:0\.1\.0/,
+      ],
+      [
+        [
+          "--param=packageType=image",
+          `--param=imageUri=${ecr}@sha256:${"a".repeat(64)}`,
+          "--region",
+          "eu-west-1",
+        ],
+        /IMAGE_URI_REGION.*us-east-1.*eu-west-1/,
+      ],
+      [["--param=packageType=docker"], /Either "handler" or "image" property needs to be set/],
     ];
-    for (const [param, message] of cases) {
-      const run = await osls(
-        ["package", "--package", join(scratch.path, "bad"), "--stage", "test", param],
-        scratch.path,
-      );
-      expect(run.code, param).not.toBe(0);
-      expect(`${run.stdout}${run.stderr}`, param).toMatch(message);
+    const runs = await Promise.all(
+      cases.map(([params], n) =>
+        osls(
+          ["package", "--package", join(scratch.path, `bad-${n}`), "--stage", "test", ...params],
+          scratch.path,
+        ),
+      ),
+    );
+    for (const [n, run] of runs.entries()) {
+      const [params, message] = cases[n]!;
+      expect(run.code, params.join(" ")).not.toBe(0);
+      expect(`${run.stdout}${run.stderr}`.replace(/\s+/g, " "), params.join(" ")).toMatch(message);
     }
   }, 90_000);
 });

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode } from "../../agent-core/index.ts";
 import {
   type InvocationSummary,
+  MAX_ERROR_BODY_BYTES,
   parseRuntimeApi,
   RuntimeApiClient,
   RuntimeApiError,
@@ -195,6 +196,19 @@ describe("the Runtime API loop, in process", () => {
     });
   });
 
+  it("bounds what it posts as an error: a handler's 8 MB message still fails its invocation, clipped, and the runtime goes on", async () => {
+    await startLoop(async (event: { huge?: boolean }) => {
+      if (event.huge) throw new RangeError(`too much: ${"x".repeat(8 * 1024 * 1024)}`);
+      return { ok: true };
+    });
+    const error = expectError(await api.invoke({ huge: true }, { timeoutMs: 20_000 }));
+    expect(error).toMatchObject({ headerType: "RangeError", errorType: "RangeError" });
+    expect(error.errorMessage).toMatch(/^too much: x+\.\.\. \(8388618 characters, clipped\)$/);
+    expect(Buffer.byteLength(JSON.stringify(error))).toBeLessThanOrEqual(MAX_ERROR_BODY_BYTES);
+    expect(expectResponse(await api.invoke({}))).toEqual({ ok: true });
+    expect(api.violations).toEqual([]);
+  });
+
   it("reports a failing init to /runtime/init/error and stops; Lambda serves it to the invocation", async () => {
     api = await startFakeLambdaRuntime();
     const log = captureLogger();
@@ -372,6 +386,37 @@ describe("dist/lambda/bootstrap.js as a process, against the loopback Runtime AP
     expect(expectResponse(await api.invoke({ smoke: true }))).toMatchObject({ ok: true });
   });
 
+  it("fails an invocation whose deadline has already passed at once, starting no agent, and keeps serving", async () => {
+    await startBootstrap();
+    const name = "late.lambda-abcdef";
+    const result = await api.invoke(
+      { url: ctl.controller.url, node_secret: ctl.controller.secretFor(name), node_name: name },
+      { deadlineMs: Date.now() - 1_000, timeoutMs: 20_000 },
+    );
+    const error = expectError(result);
+    expect(error).toMatchObject({ errorType: "ConfigError" });
+    expect(error.errorMessage).toMatch(/remaining time \(0 ms\)/);
+    expect(result.endedAt - result.takenAt!).toBeLessThan(5_000);
+    expect(stderr).not.toContain('"agent starting"');
+    expect(expectResponse(await api.invoke({ smoke: true }))).toMatchObject({ ok: true });
+    expect(api.violations).toEqual([]);
+  });
+
+  it("answers a 3 MB event of 200,000 unknown fields with a bounded ConfigError, and keeps serving", async () => {
+    await startBootstrap();
+    const event = Object.fromEntries(Array.from({ length: 200_000 }, (_, i) => [`field${i}`, i]));
+    const error = expectError(await api.invoke(event, { timeoutMs: 30_000 }));
+    expect(error).toMatchObject({ headerType: "ConfigError", errorType: "ConfigError" });
+    expect(error.errorMessage).toMatch(
+      /^AGENT_ERR_CONFIG: .*\(200003 problems\):\n {2}- field0: unknown field/,
+    );
+    expect(error.errorMessage).toMatch(/\.\.\. and 199953 more problems$/);
+    // The diagnostic line is bounded too (it goes to CloudWatch Logs).
+    expect(Math.max(...stderr.split("\n").map((line) => line.length))).toBeLessThan(256 * 1024);
+    expect(expectResponse(await api.invoke({ smoke: true }))).toMatchObject({ ok: true });
+    expect(api.violations).toEqual([]);
+  });
+
   it("ends a long step with reason deadline before Lambda-Runtime-Deadline-Ms", async () => {
     await startBootstrap();
     const name = "deadline.lambda-abcdef";
@@ -390,6 +435,20 @@ describe("dist/lambda/bootstrap.js as a process, against the loopback Runtime AP
     });
     expect(summary.limits.deadlineAt).toBeLessThanOrEqual(result.deadlineMs - 2_000);
     expect((await ctl.controller.waitForJob(record.id)).steps[0]).toMatchObject({ reason: "deadline" });
+  });
+
+  it("waits on a next that never answers, with no timeout of its own, and exits 143 on SIGTERM", async () => {
+    await startBootstrap();
+    // No invocation is queued: next blocks, as in a sandbox with nothing to do.
+    const exited = once(child!, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+    const early = await Promise.race([
+      exited,
+      new Promise((resolve) => setTimeout(resolve, 1_500, "waiting")),
+    ]);
+    expect(early).toBe("waiting");
+    child!.kill("SIGTERM");
+    expect(await exited).toEqual([ExitCode.sigterm, null]);
+    expect(api.violations).toEqual([]);
   });
 
   it("reports an init error for a broken function environment and exits 2", async () => {

@@ -211,4 +211,28 @@ describe("the web view in a real browser", () => {
     expect(errors).toEqual([]);
     await page.close();
   });
+
+  it("shows a job's artifacts with a download link, and its caches", async () => {
+    const job = await ctl.client.submit({
+      name: "with artifacts",
+      repository: "github.com/acme/app",
+      branch: "main",
+      caches: ["npm"],
+      steps: [{ run: "mkdir -p dist && echo built > dist/app.txt" }],
+      artifacts: ["dist"],
+    });
+    await ctl.controller.waitForJob(job.id);
+    const { page, errors } = await openPage(`/jobs/${job.id}`);
+    const transfers = page.locator(".transfers");
+    await expect.poll(() => transfers.textContent(), { timeout: 10_000 }).toContain("Artifacts: 2 entries");
+    expect(await transfers.textContent()).toContain(
+      "Caches (github.com/acme/app@protected): no hits · misses npm",
+    );
+    const href = await transfers.locator("a[download]").getAttribute("href");
+    expect(href).toBe(`/api/v1/jobs/${job.id}/artifacts`);
+    const download = await fetch(new URL(href!, ctl.controller.url));
+    expect(download.headers.get("content-type")).toBe("application/x-tar");
+    expect(errors).toEqual([]);
+    await page.close();
+  });
 });

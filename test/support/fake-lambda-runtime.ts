@@ -44,6 +44,11 @@ export interface FakeLambdaRuntime {
 export interface InvokeOptions {
   /** The function's timeout for this invocation: the deadline is now + this (default 60 s). */
   timeoutMs?: number;
+  /**
+   * The `Lambda-Runtime-Deadline-Ms` to send instead of now + `timeoutMs` (a deadline already
+   * past, as clock skew would make it); the fake still ends the invocation after `timeoutMs`.
+   */
+  deadlineMs?: number;
   /** The event's JSON text as sent, instead of `JSON.stringify(event)` (to send something that is not JSON). */
   rawBody?: string;
   functionArn?: string;
@@ -301,7 +306,7 @@ export async function startFakeLambdaRuntime(options: { host?: string } = {}): P
           timeoutMs,
           options: invokeOptions,
           traceId: `Root=1-${Math.floor(Date.now() / 1000).toString(16)}-${randomBytes(12).toString("hex")};Parent=${randomBytes(8).toString("hex")};Sampled=0`,
-          deadlineMs: Date.now() + timeoutMs,
+          deadlineMs: invokeOptions.deadlineMs ?? Date.now() + timeoutMs,
           takenAt: undefined,
           timer: undefined,
           resolve,

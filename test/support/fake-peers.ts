@@ -5,6 +5,7 @@ import {
   AGENT_WS_PATH,
   encodeNameHeader,
   encodeOutputFrame,
+  encodeTransferFrame,
   NAME_HEADER,
   SECRET_HEADER,
 } from "../../agent-core/index.ts";
@@ -25,7 +26,10 @@ export async function rawAgent(
     },
   });
   const received: unknown[] = [];
-  socket.on("message", (data) => received.push(JSON.parse(data.toString())));
+  // JSON messages; binary frames (a seed's `workspace` frames) are for the test's own listener.
+  socket.on("message", (data, isBinary) => {
+    if (!isBinary) received.push(JSON.parse(data.toString()));
+  });
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     socket.once("close", (code, reason) => resolve({ code, reason: reason.toString() })),
   );
@@ -38,7 +42,8 @@ export async function rawAgent(
     received,
     closed,
     sendJson: (value: unknown) => socket.send(JSON.stringify(value)),
-    hello: (labels: string[] = []) =>
+    /** `hello`, with the labels given, and asking to resume `resume` (a job id) when given. */
+    hello: (labels: string[] = [], resume?: string) =>
       socket.send(
         JSON.stringify({
           v: 1,
@@ -46,10 +51,48 @@ export async function rawAgent(
           agent: { name, labels, runtime: "local", version: "test" },
           limits: { deadlineAt: null, diskBudgetBytes: null },
           capabilities: [],
+          ...(resume !== undefined ? { resume: { jobId: resume } } : {}),
         }),
       ),
     output: (seq: number, stepId: string, offset: number, text: string) =>
       socket.send(encodeOutputFrame({ seq, stepId, stream: "stdout", offset, data: Buffer.from(text) })),
+    /** A step that ran and wrote nothing: `step-start` (seq) and `step-end` (seq + 1). */
+    emptyStep: (jobId: string, stepId: string, seq: number) => {
+      socket.send(JSON.stringify({ v: 1, type: "step-start", seq, jobId, stepId, startedAt: Date.now() }));
+      socket.send(
+        JSON.stringify({
+          v: 1,
+          type: "step-end",
+          seq: seq + 1,
+          jobId,
+          stepId,
+          exitCode: 0,
+          signal: null,
+          reason: "exit",
+          durationMs: 1,
+          stdoutBytes: 0,
+          stderrBytes: 0,
+        }),
+      );
+    },
+    artifact: (seq: number, offset: number, data: Buffer) =>
+      socket.send(encodeTransferFrame({ kind: "artifact", seq, offset, data })),
+    /** `artifacts-end` of one entry, saying `bytes` and `sha256` (whatever the test wants checked). */
+    artifactsEnd: (seq: number, jobId: string, bytes: number, sha256: string) =>
+      socket.send(
+        JSON.stringify({
+          v: 1,
+          type: "artifacts-end",
+          seq,
+          jobId,
+          bytes,
+          sha256,
+          entries: 1,
+          skipped: [],
+          skippedCount: 0,
+          unmatched: [],
+        }),
+      ),
     /** Resolves with the first received message matching `type`. */
     next: async (type: string, timeoutMs = 5_000) => {
       const started = Date.now();

@@ -100,6 +100,8 @@ export function agentConfigFor(
     drainMs: 300,
     ackTimeoutMs: 5_000,
     baseEnv: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: tmpdir() },
+    // These agents test protocol v1; auto mode's discovery has its own tests (mode-detection).
+    mode: "native",
     ...overrides,
   });
 }

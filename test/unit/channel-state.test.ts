@@ -6,6 +6,7 @@ import {
   type ChannelState,
   ChannelStateMachine,
   CloseCode,
+  type ControllerInput,
   type ControllerMessage,
   decodeControllerMessage,
   encodeMessage,
@@ -40,11 +41,14 @@ const resume = (seq: number, jobId = "j1", ended?: boolean): ControllerMessage =
   ...(ended !== undefined ? { ended } : {}),
 });
 
+const seeded = (): Job => ({ ...job(), workspace: { bytes: 4096, sha256: "a".repeat(64) } });
+const seed = (offset = 0): ControllerInput => ({ type: "workspace-data", offset, data: Buffer.alloc(512) });
+
 /** A machine brought to `state` the way the channel brings it there (job-end queued at seq 5). */
 function machineIn(state: ChannelState): ChannelStateMachine {
   const machine = new ChannelStateMachine();
   if (state === "awaiting-job") return machine;
-  machine.receive(jobMsg());
+  machine.receive({ v: 1, type: "job", job: seeded() });
   if (state === "running") return machine;
   if (state === "resuming") {
     machine.connectionLost(true);
@@ -88,18 +92,20 @@ function deliverInOneRead(machine: ChannelStateMachine, messages: ControllerMess
 }
 
 describe("the job channel's state machine: every message type in every state", () => {
-  const cases: [ChannelState, string, ControllerMessage, string[], ChannelState][] = [
+  const cases: [ChannelState, string, ControllerInput, string[], ChannelState][] = [
     // awaiting-job
     ["awaiting-job", "job", jobMsg(), ["take-job"], "running"],
     ["awaiting-job", "ack 0", ack(0), ["none"], "awaiting-job"],
     ["awaiting-job", "cancel", cancel(), ["refuse"], "awaiting-job"],
     ["awaiting-job", "resume", resume(0), ["refuse"], "awaiting-job"],
+    ["awaiting-job", "a workspace frame", seed(), ["refuse"], "awaiting-job"],
     // running
     ["running", "job (a second one)", jobMsg("j2"), ["refuse"], "running"],
     ["running", "ack", ack(1), ["flow"], "running"],
     ["running", "cancel of its job", cancel(), ["cancel-job"], "running"],
     ["running", "cancel of another job", cancel("other"), ["refuse"], "running"],
     ["running", "resume (not asked for)", resume(1), ["refuse"], "running"],
+    ["running", "a workspace frame of its seed", seed(512), ["workspace-data"], "running"],
     // resuming
     ["resuming", "job", jobMsg("j2"), ["refuse"], "resuming"],
     ["resuming", "ack", ack(1), ["refuse"], "resuming"],
@@ -107,6 +113,7 @@ describe("the job channel's state machine: every message type in every state", (
     ["resuming", "resume of its job", resume(3), ["resume-from"], "running"],
     ["resuming", "resume of another job", resume(3, "other"), ["refuse"], "resuming"],
     ["resuming", "resume saying ended, before any job-end", resume(3, "j1", true), ["refuse"], "resuming"],
+    ["resuming", "a workspace frame before resume", seed(), ["refuse"], "resuming"],
     // awaiting-ack (job-end is seq 5)
     ["awaiting-ack", "job", jobMsg("j2"), ["refuse"], "awaiting-ack"],
     ["awaiting-ack", "ack short of job-end", ack(4), ["flow"], "awaiting-ack"],
@@ -114,11 +121,13 @@ describe("the job channel's state machine: every message type in every state", (
     ["awaiting-ack", "cancel of its job (too late)", cancel(), ["none"], "awaiting-ack"],
     ["awaiting-ack", "cancel of another job", cancel("other"), ["refuse"], "awaiting-ack"],
     ["awaiting-ack", "resume (not asked for)", resume(5), ["refuse"], "awaiting-ack"],
+    ["awaiting-ack", "a workspace frame after job-end", seed(), ["refuse"], "awaiting-ack"],
     // closed
     ["closed", "job", jobMsg("j2"), ["none"], "closed"],
     ["closed", "ack", ack(5), ["none"], "closed"],
     ["closed", "cancel", cancel(), ["none"], "closed"],
     ["closed", "resume", resume(5), ["none"], "closed"],
+    ["closed", "a workspace frame", seed(), ["none"], "closed"],
   ];
 
   it.each(cases)("%s + %s", (state, _what, message, expected, next) => {
@@ -133,8 +142,17 @@ describe("the job channel's state machine: every message type in every state", (
   it("covers every message type in every state", () => {
     const seen = new Set(cases.map(([state, , message]) => `${state}/${message.type}`));
     for (const state of ["awaiting-job", "running", "resuming", "awaiting-ack", "closed"]) {
-      for (const type of ["job", "ack", "cancel", "resume"]) expect(seen.has(`${state}/${type}`)).toBe(true);
+      for (const type of ["job", "ack", "cancel", "resume", "workspace-data"])
+        expect(seen.has(`${state}/${type}`)).toBe(true);
     }
+  });
+
+  it("a workspace frame for a job without a seed is refused with 4003", () => {
+    const machine = new ChannelStateMachine();
+    machine.receive(jobMsg());
+    const effects = machine.receive(seed());
+    expect(types(effects)).toEqual(["refuse"]);
+    expect(refusedWith(effects)).toEqual([CloseCode.outOfOrder]);
   });
 
   it("resuming after job-end: a resume that covers it ends the wait (the ack was lost)", () => {

@@ -44,7 +44,25 @@ describe("parseAgentConfig", () => {
       reconnectTimeoutMs: 60_000,
       maxPayloadBytes: 16 * 1_048_576,
       handshakeTimeoutMs: 10_000,
+      maxArchiveEntries: 100_000,
       baseEnv: {},
+      mode: "auto",
+      jenkins: {
+        webSocket: false,
+        tunnel: null,
+        direct: null,
+        instanceIdentity: null,
+        protocols: [],
+        javaOpts: [],
+        remotingOpts: [],
+        javaBin: null,
+        javaHome: null,
+        agentFile: null,
+        memoryMb: null,
+        jarMaxBytes: 32 * 1_048_576,
+        jarFetchTimeoutMs: 30_000,
+        classDataSharing: true,
+      },
     });
   });
 

@@ -36,12 +36,16 @@ describe("the controller config file", () => {
     const config = parseControllerConfig({
       url: "https://ci.example.com/",
       maxLogBytes: "512MiB",
+      maxArtifactBytes: "2GiB",
+      protectedBranches: ["main", "release/*"],
       retry: { infrastructure: 1 },
       resumeWindow: "2m",
       clouds: [aws],
       templates: [lambda, fargate],
     });
     expect(config.maxLogBytes).toBe(512 * 1024 * 1024);
+    expect(config.maxArtifactBytes).toBe(2 * 1024 ** 3);
+    expect(config.protectedBranches).toEqual(["main", "release/*"]);
     expect(config.resumeWindow).toBe(120_000);
     expect(config.templates[0]).toMatchObject({ connectTimeout: 60_000, overflowLabel: "fargate" });
     expect(config.templates[1]!.ecs).toMatchObject({
@@ -55,6 +59,7 @@ describe("the controller config file", () => {
   it("lists every problem at once, each naming its field", () => {
     const problems = problemsOf({
       maxLogBytes: "lots",
+      maxArtifactBytes: -1,
       clouds: [aws, { ...aws }],
       templates: [
         { ...fargate, cloud: "nowhere" },
@@ -73,6 +78,7 @@ describe("the controller config file", () => {
     expect(fields).toEqual(
       expect.arrayContaining([
         "maxLogBytes",
+        "maxArtifactBytes",
         "clouds",
         "templates.0.cloud",
         "templates.1.overflowLabel",

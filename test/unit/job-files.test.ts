@@ -1,7 +1,9 @@
-import { appendFileSync, readFileSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobFiles, type ReadEvent } from "../../controller/job-files.ts";
+import type { JobRecord } from "../../controller/job-record.ts";
 import { tempDir } from "../support/harness.ts";
 
 const dirs: { remove: () => void }[] = [];
@@ -139,7 +141,11 @@ describe("JobRecorder.recover: the journal wins over a record written lazily", (
       ],
     };
     const { files: reopened, events } = JobFiles.open(dir, { ended: false });
-    const recorder = new JobRecorder(record, reopened, { clock: () => new Date(), maxLogBytes: 1024 });
+    const recorder = new JobRecorder(record, reopened, {
+      clock: () => new Date(),
+      maxLogBytes: 1024,
+      maxArtifactBytes: 1024,
+    });
     const job = {
       id: "j",
       env: {},
@@ -168,5 +174,138 @@ describe("JobRecorder.recover: the journal wins over a record written lazily", (
     });
     expect(record.steps[0]).toMatchObject({ status: "running", startedAt: at });
     reopened.close();
+  });
+});
+
+describe("JobRecorder.recover: the current attempt's artifacts", () => {
+  const at = "2026-01-01T00:00:00.000Z";
+  const job = {
+    id: "j",
+    env: {},
+    mask: [],
+    steps: [{ id: "a", run: "x", env: {}, continueOnError: false }],
+    artifacts: { paths: ["dist"], exclude: [], when: "on-success" },
+  };
+
+  /** A journal of two attempts: the first sent 100 artifact bytes, the second 300 (of which 100 past a cap of 250). */
+  function journal(dir: string, extra: (files: JobFiles) => void = () => {}): JobFiles {
+    const files = JobFiles.create(dir);
+    for (const attempt of [1, 2]) {
+      files.appendEvent({
+        type: "attempt",
+        attempt,
+        at,
+        agent: `j-${attempt}`,
+        platform: "local",
+        labels: [],
+        logOffset: 0,
+      });
+      files.appendEvent({ type: "status", status: "assigned", at, agent: `j-${attempt}` });
+    }
+    files.appendEvent({ type: "artifact", offset: 0, length: 200, seq: 3, attempt: 2 });
+    files.appendEvent({ type: "artifact", offset: 200, length: 100, dropped: true, seq: 4, attempt: 2 });
+    extra(files);
+    files.close();
+    return files;
+  }
+
+  async function recovered(dir: string) {
+    const { JobRecorder } = await import("../../controller/job-recorder.ts");
+    const record: JobRecord = {
+      id: "j",
+      labels: [],
+      status: "assigned",
+      retry: { infrastructure: 2 },
+      attempts: [],
+      submittedAt: at,
+      logBytes: 0,
+      steps: [{ id: "a", status: "pending" }],
+    };
+    const { files, events } = JobFiles.open(dir, { ended: false });
+    const recorder = new JobRecorder(record, files, {
+      clock: () => new Date(),
+      maxLogBytes: 1024,
+      maxArtifactBytes: 250,
+    });
+    const stream = recorder.recover(events, job as never);
+    return { recorder, stream, record, files };
+  }
+
+  it("continues the stream after the last committed frame: later bytes cut, the cap remembered", async () => {
+    const dir = jobDir();
+    journal(dir);
+    // 200 bytes committed, then 50 written before the controller died.
+    writeFileSync(join(dir, "artifacts.tar.part"), Buffer.alloc(250, 7));
+    const { recorder, stream, files } = await recovered(dir);
+    expect(stream).toMatchObject({ lastSeq: 4, artifactBytes: 300, artifactsEnded: false });
+    expect(statSync(join(dir, "artifacts.tar.part")).size).toBe(200);
+    expect(recorder.artifactsOverCap).toBe(true);
+    files.close();
+  });
+
+  it("takes back an archive kept just before the controller died, its end not yet journaled", async () => {
+    const dir = jobDir();
+    const files = JobFiles.create(dir);
+    files.appendEvent({
+      type: "attempt",
+      attempt: 1,
+      at,
+      agent: "j-1",
+      platform: "local",
+      labels: [],
+      logOffset: 0,
+    });
+    files.appendEvent({ type: "status", status: "assigned", at, agent: "j-1" });
+    files.appendEvent({ type: "artifact", offset: 0, length: 100, seq: 1, attempt: 1 });
+    files.close();
+    writeFileSync(join(dir, "artifacts.tar"), Buffer.alloc(100, 7));
+    const { recorder, stream, record, files: reopened } = await recovered(dir);
+    expect(stream).toMatchObject({ artifactBytes: 100, artifactsEnded: false });
+    expect(existsSync(join(dir, "artifacts.tar"))).toBe(false);
+    // The agent's resend of artifacts-end checks the taken-back bytes and keeps them.
+    const data = Buffer.alloc(100, 7);
+    const result = recorder.artifactsEnd({
+      v: 1,
+      type: "artifacts-end",
+      seq: 2,
+      jobId: "j",
+      bytes: 100,
+      sha256: createHash("sha256").update(data).digest("hex"),
+      entries: 1,
+      skipped: [],
+      skippedCount: 0,
+      unmatched: [],
+    });
+    expect(result).toMatchObject({ status: "stored", bytes: 100 });
+    expect(record.artifacts).toMatchObject({ status: "stored", attempt: 1 });
+    expect(readFileSync(join(dir, "artifacts.tar")).equals(data)).toBe(true);
+    reopened.close();
+  });
+
+  it("rebuilds an ended stream from its journaled end, and drops what an earlier attempt left", async () => {
+    const dir = jobDir();
+    journal(dir, (files) =>
+      files.appendEvent({
+        type: "artifacts",
+        status: "failed",
+        code: "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE",
+        message: "over",
+        entry: null,
+        entries: 1,
+        skipped: [],
+        skippedCount: 0,
+        unmatched: [],
+        attempt: 2,
+        at,
+        seq: 5,
+      }),
+    );
+    writeFileSync(join(dir, "artifacts.tar.part"), Buffer.alloc(10));
+    const { stream, record, recorder, files } = await recovered(dir);
+    expect(stream).toMatchObject({ lastSeq: 5, artifactsEnded: true });
+    expect(record.artifacts).toMatchObject({ status: "failed", attempt: 2 });
+    expect(recorder.artifactsOverCap).toBe(true);
+    expect(existsSync(join(dir, "artifacts.tar.part"))).toBe(false);
+    files.close();
   });
 });

@@ -1,7 +1,7 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError } from "../../agent-core/index.ts";
+import { ConfigError, MAX_LISTED_PROBLEMS } from "../../agent-core/index.ts";
 import {
   DEFAULT_DEADLINE_MARGIN_MS,
   fromLambdaEvent,
@@ -223,6 +223,22 @@ describe("fromLambdaEvent: every malformed shape is one AGENT_ERR_CONFIG listing
       for (const problem of error.problems) expect(error.message).toContain(`- ${problem.field}: `);
     });
   }
+
+  it("an event of 200,000 unknown fields (a 3 MB payload): the first problems listed, the rest counted, the message bounded", () => {
+    const event = Object.fromEntries(Array.from({ length: 200_000 }, (_, i) => [`field${i}`, i]));
+    const error = configError(() => fromLambdaEvent({ ...PAYLOAD, ...event }, launch()));
+    expect(error.message).toMatch(/^AGENT_ERR_CONFIG: .*\(200000 problems\)/);
+    expect(error.problems).toHaveLength(MAX_LISTED_PROBLEMS);
+    expect(error.problems[0]).toMatchObject({
+      field: "field0",
+      message: expect.stringMatching(/^unknown field/),
+    });
+    expect(error.omittedProblems).toBe(200_000 - MAX_LISTED_PROBLEMS);
+    expect(error.message).toContain(`- field${MAX_LISTED_PROBLEMS - 1}: unknown field`);
+    expect(error.message).not.toContain(`- field${MAX_LISTED_PROBLEMS}: `);
+    expect(error.message).toMatch(/\n {2}\.\.\. and 199950 more problems$/);
+    expect(error.message.length).toBeLessThan(64 * 1024);
+  });
 
   it("a deadline margin that leaves no time: names the variable and the numbers", () => {
     const error = configError(() =>

@@ -490,7 +490,7 @@ describe("baseEnv", () => {
 });
 
 describe("compatibility flags", () => {
-  it("accepts remoting flags without effect and records them in ignored (names only)", () => {
+  it("reads remoting flags into the Jenkins settings, passes the others on, and ignores only the reconnect ones", () => {
     const plan = agentPlan(
       [
         "-webSocket",
@@ -502,32 +502,85 @@ describe("compatibility flags", () => {
         "-webSocketHeader",
         "X-Team=build",
         "-proxyCredentials=user:hunter2",
-        "-direct",
-        "jenkins:50000",
+        "-noReconnectAfter",
+        "15s",
         "-url",
         URL,
-        "-tunnel",
-        "jenkins:50000",
         SECRET,
         NAME,
       ],
-      { JENKINS_WEB_SOCKET: "true", JENKINS_TUNNEL: "" },
+      { JENKINS_TUNNEL: "", REMOTING_OPTS: "-jar-cache /cache" },
     );
     expect(identity(plan)).toMatchObject({ url: URL, secret: SECRET, name: NAME });
-    expect(plan.ignored).toEqual([
-      "-webSocket",
-      "-noreconnect",
-      "-headless",
+    expect(plan.config.jenkins.webSocket).toBe(true);
+    expect(plan.config.jenkins.remotingOpts).toEqual([
       "-disableHttpsCertValidation",
       "-noKeepAlive",
       "-failIfWorkDirIsMissing",
       "-webSocketHeader",
+      "X-Team=build",
       "-proxyCredentials",
-      "-direct",
-      "-tunnel",
-      "JENKINS_WEB_SOCKET",
+      "user:hunter2",
+      "-jar-cache",
+      "/cache",
     ]);
+    expect(plan.ignored).toEqual(["-noreconnect", "-headless", "-noReconnectAfter"]);
     expect(plan.ignored.join(" ")).not.toContain("hunter2");
+  });
+
+  it("reads the amazon-ecs and inbound-agent forms of tunnel, WebSocket and the direct connection", () => {
+    const ecs = agentPlan(["-url", URL, "-tunnel", "jenkins:50000", SECRET, NAME], {});
+    expect(ecs.config.jenkins).toMatchObject({ tunnel: "jenkins:50000", webSocket: false });
+    const env = agentPlan(["-url", URL, SECRET, NAME], {
+      JENKINS_WEB_SOCKET: "true",
+      JENKINS_JAVA_OPTS: '-Xmx300m -Dx="a b"',
+      JAVA_OPTS: "-Xmx1g",
+      JENKINS_AGENT_FILE: "/usr/share/jenkins/agent.jar",
+    });
+    expect(env.config.jenkins).toMatchObject({
+      webSocket: true,
+      javaOpts: ["-Xmx300m", "-Dx=a b"],
+      agentFile: "/usr/share/jenkins/agent.jar",
+    });
+    const direct = agentPlan(["-url", URL, "-direct", "j:50000", "-instanceIdentity", "ID", SECRET, NAME], {
+      JENKINS_PROTOCOLS: "JNLP4-connect",
+    });
+    expect(direct.config.jenkins).toMatchObject({
+      direct: "j:50000",
+      instanceIdentity: "ID",
+      protocols: ["JNLP4-connect"],
+    });
+  });
+
+  it.each([
+    [["--mode", "jenkins"], {}, "jenkins"],
+    [["--mode=native"], { AGENT_MODE: "jenkins" }, "native"],
+    [[], { AGENT_MODE: "Jenkins" }, "jenkins"],
+    [[], {}, "auto"],
+  ])("the mode from %j and %j is %s", (args, env, mode) => {
+    expect(agentPlan([...args, "-url", URL, SECRET, NAME], env).config.mode).toBe(mode);
+  });
+
+  it("refuses WebSocket with a tunnel, a bad mode, and remoting options the agent sets itself, all at once", () => {
+    const error = configError(
+      ["-url", URL, "-webSocket", "-tunnel", "j:50000", "--mode", "java", SECRET, NAME],
+      {
+        REMOTING_OPTS: "-noReconnectAfter 15s -secret x",
+        JENKINS_WEB_SOCKET: "maybe",
+        JAVA_OPTS: "-Xmx1g | tee",
+      },
+    );
+    expect(error.problems.map((p) => p.field).sort()).toEqual(
+      [
+        "--mode",
+        "JAVA_OPTS",
+        "JENKINS_WEB_SOCKET",
+        "JENKINS_WEB_SOCKET",
+        "REMOTING_OPTS",
+        "REMOTING_OPTS",
+      ].sort(),
+    );
+    expect(error.message).not.toContain(SECRET);
   });
 
   it("rejects a value given to a switch", () => {
@@ -694,6 +747,16 @@ describe("bad input", () => {
     expect(error.problems[0]?.message).toContain("(from -url)");
     expect(error.problems[1]?.message).toContain("***");
     expect(error.message).not.toContain(SECRET);
+  });
+
+  it("does not garble a message with a secret too short to mask (as the log masker refuses it)", () => {
+    // A one-letter secret used to turn every "s" of the message into ***.
+    const error = configError(["-url", "ftp://jenkins/", "s", NAME]);
+    // It is refused (too short to mask), and the other problems read as written.
+    expect(error.problems.map((p) => p.field)).toEqual(["url", "secret"]);
+    expect(error.problems[0]?.message).toMatch(/^must be an http\(s\):\/\/ or ws\(s\):\/\/ URL/);
+    expect(error.problems[0]?.message).not.toContain("***");
+    expect(error.problems[1]?.message).toMatch(/^must be at least 4 characters/);
   });
 
   it("lists every problem at once and never shows the secret, even where it does not belong", () => {

@@ -1,0 +1,121 @@
+import { get as httpGet, type IncomingMessage } from "node:http";
+import { get as httpsGet } from "node:https";
+import { AgentError } from "../errors.ts";
+import type { Logger } from "../logger.ts";
+import { requestAgentFor } from "../net/proxy.ts";
+
+export interface RetryOptions {
+  /** Keep retrying an unreachable controller this long (the agent's connect timeout). */
+  timeoutMs: number;
+  signal?: AbortSignal;
+  logger: Logger;
+}
+
+/**
+ * Calls `ask` (one request to the controller at `url`, bounded by the ms it is given) until it
+ * resolves: a failure to reach the controller is retried with capped, jittered backoff until
+ * `timeoutMs`, then throws AgentError `AGENT_ERR_CONTROLLER_UNREACHABLE` naming the last cause.
+ * Auto mode decides on the first answer, so it must get one.
+ *
+ * @example
+ * const answer = await untilAnswered(url, (ms) => askForAgentJar({ ...options, timeoutMs: ms }), { timeoutMs: 60_000, logger });
+ */
+export async function untilAnswered<T>(
+  url: string,
+  ask: (attemptMs: number) => Promise<T>,
+  options: RetryOptions,
+): Promise<T> {
+  const giveUpAt = Date.now() + options.timeoutMs;
+  let delayMs = 250;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ask(Math.max(1, Math.min(ATTEMPT_MS, giveUpAt - Date.now())));
+    } catch (error) {
+      if (options.signal?.aborted)
+        throw new AgentError("AGENT_ERR_INTERRUPTED", "interrupted", { cause: error });
+      const why = describeFetchError(error);
+      const waitMs = Math.min(delayMs, giveUpAt - Date.now());
+      if (waitMs <= 0) {
+        throw new AgentError(
+          "AGENT_ERR_CONTROLLER_UNREACHABLE",
+          `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${options.timeoutMs} ms: ${why}`,
+          { cause: error },
+        );
+      }
+      options.logger.warn("controller not reachable yet; retrying", {
+        url,
+        attempt,
+        error: why,
+        retryInMs: waitMs,
+      });
+      await pause(waitMs * (0.5 + Math.random() / 2), options.signal);
+      delayMs = Math.min(delayMs * 2, 5_000);
+    }
+  }
+}
+
+/** One request's own bound while retrying. */
+const ATTEMPT_MS = 10_000;
+
+/** A path below the controller's URL, which is treated as a directory (Jenkins' own rule). */
+export function underController(controllerUrl: string, path: string): string {
+  const url = new URL(controllerUrl);
+  if (!url.pathname.endsWith("/")) url.pathname += "/";
+  url.pathname += path;
+  url.search = "";
+  url.hash = "";
+  return url.toString();
+}
+
+/**
+ * `GET url` with node:http(s), which is already loaded (fetch's first use costs about 70 ms more
+ * in a fresh process, on the path to the first request), through the proxy the environment names
+ * for it (`requestAgentFor`). Resolves with the response, its body unread; the whole exchange,
+ * body included, is bounded by `timeoutMs` and `signal` (the request is destroyed with an
+ * `AbortError`).
+ */
+export async function getUrl(
+  url: string,
+  options: { headers?: Record<string, string>; timeoutMs: number; signal?: AbortSignal },
+): Promise<IncomingMessage> {
+  const target = new URL(url);
+  const get = target.protocol === "https:" ? httpsGet : httpGet;
+  const agent = await requestAgentFor(url);
+  return new Promise((resolve, reject) => {
+    const req = get(target, { headers: options.headers ?? {}, ...(agent ? { agent } : {}) }, resolve);
+    const abort = () => {
+      const error = new Error("the request timed out or was interrupted");
+      error.name = "AbortError";
+      req.destroy(error);
+    };
+    // Timer and listener go with the socket, whether the body is read, dropped or fails.
+    const timer = setTimeout(abort, options.timeoutMs);
+    options.signal?.addEventListener("abort", abort, { once: true });
+    if (options.signal?.aborted) abort();
+    req.once("close", () => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", abort);
+    });
+    req.on("error", reject);
+  });
+}
+
+/** A failed request in a few words: the system error's code, or that it timed out. */
+export function describeFetchError(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  if ((error as Error).name === "AbortError") return "timed out or interrupted";
+  if (code) return `${code}${(error as Error).message ? ` (${(error as Error).message})` : ""}`;
+  return (error as Error).message ?? String(error);
+}
+
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
