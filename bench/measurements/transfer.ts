@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, openSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import type { BenchContext, Measurement } from "../lib/context.ts";
+import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
 import { type Figure, measured } from "../lib/figures.ts";
 import { FIXTURES, ROOT } from "../lib/peers.ts";
 import { NODE, timedRun } from "../lib/proc.ts";
@@ -31,9 +31,9 @@ export const transfer: Measurement = {
   name: "transfer",
   rows: Object.values(ROWS),
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const totalBytes = ctx.quick ? 16 * MiB : 1024 * MiB;
-    const smallFiles = ctx.quick ? 200 : 2_000;
-    const runs = ctx.quick ? 1 : 3;
+    const totalBytes = byScale(ctx, { full: 1024 * MiB, quick: 16 * MiB, smoke: 4 * MiB });
+    const smallFiles = byScale(ctx, { full: 2_000, quick: 200, smoke: 50 });
+    const runs = byScale(ctx, { full: 3, quick: 1, smoke: 1 });
     const src = join(ctx.tmp, "transfer-src");
     ctx.progress(`transfer: writing a ${totalBytes / MiB} MiB tree`);
     const bytes = writeTree(src, totalBytes, smallFiles);
