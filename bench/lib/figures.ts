@@ -7,6 +7,10 @@ export interface Target {
   /** What is required, e.g. `ratio <= 2.5`. */
   text: string;
   met: boolean;
+  /** The number judged (ratio, median, p99, max...; in the figure's unit unless a ratio), null when unmeasured. */
+  actual: number | null;
+  op: Op;
+  limit: number;
 }
 
 /** One row of the results: a measured value beside its baseline, and the target it is held to. */
@@ -80,6 +84,9 @@ export function measured(init: FigureInit): Figure {
     figure.target = {
       text: init.target.text,
       met: actual !== null && compare(actual, init.target.op, init.target.limit),
+      actual,
+      op: init.target.op,
+      limit: init.target.limit,
     };
   }
   return figure;
