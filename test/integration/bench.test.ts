@@ -153,7 +153,8 @@ describe("bench/run.ts --smoke", () => {
     for (const { title, target } of targeted) {
       expect(printed).toContain(`- ${title}: `);
       expect(printed).toContain(`target ${target.text}: ${target.met ? "met" : "MISSED"}`);
-      if (target.actual !== null) expect(svg).toContain(`>${title}</text>`);
+      const escaped = title.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+      if (target.actual !== null) expect(svg).toContain(`>${escaped}</text>`);
     }
   });
 });
