@@ -1,4 +1,4 @@
-import { type Figure, formatValue } from "./figures.ts";
+import type { Figure } from "./figures.ts";
 
 const WIDTH = 900;
 const LABEL_WIDTH = 330;
@@ -7,11 +7,6 @@ const ROW_HEIGHT = 34;
 const TOP = 58;
 const MET = "#2e7d32";
 const MISSED = "#c62828";
-
-/** The number a target judges, as the table shows it: a ratio (`3.12x`) or a value in the figure's unit. */
-function formatActual(figure: Figure, actual: number): string {
-  return figure.target?.text.startsWith("ratio") ? `${actual.toFixed(2)}x` : formatValue(actual, figure.unit);
-}
 
 function escapeXml(text: string): string {
   return text.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
@@ -37,7 +32,7 @@ export function renderTargetChart(figures: readonly Figure[], caption: string): 
     `<text x="10" y="42" fill="#555555">${escapeXml(caption)}</text>`,
   ];
   rows.forEach((figure, i) => {
-    const { actual, limit, met, text } = figure.target;
+    const { actual, limit, met, text, shown } = figure.target;
     const value = actual as number;
     const scale = BAR_WIDTH / (Math.max(value, limit) * 1.25);
     const y = TOP + i * ROW_HEIGHT;
@@ -48,7 +43,7 @@ export function renderTargetChart(figures: readonly Figure[], caption: string): 
       `<rect x="${LABEL_WIDTH}" y="${y + 5}" width="${BAR_WIDTH}" height="18" fill="#f2f2f2"/>`,
       `<rect x="${LABEL_WIDTH}" y="${y + 5}" width="${(value * scale).toFixed(1)}" height="18" fill="${colour}"/>`,
       `<line x1="${limitX.toFixed(1)}" y1="${y + 1}" x2="${limitX.toFixed(1)}" y2="${y + 27}" stroke="#000000" stroke-width="2"/>`,
-      `<text x="${LABEL_WIDTH + BAR_WIDTH + 8}" y="${y + 17}">${escapeXml(`${formatActual(figure, value)} (${text}): ${met ? "met" : "MISSED"}`)}</text>`,
+      `<text x="${LABEL_WIDTH + BAR_WIDTH + 8}" y="${y + 17}">${escapeXml(`${shown} (${text}): ${met ? "met" : "MISSED"}`)}</text>`,
     );
   });
   out.push(
@@ -65,7 +60,7 @@ export function renderTargets(figures: readonly Figure[]): string {
     .filter((f) => f.target !== null)
     .map((f) => {
       const target = f.target!;
-      const actual = target.actual === null ? "not measured" : formatActual(f, target.actual);
+      const actual = target.shown ?? "not measured";
       return `- ${f.title}: ${actual}, target ${target.text}: ${target.met ? "met" : "MISSED"}`;
     })
     .join("\n");
