@@ -144,7 +144,7 @@ async function main(): Promise<number> {
     chart,
     renderTargetChart(
       figures,
-      `${results.mode} run of ${describeRevision(results.revision)}, ${results.date.slice(0, 16).replace("T", " ")} UTC, ${describeMachine(machine)}`,
+      `${results.mode} run of ${describeRevision(results.revision)}, ${results.date.slice(0, 16).replace("T", " ")} UTC, ${describeMachine(machine)}; 1-minute load ${machine.loadAverage1m} at the start`,
     ),
   );
 

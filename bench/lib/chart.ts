@@ -1,7 +1,7 @@
 import type { Figure } from "./figures.ts";
 
-const WIDTH = 900;
-const LABEL_WIDTH = 330;
+const WIDTH = 1180;
+const LABEL_WIDTH = 440;
 const BAR_WIDTH = 380;
 const ROW_HEIGHT = 34;
 const TOP = 58;
