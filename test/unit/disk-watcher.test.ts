@@ -1,4 +1,4 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DiskWatcher, diskMessage, FULL_BYTES } from "../../agent-core/limits/disk-budget.ts";
@@ -76,7 +76,11 @@ describe("DiskWatcher: the reserve and the report", () => {
   afterEach(() => dir.remove());
 
   it("holds half the headroom in a file (blocks allocated) until released, not counting it as the job's", async () => {
-    const watcher = new DiskWatcher(dir.path, null, 8 * MiB);
+    // Free space as this directory alone changes it: /tmp is shared with whatever else runs here,
+    // and its writes must not count as the job's. The reserve's blocks are real (fallocate).
+    const allocated = () =>
+      readdirSync(dir.path).reduce((sum, name) => sum + statSync(join(dir.path, name)).blocks * 512, 0);
+    const watcher = new DiskWatcher(dir.path, null, 8 * MiB, undefined, () => 1024 * MiB - allocated());
     const file = join(dir.path, "job.headroom");
     expect(await watcher.reserveHeadroom(file)).toBe(4 * MiB);
     expect(statSync(file).blocks * 512).toBeGreaterThanOrEqual(4 * MiB);
