@@ -27,6 +27,7 @@ export function renderTargetChart(figures: readonly Figure[], caption: string): 
   const height = TOP + rows.length * ROW_HEIGHT + 30;
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
+    `<title>Bench targets: ${rows.filter((f) => f.target.met).length} of ${rows.length} met (${escapeXml(caption)})</title>`,
     `<rect width="${WIDTH}" height="${height}" fill="#ffffff"/>`,
     `<text x="10" y="22" font-size="15" font-weight="bold">Bench targets: each figure against its target (line)</text>`,
     `<text x="10" y="42" fill="#555555">${escapeXml(caption)}</text>`,
