@@ -1,11 +1,10 @@
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { inflateRawSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SmokeReport } from "../../lambda-handler/index.ts";
 import { ROOT, tempDir } from "../support/harness.ts";
-import { type OslsRun, osls } from "../support/osls.ts";
+import { type OslsRun, osls, runProcess } from "../support/osls.ts";
 
 /**
  * The Serverless Framework side, offline: `osls package` (the open-source fork, pinned as a
@@ -232,20 +231,14 @@ describe("serverless.yml, packaged offline with osls", () => {
       "const error = await handler({}, { getRemainingTimeInMillis: () => end - Date.now() }).catch((e) => e);",
       "process.stdout.write(JSON.stringify({ report, errorName: error.name, errorMessage: error.message }));",
     ].join("\n");
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-      cwd: taskRoot,
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", AGENT_SMOKE_TOOLS: "bash" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+    const { code, stdout, stderr } = await runProcess(
+      process.execPath,
+      ["--input-type=module", "-e", script],
+      {
+        cwd: taskRoot,
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", AGENT_SMOKE_TOOLS: "bash" },
+      },
+    );
     expect(code, stderr).toBe(0);
     const out = JSON.parse(stdout) as { report: SmokeReport; errorName: string; errorMessage: string };
     expect(out.report).toMatchObject({ smoke: true, ok: true });

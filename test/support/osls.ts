@@ -11,27 +11,19 @@ export interface OslsRun {
 }
 
 /**
- * Runs osls (the open-source Serverless Framework fork, a devDependency) in the repository with
- * dummy AWS credentials, `home` as HOME and `env` added; resolves with its exit code and output,
- * rejects when it has not finished within `timeoutMs`.
+ * Runs `command` with exactly `env` as its environment; resolves with its exit code and output,
+ * rejects (after SIGKILL) when it has not finished within `timeoutMs`.
  */
-export function osls(
+export function runProcess(
+  command: string,
   args: string[],
-  home: string,
-  options: { env?: Record<string, string>; timeoutMs?: number } = {},
+  options: { cwd: string; env: Record<string, string>; timeoutMs?: number },
 ): Promise<OslsRun> {
   const timeoutMs = options.timeoutMs ?? 60_000;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [OSLS, ...args], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
-        HOME: home,
-        AWS_ACCESS_KEY_ID: "x",
-        AWS_SECRET_ACCESS_KEY: "x",
-        AWS_REGION: "us-east-1",
-        ...options.env,
-      },
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env,
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -44,11 +36,35 @@ export function osls(
     });
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`osls ${args[0]} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
+      reject(new Error(`${args[0] ?? command} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
     }, timeoutMs);
     child.once("close", (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+  });
+}
+
+/**
+ * Runs osls (the open-source Serverless Framework fork, a devDependency) in the repository with
+ * dummy AWS credentials, `home` as HOME and `env` added; resolves with its exit code and output,
+ * rejects when it has not finished within `timeoutMs`.
+ */
+export function osls(
+  args: string[],
+  home: string,
+  options: { env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<OslsRun> {
+  return runProcess(process.execPath, [OSLS, ...args], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      HOME: home,
+      AWS_ACCESS_KEY_ID: "x",
+      AWS_SECRET_ACCESS_KEY: "x",
+      AWS_REGION: "us-east-1",
+      ...options.env,
+    },
+    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
   });
 }
