@@ -1,6 +1,7 @@
-// npm test: lint (biome), then the type check (tsc, both projects) beside the build and the test
-// suite (vitest), so that tsc's CPU overlaps the suite's waits for processes, sockets and timers
-// instead of adding to them. Every step must pass; the type check's output is printed once it ends.
+// npm test: lint (biome), then the type check (tsc, both projects) beside the test suite (vitest,
+// whose global setup builds the bundles first: test/support/global-setup.ts), so that tsc's CPU
+// overlaps the suite's waits for processes, sockets and timers instead of adding to them. Every
+// step must pass; the type check's output is printed once it ends.
 // The type check is incremental (node_modules/.cache/tsc): unchanged files are not checked again.
 //   node scripts/test.mjs [vitest arguments...]
 import { spawn } from "node:child_process";
@@ -28,9 +29,8 @@ const lint = await run(npm, ["run", "--silent", "lint"]);
 if (lint.code !== 0) process.exit(lint.code);
 
 const typecheck = run(npm, ["run", "--silent", "typecheck"], { capture: true });
-const build = await run(npm, ["run", "--silent", "build"]);
-const tests = build.code === 0 ? await run("npx", ["vitest", "run", ...process.argv.slice(2)]) : build;
+const tests = await run("npx", ["vitest", "run", ...process.argv.slice(2)]);
 const checked = await typecheck;
 process.stdout.write(checked.output);
 process.stdout.write(`typecheck: ${checked.code === 0 ? "passed" : `failed (exit ${checked.code})`}\n`);
-process.exit([build.code, tests.code, checked.code].find((code) => code !== 0) ?? 0);
+process.exit([tests.code, checked.code].find((code) => code !== 0) ?? 0);
