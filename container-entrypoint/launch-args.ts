@@ -133,8 +133,15 @@ function flagTable(): Map<string, Flag> {
 // ---------------------------------------------------------------------------------------------
 // Environment
 
-/** Variables that carry the agent's secret: never passed on to steps. */
-const SECRET_ENV = new Set(["JENKINS_SECRET", "SLAVE_NODE_SECRET", "AGENT_SECRET"]);
+/**
+ * Variables that carry the agent's secret: never passed on to steps. The image's entrypoint
+ * (images/entrypoint.sh) moves the same ones out of the environment of tini and the agent.
+ */
+export const SECRET_ENV: ReadonlySet<string> = new Set([
+  "JENKINS_SECRET",
+  "SLAVE_NODE_SECRET",
+  "AGENT_SECRET",
+]);
 const URL_ENV = ["JENKINS_URL"];
 const SECRET_SOURCES_ENV = ["JENKINS_SECRET", "SLAVE_NODE_SECRET"];
 const NAME_ENV = ["JENKINS_AGENT_NAME", "JENKINS_NAME", "SLAVE_NODE_NAME"];

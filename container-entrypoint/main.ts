@@ -9,6 +9,7 @@ import {
   runAgent,
 } from "../agent-core/index.ts";
 import { HELP_TEXT, type LaunchPlan, parseLaunch } from "./launch-args.ts";
+import { type ReadLaunchFd, takeLaunch } from "./launch-pipe.ts";
 import type { ScrubResult } from "./secret-scrub.ts";
 
 export interface EntrypointIo {
@@ -21,6 +22,12 @@ export interface EntrypointIo {
    * entrypoint passes scrubSecretsFromProc; tests running in-process pass none).
    */
   scrubSecrets?: (secrets: readonly string[]) => ScrubResult;
+  /**
+   * Reads the launch pipe that `AGENT_LAUNCH_FD` names (launch-pipe.ts: the image's entrypoint
+   * hands the arguments and the secret's variables over that way); without it, a launch with
+   * `AGENT_LAUNCH_FD` set is refused.
+   */
+  readLaunchFd?: ReadLaunchFd;
 }
 
 /**
@@ -30,8 +37,11 @@ export interface EntrypointIo {
  */
 export async function runEntrypoint(io: EntrypointIo): Promise<number> {
   let plan: ReturnType<typeof parseLaunch>;
+  let env: Record<string, string | undefined>;
   try {
-    plan = parseLaunch(io.argv, io.env, (path) => readFileSync(path, "utf8"));
+    const launch = takeLaunch(io.argv, io.env, io.readLaunchFd ?? refuseLaunchFd);
+    env = launch.env;
+    plan = parseLaunch(launch.argv, launch.env, (path) => readFileSync(path, "utf8"));
   } catch (error) {
     if (error instanceof ConfigError) {
       io.stderr(`agent: ${error.message}\n\nRun with --help for the launch forms.\n`);
@@ -47,7 +57,7 @@ export async function runEntrypoint(io: EntrypointIo): Promise<number> {
       io.stdout(`${AGENT_VERSION}\n`);
       return ExitCode.ok;
     case "exec":
-      return execCommand(plan.argv);
+      return execCommand(plan.argv, env);
     case "agent":
       return runWithSignals(plan, io);
   }
@@ -127,11 +137,18 @@ function hideSecret(result: ScrubResult, logger: Logger): void {
   }
 }
 
-/** The jenkins-agent behaviour: a single non-option argument is run as a command. */
-function execCommand(argv: string[]): Promise<number> {
+function refuseLaunchFd(): never {
+  throw new Error("this entrypoint takes no launch pipe");
+}
+
+/**
+ * The jenkins-agent behaviour: a single non-option argument is run as a command, with the
+ * entrypoint's environment as given (the variables the image's entrypoint moved included).
+ */
+function execCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   return new Promise((resolve) => {
     const [file, ...args] = argv;
-    const child = spawn(file!, args, { stdio: "inherit" });
+    const child = spawn(file!, args, { stdio: "inherit", env });
     child.once("error", (error) => {
       process.stderr.write(`agent: cannot run ${JSON.stringify(file)}: ${error.message}\n`);
       resolve(127);

@@ -11,9 +11,11 @@
  *
  * Re-executing without the secret would do the same, but Node 20 cannot replace its own process
  * image (`process.execve` came with Node 22.15), and a child process would leave the parent
- * holding the secret. What neither can reach: a parent's copy (an init such as tini, or ECS's
- * `initProcessEnabled`, starts the agent with the same environment). That one is detected and
- * reported; the file forms (`-secret @FILE`, `JENKINS_SECRET=@FILE`) avoid it.
+ * holding the secret. What neither can reach: the copies of the processes above the agent (an
+ * init such as tini, or ECS's `initProcessEnabled`, started with the container's arguments and
+ * environment). The image's entrypoint keeps them out of those (images/entrypoint.sh, which
+ * hands them over through a pipe: launch-pipe.ts); elsewhere every ancestor still holding one is
+ * detected and reported, and the file forms (`-secret @FILE`, `JENKINS_SECRET=@FILE`) avoid it.
  */
 import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 
@@ -41,9 +43,10 @@ function ownAreas(): { name: string; start: number; end: number }[] {
 
 /**
  * Overwrites every copy of `secrets` in this process's original arguments and environment, then
- * checks `/proc/self/{cmdline,environ}` and the parent's (an init started with the same
- * environment) for what is still readable. Linux only; elsewhere, and when `/proc/self/mem`
- * cannot be written, the result says so and nothing is changed.
+ * checks `/proc/self/{cmdline,environ}` and those of every ancestor up to PID 1 (an init started
+ * with the container's arguments and environment) for what is still readable. Linux only;
+ * elsewhere, and when `/proc/self/mem` cannot be written, the result says so and nothing is
+ * changed.
  *
  * @example
  * const result = scrubSecretsFromProc([config.secret]);
@@ -75,13 +78,30 @@ export function scrubSecretsFromProc(secrets: readonly string[]): ScrubResult {
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
-  for (const pid of ["self", String(process.ppid)]) {
+  for (const pid of [process.pid, ...ancestors()]) {
     for (const file of ["cmdline", "environ"]) {
       const path = `/proc/${pid}/${file}`;
-      if (holdsAny(path, needles)) result.stillReadable.push(path.replace("/self/", `/${process.pid}/`));
+      if (holdsAny(path, needles)) result.stillReadable.push(path);
     }
   }
   return result;
+}
+
+/** This process's parent, its parent, ... up to PID 1 (of this PID namespace), from `/proc/<pid>/stat`. */
+function ancestors(): number[] {
+  const found: number[] = [];
+  for (let pid = process.ppid; pid > 0 && found.length < 64; ) {
+    found.push(pid);
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      break; // gone, or outside this PID namespace
+    }
+    // The fields after the command name (which may hold spaces and parentheses): state, ppid.
+    pid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  }
+  return found;
 }
 
 function holdsAny(path: string, needles: readonly Buffer[]): boolean {

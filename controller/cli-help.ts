@@ -69,6 +69,9 @@ A job that fails is summed up at the end: the step that failed, the steps skippe
 Options:
   --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
   --no-follow         Print the job id and return at once.
+  --json              Print no log: the job's record (as GET /api/v1/jobs/ID answers it) as one
+                      line of JSON on stdout, once the job ended (with --no-follow, at once).
+                      Exit codes are the same; errors go to stderr.
   --token-file F      Send the API token in file F (when the controller asks for one).
   --workspace DIR     Seed the job's workspace with DIR (instead of the job file's
                       \`workspace\`, a directory relative to the job file): packed without
@@ -104,6 +107,8 @@ Options:
   --out DIR           Where to extract them (created when missing).
   --url U             Controller URL (default $CONTROLLER_URL or http://127.0.0.1:8080/).
   --token-file F      Send the API token in file F (when the controller asks for one).
+  --json              Print what was extracted as one line of JSON: entries, contentBytes, dir,
+                      sha256.
   -h, --help          Show this help.
 
 Environment:

@@ -9,6 +9,7 @@ import {
   createLogger,
   deriveAgentSecret,
   isLogLevel,
+  isLoopbackHost,
   type Logger,
 } from "../agent-core/index.ts";
 import { CLI_EXIT, CLI_HELP, COMMAND_HELP, type CommandName } from "./cli-help.ts";
@@ -218,6 +219,7 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     logger,
     templates,
     ...(config.url ? { agentUrl: config.url } : {}),
+    ...(config.listen?.allowedHosts ? { allowedHosts: config.listen.allowedHosts } : {}),
     ...(config.retry ? { retry: config.retry } : {}),
     ...(config.maxLogBytes !== undefined ? { maxLogBytes: config.maxLogBytes } : {}),
     ...(config.maxArtifactBytes !== undefined ? { maxArtifactBytes: config.maxArtifactBytes } : {}),
@@ -231,17 +233,26 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     ...(tls !== undefined ? { tls } : {}),
     ...(env.CONTROLLER_KEY ? { key: env.CONTROLLER_KEY } : {}),
   });
+  const host = values.host ?? config.listen?.host ?? "127.0.0.1";
   const guard =
     token !== undefined
       ? "API token required"
-      : values.insecure
-        ? "no API token (--insecure)"
-        : "loopback only";
-  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir}; ${guard})\n`);
-  const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
+      : isLoopbackHost(host)
+        ? "loopback only"
+        : "no API token (--insecure)";
+  if (token === undefined && !isLoopbackHost(host))
+    logger.warn(
+      "listening beyond loopback without an API token (--insecure): whoever reaches this port can run commands on your agents and read every log",
+      { host },
+    );
+  // Listen for the signals before saying the controller is up: whoever reads that line may stop
+  // it at once, and a signal without a handler would kill it without a clean stop.
+  const stopSignal = new Promise<NodeJS.Signals>((resolveSignal) => {
     process.once("SIGINT", () => resolveSignal("SIGINT"));
     process.once("SIGTERM", () => resolveSignal("SIGTERM"));
   });
+  process.stdout.write(`controller listening on ${controller.url} (data: ${dataDir}; ${guard})\n`);
+  const signal = await stopSignal;
   logger.info("stopping; unfinished jobs resume at the next start", { signal });
   await controller.stop();
   return CLI_EXIT.ok;
@@ -254,6 +265,7 @@ async function submit(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     {
       url: { type: "string" },
       "no-follow": { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
       "token-file": { type: "string" },
       workspace: { type: "string" },
       "workspace-archive": { type: "string" },
@@ -278,10 +290,34 @@ async function submit(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   );
   const job = await client.submit(submission);
   if (values["no-follow"]) {
-    process.stdout.write(`${job.id}\n`);
+    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${job.id}\n`);
     return CLI_EXIT.ok;
   }
-  return followToTerminal(client, job, env);
+  return values.json ? awaitJobRecord(client, job) : followToTerminal(client, job, env);
+}
+
+/**
+ * `submit --json`: waits for the job to end without showing its log, then prints its record
+ * (the API's `GET /api/v1/jobs/:id`) as one line of JSON. Ctrl-C cancels the job, as when
+ * following. Exits like `submit`.
+ */
+async function awaitJobRecord(client: ControllerClient, job: JobRecord): Promise<number> {
+  let interrupted = false;
+  const onSigint = () => {
+    interrupted = true;
+    void client.cancel(job.id).catch(() => {});
+  };
+  process.once("SIGINT", onSigint);
+  try {
+    for await (const _event of client.events(job.id)) {
+      // The stream ends when the job does.
+    }
+  } finally {
+    process.removeListener("SIGINT", onSigint);
+  }
+  const record = await client.get(job.id);
+  process.stdout.write(`${JSON.stringify(record)}\n`);
+  return interrupted ? CLI_EXIT.interrupted : exitCodeForJob(record);
 }
 
 /**
@@ -314,7 +350,9 @@ async function withUploadedWorkspace(
     }
   }
   if (upload === undefined) return submission;
-  process.stderr.write(`workspace uploaded: ${upload.entries} entries, ${upload.bytes} bytes\n`);
+  process.stderr.write(
+    `workspace uploaded: ${plural(upload.entries, "entry", "entries")}, ${upload.bytes} bytes\n`,
+  );
   return { ...fields, workspace: { upload: upload.id } };
 }
 
@@ -323,7 +361,12 @@ async function artifacts(argv: string[], env: NodeJS.ProcessEnv): Promise<number
   const { values, positionals } = parse(
     "artifacts",
     argv,
-    { url: { type: "string" }, out: { type: "string" }, "token-file": { type: "string" } },
+    {
+      url: { type: "string" },
+      out: { type: "string" },
+      "token-file": { type: "string" },
+      json: { type: "boolean", default: false },
+    },
     true,
   );
   if (positionals.length !== 1)
@@ -335,8 +378,11 @@ async function artifacts(argv: string[], env: NodeJS.ProcessEnv): Promise<number
   });
   try {
     const summary = await fetchArtifacts(client, positionals[0]!, values.out);
+    const dir = resolve(values.out);
     process.stdout.write(
-      `${summary.entries} entries (${summary.contentBytes} bytes) extracted to ${resolve(values.out)}, sha256 ${summary.digest.sha256} checked\n`,
+      values.json
+        ? `${JSON.stringify({ entries: summary.entries, contentBytes: summary.contentBytes, dir, sha256: summary.digest.sha256 })}\n`
+        : `${plural(summary.entries, "entry", "entries")} (${summary.contentBytes} bytes) extracted to ${dir}, sha256 ${summary.digest.sha256} checked\n`,
     );
     return CLI_EXIT.ok;
   } catch (error) {
@@ -393,7 +439,7 @@ async function demo(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     const artifacts = record.artifacts;
     if (artifacts?.status === "stored") {
       out(
-        `artifacts: ${artifacts.entries} entries, ${artifacts.bytes} bytes, sha256 ${artifacts.sha256.slice(0, 16)}...\n`,
+        `artifacts: ${plural(artifacts.entries, "entry", "entries")}, ${artifacts.bytes} bytes, sha256 ${artifacts.sha256.slice(0, 16)}...\n`,
       );
     } else if (artifacts?.status === "failed") {
       out(`artifacts refused: ${artifacts.code}: ${artifacts.message}\n`);
@@ -431,6 +477,11 @@ async function followToTerminal(
   const record = await client.get(job.id);
   process.stdout.write(renderOutcome(record, color));
   return interrupted ? CLI_EXIT.interrupted : exitCodeForJob(record);
+}
+
+/** "1 entry", "3 entries". */
+function plural(count: number, one: string, many: string): string {
+  return `${count} ${count === 1 ? one : many}`;
 }
 
 /** The CLI exit code for a finished job. */

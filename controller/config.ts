@@ -106,7 +106,22 @@ export const controllerConfigSchema = z
     /** The URL agents are given to reach the controller (default: the URL it listens on). */
     url: z.url().optional(),
     listen: z
-      .object({ host: z.string().min(1).optional(), port: z.number().int().min(0).max(65_535).optional() })
+      .object({
+        host: z.string().min(1).optional(),
+        port: z.number().int().min(0).max(65_535).optional(),
+        /** Names a loopback controller answers to besides loopback ones and `url`'s (a reverse proxy's). */
+        allowedHosts: z
+          .array(
+            z
+              .string()
+              .regex(
+                /^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$/,
+                "must be a host name or an address, without a port",
+              ),
+          )
+          .max(100)
+          .optional(),
+      })
       .strict()
       .optional(),
     dataDir: z.string().min(1).optional(),

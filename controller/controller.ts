@@ -12,7 +12,15 @@ import {
   silentLogger,
 } from "../agent-core/index.ts";
 import { AgentConnection, type AgentConnectionHandlers } from "./agent-connection.ts";
-import { checkListenSecurity, sessionRoutes } from "./auth.ts";
+import {
+  type ApiAccess,
+  type ApiAuth,
+  apiAccess,
+  checkListenSecurity,
+  sessionRoutes,
+  type TokenGuessLimit,
+} from "./auth.ts";
+import { lockDataDir } from "./data-lock.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { ControllerApiError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
@@ -54,8 +62,18 @@ export interface ControllerOptions {
   templates?: readonly LaunchTemplate[];
   /** Shorthand for one template, `default`, that serves every job. */
   provisioner?: Provisioner;
-  /** The controller URL launched agents are given (default: the URL it listens on). */
+  /**
+   * The controller URL launched agents are given (default: the URL it listens on). Its name and
+   * origin are the controller's own too: a loopback controller answers to it (see `allowedHosts`),
+   * and its web pages may send changes.
+   */
   agentUrl?: string;
+  /**
+   * Names a controller listening on loopback answers to besides loopback ones and `agentUrl`'s
+   * (a reverse proxy's name that it passes on in `Host`). Other names get 403: a page that made
+   * its own name resolve to 127.0.0.1 (DNS rebinding) could read and drive it otherwise.
+   */
+  allowedHosts?: readonly string[];
   /** Infrastructure retries of a job that does not set its own (`retry.infrastructure`). Default 2. */
   retry?: { infrastructure: number };
   /** Largest log stored per job; a job whose output reaches it is stopped and fails `log-limit`. Default 1 GiB. */
@@ -89,6 +107,11 @@ export interface ControllerOptions {
    * secrets, not with it.
    */
   apiToken?: string;
+  /**
+   * Wrong API tokens one client address may send (at `POST /login` or as a bearer token) before
+   * it waits: default 10 within 5 minutes, then 429 for 5 minutes.
+   */
+  tokenGuessLimit?: TokenGuessLimit;
   /** Listen beyond loopback without a token (something else guards the port). */
   insecure?: boolean;
   /** Serve HTTPS and WSS with this certificate and key (PEM); agents verify it. */
@@ -146,6 +169,8 @@ export class Controller implements ControllerApi {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #store: JobStore;
+  /** Gives the data directory back (`lockDataDir`). */
+  #unlock: () => void = () => {};
   /** Workspace archives uploaded and not yet taken by a job. */
   readonly #uploads: UploadStore;
   /** Records of every job (ended ones too), by id. */
@@ -232,8 +257,9 @@ export class Controller implements ControllerApi {
   /**
    * Loads the store (jobs survive restarts), starts listening, and dispatches what waits. Throws
    * ControllerApiError `CONTROLLER_ERR_CONFIG` for a host beyond loopback without `apiToken`
-   * (unless `insecure`), a short token, or a certificate that cannot be used, and
-   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound.
+   * (unless `insecure`), a short token, or a certificate that cannot be used,
+   * `CONTROLLER_ERR_DATA_IN_USE` when another live controller holds `dataDir` (`lockDataDir`), and
+   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound. `stop` gives `dataDir` back.
    */
   static async start(options: ControllerOptions): Promise<Controller> {
     const host = options.host ?? "127.0.0.1";
@@ -242,15 +268,40 @@ export class Controller implements ControllerApi {
       options.apiToken === undefined
         ? undefined
         : { token: options.apiToken, secureCookie: options.tls !== undefined };
+    const access = apiAccess({
+      host,
+      auth,
+      publicUrl: options.agentUrl,
+      allowedHosts: options.allowedHosts,
+      tokenGuessLimit: options.tokenGuessLimit,
+    });
+    mkdirSync(options.dataDir, { recursive: true });
+    const unlock = lockDataDir(options.dataDir);
+    try {
+      return await Controller.#startLocked(options, host, auth, access, unlock);
+    } catch (error) {
+      unlock();
+      throw error;
+    }
+  }
+
+  static async #startLocked(
+    options: ControllerOptions,
+    host: string,
+    auth: ApiAuth | undefined,
+    access: ApiAccess,
+    unlock: () => void,
+  ): Promise<Controller> {
     const controller = new Controller(options);
+    controller.#unlock = unlock;
     controller.#recover();
     controller.#server = await ControllerServer.listen({
       host,
       port: options.port ?? 0,
       api: createApiHandler(
         controller,
-        [...(auth ? sessionRoutes(auth) : []), ...(options.routes ?? [])],
-        auth,
+        [...(auth && access.guesses ? sessionRoutes(auth, access.guesses) : []), ...(options.routes ?? [])],
+        access,
       ),
       gate: controller.#gate,
       ...(options.tls ? { tls: options.tls } : {}),
@@ -474,6 +525,7 @@ export class Controller implements ControllerApi {
     await this.#server?.close();
     // Records written lazily are written now: the store is complete when stop resolves.
     for (const recorder of this.#records.values()) recorder.files.flush();
+    this.#unlock();
   }
 
   #recorderOptions(): RecorderOptions {

@@ -11,7 +11,9 @@ export type ControllerErrorCode =
   | "CONTROLLER_ERR_UNREACHABLE"
   | "CONTROLLER_ERR_UNAUTHORIZED"
   | "CONTROLLER_ERR_FORBIDDEN"
+  | "CONTROLLER_ERR_RATE_LIMITED"
   | "CONTROLLER_ERR_LISTEN"
+  | "CONTROLLER_ERR_DATA_IN_USE"
   | "CONTROLLER_ERR_CONFIG"
   | "CONTROLLER_ERR_INTERNAL";
 
@@ -20,13 +22,22 @@ export class ControllerApiError extends Error {
   readonly status: number;
   readonly code: ControllerErrorCode;
   readonly problems: ConfigProblem[];
+  /** HTTP headers the answer carries (`Retry-After`). */
+  readonly headers: Readonly<Record<string, string>>;
 
-  constructor(status: number, code: ControllerErrorCode, message: string, problems: ConfigProblem[] = []) {
+  constructor(
+    status: number,
+    code: ControllerErrorCode,
+    message: string,
+    problems: ConfigProblem[] = [],
+    headers: Readonly<Record<string, string>> = {},
+  ) {
     super(message);
     this.name = "ControllerApiError";
     this.status = status;
     this.code = code;
     this.problems = problems;
+    this.headers = headers;
   }
 
   toJSON() {

@@ -2,7 +2,7 @@ import { createReadStream } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
 import { AGENT_VERSION, DISCOVERY_PATH, PROTOCOL_VERSION, PROTOCOLS_HEADER } from "../agent-core/index.ts";
-import { type ApiAuth, authorize } from "./auth.ts";
+import { type ApiAccess, authorize, checkRequestSource } from "./auth.ts";
 import { ControllerApiError } from "./errors.ts";
 import type { ReadEvent } from "./job-files.ts";
 import type { JobRecord } from "./job-record.ts";
@@ -151,24 +151,31 @@ export const API_ROUTES: readonly Route[] = [
 
 /**
  * The HTTP request handler: the API's routes, then `extraRoutes` (pages and endpoints built on
- * the same controller). With `auth`, every route that is not `public` needs the API token (an
- * unknown path too: strangers learn nothing). Errors answer `{"error": {code, message,
- * problems?}}` with their status.
+ * the same controller). With `access.auth`, every route that is not `public` needs the API token
+ * (an unknown path too: strangers learn nothing). What a page of another site could make a
+ * browser send is refused (403) in every case: see `checkRequestSource`. Errors answer
+ * `{"error": {code, message, problems?}}` with their status.
  */
-export function createApiHandler(api: ControllerApi, extraRoutes: readonly Route[] = [], auth?: ApiAuth) {
+export function createApiHandler(
+  api: ControllerApi,
+  extraRoutes: readonly Route[] = [],
+  access: ApiAccess = { trustedOrigins: new Set() },
+) {
   const routes = [...API_ROUTES, ...extraRoutes];
   return (req: IncomingMessage, res: ServerResponse): void => {
-    route(routes, api, auth, req, res).catch((error: unknown) => sendError(res, error));
+    route(routes, api, access, req, res).catch((error: unknown) => sendError(res, error));
   };
 }
 
 async function route(
   routes: readonly Route[],
   api: ControllerApi,
-  auth: ApiAuth | undefined,
+  access: ApiAccess,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
+  checkRequestSource(access, req);
+  const { auth } = access;
   const url = new URL(req.url ?? "/", "http://localhost");
   const segments = url.pathname.split("/").filter(Boolean);
   const method = req.method ?? "GET";
@@ -185,11 +192,16 @@ async function route(
     break;
   }
   if (auth !== undefined && match?.route.public !== true) {
+    // A bearer token may be a guess; a session cookie is an HMAC, not worth guessing.
+    const bearer = req.headers.authorization !== undefined;
+    if (bearer) await access.guesses?.check(req);
     try {
       authorize(auth, req);
     } catch (error) {
-      if ((error as ControllerApiError).status === 401)
+      if ((error as ControllerApiError).status === 401) {
         res.setHeader("WWW-Authenticate", 'Bearer realm="controller"');
+        if (bearer) await access.guesses?.failed(req);
+      }
       throw error;
     }
   }
@@ -392,6 +404,7 @@ function sendError(res: ServerResponse, error: unknown): void {
     res.destroy();
     return;
   }
+  for (const [name, value] of Object.entries(apiError.headers)) res.setHeader(name, value);
   sendJson(res, apiError.status, apiError.toJSON());
 }
 

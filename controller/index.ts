@@ -1,13 +1,20 @@
 /** The reference controller's public face. */
 
 export {
+  type ApiAccess,
   type ApiAuth,
+  apiAccess,
   authorize,
   checkListenSecurity,
+  checkRequestSource,
+  clientKey,
+  DEFAULT_TOKEN_GUESS_LIMIT,
   MIN_TOKEN_CHARS,
   SESSION_COOKIE,
   sessionRoutes,
   sessionValue,
+  TokenGuesses,
+  type TokenGuessLimit,
 } from "./auth.ts";
 export { CLI_EXIT, exitCodeForJob } from "./cli.ts";
 export { CLI_EXIT_MEANINGS, COMMAND_HELP } from "./cli-help.ts";

@@ -15,5 +15,6 @@ export function isLoopbackHost(host: string): boolean {
   if (bare === "localhost") return true;
   if (isIP(bare) === 4) return bare.startsWith("127.");
   if (bare === "::1") return true;
-  return /^::ffff:127\./.test(bare);
+  // IPv4-mapped, as written (::ffff:127.0.0.1) or as URL parsers normalize it (::ffff:7f00:1).
+  return /^::ffff:(127\.|7f[0-9a-f]{2}:)/.test(bare);
 }

@@ -239,6 +239,7 @@ export function JobPage(props: { id: string }) {
           model.toggle(section);
           setVersion(model.version);
         }}
+        rawLogHref={`/api/v1/jobs/${encodeURIComponent(id)}/log`}
       />
     </section>
   );

@@ -7,6 +7,11 @@
  * Costs are per event, never per log: a line is converted to HTML once, when it arrives (ansi_up,
  * one converter per section so colours carry across lines as in a terminal); the view renders
  * only the rows on screen. A 50 MB log is about 700k lines: a few arrays of that length.
+ *
+ * What the page holds is bounded (`LogBudget`): the controller keeps logs up to 1 GiB, and a tab
+ * holding such a log line by line would run out of memory. Past the budget the oldest lines are
+ * dropped (a row says how many, and links to the raw log, which has them all), as Jenkins shows
+ * the end of a long console with a link to the full log.
  */
 import { AnsiUp } from "ansi_up";
 import { formatBytes, formatMs, stepTitle } from "../describe.ts";
@@ -17,6 +22,20 @@ import type { JobEvent, JobStatus, StepRecord, StepStatus } from "../job-record.
  * without newlines) continues on the next rows, so no row can hold megabytes.
  */
 export const MAX_LINE_CHARS = 4096;
+
+/** How much of a log the page holds at most. */
+export interface LogBudget {
+  /** Lines held. */
+  maxLines: number;
+  /** Characters of HTML held (the lines as shown, with their colour spans). */
+  maxChars: number;
+}
+
+/**
+ * A 50 MB log of ordinary lines fits whole (about 700k lines, 80 Mi characters with colours);
+ * 7M short lines would take half a gigabyte of the tab's memory, so only the last million stay.
+ */
+export const DEFAULT_LOG_BUDGET: LogBudget = { maxLines: 1_000_000, maxChars: 128 * 1024 * 1024 };
 
 export type SectionStatus = StepStatus | "info";
 
@@ -43,7 +62,9 @@ export interface Section {
   durationMs?: number;
   peakRssBytes?: number | null;
   startedAt?: number;
-  /** Each line's HTML (escaped text and colour spans). */
+  /** Lines dropped from the start of the section to keep the page within its budget. */
+  dropped: number;
+  /** Each line's HTML (escaped text and colour spans), from line `dropped` on. */
   readonly html: string[];
   /** Each line's receipt time (epoch ms), NaN when unknown. */
   readonly at: number[];
@@ -59,7 +80,14 @@ export interface Section {
   readonly ansi: AnsiUp;
 }
 
-export type LogRow = { kind: "header"; section: Section } | { kind: "line"; section: Section; line: number };
+/**
+ * A row of the view: a section's header, the note that some of its lines were dropped, or a line
+ * (`line` indexes the section's held arrays; its number in the step is `dropped + line + 1`).
+ */
+export type LogRow =
+  | { kind: "header"; section: Section }
+  | { kind: "dropped"; section: Section }
+  | { kind: "line"; section: Section; line: number };
 
 function newAnsi(): AnsiUp {
   const ansi = new AnsiUp();
@@ -77,6 +105,7 @@ function newSection(key: string, stepId: string | undefined, title: string, inde
     status: stepId === undefined ? "info" : "pending",
     collapsed: stepId !== undefined,
     userToggled: false,
+    dropped: 0,
     html: [],
     at: [],
     stderr: [],
@@ -121,8 +150,12 @@ export class LogModel {
   jobStatus: JobStatus | undefined;
   #starts: number[] = [];
   #startsVersion = -1;
+  readonly #budget: LogBudget;
+  #heldLines = 0;
+  #heldChars = 0;
 
-  constructor() {
+  constructor(budget: LogBudget = DEFAULT_LOG_BUDGET) {
+    this.#budget = budget;
     this.#setup = newSection("setup", undefined, "Set up job", 0, 0);
     this.sections.push(this.#setup);
   }
@@ -164,6 +197,7 @@ export class LogModel {
       case "output": {
         const section = this.#byStep.get(event.stepId) ?? this.#section(event.stepId, undefined, 0, 0);
         this.#append(section, event.text, event.stream === "stderr", at);
+        this.#keepWithinBudget();
         break;
       }
       case "step-end": {
@@ -207,15 +241,20 @@ export class LogModel {
     for (const section of this.sections) this.toggle(section, collapsed);
   }
 
+  /** Lines of the log so far, dropped ones included. */
   get lineCount(): number {
-    return this.sections.reduce((sum, s) => sum + s.html.length, 0);
+    return this.sections.reduce((sum, s) => sum + s.dropped + s.html.length, 0);
   }
 
-  /** Rows the view has: one header per section, plus the lines of open sections. */
+  /** Lines dropped to keep within the budget. */
+  get droppedLines(): number {
+    return this.sections.reduce((sum, s) => sum + s.dropped, 0);
+  }
+
+  /** Rows the view has: one header per section, plus the rows of open sections. */
   get rowCount(): number {
     const starts = this.#rowStarts();
-    const last = this.sections[this.sections.length - 1]!;
-    return starts[starts.length - 1]! + 1 + (last.collapsed ? 0 : last.html.length);
+    return starts[starts.length - 1]! + sectionRows(this.sections[this.sections.length - 1]!);
   }
 
   /** What row `index` shows. */
@@ -231,8 +270,9 @@ export class LogModel {
     const section = this.sections[lo]!;
     const offset = index - starts[lo]!;
     if (offset === 0) return { kind: "header", section };
-    if (section.collapsed || offset > section.html.length || index < 0) return undefined;
-    return { kind: "line", section, line: offset - 1 };
+    if (section.collapsed || offset >= sectionRows(section) || index < 0) return undefined;
+    if (section.dropped > 0 && offset === 1) return { kind: "dropped", section };
+    return { kind: "line", section, line: offset - (section.dropped > 0 ? 2 : 1) };
   }
 
   /** The row of a section's header. */
@@ -261,7 +301,7 @@ export class LogModel {
     let row = 0;
     for (const section of this.sections) {
       starts.push(row);
-      row += 1 + (section.collapsed ? 0 : section.html.length);
+      row += sectionRows(section);
     }
     this.#starts = starts;
     this.#startsVersion = this.version;
@@ -303,6 +343,8 @@ export class LogModel {
     const setup = this.#setup;
     setup.open = false;
     setup.html.push(html);
+    this.#heldLines++;
+    this.#heldChars += html.length;
     setup.at.push(at);
     setup.stderr.push(0);
     setup.continued.push(0);
@@ -352,21 +394,60 @@ export class LogModel {
   #addHtml(section: Section, text: string): void {
     if (text === "") return;
     const last = section.html.length - 1;
-    section.html[last] += section.ansi.ansi_to_html(text);
+    const html = section.ansi.ansi_to_html(text);
+    section.html[last] += html;
+    this.#heldChars += html.length;
     section.openChars += text.length;
   }
 
   #rewriteLine(section: Section): void {
+    this.#heldChars -= section.html[section.html.length - 1]!.length;
     section.html[section.html.length - 1] = "";
     section.openChars = 0;
   }
 
   #newLine(section: Section, stderr: boolean, at: number, continued: number): void {
     section.html.push("");
+    this.#heldLines++;
     section.at.push(at);
     section.stderr.push(stderr ? 1 : 0);
     section.continued.push(continued);
     section.open = true;
     section.openChars = 0;
   }
+
+  /**
+   * Past the budget, drops the oldest lines (the earliest steps' first) down to three quarters of
+   * it, so that dropping, which moves the arrays, happens once per quarter of the budget. The
+   * setup section's few lines and a line still being written stay.
+   */
+  #keepWithinBudget(): void {
+    const { maxLines, maxChars } = this.#budget;
+    if (this.#heldLines <= maxLines && this.#heldChars <= maxChars) return;
+    const lineTarget = Math.floor(maxLines * 0.75);
+    const charTarget = Math.floor(maxChars * 0.75);
+    for (const section of this.sections) {
+      if (this.#heldLines <= lineTarget && this.#heldChars <= charTarget) break;
+      if (section === this.#setup) continue;
+      const droppable = section.html.length - (section.open ? 1 : 0);
+      let count = 0;
+      while (count < droppable && (this.#heldLines > lineTarget || this.#heldChars > charTarget)) {
+        this.#heldChars -= section.html[count]!.length;
+        this.#heldLines--;
+        count++;
+      }
+      if (count === 0) continue;
+      section.html.splice(0, count);
+      section.at.splice(0, count);
+      section.stderr.splice(0, count);
+      section.continued.splice(0, count);
+      section.dropped += count;
+    }
+  }
+}
+
+/** A section's rows: its header, and when open, the dropped-lines note and its lines. */
+function sectionRows(section: Section): number {
+  if (section.collapsed) return 1;
+  return 1 + (section.dropped > 0 ? 1 : 0) + section.html.length;
 }

@@ -24,6 +24,8 @@ export interface LogViewProps {
   follow: boolean;
   onFollowChange: (follow: boolean) => void;
   onToggle: (section: Section) => void;
+  /** The job's raw log, linked where lines were dropped. */
+  rawLogHref: string;
 }
 
 const STATUS_ICON: Record<string, string> = {
@@ -86,6 +88,7 @@ export function LogView(props: LogViewProps) {
         top={index * ROW_PX - logTop}
         showTimes={showTimes}
         onToggle={props.onToggle}
+        rawLogHref={props.rawLogHref}
       />,
     );
   }
@@ -101,10 +104,17 @@ export function LogView(props: LogViewProps) {
 }
 
 function rowKey(row: LogRow): string {
-  return row.kind === "header" ? `h:${row.section.key}` : `l:${row.section.key}:${row.line}`;
+  if (row.kind === "line") return `l:${row.section.key}:${row.section.dropped + row.line}`;
+  return `${row.kind === "header" ? "h" : "d"}:${row.section.key}`;
 }
 
-function Row(props: { row: LogRow; top: number; showTimes: boolean; onToggle: (s: Section) => void }) {
+function Row(props: {
+  row: LogRow;
+  top: number;
+  showTimes: boolean;
+  onToggle: (s: Section) => void;
+  rawLogHref: string;
+}) {
   const { row, top, showTimes } = props;
   const style = { transform: `translateY(${top}px)` };
   const section = row.section;
@@ -127,20 +137,27 @@ function Row(props: { row: LogRow; top: number; showTimes: boolean; onToggle: (s
           {section.index > 0 ? <span class="step-index">{`${section.index}/${section.total}`}</span> : null}
           {section.title}
         </span>
-        <span class="lines">
-          {section.html.length === 0
-            ? ""
-            : `${section.html.length} line${section.html.length === 1 ? "" : "s"}`}
-        </span>
+        <span class="lines">{lineCountText(section.dropped + section.html.length)}</span>
         <span class="summary">{summary.join(" · ")}</span>
       </button>
+    );
+  }
+  if (row.kind === "dropped") {
+    return (
+      <div class="row dropped" style={style}>
+        {`${section.dropped} earlier line${section.dropped === 1 ? "" : "s"} of this step are not kept in the page: `}
+        <a href={props.rawLogHref} target="_blank" rel="noopener">
+          the raw log
+        </a>{" "}
+        has them all.
+      </div>
     );
   }
   const at = section.at[row.line]!;
   const continued = section.continued[row.line] === 1;
   return (
     <div class={`row line${section.stderr[row.line] === 1 ? " stderr" : ""}`} style={style}>
-      <span class="ln">{continued ? "↳" : row.line + 1}</span>
+      <span class="ln">{continued ? "↳" : section.dropped + row.line + 1}</span>
       {showTimes ? (
         <time class="ts" title={formatDateTime(at)}>
           {formatClock(at)}
@@ -150,4 +167,8 @@ function Row(props: { row: LogRow; top: number; showTimes: boolean; onToggle: (s
       <span class="text" dangerouslySetInnerHTML={{ __html: section.html[row.line]! }} />
     </div>
   );
+}
+
+function lineCountText(lines: number): string {
+  return lines === 0 ? "" : `${lines} line${lines === 1 ? "" : "s"}`;
 }

@@ -1,6 +1,8 @@
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode } from "../../agent-core/index.ts";
 import { startController, type TestController } from "../support/harness.ts";
+import { PROC_SCAN_SCRIPT, procScanResult, procScanStep } from "../support/proc-scan.ts";
 import { type Container, IMAGES, imageConfig, startContainer } from "./support/image.ts";
 
 /**
@@ -19,9 +21,9 @@ afterAll(async () => {
 });
 
 describe("the default image, ECS mode", () => {
-  it("is configured as documented: tini entrypoint, uid 1000, OCI labels", async () => {
+  it("is configured as documented: the entrypoint script (which starts tini), uid 1000, OCI labels", async () => {
     const config = await imageConfig(IMAGES.default);
-    expect(config.Entrypoint).toEqual(["/usr/bin/tini", "-s", "--", "/usr/local/bin/ephemeral-agent"]);
+    expect(config.Entrypoint).toEqual(["/usr/local/bin/ephemeral-agent"]);
     expect(config.User).toBe("1000:1000");
     expect(config.Labels).toMatchObject({
       "org.opencontainers.image.title": "ephemeral-build-agent",
@@ -74,10 +76,59 @@ describe("the default image, ECS mode", () => {
     expect(stderr).not.toMatch(/running as PID 1 without an init/);
   });
 
+  // The scan runs as a step: every process of the container it can read (tini as PID 1, the
+  // agent, the step's own shells), and a canary process proving it reads environments and
+  // arguments. The secret is the amazon-ecs plugin's positional SECRET, then JENKINS_SECRET.
+  const SCAN = "/opt/probe/proc-secret-scan.sh";
+  const scanFiles = { [SCAN]: { content: readFileSync(PROC_SCAN_SCRIPT), mode: 0o755 } };
+  it.each([
+    ["the amazon-ecs plugin's command (-url URL SECRET NAME)", "args"],
+    ["JENKINS_SECRET (with JENKINS_URL, JENKINS_AGENT_NAME)", "env"],
+  ] as const)(
+    "keeps the secret given in %s out of every process's /proc environ and cmdline, tini's (PID 1) included",
+    async (_form, how) => {
+      const name = `ecs-image-scan-${how}`;
+      const secret = ctl.controller.secretFor(name);
+      const job = ctl.controller.submit({
+        steps: [
+          { run: procScanStep(SCAN, secret) },
+          { run: 'echo "pid1=$(cat /proc/1/comm) launch-fd=${AGENT_LAUNCH_FD:-unset}"' },
+        ],
+      });
+      const jenkinsEnv = {
+        JENKINS_URL: ctl.controller.url,
+        JENKINS_SECRET: secret,
+        JENKINS_AGENT_NAME: name,
+      };
+      const container = await startContainer(IMAGES.default, {
+        args: how === "args" ? ["-url", ctl.controller.url, secret, name] : [],
+        env: { AGENT_CLOUDWATCH: "off", ...(how === "env" ? jenkinsEnv : {}) },
+        files: scanFiles,
+      });
+      containers.push(container);
+      const { code, stderr } = await container.exited;
+      expect(code, stderr).toBe(ExitCode.ok);
+      expect((await ctl.controller.waitForJob(job.id)).status).toBe("succeeded");
+      const log = (await ctl.client.log(job.id)).toString("utf8");
+      const scan = procScanResult(log);
+      expect(scan.where).toEqual([]);
+      expect(scan.secret).toBe(0);
+      expect(scan.pid1).toBe(true);
+      expect(scan.canaryEnviron).toBeGreaterThanOrEqual(1);
+      expect(scan.canaryCmdline).toBeGreaterThanOrEqual(1);
+      expect(log).toContain("pid1=tini launch-fd=unset\n");
+      expect(stderr).not.toMatch(/stays readable by steps/);
+      expect(stderr).not.toContain(secret);
+    },
+  );
+
   it("stops as ECS stops a task: SIGTERM to tini reaches the agent, the job ends interrupted, exit 143 within grace + drain + 5 s", async () => {
     // A step that ignores SIGTERM, with a child that does too: SIGKILL after AGENT_GRACE_MS.
     const name = "ecs-image-stop";
     const job = ctl.controller.submit({
+      // An interrupted attempt is retried by default (docs/controller.md, "Attempts"): without
+      // retries the job ends with this attempt, whose record is what is checked.
+      retry: { infrastructure: 0 },
       steps: [
         { run: "trap '' TERM; sh -c 'trap \"\" TERM; sleep 300' & echo started; wait" },
         { run: "echo never" },
@@ -101,6 +152,7 @@ describe("the default image, ECS mode", () => {
     // The entrypoint's own bound: grace + drain + 5 s (a task's stopTimeout must cover it).
     expect(tookMs).toBeLessThan(graceMs + drainMs + 5_000);
     const record = await ctl.controller.waitForJob(job.id);
+    expect(record.attempts.map((a) => a.cause)).toEqual(["interrupted"]);
     expect(record.steps.map((s) => [s.status, s.reason, s.signal])).toEqual([
       ["failed", "interrupted", "SIGKILL"],
       ["skipped", undefined, undefined],

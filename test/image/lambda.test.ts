@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,6 +10,7 @@ import {
   startFakeLambdaRuntime,
 } from "../support/fake-lambda-runtime.ts";
 import { startController, type TestController } from "../support/harness.ts";
+import { PROC_SCAN_SCRIPT, procScanResult, procScanStep } from "../support/proc-scan.ts";
 import { bareRepository, type GitServer, sshKeyPair, startGitSsh } from "./support/git-servers.ts";
 import { type Container, IMAGES, startContainer } from "./support/image.ts";
 
@@ -24,6 +25,7 @@ let container: Container;
 let repos: string;
 let ssh: GitServer;
 const deployKey = sshKeyPair();
+const SCAN = "/opt/probe/proc-secret-scan.sh";
 
 beforeAll(async () => {
   repos = mkdtempSync(join(tmpdir(), "image-lambda-repos-"));
@@ -33,6 +35,7 @@ beforeAll(async () => {
   api = await startFakeLambdaRuntime();
   container = await startContainer(IMAGES.default, {
     lambda: true,
+    files: { [SCAN]: { content: readFileSync(PROC_SCAN_SCRIPT), mode: 0o755 } },
     env: {
       AWS_LAMBDA_RUNTIME_API: api.address,
       AWS_LAMBDA_FUNCTION_NAME: "jnlp-agent-git-bash",
@@ -170,6 +173,27 @@ describe("the default image, Lambda mode (Runtime API)", () => {
       logs.push((await ctl.client.log(job.id)).toString("utf8"));
     }
     expect(logs).toEqual(["started\n", "scanned\n"]);
+  });
+
+  it("keeps the event's node_secret out of every process's /proc environ and cmdline, PID 1's included", async () => {
+    const name = "scan.lambda-abcdef";
+    const secret = ctl.controller.secretFor(name);
+    const job = ctl.controller.submit({
+      steps: [{ run: procScanStep(SCAN, secret) }, { run: 'echo "pid1=$(cat /proc/1/comm)"' }],
+    });
+    const result = await api.invoke(
+      { url: ctl.controller.url, node_secret: secret, node_name: name },
+      { timeoutMs: 60_000 },
+    );
+    expect(responseOf(result)).toMatchObject({ jobId: job.id, result: "succeeded" });
+    const log = (await ctl.client.log(job.id)).toString("utf8");
+    const scan = procScanResult(log);
+    expect(scan.where).toEqual([]);
+    expect(scan.secret).toBe(0);
+    expect(scan.pid1).toBe(true);
+    expect(scan.canaryEnviron).toBeGreaterThanOrEqual(1);
+    expect(scan.canaryCmdline).toBeGreaterThanOrEqual(1);
+    expect(log).toContain("pid1=tini\n");
   });
 
   it("turns an invalid event into an invocation error, and keeps serving", async () => {

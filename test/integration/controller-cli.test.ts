@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI_EXIT } from "../../controller/index.ts";
+import { CLI_EXIT, COMMAND_HELP } from "../../controller/index.ts";
 import {
   closedPort,
   ROOT,
@@ -26,21 +26,19 @@ describe("controller CLI conventions", () => {
     }
   });
 
-  it.each(["serve", "submit", "demo", "secret"])(
-    "answers `%s --help` with that command's help",
-    async (command) => {
-      const [run, viaHelp, short] = await Promise.all([
-        cli([command, "--help"]),
-        cli(["help", command]),
-        cli([command, "-h"]),
-      ]);
-      expect(run.code).toBe(0);
-      expect(run.stdout.startsWith(`Usage: controller ${command}`)).toBe(true);
-      expect(run.stderr).toBe("");
-      expect(viaHelp.stdout).toBe(run.stdout);
-      expect(short.stdout).toBe(run.stdout);
-    },
-  );
+  // Every command the CLI has, so that a new one cannot ship without its help.
+  it.each(Object.keys(COMMAND_HELP))("answers `%s --help` with that command's help", async (command) => {
+    const [run, viaHelp, short] = await Promise.all([
+      cli([command, "--help"]),
+      cli(["help", command]),
+      cli([command, "-h"]),
+    ]);
+    expect(run.code).toBe(0);
+    expect(run.stdout.startsWith(`Usage: controller ${command}`)).toBe(true);
+    expect(run.stderr).toBe("");
+    expect(viaHelp.stdout).toBe(run.stdout);
+    expect(short.stdout).toBe(run.stdout);
+  });
 
   it("names the command and points to its help on an unknown option, exit 2", async () => {
     const run = await cli(["submit", "examples/hello.yml", "--bogus"]);
@@ -115,6 +113,23 @@ describe("controller CLI following a job", () => {
         "=== failed: [2/4] Test (exit 3)\n=== skipped: [3/4] Deploy\n=== skipped: [4/4] step notify\n",
       ),
     ).toBe(true);
+  });
+
+  it("prints the job's record as JSON with --json: no log, the same exit code; at once with --no-follow", async () => {
+    const run = await cli(["submit", jobFile, "--json", "--url", ctl.controller.url], { FORCE_COLOR: "1" });
+    expect(run.code).toBe(CLI_EXIT.failed);
+    expect(run.stdout.endsWith("\n")).toBe(true);
+    expect(run.stdout.trimEnd().split("\n")).toHaveLength(1);
+    const record = JSON.parse(run.stdout) as { id: string; status: string; steps: { status: string }[] };
+    expect(record).toMatchObject({ name: "failing", status: "failed", cause: "user" });
+    expect(record.steps.map((step) => step.status)).toEqual(["succeeded", "failed", "skipped", "skipped"]);
+    expect(record).toEqual(ctl.controller.getJob(record.id));
+
+    const queued = await cli(["submit", jobFile, "--json", "--no-follow", "--url", ctl.controller.url]);
+    expect(queued.code).toBe(CLI_EXIT.ok);
+    const submitted = JSON.parse(queued.stdout) as { id: string; status: string };
+    expect(submitted.status).toBe("queued");
+    await ctl.controller.waitForJob(submitted.id);
   });
 
   it("colours under FORCE_COLOR, ending every colour before the newline; none under NO_COLOR or FORCE_COLOR=0", async () => {

@@ -1,12 +1,21 @@
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
-import { Controller, ControllerClient, type JobRecord } from "../../controller/index.ts";
+import { LOCK_FILE, LOCK_STALE_MS } from "../../controller/data-lock.ts";
+import {
+  CLI_EXIT,
+  Controller,
+  ControllerApiError,
+  ControllerClient,
+  type JobRecord,
+} from "../../controller/index.ts";
 import { pattern } from "../fixtures/pattern.mjs";
-import { type ServeProcess, startServe } from "../support/controller-process.ts";
-import { agentConfigFor, captureLogger, FIXTURES, tempDir, until } from "../support/harness.ts";
+import { CONTROLLER_BUNDLE, type ServeProcess, startServe } from "../support/controller-process.ts";
+import { agentConfigFor, captureLogger, FIXTURES, runNode, tempDir, until } from "../support/harness.ts";
 
 const sha = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
@@ -124,5 +133,76 @@ describe("a controller restart", () => {
     const outcome = await runAgent(agentConfigFor(second, "used-once"), { logger });
     expect(outcome.exitCode).toBe(ExitCode.refused);
     expect(outcome.error?.message).toMatch(/410/);
+  });
+});
+
+describe("one controller per data directory", () => {
+  it("refuses a second controller on a directory in use, names the holder, and starts once it stopped", async () => {
+    const data = tempDir("ctl-lock-");
+    cleanups.push(data.remove);
+    const first = await Controller.start({ dataDir: data.path });
+    const lockFile = join(data.path, LOCK_FILE);
+    expect(readFileSync(lockFile, "utf8")).toBe(`${process.pid} ${hostname()}\n`);
+    const refused = await Controller.start({ dataDir: data.path }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(ControllerApiError);
+    expect(refused).toMatchObject({ status: 409, code: "CONTROLLER_ERR_DATA_IN_USE" });
+    expect((refused as Error).message).toContain(
+      `in use by another controller (pid ${process.pid}, this process)`,
+    );
+    // The refused start changed nothing: the first still holds the directory and answers.
+    expect(readFileSync(lockFile, "utf8")).toBe(`${process.pid} ${hostname()}\n`);
+    expect(await fetch(new URL("healthz", first.url)).then((res) => res.status)).toBe(200);
+    await first.stop();
+    expect(existsSync(lockFile)).toBe(false);
+    const second = await Controller.start({ dataDir: data.path });
+    await second.stop();
+  });
+
+  it("takes over the file of a controller that is gone; one of another host once it is no longer renewed", async () => {
+    const data = tempDir("ctl-lock-");
+    cleanups.push(data.remove);
+    const lockFile = join(data.path, LOCK_FILE);
+    // A process that ran and exited: its pid is free (and not reused within this test).
+    const gone = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"]);
+    writeFileSync(lockFile, `${gone.stdout.toString()} ${hostname()}\n`);
+    const controller = await Controller.start({ dataDir: data.path });
+    expect(readFileSync(lockFile, "utf8")).toBe(`${process.pid} ${hostname()}\n`);
+    await controller.stop();
+    // Half-written or garbled: taken over too.
+    writeFileSync(lockFile, "12");
+    await (await Controller.start({ dataDir: data.path })).stop();
+
+    // Our own pid, but no controller of this process holds it: a container's PID 1 restarted.
+    writeFileSync(lockFile, `${process.pid} ${hostname()}\n`);
+    await (await Controller.start({ dataDir: data.path })).stop();
+
+    // Another host's (a shared filesystem, a container under a new name): its pid cannot be
+    // checked, so it counts while it is renewed.
+    writeFileSync(lockFile, "4242 other-host.example\n");
+    await expect(Controller.start({ dataDir: data.path })).rejects.toThrow(
+      /in use by a controller on other-host\.example \(pid 4242; its file is taken over once not renewed for 30 s\)/,
+    );
+    expect(readFileSync(lockFile, "utf8")).toBe("4242 other-host.example\n");
+    const stale = new Date(Date.now() - LOCK_STALE_MS - 1_000);
+    utimesSync(lockFile, stale, stale);
+    await (await Controller.start({ dataDir: data.path })).stop();
+  });
+
+  it("`serve` on a directory another `serve` holds exits 2 and says which process; after a SIGKILL it starts, and stops cleanly on an early SIGTERM", async () => {
+    const data = tempDir("ctl-lock-serve-");
+    cleanups.push(data.remove);
+    const first = await startServe(["--port", "0", "--data-dir", data.path, "--no-provision"]);
+    const second = await runNode(CONTROLLER_BUNDLE, ["serve", "--port", "0", "--data-dir", data.path]);
+    expect(second.code).toBe(CLI_EXIT.usage);
+    expect(second.stderr).toContain(`is in use by another controller (pid ${first.child.pid})`);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    const third = await startServe(["--port", "0", "--data-dir", data.path, "--no-provision"]);
+    // A SIGTERM as soon as it says it listens stops it cleanly (its handler is set before that
+    // line is written), and it gives the directory back.
+    third.child.kill("SIGTERM");
+    expect(await third.exited).toBe(0);
+    expect(third.stderr()).toContain('"msg":"stopping; unfinished jobs resume at the next start"');
+    expect(existsSync(join(data.path, LOCK_FILE))).toBe(false);
   });
 });

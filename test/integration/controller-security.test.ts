@@ -9,6 +9,7 @@ import {
   defaultWebDir,
   webViewRoutes,
 } from "../../controller/index.ts";
+import { startServe } from "../support/controller-process.ts";
 import {
   ROOT,
   runNode,
@@ -40,7 +41,12 @@ describe("API token", () => {
   beforeAll(async () => {
     ctl = await startController({
       provision: true,
-      overrides: { apiToken: TOKEN, routes: webViewRoutes(defaultWebDir()) },
+      // These tests send wrong tokens on purpose: more than the default limit allows.
+      overrides: {
+        apiToken: TOKEN,
+        routes: webViewRoutes(defaultWebDir()),
+        tokenGuessLimit: { failures: 1000, windowMs: 60_000 },
+      },
     });
     api = new ControllerClient(ctl.controller.url, { token: TOKEN });
   });
@@ -188,6 +194,69 @@ describe("API token", () => {
   });
 });
 
+describe("wrong API tokens", () => {
+  let ctl: TestController;
+  // A window long enough that a loaded machine does not see it pass between two requests.
+  const LIMIT = { failures: 3, windowMs: 3_000 };
+  beforeAll(async () => {
+    ctl = await startController({ overrides: { apiToken: TOKEN, tokenGuessLimit: LIMIT } });
+  });
+  afterAll(async () => {
+    await ctl?.close();
+  });
+  const login = (token: string) =>
+    request(new URL("login", ctl.controller.url).href, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: `token=${encodeURIComponent(token)}`,
+    });
+  const jobs = (headers: Record<string, string> = {}) =>
+    request(new URL("api/v1/jobs", ctl.controller.url).href, { headers });
+  const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
+
+  async function expectWaiting(res: Response): Promise<void> {
+    expect(res.status).toBe(429);
+    const retryAfter = Number(res.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(LIMIT.windowMs / 1000);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("CONTROLLER_ERR_RATE_LIMITED");
+    expect(body.error.message).toMatch(/too many wrong API tokens from this address: try again in \d+ s/);
+    expect(body.error.message).not.toContain(TOKEN);
+  }
+
+  it("makes a client that sent too many wait (429, Retry-After), even with the right token, at sign-in and as a bearer", async () => {
+    const signedIn = await login(TOKEN);
+    expect(signedIn.status).toBe(204);
+    const session = signedIn.headers.get("set-cookie")!.split(";")[0]!;
+
+    for (let i = 0; i < LIMIT.failures; i++)
+      expect((await login(`wrong-token-${i}-0000000000`)).status).toBe(401);
+    // The right token too: answering it would tell the guesser it found it.
+    await expectWaiting(await login(TOKEN));
+    await expectWaiting(await jobs(bearer(TOKEN)));
+    // A session cookie is an HMAC, not a guess: an open tab goes on working. No credentials:
+    // still 401 (the web view asks for the token), not counted.
+    expect((await jobs({ Cookie: session })).status).toBe(200);
+    expect((await jobs()).status).toBe(401);
+    expect((await jobs({ Cookie: "controller_session=00" })).status).toBe(401);
+
+    // The wait ends after the window.
+    await expect
+      .poll(async () => (await login(TOKEN)).status, { timeout: 4 * LIMIT.windowMs, interval: 250 })
+      .toBe(204);
+
+    // Wrong bearer tokens count the same way.
+    for (let i = 0; i < LIMIT.failures; i++)
+      expect((await jobs(bearer(`wrong-bearer-${i}-000000000`))).status).toBe(401);
+    await expectWaiting(await jobs(bearer(TOKEN)));
+    await expectWaiting(await login(TOKEN));
+    await expect
+      .poll(async () => (await jobs(bearer(TOKEN))).status, { timeout: 4 * LIMIT.windowMs, interval: 250 })
+      .toBe(200);
+  });
+});
+
 describe("listening beyond loopback", () => {
   it("refuses to start on a public interface without a token, and starts with one or with insecure", async () => {
     const data = tempDir("ctl-public-");
@@ -205,6 +274,37 @@ describe("listening beyond loopback", () => {
         await controller.stop();
       }
     } finally {
+      data.remove();
+    }
+  });
+
+  it("`serve --host 0.0.0.0 --insecure` starts, and warns that the port is open to whoever reaches it", async () => {
+    const data = tempDir("ctl-insecure-");
+    const serve = await startServe([
+      "--host",
+      "0.0.0.0",
+      "--port",
+      "0",
+      "--insecure",
+      "--data-dir",
+      data.path,
+    ]);
+    try {
+      expect(serve.stdout()).toContain("(data: ");
+      expect(serve.stdout()).toContain("; no API token (--insecure))");
+      await expect.poll(() => serve.stderr(), { timeout: 10_000 }).toContain('"level":"warn"');
+      const warning = serve
+        .stderr()
+        .split("\n")
+        .find((line) => line.includes('"level":"warn"'));
+      expect(JSON.parse(warning!)).toMatchObject({
+        msg: expect.stringContaining("listening beyond loopback without an API token (--insecure)"),
+        host: "0.0.0.0",
+      });
+      expect((await fetch(`http://127.0.0.1:${serve.port}/healthz`)).status).toBe(200);
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
       data.remove();
     }
   });

@@ -1,10 +1,13 @@
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultWebDir, webViewRoutes } from "../../controller/index.ts";
+import { DEFAULT_LOG_BUDGET } from "../../controller/web/log-model.ts";
 import { pattern } from "../fixtures/pattern.mjs";
-import { artifactPath, computedStyle, launchChromium } from "../support/browser.ts";
+import { artifactPath, computedStyle, launchChromium, REBOUND_HOST } from "../support/browser.ts";
 import { FIXTURES, startController, type TestController, tempDir } from "../support/harness.ts";
 
 // A real controller on loopback launching real agents (the container entrypoint bundle), and
@@ -154,7 +157,7 @@ describe("the web view in a real browser", () => {
     await page.close();
   });
 
-  it("asks for the API token when the controller has one, and shows the jobs once signed in", async () => {
+  it("asks for the API token when the controller has one, shows the jobs once signed in, and cancels with the session", async () => {
     const token = "web-token-0123456789abcdef";
     const guarded = await startController({
       overrides: { apiToken: token, routes: webViewRoutes(defaultWebDir()) },
@@ -178,7 +181,14 @@ describe("the web view in a real browser", () => {
       expect(cookies.map((c) => [c.name, c.httpOnly, c.sameSite, c.value === token])).toEqual([
         ["controller_session", true, "Strict", false],
       ]);
-      guarded.controller.cancel(job.id);
+      // A change from the page with the session cookie: same origin, so it goes through.
+      await page
+        .locator(`table.jobs tr[data-job="${job.id}"]`)
+        .getByRole("link", { name: "guarded-job" })
+        .click();
+      await page.getByRole("button", { name: "Cancel" }).click();
+      await page.locator(".job-header .badge.status-cancelled").waitFor({ timeout: 20_000 });
+      expect(guarded.controller.getJob(job.id)?.status).toBe("cancelled");
     } finally {
       await page.close();
       await guarded.close();
@@ -234,5 +244,144 @@ describe("the web view in a real browser", () => {
     expect(download.headers.get("content-type")).toBe("application/x-tar");
     expect(errors).toEqual([]);
     await page.close();
+  });
+  it("keeps the last lines of a log longer than the page holds, numbered, and links the raw log for the rest", async () => {
+    const total = DEFAULT_LOG_BUDGET.maxLines + 100_000;
+    const job = await ctl.client.submit({
+      name: "too-long",
+      steps: [{ id: "many", argv: ["seq", "1", String(total)] }],
+    });
+    expect((await ctl.controller.waitForJob(job.id)).status).toBe("succeeded");
+
+    const { page, errors } = await openPage(`/jobs/${job.id}`);
+    const state = page.locator('[data-testid="log-state"]', { hasText: "complete" });
+    await state.waitFor({ timeout: 60_000 });
+    // The count is the whole log's (the setup section adds its own lines).
+    const shown = Number(/ (\d+) lines/.exec((await state.textContent()) ?? "")?.[1]);
+    expect(shown).toBeGreaterThan(total);
+    expect(shown).toBeLessThan(total + 20);
+    // Followed to the end: the last line has its number in the step.
+    await page
+      .locator(".log .row.line", { hasText: String(total) })
+      .first()
+      .waitFor();
+    expect(await page.locator(".log .row.line .ln").last().textContent()).toBe(String(total));
+    // The note stands where the dropped lines would be, and links the raw log.
+    await page.locator(".log").evaluate((el) => {
+      el.scrollTop = 0;
+    });
+    const note = page.locator(".log .row.dropped");
+    await note.waitFor();
+    expect(await stepHeader(page, "many").locator(".lines").textContent()).toBe(`${total} lines`);
+    const dropped = Number(/^(\d+) earlier lines/.exec((await note.textContent()) ?? "")?.[1]);
+    expect(dropped).toBeGreaterThan(0);
+    expect(dropped).toBeLessThan(total - DEFAULT_LOG_BUDGET.maxLines / 2);
+    expect(await note.locator("a").getAttribute("href")).toBe(`/api/v1/jobs/${job.id}/log`);
+    const firstHeld = page.locator(".log .row.line .ln").first();
+    expect(await firstHeld.textContent()).toBe(String(dropped + 1));
+    expect(await page.locator(".log .row").count()).toBeLessThan(200);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
+
+describe("pages of other sites in the same browser", () => {
+  /** A site of another origin (another port): what any page the user opens could be. */
+  async function foreignSite(): Promise<{ url: string; close: () => Promise<void> }> {
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { "Content-Type": "text/html" }).end("<!doctype html><title>elsewhere</title>");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    return {
+      url: `http://127.0.0.1:${port}/`,
+      // The browser keeps its connections open: end them, or close() waits for them.
+      close: () =>
+        new Promise((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    };
+  }
+
+  it("cannot submit, cancel or retry jobs on a controller without a token (cross-origin requests, forms)", async () => {
+    const marker = join(scratch.path, "cross-origin-ran");
+    // A job that runs until the test ends: a cancel that got through would end it.
+    const waiting = await ctl.client.submit({ name: "long", steps: [{ run: "sleep 120" }] });
+    const ended = await ctl.client.submit({ name: "ended", steps: [{ run: "exit 1" }] });
+    await ctl.controller.waitForJob(ended.id);
+    const jobsBefore = ctl.controller.listJobs().length;
+    const site = await foreignSite();
+    const page = await browser.context.newPage();
+    try {
+      await page.goto(site.url);
+      // What a script on any page can send without asking (no preflight): opaque answers, but
+      // the requests arrive.
+      const sent = await page.evaluate(
+        async ({ base, job, waitingId, endedId }) => {
+          const post = (path: string, body?: string) =>
+            fetch(new URL(path, base), {
+              method: "POST",
+              mode: "no-cors",
+              headers: { "Content-Type": "text/plain" },
+              ...(body !== undefined ? { body } : {}),
+            }).then(
+              (res) => res.type,
+              (error: unknown) => String(error),
+            );
+          return [
+            await post("api/v1/jobs", JSON.stringify(job)),
+            await post(`api/v1/jobs/${waitingId}/cancel`),
+            await post(`api/v1/jobs/${endedId}/retry`),
+          ];
+        },
+        {
+          base: ctl.controller.url,
+          job: { name: "cross-origin", steps: [{ run: `touch '${marker}'` }] },
+          waitingId: waiting.id,
+          endedId: ended.id,
+        },
+      );
+      expect(sent).toEqual(["opaque", "opaque", "opaque"]);
+      // A plain HTML form posted from the other site.
+      await page.setContent(
+        `<form method="post" action="${new URL(`api/v1/jobs/${waiting.id}/cancel`, ctl.controller.url).href}"><button>go</button></form>`,
+      );
+      const [answer] = await Promise.all([page.waitForNavigation(), page.click("button")]);
+      expect(answer?.status()).toBe(403);
+      expect(await page.locator("body").textContent()).toContain("CONTROLLER_ERR_FORBIDDEN");
+
+      expect(ctl.controller.listJobs().length).toBe(jobsBefore);
+      expect(["queued", "running"]).toContain(ctl.controller.getJob(waiting.id)?.status);
+      expect(existsSync(marker)).toBe(false);
+    } finally {
+      await page.close();
+      await site.close();
+      ctl.controller.cancel(waiting.id);
+    }
+  });
+
+  it("cannot read or drive a controller without a token through a name rebound to loopback (DNS rebinding)", async () => {
+    const port = new URL(ctl.controller.url).port;
+    const page = await browser.context.newPage();
+    try {
+      // The attacker's name now resolves to 127.0.0.1: its page and the controller share an origin.
+      const res = await page.goto(`http://${REBOUND_HOST}:${port}/`);
+      expect(res?.status()).toBe(403);
+      const answers = await page.evaluate(async () => {
+        const jobs = await fetch("/api/v1/jobs");
+        const submit = await fetch("/api/v1/jobs", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ labels: ["nobody-has-this"], steps: [{ run: "true" }] }),
+        });
+        return [jobs.status, submit.status, (await jobs.text()).includes("CONTROLLER_ERR_FORBIDDEN")];
+      });
+      expect(answers).toEqual([403, 403, true]);
+      // The controller's own names still work.
+      expect((await page.goto(`http://localhost:${port}/`))?.status()).toBe(200);
+    } finally {
+      await page.close();
+    }
   });
 });

@@ -11,6 +11,12 @@ export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 export const ARTIFACTS_DIR = join(ROOT, ".artifacts");
 
 /**
+ * A name Chromium resolves to 127.0.0.1 (a `--host-resolver-rules` mapping): a page loaded from
+ * it stands for an attacker's page after DNS rebinding (its name now points at the controller).
+ */
+export const REBOUND_HOST = "rebound.attacker.test";
+
+/**
  * A headless Chromium with a fresh profile, its calls home turned off (they are refused here,
  * many at a time, and slow the start). `close` removes the profile.
  */
@@ -30,6 +36,7 @@ export async function launchChromium(): Promise<{ context: BrowserContext; close
       "--disable-sync",
       "--no-first-run",
       "--disable-default-apps",
+      `--host-resolver-rules=MAP ${REBOUND_HOST} 127.0.0.1`,
     ],
   });
   return {

@@ -9,6 +9,7 @@ export interface ServeProcess {
   child: ChildProcess;
   url: string;
   port: number;
+  stdout: () => string;
   stderr: () => string;
   /** Resolves with the exit code (or the signal's name). */
   exited: Promise<number | string>;
@@ -49,7 +50,14 @@ export function startServe(
       const match = /controller listening on (http:\/\/\S+?:(\d+)\/)/.exec(stdout);
       if (match) {
         clearTimeout(timer);
-        resolve({ child, url: match[1]!, port: Number(match[2]), stderr: () => stderr, exited });
+        resolve({
+          child,
+          url: match[1]!,
+          port: Number(match[2]),
+          stdout: () => stdout,
+          stderr: () => stderr,
+          exited,
+        });
       }
     });
   });

@@ -94,6 +94,22 @@ describe("the controller config file", () => {
     expect(problems.find((p) => p.field === "(input)")?.message).toMatch(/bogus/);
   });
 
+  it("takes the names a loopback controller answers to, without ports or schemes", () => {
+    const config = parseControllerConfig({
+      listen: { host: "127.0.0.1", allowedHosts: ["ci.internal", "[fd00::1]"] },
+    });
+    expect(config.listen?.allowedHosts).toEqual(["ci.internal", "[fd00::1]"]);
+    const problems = problemsOf({
+      listen: { allowedHosts: ["ci.internal:8080", "https://ci.internal", ""] },
+    });
+    expect(problems.map((p) => p.field)).toEqual([
+      "listen.allowedHosts.0",
+      "listen.allowedHosts.1",
+      "listen.allowedHosts.2",
+    ]);
+    expect(problems[0]!.message).toMatch(/without a port/);
+  });
+
   it("refuses a config nested deeper than it could be, without describing it", () => {
     let deep: unknown = 1;
     for (let i = 0; i < 20_000; i++) deep = [deep];

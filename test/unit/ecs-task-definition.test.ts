@@ -66,10 +66,17 @@ describe("images/ecs-task-definition.json", () => {
     expect((container.stopTimeout ?? 30) * 1000).toBeGreaterThanOrEqual(lastResortMs + 10_000);
   });
 
-  it("reaps orphans: tini in the image's entrypoint, or ECS's init", () => {
+  it("reaps orphans with tini, which the image's entrypoint starts; not with ECS's init, which would hold the secret", () => {
     const dockerfile = readFileSync(join(ROOT, "images/Dockerfile"), "utf8");
-    const tini = /^ENTRYPOINT \["\/usr\/bin\/tini", "-s", "--"/m.test(dockerfile);
-    expect(tini || container.linuxParameters?.initProcessEnabled === true).toBe(true);
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["\/usr\/local\/bin\/ephemeral-agent"\]$/m);
+    expect(dockerfile).toMatch(
+      /^COPY --chmod=0755 images\/entrypoint.sh \/usr\/local\/bin\/ephemeral-agent$/m,
+    );
+    const entrypoint = readFileSync(join(ROOT, "images/entrypoint.sh"), "utf8");
+    expect(entrypoint).toMatch(/^AGENT_LAUNCH_FD=\$launch_fd exec tini -s -- node /m);
+    expect(entrypoint).toMatch(/^ {2}exec tini -s -- node "\$dist\/lambda\/bootstrap.js"$/m);
+    // ECS's init would be started with the command override (the secret) and its environment.
+    expect(container.linuxParameters?.initProcessEnabled).not.toBe(true);
   });
 
   it("leaves the command to the amazon-ecs plugin (-url URL SECRET NAME) and holds no secret", () => {

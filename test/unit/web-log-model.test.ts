@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { type LogEvent, LogModel, MAX_LINE_CHARS, type Section } from "../../controller/web/log-model.ts";
+import {
+  DEFAULT_LOG_BUDGET,
+  type LogEvent,
+  LogModel,
+  MAX_LINE_CHARS,
+  type Section,
+} from "../../controller/web/log-model.ts";
 import { jobPhases, runMs, waitMs } from "../../controller/web/phases.ts";
 
 const AT = "2026-01-01T00:00:00.000Z";
@@ -189,6 +195,68 @@ describe("web view log model: sections and rows", () => {
     expect(first).toContain('<a class="cloudwatch" href="https://console.example/x"');
     expect(second).not.toContain("<a");
     expect(second).toContain("eu-west-1 /g s");
+  });
+});
+
+describe("web view log model: a log larger than the page keeps", () => {
+  const lines = (from: number, count: number) =>
+    Array.from({ length: count }, (_, i) => `line ${from + i}\n`).join("");
+
+  it("drops the oldest lines past the budget, down to three quarters of it, and counts them", () => {
+    const model = new LogModel({ maxLines: 100, maxChars: 1_000_000 });
+    model.ingest(stepStart("s", 1, 1));
+    model.ingest(output("s", lines(1, 100)));
+    const step = model.sections[1]!;
+    expect([step.dropped, step.html.length]).toEqual([0, 100]);
+    // The 101st line (the setup section holds none) goes past the budget.
+    model.ingest(output("s", lines(101, 1)));
+    expect([step.dropped, step.html.length]).toEqual([26, 75]);
+    expect(step.html[0]).toBe("line 27");
+    expect([step.at.length, step.stderr.length, step.continued.length]).toEqual([75, 75, 75]);
+    expect(model.lineCount).toBe(101);
+    expect(model.droppedLines).toBe(26);
+    // Rows: setup header, step header, the dropped note, then the lines held.
+    expect(model.rowCount).toBe(2 + 1 + 75);
+    expect(model.row(2)).toMatchObject({ kind: "dropped", section: { key: "s" } });
+    expect(model.row(3)).toMatchObject({ kind: "line", line: 0 });
+    expect(model.row(77)).toMatchObject({ kind: "line", line: 74 });
+    expect(model.row(78)).toBeUndefined();
+    model.toggle(step, true);
+    expect(model.rowCount).toBe(2);
+  });
+
+  it("drops the earliest steps' lines first, keeps the setup section and a line still being written", () => {
+    const model = new LogModel({ maxLines: 1_000_000, maxChars: 400 });
+    model.ingest({ type: "status", status: "assigned", at: AT, agent: "a1" });
+    model.ingest(stepStart("a", 1));
+    model.ingest(output("a", "x".repeat(150)));
+    model.ingest(output("a", "\n"));
+    model.ingest(stepStart("b", 2));
+    model.ingest(output("b", `${"y".repeat(150)}\n${"z".repeat(50)}`));
+    expect(model.sections.map((s) => s.dropped)).toEqual([0, 0, 0]);
+    // Past 400 characters: step a's line goes first; b's open line stays whatever its size.
+    model.ingest(output("b", "z".repeat(100)));
+    expect(model.sections.map((s) => s.dropped)).toEqual([0, 1, 1]);
+    expect(model.sections[0]!.html).toHaveLength(1);
+    expect(model.sections[2]!.html).toEqual(["z".repeat(150)]);
+    model.ingest(output("b", "z".repeat(300)));
+    expect(model.sections[2]!.html).toEqual(["z".repeat(450)]);
+    model.ingest(output("b", "\ndone\n"));
+    expect(model.sections[2]!.html).toEqual(["done"]);
+    expect(model.lineCount).toBe(1 + 1 + 3);
+  });
+
+  it("holds a 50 MB log of ordinary lines whole by default", () => {
+    const line =
+      "\u001b[32mline 0000001\u001b[0m xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n";
+    const count = Math.ceil((50 * 1024 * 1024) / line.length);
+    expect(count).toBeLessThan(DEFAULT_LOG_BUDGET.maxLines);
+    const model = new LogModel();
+    model.ingest(stepStart("s", 1, 1));
+    const chunk = line.repeat(1000);
+    for (let i = 0; i < count / 1000; i++) model.ingest(output("s", chunk));
+    expect(model.droppedLines).toBe(0);
+    expect(model.lineCount).toBeGreaterThanOrEqual(count);
   });
 });
 
