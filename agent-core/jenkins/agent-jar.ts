@@ -47,8 +47,10 @@ export interface AskJarOptions {
   controllerUrl: string;
   cache: JarCache;
   maxBytes: number;
-  /** Bounds the whole request, body included. */
+  /** Bounds the wait for the answer (status and headers). */
   timeoutMs: number;
+  /** Bounds the download of the jar once the answer came (a body that trickles is cut off). */
+  downloadTimeoutMs: number;
   signal?: AbortSignal;
   /** Auto mode: an answer without `X-Jenkins` is not read (it is not a jar of ours). */
   jenkinsOnly: boolean;
@@ -90,8 +92,9 @@ export async function readJarCache(cacheDir: string, controllerUrl: string): Pro
  * every request with `X-Jenkins`) and gets the jar: with a cached jar it is conditional
  * (`If-None-Match` / `If-Modified-Since`) and a 304 confirms the cache; a 200 is downloaded,
  * bounded in bytes and time, must be a jar (a zip with a manifest naming a `Main-Class`), and
- * replaces the cached one (`cache.dir/agent-<sha256>.jar`). Any other answer gives no jar and
- * says why. Throws what the request threw when the controller cannot be reached.
+ * replaces the cached one (`cache.dir/agent-<sha256>.jar`). Any other answer, and a download that
+ * breaks off, is too big or too slow, gives no jar and says why. Throws what the request threw
+ * when the controller did not answer (within `timeoutMs`), or when `signal` was aborted.
  */
 export async function askForAgentJar(options: AskJarOptions): Promise<JarAnswer> {
   const url = underController(options.controllerUrl, "jnlpJars/agent.jar");
@@ -118,15 +121,15 @@ export async function askForAgentJar(options: AskJarOptions): Promise<JarAnswer>
     return answer(null, `${url} answered HTTP ${status} without X-Jenkins`);
   }
   if (status === 304 && cache.jar !== undefined) {
-    res.resume();
+    res.destroy();
     return answer({ ...cache.jar, revalidated: true }, null);
   }
   if (status !== 200) {
-    res.resume();
+    res.destroy(); // its body is not needed (and may never end)
     return answer(null, `${url} answered HTTP ${status}`);
   }
   try {
-    const meta = await download(url, res, cache.dir, options.maxBytes);
+    const meta = await download(url, res, cache.dir, options);
     await removeOtherJars(cache.dir, meta.file);
     return answer({ ...jarOf(cache.dir, meta), source: "controller", revalidated: false }, null);
   } catch (error) {
@@ -181,32 +184,57 @@ function jarOf(dir: string, meta: CacheMeta): Omit<AgentJar, "source" | "revalid
   return { path: join(dir, meta.file), sha256: meta.sha256, bytes: meta.bytes, version: meta.version };
 }
 
+/**
+ * The cache's record, when the jar it names is still the one that was downloaded (same size and
+ * SHA-256: hashing a 1.5 MB jar costs a few ms). A jar changed on disk since is no cache at all:
+ * a conditional request would have the controller confirm it, and every warm start would then
+ * run a broken jar.
+ */
 async function readCache(dir: string): Promise<CacheMeta | undefined> {
   try {
     const meta = JSON.parse(await readFile(join(dir, "meta.json"), "utf8")) as CacheMeta;
-    const info = await stat(join(dir, meta.file));
-    return info.size === meta.bytes ? meta : undefined;
+    const path = join(dir, meta.file);
+    if ((await stat(path)).size !== meta.bytes) return undefined;
+    const sha256 = createHash("sha256")
+      .update(await readFile(path))
+      .digest("hex");
+    return sha256 === meta.sha256 ? meta : undefined;
   } catch {
     return undefined; // no cache yet, or a broken one: it is simply refetched
   }
 }
 
+/**
+ * Downloads the jar of a 200 answer into `dir`, within `options.maxBytes` and
+ * `options.downloadTimeoutMs`. Every way the download can fail but an interruption (`signal`) is
+ * an {@link AgentJarError}: the controller answered, so it is reachable, but it gave no jar.
+ */
 async function download(
   url: string,
   res: IncomingMessage,
   dir: string,
-  maxBytes: number,
+  options: Pick<AskJarOptions, "maxBytes" | "downloadTimeoutMs" | "signal">,
 ): Promise<CacheMeta> {
+  const { maxBytes } = options;
   const declared = Number(res.headers["content-length"] ?? Number.NaN);
   if (declared > maxBytes) {
     res.destroy();
     throw new AgentJarError(`${url} is ${declared} bytes, over the ${maxBytes}-byte limit`);
   }
-  await mkdir(dir, { recursive: true, mode: 0o700 });
   const temp = join(dir, `download-${randomBytes(4).toString("hex")}.tmp`);
   const hash = createHash("sha256");
   let bytes = 0;
+  const timer = setTimeout(
+    () =>
+      res.destroy(
+        new AgentJarError(
+          `${url} did not send the whole jar within ${options.downloadTimeoutMs} ms (${bytes} bytes came)`,
+        ),
+      ),
+    options.downloadTimeoutMs,
+  );
   try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     await pipeline(
       res,
       async function* (source: AsyncIterable<Buffer>) {
@@ -241,7 +269,17 @@ async function download(
     await writeFile(metaTemp, JSON.stringify(meta, null, 2));
     await rename(metaTemp, join(dir, "meta.json"));
     return meta;
+  } catch (error) {
+    if (error instanceof AgentJarError || options.signal?.aborted) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ECONNRESET" || code === "ERR_STREAM_PREMATURE_CLOSE") {
+      throw new AgentJarError(`${url} broke off the download after ${bytes} bytes (${code})`, {
+        cause: error,
+      });
+    }
+    throw error; // the work dir failed us (EACCES, ENOSPC): not the controller's doing
   } finally {
+    clearTimeout(timer);
     await rm(temp, { force: true });
   }
 }

@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { constants } from "node:fs";
 import { type FileHandle, open, rm, writeFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /**
  * remoting's arguments file (`-secret @PATH`: args4j replaces the argument with the file's lines),
@@ -38,30 +39,30 @@ export class ArgsGate {
 
   /**
    * Hands `lines` to remoting (one argument per line). For a named pipe this waits until remoting
-   * opens it, or until `readerGone` resolves (remoting ended first: then false). A regular file
-   * was written by {@link create}. The file is removed once read or abandoned.
+   * opens it, or until `readerGone` resolves or the pipe is removed (remoting ended or was
+   * stopped first: then false). The pipe is opened without blocking (`O_NONBLOCK`, retried every
+   * few ms while no reader has it open), so that no thread waits for a reader that never comes.
+   * A regular file was written by {@link create}. The file is removed once read or abandoned.
    */
   async release(lines: readonly string[], readerGone: Promise<unknown>): Promise<boolean> {
     if (this.#released) return true;
     this.#released = true;
     let gone = false;
-    const opening = open(this.path, constants.O_WRONLY);
-    const first = await Promise.race([opening, readerGone.then(() => null)]);
-    let writer: FileHandle;
-    if (first === null) {
+    void readerGone.then(() => {
       gone = true;
-      // The writer's open still waits for a reader in the thread pool: be that reader, so it ends.
-      const unblock = await open(this.path, constants.O_RDONLY | constants.O_NONBLOCK).catch(() => null);
-      writer = await opening;
-      await unblock?.close();
-    } else writer = first;
+    });
     try {
-      if (!gone) await writer.writeFile(content(lines));
-      return !gone;
-    } catch {
-      return false; // remoting closed its end (it died reading): EPIPE
+      const writer = await openForWriting(this.path, () => gone);
+      if (writer === null) return false;
+      try {
+        await writeAll(writer, Buffer.from(content(lines)), () => gone);
+        return true;
+      } catch {
+        return false; // remoting closed its end (it died reading): EPIPE
+      } finally {
+        await writer.close();
+      }
     } finally {
-      await writer.close();
       await this.remove();
     }
   }
@@ -69,6 +70,37 @@ export class ArgsGate {
   /** Removes the file (a named pipe nobody will read, or the regular file once read). */
   remove(): Promise<void> {
     return rm(this.path, { force: true });
+  }
+}
+
+/** How often a writer looks again for remoting at the other end of the named pipe. */
+const POLL_MS = 5;
+
+/**
+ * Opens the named pipe at `path` for writing once a reader has it open; null when `gone()` says
+ * the reader will never come, or the pipe was removed. Never blocks a thread: `O_NONBLOCK` fails
+ * at once with ENXIO while there is no reader.
+ */
+async function openForWriting(path: string, gone: () => boolean): Promise<FileHandle | null> {
+  for (;;) {
+    try {
+      return await open(path, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENXIO" || gone()) return null;
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+/** Writes all of `data` to a non-blocking pipe, waiting while it is full (EAGAIN). */
+async function writeAll(writer: FileHandle, data: Buffer, gone: () => boolean): Promise<void> {
+  for (let offset = 0; offset < data.length; ) {
+    try {
+      offset += (await writer.write(data, offset)).bytesWritten;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EAGAIN" || gone()) throw error;
+      await sleep(POLL_MS);
+    }
   }
 }
 

@@ -27,19 +27,25 @@ export async function untilAnswered<T>(
 ): Promise<T> {
   const giveUpAt = Date.now() + options.timeoutMs;
   let delayMs = 250;
+  // The cause named at the end: an attempt cut short by the end of the time says less than the one before it.
+  let cause: unknown;
   for (let attempt = 1; ; attempt++) {
+    const attemptMs = Math.max(1, Math.min(ATTEMPT_MS, giveUpAt - Date.now()));
     try {
-      return await ask(Math.max(1, Math.min(ATTEMPT_MS, giveUpAt - Date.now())));
+      return await ask(attemptMs);
     } catch (error) {
       if (options.signal?.aborted)
         throw new AgentError("AGENT_ERR_INTERRUPTED", "interrupted", { cause: error });
       const why = describeFetchError(error);
+      if (cause === undefined || !(attemptMs < ATTEMPT_MS && (error as Error).name === "AbortError")) {
+        cause = error;
+      }
       const waitMs = Math.min(delayMs, giveUpAt - Date.now());
       if (waitMs <= 0) {
         throw new AgentError(
           "AGENT_ERR_CONTROLLER_UNREACHABLE",
-          `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${options.timeoutMs} ms: ${why}`,
-          { cause: error },
+          `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${options.timeoutMs} ms: ${describeFetchError(cause)}`,
+          { cause },
         );
       }
       options.logger.warn("controller not reachable yet; retrying", {
@@ -70,9 +76,10 @@ export function underController(controllerUrl: string, path: string): string {
 /**
  * `GET url` with node:http(s), which is already loaded (fetch's first use costs about 70 ms more
  * in a fresh process, on the path to the first request), through the proxy the environment names
- * for it (`requestAgentFor`). Resolves with the response, its body unread; the whole exchange,
- * body included, is bounded by `timeoutMs` and `signal` (the request is destroyed with an
- * `AbortError`).
+ * for it (`requestAgentFor`). Resolves with the response, its body unread. `timeoutMs` bounds the
+ * wait for the answer (status and headers); the body is the caller's to bound (it reads it, or
+ * destroys the response). `signal` aborts the request at any time, body included (the request
+ * is destroyed with an `AbortError`).
  */
 export async function getUrl(
   url: string,
@@ -82,7 +89,10 @@ export async function getUrl(
   const get = target.protocol === "https:" ? httpsGet : httpGet;
   const agent = await requestAgentFor(url);
   return new Promise((resolve, reject) => {
-    const req = get(target, { headers: options.headers ?? {}, ...(agent ? { agent } : {}) }, resolve);
+    const req = get(target, { headers: options.headers ?? {}, ...(agent ? { agent } : {}) }, (res) => {
+      clearTimeout(timer); // answered: the caller bounds the body
+      resolve(res);
+    });
     const abort = () => {
       const error = new Error("the request timed out or was interrupted");
       error.name = "AbortError";

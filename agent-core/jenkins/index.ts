@@ -24,7 +24,7 @@ export { getUrl, underController, untilAnswered } from "./discovery.ts";
 export { findJava, JAVA_ADVICE, type JavaRuntime, NoJavaError } from "./java.ts";
 export { type LimitedRunOptions, type LimitedRunResult, type RunLimited, runLimited } from "./limited-run.ts";
 export { memoryMb } from "./memory.ts";
-export { type RemotingOutcome, type RemotingRun, remotingOutcome } from "./outcome.ts";
+export { failureExitCode, type RemotingOutcome, type RemotingRun, remotingOutcome } from "./outcome.ts";
 export { RemotingLog, type RemotingRecord, type RemotingState } from "./remoting-log.ts";
 export * from "./settings.ts";
 export {

@@ -1,4 +1,4 @@
-import { AgentError } from "../errors.ts";
+import { AgentError, type AgentErrorCode } from "../errors.ts";
 import { ExitCode, type ExitCodeValue } from "../exit-codes.ts";
 import type { RuntimeKind, StepReason } from "../protocol/messages.ts";
 import type { RemotingState } from "./remoting-log.ts";
@@ -13,6 +13,8 @@ export interface RemotingRun {
   message?: string;
   /** Why the supervisor stopped remoting itself, when it did. */
   stoppedBecause?: "refused" | "connect-timeout" | "lingered";
+  /** False when remoting was never started (too little time was left before the deadline). */
+  started?: boolean;
 }
 
 export interface OutcomeContext {
@@ -41,6 +43,7 @@ export interface RemotingOutcome {
  * | connected, ended otherwise                   | 3 (connection lost)       |
  * | never connected: refused                     | 6 refused                 |
  * | never connected: unreachable, or gave up     | 3 (unreachable)           |
+ * | never logged: java could not run it          | 2 bad config / no Java    |
  * | rejected its command line                    | 2 bad config              |
  * | stopped at the deadline                      | 4 deadline                |
  * | stopped over the disk budget                 | 5 disk                    |
@@ -56,7 +59,10 @@ export function remotingOutcome(
     state.lastWords.length > 0 ? state.lastWords.slice(-3).join(" / ") : fallback;
   switch (run.reason) {
     case "deadline":
-      return { exitCode: ExitCode.deadline, summary: deadlineSummary(ctx, state.connected) };
+      return {
+        exitCode: ExitCode.deadline,
+        summary: deadlineSummary(ctx, run.started === false ? "not-started" : state.connected),
+      };
     case "disk":
       return {
         exitCode: ExitCode.disk,
@@ -107,6 +113,29 @@ export function remotingOutcome(
     );
     return { exitCode: ExitCode.refused, summary: error.message, error };
   }
+  if (!state.logged && run.stoppedBecause === undefined) {
+    // It never logged a record: the JVM could not run remoting (a bad JVM option, a Java too old
+    // for the jar), and its own words say why. Not the controller's doing.
+    const said = state.otherStderr.length > 0 ? state.otherStderr.join(" / ") : "it said nothing";
+    const how = run.signal !== null ? `signal ${run.signal}` : `exit code ${run.exitCode}`;
+    if (BAD_JAR.test(said)) {
+      const error = new AgentError(
+        "AGENT_ERR_AGENT_JAR",
+        `java could not run remoting (${run.signal !== null ? `signal ${run.signal}` : `exit code ${run.exitCode}`}): ${said} (the jar is damaged or gone: remove it, or the work dir's cache/jenkins, to have it fetched again)`,
+      );
+      return { exitCode: ExitCode.controllerFailure, summary: error.message, error };
+    }
+    const jvmOptions = JVM_REFUSED_OPTIONS.test(said);
+    const error = new AgentError(
+      jvmOptions ? "AGENT_ERR_CONFIG" : "AGENT_ERR_NO_JAVA",
+      `java could not run remoting (${how}): ${said} (${
+        jvmOptions
+          ? "check the JVM options in JENKINS_JAVA_OPTS or JAVA_OPTS"
+          : "remoting needs Java 17 or newer: check JENKINS_JAVA_BIN and JAVA_HOME, or use the image's Jenkins variant"
+      })`,
+    );
+    return { exitCode: ExitCode.badConfig, summary: error.message, error };
+  }
   const said = state.failure ?? words("it said nothing");
   const how =
     run.stoppedBecause === "connect-timeout"
@@ -118,6 +147,13 @@ export function remotingOutcome(
   );
   return { exitCode: ExitCode.controllerFailure, summary: error.message, error };
 }
+
+/** The JVM's words when it refuses its own options (before any class is loaded). */
+const JVM_REFUSED_OPTIONS =
+  /Could not create the Java Virtual Machine|Unrecognized (VM )?option|Improperly specified VM option|Invalid (initial|maximum)? ?heap size/;
+
+/** The java launcher's words for a jar it cannot open. */
+const BAD_JAR = /Invalid or corrupt jarfile|Unable to access jarfile/;
 
 const HINTS: [RegExp, string][] = [
   [
@@ -149,11 +185,24 @@ function hintFor(text: string): string {
   return hint === undefined ? "" : ` (${hint})`;
 }
 
-function deadlineSummary(ctx: OutcomeContext, connected: boolean): string {
+/**
+ * The exit code of a Jenkins-mode failure before remoting ran, by its error code: configuration
+ * and Java problems 2, a bug 70, the controller or its jar 3.
+ */
+export function failureExitCode(code: AgentErrorCode): ExitCodeValue {
+  if (code === "AGENT_ERR_NO_JAVA" || code === "AGENT_ERR_CONFIG") return ExitCode.badConfig;
+  if (code === "AGENT_ERR_INTERNAL") return ExitCode.internal;
+  return ExitCode.controllerFailure;
+}
+
+function deadlineSummary(ctx: OutcomeContext, connected: boolean | "not-started"): string {
   const at = ctx.deadlineAt === null ? "" : ` (${new Date(ctx.deadlineAt).toISOString()})`;
-  const what = connected
-    ? `remoting was stopped (SIGTERM, then SIGKILL after ${ctx.graceMs} ms); Jenkins sees the agent go offline and fails the build running on it`
-    : "remoting was stopped before it connected";
+  const what =
+    connected === "not-started"
+      ? `remoting was not started: less than AGENT_DEADLINE_STEP_START_MIN_MS remained before the agent must stop (the deadline less AGENT_GRACE_MS, ${ctx.graceMs} ms)`
+      : connected
+        ? `remoting was stopped (SIGTERM, then SIGKILL after ${ctx.graceMs} ms); Jenkins sees the agent go offline and fails the build running on it`
+        : "remoting was stopped before it connected";
   if (ctx.runtime === "lambda") {
     return `The Lambda function's deadline${at} ended the Jenkins agent: ${what}, before Lambda's timeout would have killed it without a word. To fix it: raise the function's timeout (at most 900 s), split the job into shorter ones, or give its label to an ECS/Fargate agent template, which has no such limit.`;
   }

@@ -23,6 +23,10 @@ export interface RemotingState {
   usage: string | null;
   /** The last meaningful lines, for messages. */
   lastWords: string[];
+  /** remoting logged at least one record (it runs: the JVM started it and it parsed its arguments). */
+  logged: boolean;
+  /** The last lines on stderr that were no log record: the JVM's own words when it cannot run remoting. */
+  otherStderr: string[];
 }
 
 /** A date-and-source header line of java.util.logging's default format: `Mar 5, 2026 1:02:03 PM class method`. */
@@ -55,6 +59,7 @@ const FAILURES: RegExp[] = [
   /timed out/i,
 ];
 const LAST_WORDS = 8;
+const OTHER_STDERR = 4;
 
 /**
  * Follows remoting's output: splits it into lines (multibyte characters split across reads
@@ -71,6 +76,8 @@ export class RemotingLog {
     failure: null,
     usage: null,
     lastWords: [],
+    logged: false,
+    otherStderr: [],
   };
   readonly #onRecord: (record: RemotingRecord) => void;
   readonly #onChange: (state: RemotingState) => void;
@@ -123,6 +130,10 @@ export class RemotingLog {
       : { stream, level: null, source, text: line };
     this.#emit(entry);
     if (stream === "stderr") {
+      if (record === null && line.trim() !== "") {
+        this.state.otherStderr.push(line.trim());
+        if (this.state.otherStderr.length > OTHER_STDERR) this.state.otherStderr.shift();
+      }
       if (line.trim() === USAGE_LINE && this.state.usage === null) {
         this.state.usage = this.#previousStderrLine.trim() || "remoting rejected its command line";
         this.#changed();
@@ -134,6 +145,7 @@ export class RemotingLog {
 
   #status(text: string, level: string): void {
     const state = this.state;
+    state.logged = true;
     const version = /^Using Remoting version: (\S+)/.exec(text);
     if (version) state.version = version[1]!;
     else if (text === "Connected") state.connected = true;

@@ -6,7 +6,7 @@ import type { AgentOutcome, AgentTimings, RunAgentOptions } from "../agent.ts";
 import { clip } from "../clip.ts";
 import type { AgentConfig } from "../config/config.ts";
 import { AgentError } from "../errors.ts";
-import { ExitCode, interruptCode } from "../exit-codes.ts";
+import { interruptCode } from "../exit-codes.ts";
 import type { Logger, LogLevel } from "../logger.ts";
 import type { JobLogCopy } from "../logs/job-log.ts";
 import { buildMaskSet } from "../logs/masker.ts";
@@ -25,7 +25,7 @@ import { describeFetchError, underController, untilAnswered } from "./discovery.
 import { findJava, type JavaRuntime } from "./java.ts";
 import { type LimitedRunResult, type RunLimited, runLimited } from "./limited-run.ts";
 import { memoryMb } from "./memory.ts";
-import { type RemotingRun, remotingOutcome } from "./outcome.ts";
+import { failureExitCode, type RemotingRun, remotingOutcome } from "./outcome.ts";
 import { RemotingLog, type RemotingRecord, type RemotingState } from "./remoting-log.ts";
 
 /** What the Jenkins mode did, for diagnostics, the Lambda summary and tests. */
@@ -67,6 +67,9 @@ export type JenkinsResult =
   | { mode: "native"; how: string }
   /** Auto mode: the controller never answered (or the agent was interrupted first). */
   | { mode: null; outcome: JenkinsOutcome };
+
+/** Answers of a gateway in front of a controller that is not there (yet), or of a Jenkins that is starting. */
+const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
 /** After remoting says `Terminated`, how long it may take to exit before it is stopped. */
 const LINGER_MS = 5_000;
@@ -134,9 +137,11 @@ export async function runJenkinsAgent(
       error instanceof AgentError
         ? error
         : new AgentError("AGENT_ERR_INTERNAL", String(error), { cause: error });
-    const exitCode =
-      agentError.code === "AGENT_ERR_NO_JAVA" ? ExitCode.badConfig : ExitCode.controllerFailure;
-    return end({ exitCode, summary: agentError.message, error: agentError });
+    return end({
+      exitCode: failureExitCode(agentError.code),
+      summary: agentError.message,
+      error: agentError,
+    });
   };
 
   let answered = false;
@@ -186,17 +191,34 @@ export async function runJenkinsAgent(
   options.signal?.addEventListener("abort", onInterrupt, { once: true });
   let answer: JarAnswer | undefined;
   let unanswered: string | undefined;
-  const ask = (timeoutMs: number) =>
-    askForAgentJar({
+  // With a jar at hand (cached or baked), Jenkins mode does not wait for the controller: remoting
+  // waits for it itself. Auto mode must have an answer to decide; so must a start with no jar.
+  const jarAtHand = cache.jar !== undefined || baked !== undefined;
+  const downloadTimeoutMs = Math.min(settings.jarFetchTimeoutMs, config.connectTimeoutMs);
+  const ask = async (timeoutMs: number) => {
+    const reply = await askForAgentJar({
       controllerUrl: config.url,
       cache,
       maxBytes: settings.jarMaxBytes,
       timeoutMs,
+      downloadTimeoutMs,
       signal: asking.signal,
       jenkinsOnly: options.auto === true,
     });
+    // A gateway's 502/503/504 (the controller behind it is down or restarting), or Jenkins'
+    // own 503 while it starts, is no answer yet: asked again until the connect timeout.
+    if (
+      GATEWAY_STATUSES.has(reply.status) &&
+      (reply.jenkinsVersion === null ? options.auto === true : !jarAtHand)
+    ) {
+      throw new Error(
+        `${jarUrl} answered HTTP ${reply.status}${reply.jenkinsVersion === null ? " without X-Jenkins" : ""}`,
+      );
+    }
+    return reply;
+  };
   try {
-    if (options.auto) {
+    if (options.auto || !jarAtHand) {
       answer = await untilAnswered(jarUrl, ask, {
         timeoutMs: config.connectTimeoutMs,
         logger,
@@ -432,7 +454,16 @@ async function watchRemoting(
   };
   let argsRead = false;
   const log = new RemotingLog(
-    (record) => diagnose(logger, record),
+    (record) => {
+      diagnose(logger, record);
+      if (!argsRead && record.level !== null) {
+        // remoting logs only once it has parsed its arguments (and read the secret). Any line
+        // before that is the JVM's own (`Picked up JAVA_TOOL_OPTIONS`, a bad option): the
+        // arguments file must stay until remoting has read it.
+        argsRead = true;
+        void gate.remove();
+      }
+    },
     (state) => {
       if (state.connected && timings.connectedAt === undefined) {
         timings.connectedAt = Date.now();
@@ -475,11 +506,6 @@ async function watchRemoting(
     onOutput: (stream, data) => {
       copy?.lines.output(stream, data);
       log.write(stream, data);
-      if (!argsRead && stream === "stderr") {
-        // remoting has parsed its arguments (and read the secret) before it logs anything.
-        argsRead = true;
-        void gate.remove();
-      }
     },
   });
   try {

@@ -24,7 +24,12 @@ const REFUSAL_BODY_WAIT_MS = 1_000;
 
 type Attempt<T> =
   | { ok: true; value: T }
-  | { ok: false; error: Error; final: boolean }
+  | {
+      ok: false;
+      error: Error;
+      final: boolean /** The attempt ran out of its own time. */;
+      timedOut?: boolean;
+    }
   | { ok: false; aborted: true };
 
 export interface ConnectOptions<T> {
@@ -74,6 +79,9 @@ export async function connectToController<T>(
     });
   }
   const frameMasking = frameMaskingFor(url, agent === undefined);
+  // The cause named at the end: an attempt cut short by the end of the connect phase says less
+  // than the attempt before it (a 502 page, a refused connection).
+  let cause: Error | undefined;
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw interrupted(url);
     // The last attempt may not run past the end of the connect phase (a single attempt: 0 ms).
@@ -89,12 +97,14 @@ export async function connectToController<T>(
     }
     if ("aborted" in result) throw interrupted(url);
     if (result.final) throw result.error;
+    if (cause === undefined || !(attemptMs < config.handshakeTimeoutMs && result.timedOut))
+      cause = result.error;
     const waitMs = Math.min(delayMs, giveUpAt - Date.now());
     if (waitMs <= 0) {
       throw new AgentError(
         "AGENT_ERR_CONTROLLER_UNREACHABLE",
-        `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${timeoutMs} ms: ${result.error.message}`,
-        { cause: result.error },
+        `cannot reach the controller at ${url} after ${attempt} attempt(s) in ${timeoutMs} ms: ${cause.message}`,
+        { cause },
       );
     }
     logger.warn("controller not reachable yet; retrying", {
@@ -162,6 +172,7 @@ function attemptConnect<T>(
         done({
           ok: false,
           final: false,
+          timedOut: true,
           error: new Error(`the WebSocket handshake did not complete within ${attemptMs} ms`),
         }),
       attemptMs,

@@ -1,3 +1,6 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { cloudWatchSettings, ExitCode, runAgent } from "../../agent-core/index.ts";
 import { startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
@@ -58,6 +61,38 @@ describe("every connection attempt is bounded in total time", () => {
       expect(peer.connections).toBe(1);
     } finally {
       await peer.close();
+    }
+  });
+
+  it("the cause named at the end is the last telling one, not a last attempt cut short by the connect timeout", async () => {
+    // A gateway: 502 to the first upgrade, then no answer at all (every later attempt runs into the
+    // end of the connect phase, shorter than the handshake timeout).
+    let upgrades = 0;
+    const sockets: Duplex[] = [];
+    const gateway = createServer();
+    gateway.on("upgrade", (_req, socket: Duplex) => {
+      upgrades++;
+      sockets.push(socket);
+      socket.on("error", () => {});
+      if (upgrades === 1) socket.end("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 11\r\n\r\nBad Gateway");
+    });
+    await new Promise<void>((resolve) => gateway.listen(0, "127.0.0.1", resolve));
+    try {
+      const { logger } = captureLogger();
+      const url = `ws://127.0.0.1:${(gateway.address() as AddressInfo).port}/`;
+      const outcome = await runAgent(
+        agentConfigFor({ url, secretFor: () => "fake-secret" } as never, "gateway", {
+          connectTimeoutMs: 1_500,
+        }),
+        { logger },
+      );
+      expect(outcome.error?.code).toBe("AGENT_ERR_CONTROLLER_UNREACHABLE");
+      expect(upgrades).toBeGreaterThan(1);
+      expect(outcome.summary).toContain("the controller answered HTTP 502: Bad Gateway");
+      expect(outcome.summary).not.toContain("did not complete within");
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => gateway.close(resolve));
     }
   });
 

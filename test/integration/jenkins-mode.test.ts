@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -73,6 +75,38 @@ async function runJenkins(
   });
   const outcome = await runAgent(config, { logger: log.logger });
   return { outcome, log };
+}
+
+/**
+ * A gateway on loopback in front of the fake Jenkins (a reverse proxy, a load balancer): the
+ * first `failing` requests get `answer`, the rest are passed to the controller as they are.
+ */
+async function gateway(
+  target: () => string,
+  failing: number,
+  answer: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ url: string; seen: string[]; close: () => Promise<void> }> {
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    seen.push(req.url ?? "");
+    if (seen.length <= failing) return answer(req, res);
+    const upstream = new URL(req.url ?? "/", target());
+    const forward = request(upstream, { method: req.method, headers: req.headers }, (reply) => {
+      res.writeHead(reply.statusCode ?? 502, reply.headers);
+      reply.pipe(res);
+    });
+    forward.on("error", () => res.destroy());
+    req.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    seen,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 const skipReason =
@@ -216,6 +250,23 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       expect(readdirSync(dir).filter((name) => name.startsWith(".remoting-args-"))).toEqual([]);
     });
 
+    it("a cached jar changed on disk since its download is fetched again, not confirmed by a 304 and run", async () => {
+      const dir = workDir();
+      jenkins.addNode("tampered-1", { secret: SECRET, script: [] });
+      jenkins.addNode("tampered-2", { secret: SECRET, script: [] });
+      const first = (await runJenkins("tampered-1", { workDir: dir })).outcome;
+      expect(first.exitCode, first.summary).toBe(ExitCode.ok);
+      const cached = first.jenkins!.jar!.path;
+      // Same size, other bytes: a size check alone cannot tell.
+      writeFileSync(cached, Buffer.alloc(readFileSync(cached).length, 0x41));
+      const second = (await runJenkins("tampered-2", { workDir: dir })).outcome;
+      expect(second.exitCode, second.summary).toBe(ExitCode.ok);
+      expect(second.jenkins?.jar).toMatchObject({ source: "controller", sha256: first.jenkins?.jar?.sha256 });
+      const asked = jenkins.requests.filter((r) => r.path === "/jnlpJars/agent.jar").at(-1)!;
+      expect(asked.status).toBe(200);
+      expect(asked.headers["if-none-match"]).toBeUndefined();
+    });
+
     it("runs the image's jar in place of the same jar from the controller, started before the answer", async () => {
       jenkins.addNode("baked-same", { secret: SECRET, script: [] });
       const { outcome, log } = await runJenkins("baked-same", { jenkins: { agentFile: jar } });
@@ -249,6 +300,91 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
         expect(outcome.summary).toContain("did not send a jar");
       } finally {
         jenkins.setJar(jar);
+      }
+    });
+  });
+
+  describe("neither Jenkins nor the reference controller (yet)", () => {
+    it.each([
+      ["a gateway's 502 without X-Jenkins (auto mode)", "auto", 502, false],
+      ["Jenkins' own 503 while it starts, with no jar at hand (jenkins mode)", "jenkins", 503, true],
+    ] as const)(
+      "%s is no answer yet: asked again until Jenkins answers",
+      async (_what, mode, status, withXJenkins) => {
+        const front = await gateway(
+          () => jenkins.url,
+          2,
+          (_req, res) => {
+            res.writeHead(status, {
+              "Content-Type": "text/html",
+              ...(withXJenkins ? { "X-Jenkins": "2.479.3" } : {}),
+            });
+            res.end("<html>Service Unavailable</html>");
+          },
+        );
+        try {
+          const name = `gateway-${status}`;
+          jenkins.addNode(name, { secret: SECRET, script: ["echo behind a gateway"] });
+          const { outcome } = await runJenkins(name, { url: front.url, mode, connectTimeoutMs: 15_000 });
+          expect(outcome.exitCode, outcome.summary).toBe(ExitCode.ok);
+          expect(outcome.mode).toBe("jenkins");
+          expect(front.seen.slice(0, 3)).toEqual([
+            "/jnlpJars/agent.jar",
+            "/jnlpJars/agent.jar",
+            "/jnlpJars/agent.jar",
+          ]);
+        } finally {
+          await front.close();
+        }
+      },
+    );
+
+    it("a gateway that answers 502 until the connect timeout: exit 3 naming the 502", async () => {
+      const front = await gateway(
+        () => jenkins.url,
+        Number.POSITIVE_INFINITY,
+        (_req, res) => {
+          res.writeHead(502, { "Content-Type": "text/html" });
+          res.end("<html>Bad Gateway</html>");
+        },
+      );
+      try {
+        const { outcome } = await runJenkins("gateway-down", { url: front.url, connectTimeoutMs: 2_000 });
+        expect(outcome.exitCode, outcome.summary).toBe(ExitCode.controllerFailure);
+        expect(outcome.mode).toBeNull();
+        expect(outcome.error?.code).toBe("AGENT_ERR_CONTROLLER_UNREACHABLE");
+        expect(outcome.summary).toContain("answered HTTP 502 without X-Jenkins");
+        expect(front.seen.length).toBeGreaterThan(1);
+      } finally {
+        await front.close();
+      }
+    });
+
+    it("a jar that trickles in is cut off at the download bound, once, and named: the controller answered, it is not unreachable", async () => {
+      const front = await gateway(
+        () => jenkins.url,
+        Number.POSITIVE_INFINITY,
+        (_req, res) => {
+          res.writeHead(200, { "X-Jenkins": "2.479.3", "Content-Type": "application/java-archive" });
+          const timer = setInterval(() => res.write("P"), 100);
+          res.on("close", () => clearInterval(timer));
+        },
+      );
+      try {
+        const started = Date.now();
+        const { outcome } = await runJenkins("slow-jar", {
+          url: front.url,
+          connectTimeoutMs: 20_000,
+          jenkins: { jarFetchTimeoutMs: 1_500 },
+        });
+        expect(outcome.mode).toBe("jenkins");
+        expect(outcome.exitCode, outcome.summary).toBe(ExitCode.controllerFailure);
+        expect(outcome.error?.code).toBe("AGENT_ERR_AGENT_JAR");
+        expect(outcome.summary).toContain("did not send the whole jar within 1500 ms");
+        expect(front.seen).toEqual(["/jnlpJars/agent.jar"]);
+        expect(Date.now() - started).toBeLessThan(15_000);
+      } finally {
+        await front.close();
       }
     });
   });
@@ -345,6 +481,56 @@ describe.skipIf(JAVAC_MISSING !== null)(`Jenkins mode against a fake Jenkins${sk
       expect(forced.outcome.exitCode).toBe(ExitCode.controllerFailure);
       expect(forced.outcome.error?.code).toBe("AGENT_ERR_CONTROLLER_UNREACHABLE");
       expect(forced.outcome.summary).toContain("Connection refused");
+    });
+
+    it.each([
+      [
+        "a JVM option it does not know",
+        { javaOpts: ["-XX:+NoSuchOption"] },
+        "AGENT_ERR_CONFIG",
+        "Unrecognized VM option",
+      ],
+      ["a Java too old for the jar", "old-java", "AGENT_ERR_NO_JAVA", "UnsupportedClassVersionError"],
+    ] as const)(
+      "java that cannot run remoting (%s) is exit 2 with the JVM's own words, not a hang nor an unreachable controller",
+      async (_what, jenkinsSettings, code, words) => {
+        let settings: Partial<AgentConfigInput["jenkins"]> = {};
+        if (jenkinsSettings === "old-java") {
+          // A Java 8 runtime: it starts, then cannot load remoting's classes (exit 1, no log record).
+          const bin = join(workDir(), "java");
+          writeFileSync(
+            bin,
+            "#!/bin/sh\necho 'Error: LinkageError occurred while loading main class hudson.remoting.jnlp.Main' >&2\necho 'java.lang.UnsupportedClassVersionError: hudson/remoting/jnlp/Main has been compiled by a more recent version of the Java Runtime (class file version 61.0)' >&2\nexit 1\n",
+            { mode: 0o755 },
+          );
+          settings = { javaBin: bin };
+        } else settings = { ...jenkinsSettings, javaOpts: [...jenkinsSettings.javaOpts] };
+        const { outcome } = await runJenkins(`jvm-${code}`, { mode: "jenkins", jenkins: settings });
+        expect(outcome.exitCode, outcome.summary).toBe(ExitCode.badConfig);
+        expect(outcome.error?.code).toBe(code);
+        expect(outcome.summary).toContain("java could not run remoting (exit code 1)");
+        expect(outcome.summary).toContain(words);
+      },
+    );
+
+    it("the JVM's own first lines (JAVA_TOOL_OPTIONS) do not take the arguments file away before remoting reads it", async () => {
+      const dir = workDir();
+      jenkins.addNode("tool-opts-1", { secret: SECRET, script: [] });
+      jenkins.addNode("tool-opts-2", { secret: SECRET, script: [] });
+      const env = { PATH, JAVA_TOOL_OPTIONS: "-Dagent.test=tool" };
+      const cold = await runJenkins("tool-opts-1", { workDir: dir, baseEnv: env });
+      expect(cold.outcome.exitCode, cold.outcome.summary).toBe(ExitCode.ok);
+      // Warm: remoting starts on the cached jar and prints "Picked up JAVA_TOOL_OPTIONS" while
+      // the controller's answer is still on its way.
+      jenkins.jarAnswerDelayMs = 1_500;
+      const warm = await runJenkins("tool-opts-2", { workDir: dir, baseEnv: env }).finally(() => {
+        jenkins.jarAnswerDelayMs = 0;
+      });
+      expect(warm.log.entries().map((e) => e.msg)).toContain(
+        "remoting: Picked up JAVA_TOOL_OPTIONS: -Dagent.test=tool",
+      );
+      expect(warm.outcome.exitCode, warm.outcome.summary).toBe(ExitCode.ok);
+      expect(warm.outcome.jenkins?.jar).toMatchObject({ source: "cache", revalidated: true });
     });
 
     it("remoting's usage error (it exits 0) is a configuration error: exit 2", async () => {

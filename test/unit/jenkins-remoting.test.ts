@@ -1,8 +1,13 @@
-import { describe, expect, it } from "vitest";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import {
   type AgentJar,
+  ArgsGate,
   type ConfigProblem,
   ExitCode,
+  failureExitCode,
   heapFor,
   type JavaRuntime,
   jenkinsSettingsSchema,
@@ -15,6 +20,7 @@ import {
   remotingCommand,
   remotingOutcome,
 } from "../../agent-core/index.ts";
+import { tempDir } from "../support/harness.ts";
 
 const HEADER = "Nov 30, 2026 4:40:32 AM hudson.remoting.jnlp.Main$CuiListener status";
 
@@ -116,6 +122,8 @@ const base: RemotingState = {
   failure: null,
   usage: null,
   lastWords: [],
+  logged: true,
+  otherStderr: [],
 };
 const ctx = {
   url: "http://jenkins/",
@@ -212,6 +220,41 @@ describe("remotingOutcome: every remoting ending on the agent's exit-code table"
       undefined,
     ],
     [
+      "java refused its options before running remoting (exit 1, no record logged)",
+      exited(1),
+      {
+        logged: false,
+        otherStderr: [
+          "Unrecognized VM option 'NoSuchOption'",
+          "Error: Could not create the Java Virtual Machine.",
+        ],
+      },
+      ExitCode.badConfig,
+      "AGENT_ERR_CONFIG",
+    ],
+    [
+      "a java too old for the jar (exit 1, no record logged)",
+      exited(1),
+      {
+        logged: false,
+        otherStderr: [
+          "java.lang.UnsupportedClassVersionError: hudson/remoting/jnlp/Main has been compiled by a more recent version",
+        ],
+      },
+      ExitCode.badConfig,
+      "AGENT_ERR_NO_JAVA",
+    ],
+    [
+      "a damaged jar (exit 1, no record logged)",
+      exited(1),
+      {
+        logged: false,
+        otherStderr: ["Error: Invalid or corrupt jarfile /tmp/cache/jenkins/x/agent-0123.jar"],
+      },
+      ExitCode.controllerFailure,
+      "AGENT_ERR_AGENT_JAR",
+    ],
+    [
       "java could not start",
       exited(null, { reason: "error", message: "ENOENT" }),
       {},
@@ -224,6 +267,28 @@ describe("remotingOutcome: every remoting ending on the agent's exit-code table"
       const outcome = remotingOutcome(run, { ...base, ...state }, ctx);
       expect(outcome.exitCode).toBe(exitCode);
       expect(outcome.error?.code).toBe(code);
+    },
+  );
+
+  it("says remoting was not started, not that it was stopped, when too little time was left to start it", () => {
+    const outcome = remotingOutcome(exited(null, { reason: "deadline", started: false }), base, ctx);
+    expect(outcome.exitCode).toBe(ExitCode.deadline);
+    expect(outcome.summary).toContain(
+      "remoting was not started: less than AGENT_DEADLINE_STEP_START_MIN_MS remained",
+    );
+    expect(outcome.summary).not.toContain("stopped before it connected");
+  });
+
+  it.each([
+    ["AGENT_ERR_NO_JAVA", ExitCode.badConfig],
+    ["AGENT_ERR_CONFIG", ExitCode.badConfig],
+    ["AGENT_ERR_INTERNAL", ExitCode.internal],
+    ["AGENT_ERR_AGENT_JAR", ExitCode.controllerFailure],
+    ["AGENT_ERR_CONTROLLER_UNREACHABLE", ExitCode.controllerFailure],
+  ] as const)(
+    "a failure before remoting ran with %s exits %i, as the README's tables say",
+    (code, exitCode) => {
+      expect(failureExitCode(code)).toBe(exitCode);
     },
   );
 
@@ -392,4 +457,50 @@ describe("readJenkinsSettings: the inbound-agent variables", () => {
     ]);
     expect(problems[0]?.message).toContain("`sometimes`");
   });
+});
+
+describe("ArgsGate: remoting's arguments behind a named pipe", () => {
+  const dirs: { remove: () => void }[] = [];
+  afterAll(() => {
+    for (const dir of dirs) dir.remove();
+  });
+  const pipe = async () => {
+    const dir = tempDir("args-gate-");
+    dirs.push(dir);
+    const gate = await ArgsGate.create(join(dir.path, "args"), ["unused"]);
+    return gate;
+  };
+
+  it.skipIf(process.platform !== "linux")(
+    "hands the lines to the reader that opens the pipe, then removes it",
+    async () => {
+      const gate = await pipe();
+      expect(gate.gated).toBe(true);
+      const reader = spawn("cat", [gate.path], { stdio: ["ignore", "pipe", "inherit"] });
+      let read = "";
+      reader.stdout.on("data", (chunk: Buffer) => {
+        read += chunk.toString();
+      });
+      const gone = new Promise((resolve) => reader.once("close", resolve));
+      expect(await gate.release(["s3cret-value", "-credentials", "u:p"], gone)).toBe(true);
+      await gone;
+      expect(read).toBe("s3cret-value\n-credentials\nu:p\n");
+      expect(existsSync(gate.path)).toBe(false);
+    },
+  );
+
+  it.skipIf(process.platform !== "linux")(
+    "gives up, without blocking a thread, when the reader never comes and the pipe is removed",
+    async () => {
+      const gate = await pipe();
+      // remoting's JVM died before it opened the pipe, and the pipe was removed meanwhile.
+      const readerGone = new Promise((resolve) => setTimeout(resolve, 100)).then(() => gate.remove());
+      const released = await Promise.race([
+        gate.release(["s3cret-value"], readerGone),
+        new Promise((resolve) => setTimeout(() => resolve("still waiting"), 3_000)),
+      ]);
+      expect(released).toBe(false);
+      expect(existsSync(gate.path)).toBe(false);
+    },
+  );
 });
