@@ -48,6 +48,7 @@ export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFo
 export * from "./protocol/index.ts";
 export { type AgentRunOutcome, runAgent } from "./run-agent.ts";
 export { type Command, commandArgv, runStep, type StepResult } from "./runner/run-step.ts";
+export { sdkExports } from "./sdk-module.ts";
 export {
   type ChannelEffect,
   type ChannelState,

@@ -19,6 +19,7 @@ import {
   type TransferFrame,
   type WorkspacePull,
 } from "../agent-core/index.ts";
+import { isStoreWriteError } from "./errors.ts";
 
 export interface AgentConnectionHandlers {
   hello(connection: AgentConnection, hello: Hello): void;
@@ -75,6 +76,8 @@ export function newJobStream(job: Job): JobStream {
 }
 
 const LINGER_AFTER_JOB_MS = 30_000;
+/** How often a message held by a full store is tried again. */
+const HELD_RETRY_MS = 1_000;
 /** Largest `workspace` frame sent: with its header it fits the agent's smallest `maxPayload`. */
 const WORKSPACE_FRAME_BYTES = 262_144;
 
@@ -84,6 +87,13 @@ const WORKSPACE_FRAME_BYTES = 262_144;
  * stored before a resume dropped; output offsets contiguous and matching the byte counts in
  * `step-end`), acknowledges what it stored, and closes with a protocol close code on anything
  * else. Agent input never throws out of here.
+ *
+ * A message the store cannot write (a full disk: the handler throws `storeWriteError`) leaves the
+ * stream as it was and is held, unacknowledged: it is tried again every second, and what the
+ * agent sends meanwhile is dropped. Once it is stored, the session is closed with 1013 (try
+ * again later) when anything was dropped, so the agent resumes and sends the rest again from
+ * the last seq stored. An agent that gives up waiting closes the session itself (4006) and
+ * resumes the same way: nothing it sent is lost either way.
  */
 export class AgentConnection {
   readonly name: string;
@@ -102,6 +112,8 @@ export class AgentConnection {
   readonly #logger: Logger;
   readonly #options: AgentConnectionOptions;
   #ackTimer: NodeJS.Timeout | undefined;
+  /** The message the store could not write, tried again every `HELD_RETRY_MS`. */
+  #held: { data: Buffer; isBinary: boolean; dropped: number; timer: NodeJS.Timeout } | undefined;
   #alive = true;
   readonly #heartbeat: NodeJS.Timeout;
   readonly #helloTimer: NodeJS.Timeout;
@@ -212,6 +224,25 @@ export class AgentConnection {
   }
 
   #receive(data: Buffer, isBinary: boolean): void {
+    if (this.#held !== undefined) {
+      // Sent again after a resume, from the last seq stored.
+      this.#held.dropped++;
+      return;
+    }
+    const error = this.#handle(data, isBinary);
+    if (error === undefined) return;
+    this.#logger.warn("the controller cannot store the agent's message; holding it until there is room", {
+      error: error.message,
+      lastSeq: this.stream?.lastSeq,
+    });
+    const timer = setInterval(() => this.#retryHeld(), HELD_RETRY_MS);
+    timer.unref();
+    this.#held = { data, isBinary, dropped: 0, timer };
+  }
+
+  /** Handles one frame; returns the store error that kept it from being stored (the stream put back). */
+  #handle(data: Buffer, isBinary: boolean): Error | undefined {
+    const restore = this.#checkpoint();
     try {
       if (isBinary) {
         const frame = decodeAgentFrame(data);
@@ -220,10 +251,40 @@ export class AgentConnection {
       } else this.#onMessage(decodeAgentMessage(data.toString("utf8")));
     } catch (error) {
       if (error instanceof ProtocolError) this.#fail(error);
-      else {
+      else if (isStoreWriteError(error)) {
+        restore();
+        return error;
+      } else {
         this.#logger.error("internal error while handling an agent message", { error });
         this.close(CloseCode.internalError, "controller internal error");
       }
+    }
+    return undefined;
+  }
+
+  /** Returns what puts the session and its stream back as they are now (a message not stored). */
+  #checkpoint(): () => void {
+    const state = this.#state;
+    const stream = this.stream;
+    const fields = stream === undefined ? undefined : { ...stream, offsets: { ...stream.offsets } };
+    return () => {
+      this.#state = state;
+      if (stream !== undefined && fields !== undefined) Object.assign(stream, fields);
+    };
+  }
+
+  #retryHeld(): void {
+    const held = this.#held;
+    if (held === undefined || this.#handle(held.data, held.isBinary) !== undefined) return;
+    clearInterval(held.timer);
+    this.#held = undefined;
+    this.#logger.info("the controller stored the held message", {
+      lastSeq: this.stream?.lastSeq,
+      dropped: held.dropped,
+    });
+    if (held.dropped > 0 && this.#state === "busy") {
+      this.#sendAck();
+      this.close(CloseCode.tryAgainLater, "the controller's store has room again: resume to send the rest");
     }
   }
 
@@ -415,6 +476,8 @@ export class AgentConnection {
     clearInterval(this.#heartbeat);
     clearTimeout(this.#helloTimer);
     clearTimeout(this.#ackTimer);
+    clearInterval(this.#held?.timer);
+    this.#held = undefined;
     this.#handlers.closed(this, code, reason);
   }
 }

@@ -11,6 +11,7 @@ import {
   writeSync,
 } from "node:fs";
 import { type ArtifactsEnd, CloseCode, ProtocolError } from "../agent-core/index.ts";
+import { storeWriteError } from "./errors.ts";
 
 /** What the controller keeps of a job's artifacts (in the job record). */
 export type ArtifactsRecord =
@@ -110,19 +111,54 @@ export class ArtifactReceiver {
         `artifact bytes from offset ${offset}, but ${this.#received} bytes were received`,
       );
     }
-    this.#received += data.length;
-    if (this.#overLimit || this.#received > this.#maxBytes) {
+    if (this.#overLimit || this.#received + data.length > this.#maxBytes) {
+      this.#received += data.length;
       this.#overLimit = true;
       return false;
     }
-    this.#fd ??= openSync(`${this.#path}.part`, "a", 0o600);
-    let written = 0;
-    while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
+    try {
+      this.#fd ??= openSync(`${this.#path}.part`, "a", 0o600);
+      let written = 0;
+      while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
+    } catch (error) {
+      this.#cutBack(this.#received);
+      throw storeWriteError("artifact bytes", error);
+    }
+    this.#received += data.length;
     this.#hash?.update(data);
     return true;
   }
 
-  /** The end of the stream: checks it and keeps it, or says why not. */
+  /**
+   * Takes back the last `write` (its journal line could not be stored): the partial file is cut
+   * back to `receivedBytes`, and the digest is read from the file at the end.
+   */
+  unwrite(receivedBytes: number, overLimit: boolean): void {
+    if (receivedBytes === this.#received) return;
+    this.#cutBack(receivedBytes);
+    this.#received = receivedBytes;
+    this.#overLimit = overLimit;
+    this.#hash = undefined;
+  }
+
+  /** Takes back an `end` that kept the artifacts (its journal line could not be stored). */
+  unend(): void {
+    if (this.#received > 0 && existsSync(this.#path)) renameSync(this.#path, `${this.#path}.part`);
+    this.#hash = undefined;
+  }
+
+  #cutBack(bytes: number): void {
+    try {
+      if (this.#fd !== undefined) ftruncateSync(this.#fd, bytes);
+    } catch {
+      // Cut at the next reopen: the journal says how much was committed.
+    }
+  }
+
+  /**
+   * The end of the stream: checks it and keeps it (renamed to `path`), or says why not; the
+   * caller discards a failed stream (`discard`) once the result is journaled.
+   */
   end(end: Omit<ArtifactsEnd, "v" | "type" | "seq" | "jobId">): ArtifactsRecord {
     this.#close();
     const listing: ArtifactsListing = {
@@ -131,10 +167,13 @@ export class ArtifactReceiver {
       skippedCount: end.skippedCount,
       unmatched: end.unmatched,
     };
-    const fail = (code: string, message: string, entry: string | null = null): ArtifactsRecord => {
-      this.discard();
-      return { status: "failed", ...listing, code, message, entry };
-    };
+    const fail = (code: string, message: string, entry: string | null = null): ArtifactsRecord => ({
+      status: "failed",
+      ...listing,
+      code,
+      message,
+      entry,
+    });
     if (end.error !== undefined) return fail(end.error.code, end.error.message, end.error.entry);
     if (this.#overLimit) {
       return fail(
@@ -167,7 +206,12 @@ export class ArtifactReceiver {
 
   /** The hash kept while writing; after a reopen, the partial file's, read in 1 MiB blocks. */
   #digest(): string {
-    if (this.#hash !== undefined) return this.#hash.digest("hex");
+    if (this.#hash !== undefined) {
+      const sha256 = this.#hash.digest("hex");
+      // A second check (its result could not be journaled the first time) reads the file.
+      this.#hash = undefined;
+      return sha256;
+    }
     const hash = createHash("sha256");
     const fd = openSync(`${this.#path}.part`, "r");
     try {

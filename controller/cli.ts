@@ -195,6 +195,11 @@ async function serve(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       "serve",
       `Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`,
     );
+  if (values.host !== undefined && values.host.trim() === "")
+    throw new UsageError(
+      "serve",
+      `Expected --host to be a host name or an IP address, got ${JSON.stringify(values.host)}`,
+    );
   const dataDir = resolve(values["data-dir"] ?? config.dataDir ?? ".data");
   const logger = stderrLogger("serve", values["log-level"] ?? env.CONTROLLER_LOG_LEVEL);
   const agentLogDir = join(dataDir, "agents");

@@ -4,6 +4,7 @@ import * as z from "zod";
 import { type ConfigProblem, type Logger, zodProblems } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 import { durationMs, MAX_INFRASTRUCTURE_RETRIES, nestingDepth } from "./job-spec.ts";
+import { loadEcsSdk, loadLambdaSdk } from "./provisioners/aws-sdk.ts";
 import { EcsProvisioner } from "./provisioners/ecs.ts";
 import { LambdaProvisioner } from "./provisioners/lambda.ts";
 import { LocalProvisioner } from "./provisioners/local.ts";
@@ -107,7 +108,7 @@ export const controllerConfigSchema = z
     url: z.url().optional(),
     listen: z
       .object({
-        host: z.string().min(1).optional(),
+        host: z.string().regex(/^\S+$/, "must be a host name or an IP address").optional(),
         port: z.number().int().min(0).max(65_535).optional(),
         /** Names a loopback controller answers to besides loopback ones and `url`'s (a reverse proxy's). */
         allowedHosts: z
@@ -294,7 +295,7 @@ export async function buildTemplates(
     if (template.ecs) {
       let client = ecsClients.get(cloud.name);
       if (client === undefined) {
-        const { ECSClient } = await import("@aws-sdk/client-ecs");
+        const { ECSClient } = await loadEcsSdk();
         client = new ECSClient({
           ...clientConfig,
           ...(cloud.endpoints?.ecs ? { endpoint: cloud.endpoints.ecs } : {}),
@@ -313,7 +314,7 @@ export async function buildTemplates(
     } else if (template.lambda) {
       let client = lambdaClients.get(cloud.name);
       if (client === undefined) {
-        const { LambdaClient } = await import("@aws-sdk/client-lambda");
+        const { LambdaClient } = await loadLambdaSdk();
         client = new LambdaClient({
           ...clientConfig,
           ...(cloud.endpoints?.lambda ? { endpoint: cloud.endpoints.lambda } : {}),

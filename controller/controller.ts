@@ -22,7 +22,7 @@ import {
 } from "./auth.ts";
 import { lockDataDir } from "./data-lock.ts";
 import { Dispatcher } from "./dispatcher.ts";
-import { ControllerApiError } from "./errors.ts";
+import { ControllerApiError, dataDirError } from "./errors.ts";
 import { type AgentInfo, type ControllerApi, createApiHandler, type Route } from "./http-api.ts";
 import type { ReadEvent } from "./job-files.ts";
 import {
@@ -258,8 +258,9 @@ export class Controller implements ControllerApi {
    * Loads the store (jobs survive restarts), starts listening, and dispatches what waits. Throws
    * ControllerApiError `CONTROLLER_ERR_CONFIG` for a host beyond loopback without `apiToken`
    * (unless `insecure`), a short token, or a certificate that cannot be used,
-   * `CONTROLLER_ERR_DATA_IN_USE` when another live controller holds `dataDir` (`lockDataDir`), and
-   * `CONTROLLER_ERR_LISTEN` when the address cannot be bound. `stop` gives `dataDir` back.
+   * `CONTROLLER_ERR_DATA_IN_USE` when another live controller holds `dataDir` (`lockDataDir`),
+   * `CONTROLLER_ERR_STORE` when the data dir cannot be written (full, not writable, read-only),
+   * and `CONTROLLER_ERR_LISTEN` when the address cannot be bound. `stop` gives `dataDir` back.
    */
   static async start(options: ControllerOptions): Promise<Controller> {
     const host = options.host ?? "127.0.0.1";
@@ -275,8 +276,13 @@ export class Controller implements ControllerApi {
       allowedHosts: options.allowedHosts,
       tokenGuessLimit: options.tokenGuessLimit,
     });
-    mkdirSync(options.dataDir, { recursive: true });
-    const unlock = lockDataDir(options.dataDir);
+    let unlock: () => void;
+    try {
+      mkdirSync(options.dataDir, { recursive: true });
+      unlock = lockDataDir(options.dataDir);
+    } catch (error) {
+      throw dataDirError(options.dataDir, error);
+    }
     try {
       return await Controller.#startLocked(options, host, auth, access, unlock);
     } catch (error) {
@@ -292,9 +298,14 @@ export class Controller implements ControllerApi {
     access: ApiAccess,
     unlock: () => void,
   ): Promise<Controller> {
-    const controller = new Controller(options);
-    controller.#unlock = unlock;
-    controller.#recover();
+    let controller: Controller;
+    try {
+      controller = new Controller(options);
+      controller.#unlock = unlock;
+      controller.#recover();
+    } catch (error) {
+      throw dataDirError(options.dataDir, error);
+    }
     controller.#server = await ControllerServer.listen({
       host,
       port: options.port ?? 0,
@@ -390,8 +401,9 @@ export class Controller implements ControllerApi {
       record,
       prepared.job,
       prepared.stored,
-      upload === undefined ? undefined : (dest) => this.#uploads.take(upload.id, dest),
+      upload === undefined ? undefined : this.#uploads.seedFor(upload.id),
     );
+    if (upload !== undefined) this.#uploads.forget(upload.id);
     const run = this.#track(new JobRecorder(record, files, this.#recorderOptions()), prepared.job);
     this.#dispatcher.enqueue(run);
     run.recorder.setStatus("queued");
@@ -554,8 +566,11 @@ export class Controller implements ControllerApi {
   #recover(): void {
     for (const stored of this.#store.load()) {
       const recorder = new JobRecorder(stored.record, stored.files, this.#recorderOptions());
-      for (const attempt of stored.record.attempts)
-        if (attempt.cause !== undefined) this.#spent.set(attempt.agent, stored.record.id);
+      const spendEnded = () => {
+        for (const attempt of stored.record.attempts)
+          if (attempt.cause !== undefined) this.#spent.set(attempt.agent, stored.record.id);
+      };
+      spendEnded();
       if (recorder.ended) {
         this.#records.set(stored.record.id, recorder);
         // What an ended job no longer needs, in case the controller died before removing it.
@@ -585,8 +600,11 @@ export class Controller implements ControllerApi {
         continue;
       }
       const run = this.#track(recorder, stored.job);
-      const attempt = recorder.currentAttempt;
+      // The journal first: the record is written lazily and may not have the last attempt yet.
       const stream = recorder.recover(stored.events, stored.job);
+      // Attempts the journal ended after the record was last written spend their names too.
+      spendEnded();
+      const attempt = recorder.currentAttempt;
       if (attempt === undefined) {
         this.#dispatcher.enqueue(run);
       } else if (stream !== undefined) {

@@ -126,7 +126,7 @@ export const API_ROUTES: readonly Route[] = [
     method: "POST",
     path: "/api/v1/workspaces",
     handle: async ({ req, res, api }) => {
-      const upload = await api.uploadWorkspace(req);
+      const upload = await api.uploadWorkspace(bodyOf(req));
       res.setHeader("Location", `/api/v1/workspaces/${upload.id}`);
       sendJson(res, 201, upload);
     },
@@ -163,7 +163,11 @@ export function createApiHandler(
 ) {
   const routes = [...API_ROUTES, ...extraRoutes];
   return (req: IncomingMessage, res: ServerResponse): void => {
-    route(routes, api, access, req, res).catch((error: unknown) => sendError(res, error));
+    route(routes, api, access, req, res).catch((error: unknown) => {
+      // A body the route stopped reading is read to its end (and dropped) for the answer to reach the client.
+      if (!req.complete) req.resume();
+      sendError(res, error);
+    });
   };
 }
 
@@ -184,8 +188,9 @@ async function route(
   for (const candidate of routes) {
     const params = matchPath(candidate.path, segments);
     if (params === undefined) continue;
-    if (candidate.method !== method) {
-      allowed.push(candidate.method);
+    // HEAD is GET without the body (RFC 9110 §9.3.2): Node's response drops the body itself.
+    if (candidate.method !== method && !(method === "HEAD" && candidate.method === "GET")) {
+      allowed.push(...(candidate.method === "GET" ? ["GET", "HEAD"] : [candidate.method]));
       continue;
     }
     match = { route: candidate, params };
@@ -249,12 +254,13 @@ function isFollow(url: URL): boolean {
   return ["1", "true", "yes"].includes(url.searchParams.get("follow") ?? "");
 }
 
-async function sendLog({ api, params, url, res }: RouteContext): Promise<void> {
+async function sendLog({ api, params, url, req, res }: RouteContext): Promise<void> {
   const id = params.id!;
-  if (!isFollow(url)) {
+  if (!isFollow(url) || req.method === "HEAD") {
     const path = api.outputPath(id);
-    res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8" });
-    await pipeline(createReadStream(path), res);
+    res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" });
+    if (req.method === "HEAD") res.end();
+    else await pipeline(createReadStream(path), res);
     return;
   }
   await stream(res, api, id, true, "text/plain; charset=utf-8", ({ event, data }) =>
@@ -262,7 +268,13 @@ async function sendLog({ api, params, url, res }: RouteContext): Promise<void> {
   );
 }
 
-async function sendEvents({ api, params, url, res }: RouteContext): Promise<void> {
+async function sendEvents({ api, params, url, req, res }: RouteContext): Promise<void> {
+  if (req.method === "HEAD") {
+    api.outputPath(params.id!); // 404 for an unknown job
+    res.writeHead(200, { "Content-Type": "application/x-ndjson", "Cache-Control": "no-store" });
+    res.end();
+    return;
+  }
   await stream(
     res,
     api,
@@ -361,11 +373,20 @@ function sendMetrics({ api, url, req, res }: RouteContext): void {
   res.end(body);
 }
 
+/**
+ * A request's body, for a reader that may stop early (a refusal: too large, a full store): the
+ * request is not destroyed then (that resets the connection, and the client never reads the
+ * refusal); `sendError` reads the rest and drops it.
+ */
+function bodyOf(req: IncomingMessage): AsyncIterable<Uint8Array> {
+  return req.iterator({ destroyOnReturn: false });
+}
+
 /** Reads a JSON request body of at most 1 MiB. Throws ControllerApiError 413 or 400. */
 export async function readJson(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
+  for await (const chunk of bodyOf(req)) {
     size += (chunk as Buffer).length;
     if (size > MAX_BODY_BYTES)
       throw new ControllerApiError(

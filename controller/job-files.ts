@@ -7,12 +7,14 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  rmSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
 import { open } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { OutputStream } from "../agent-core/index.ts";
+import { storeWriteError } from "./errors.ts";
 import type { JobEvent, JobRecord } from "./job-record.ts";
 
 /** Fields the journal adds to what an agent reported: its message's seq and the attempt it belongs to. */
@@ -60,6 +62,8 @@ export interface ReadEvent {
 
 const SAVE_DELAY_MS = 200;
 const READ_CHUNK_BYTES = 256 * 1024;
+/** How often what could not be written (a full disk: journal lines, the record) is tried again. */
+const STORE_RETRY_MS = 1_000;
 
 /**
  * A job's files under `<dataDir>/jobs/<id>/`: `job.json` (the record), `output.log` (every output
@@ -71,6 +75,12 @@ const READ_CHUNK_BYTES = 256 * 1024;
  * instant, `JobFiles.open` finds a consistent prefix: it drops a torn last line and cuts
  * output.log back to the end of the last committed frame. Acknowledging an agent's message only
  * after it is written means a restarted controller asks the agent for exactly what it lacks.
+ *
+ * A write that fails (a full disk) is undone (the files cut back to their last commit). What an
+ * agent reported (a line with a `seq`, an output frame) then throws `storeWriteError`, so that
+ * it is neither counted nor acknowledged and the agent sends it again later. What the controller
+ * decided (statuses, attempts, the end) is kept in order in memory and written as soon as there
+ * is room (before anything else, tried again every second): the controller never stops for it.
  */
 export class JobFiles {
   readonly dir: string;
@@ -79,7 +89,14 @@ export class JobFiles {
   #outputBytes: number;
   #eventsBytes: number;
   #closed = false;
+  /** Set by `close`: nothing more is appended; the files close once the pending lines are written. */
+  #closing = false;
   #saveTimer: NodeJS.Timeout | undefined;
+  /** A write failed and none succeeded since (`onSaveError` was told). */
+  #failing = false;
+  /** The controller's journal lines that could not be written yet (a full disk), in order. */
+  readonly #pending: { line: Buffer; event: StoredEvent }[] = [];
+  #pendingTimer: NodeJS.Timeout | undefined;
   /** Readers waiting for the journal to grow (or close). */
   readonly #wakers = new Set<() => void>();
   /** In-process observers told of each event as it is stored. */
@@ -102,8 +119,9 @@ export class JobFiles {
   }
 
   /**
-   * Creates the files of a new job in `dir`. `onSaveError` hears of a lazy record write that
-   * failed (the record is written again at the next change, and at the end).
+   * Creates the files of a new job in `dir`. `onSaveError` hears of a write of the controller's
+   * (the record, a journal line it decided) that failed, once until a write succeeds again; what
+   * failed is written again every `STORE_RETRY_MS`.
    */
   static create(dir: string, onSaveError: (error: unknown) => void = () => {}): JobFiles {
     mkdirSync(dir, { recursive: true });
@@ -152,13 +170,43 @@ export class JobFiles {
     return this.#closed;
   }
 
-  /** Writes the record now (atomically: a temp file, then a rename). */
-  saveRecord(record: JobRecord): void {
+  /**
+   * Writes the record now (atomically: a temp file, then a rename). Throws `storeWriteError`
+   * when it cannot (the temp file removed); see `saveRecord` for the form that does not.
+   */
+  writeRecord(record: JobRecord): void {
     clearTimeout(this.#saveTimer);
     this.#saveTimer = undefined;
     const path = join(this.dir, "job.json");
-    writeFileSync(`${path}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
-    renameSync(`${path}.tmp`, path);
+    try {
+      writeFileSync(`${path}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
+      renameSync(`${path}.tmp`, path);
+    } catch (error) {
+      rmSync(`${path}.tmp`, { force: true });
+      throw storeWriteError(`the record of job ${record.id}`, error);
+    }
+  }
+
+  /**
+   * Writes the record now; when that fails (a full disk), `onSaveError` hears of it and the
+   * record is written again every `STORE_RETRY_MS`, until it is. Never throws: the journal
+   * already holds what a restart needs.
+   */
+  saveRecord(record: JobRecord): void {
+    try {
+      this.writeRecord(record);
+      this.#failing = false;
+    } catch (error) {
+      this.#failed(error);
+      this.#retrySave(record, STORE_RETRY_MS);
+    }
+  }
+
+  /** Tells `onSaveError` of a failed write, once until a write succeeds again. */
+  #failed(error: unknown): void {
+    if (this.#failing) return;
+    this.#failing = true;
+    this.#onSaveError(error);
   }
 
   /**
@@ -167,61 +215,136 @@ export class JobFiles {
    */
   saveRecordSoon(record: JobRecord): void {
     if (this.#saveTimer !== undefined) return;
+    this.#retrySave(record, SAVE_DELAY_MS);
+  }
+
+  #retrySave(record: JobRecord, delayMs: number): void {
+    clearTimeout(this.#saveTimer);
     this.#pendingRecord = record;
     this.#saveTimer = setTimeout(() => {
-      try {
-        this.saveRecord(record);
-      } catch (error) {
-        this.#onSaveError(error);
-      }
-    }, SAVE_DELAY_MS);
+      this.#saveTimer = undefined;
+      this.saveRecord(record);
+    }, delayMs);
     this.#saveTimer.unref();
   }
 
-  /** Writes a record whose lazy write is pending, now (the controller stops). */
+  /** Writes now a record whose lazy write is pending, and the pending journal lines (the controller stops). */
   flush(): void {
+    this.#flushPending();
     if (this.#saveTimer !== undefined && this.#pendingRecord !== undefined)
       this.saveRecord(this.#pendingRecord);
   }
 
   #pendingRecord: JobRecord | undefined;
 
-  /** Stores an output frame: its bytes, then its journal line. */
+  /**
+   * Stores an output frame: its bytes, then its journal line (the commit). Throws
+   * `storeWriteError` when either cannot be written, having kept nothing of the frame.
+   */
   appendOutput(
     frame: { stepId: string; stream: OutputStream; data: Buffer; dropped?: number; at?: string } & FromAgent,
   ): void {
-    if (this.#closed) return;
-    const offset = this.#outputBytes;
-    writeAll(this.#outputFd, frame.data);
-    this.#outputBytes += frame.data.length;
-    // Decoding costs on every frame (1.5 CPU s per GB here): only for a watcher that reads `text`.
-    if (this.#watchers.size > 0 && frame.data.length > 0) {
-      const event = lazyOutputEvent(frame);
-      for (const watcher of this.#watchers) watcher(event, frame.data);
-    }
-    this.appendEvent({
+    if (this.#closing) return;
+    this.#requirePendingWritten();
+    const event: StoredEvent = {
       type: "output",
       stepId: frame.stepId,
       stream: frame.stream,
-      offset,
+      offset: this.#outputBytes,
       length: frame.data.length,
       ...(frame.dropped ? { dropped: frame.dropped } : {}),
       ...(frame.at !== undefined ? { at: frame.at } : {}),
       seq: frame.seq,
       attempt: frame.attempt,
-    });
+    };
+    this.#commit(Buffer.from(`${JSON.stringify(event)}\n`), frame.data);
+    // Decoding costs on every frame (1.5 CPU s per GB here): only for a watcher that reads `text`.
+    if (this.#watchers.size > 0 && frame.data.length > 0) {
+      const shown = lazyOutputEvent(frame);
+      for (const watcher of this.#watchers) watcher(shown, frame.data);
+    }
   }
 
+  /**
+   * Appends a journal line. One that came from an agent (it has a `seq`) is written now or
+   * throws `storeWriteError`; one the controller decided is written in order as soon as it can be.
+   */
   appendEvent(event: StoredEvent): void {
-    if (this.#closed) return;
+    if (this.#closing) return;
     const line = Buffer.from(`${JSON.stringify(event)}\n`);
-    writeAll(this.#eventsFd, line);
+    if ("seq" in event) {
+      this.#requirePendingWritten();
+      this.#commit(line);
+      this.#told(event);
+      return;
+    }
+    this.#pending.push({ line, event });
+    this.#flushPending();
+  }
+
+  /** Writes the pending journal lines, in order, as far as it can; tries again later when it cannot. */
+  #flushPending(): boolean {
+    while (this.#pending.length > 0) {
+      const { line, event } = this.#pending[0]!;
+      try {
+        this.#commit(line);
+      } catch (error) {
+        this.#failed(error);
+        if (this.#pendingTimer === undefined) {
+          this.#pendingTimer = setInterval(() => this.#flushPending(), STORE_RETRY_MS);
+          this.#pendingTimer.unref();
+        }
+        return false;
+      }
+      this.#pending.shift();
+      this.#told(event);
+    }
+    if (this.#pendingTimer !== undefined) {
+      clearInterval(this.#pendingTimer);
+      this.#pendingTimer = undefined;
+      this.#failing = false;
+    }
+    if (this.#closing && !this.#closed) this.#closeFiles();
+    return true;
+  }
+
+  /** An agent's message is stored only after every earlier line: throws while they cannot be written. */
+  #requirePendingWritten(): void {
+    if (this.#pending.length === 0 || this.#flushPending()) return;
+    throw storeWriteError(
+      `job ${this.#jobId}'s journal`,
+      new Error("earlier journal lines are not written yet"),
+    );
+  }
+
+  /** Writes `data` (output bytes) then `line` (journal); on a failure cuts both back and throws. */
+  #commit(line: Buffer, data?: Buffer): void {
+    try {
+      if (data !== undefined && data.length > 0) writeAll(this.#outputFd, data);
+      writeAll(this.#eventsFd, line);
+    } catch (error) {
+      try {
+        ftruncateSync(this.#outputFd, this.#outputBytes);
+        ftruncateSync(this.#eventsFd, this.#eventsBytes);
+      } catch {
+        // A file that cannot even be cut back: the next open cuts it at the last commit.
+      }
+      throw storeWriteError(`job ${this.#jobId}'s ${data ? "output" : "journal"}`, error);
+    }
+    if (data !== undefined) this.#outputBytes += data.length;
     this.#eventsBytes += line.length;
     this.#wake();
-    if (this.#watchers.size > 0 && event.type !== "output" && event.type !== "artifact") {
-      const shown = publicEvent(event);
-      for (const watcher of this.#watchers) watcher(shown);
-    }
+  }
+
+  /** Tells in-process watchers of a stored event (output is told by `appendOutput`, with its bytes). */
+  #told(event: StoredEvent): void {
+    if (this.#watchers.size === 0 || event.type === "output" || event.type === "artifact") return;
+    const shown = publicEvent(event);
+    for (const watcher of this.#watchers) watcher(shown);
+  }
+
+  get #jobId(): string {
+    return basename(this.dir);
   }
 
   /**
@@ -293,10 +416,19 @@ export class JobFiles {
     }
   }
 
-  /** Ends the log: followers finish what is stored and stop. */
+  /**
+   * Ends the log: nothing more is appended, followers finish what is stored and stop. Journal
+   * lines still pending (a full disk) are written first, as soon as there is room.
+   */
   close(): void {
-    if (this.#closed) return;
+    if (this.#closing) return;
+    this.#closing = true;
+    if (this.#pending.length === 0) this.#closeFiles();
+  }
+
+  #closeFiles(): void {
     this.#closed = true;
+    clearInterval(this.#pendingTimer);
     closeSync(this.#outputFd);
     closeSync(this.#eventsFd);
     this.#watchers.clear();

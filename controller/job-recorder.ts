@@ -289,16 +289,24 @@ export class JobRecorder {
   artifact(frame: TransferFrame): boolean {
     const wasOver = this.#artifacts?.overLimit === true;
     this.#artifacts ??= ArtifactReceiver.create(this.artifactsPath, this.#maxArtifactBytes);
-    const kept = this.#artifacts.write(frame.offset, frame.data);
-    this.files.appendEvent({
-      type: "artifact",
-      offset: frame.offset,
-      length: frame.data.length,
-      ...(kept ? {} : { dropped: true as const }),
-      seq: frame.seq,
-      attempt: this.#attemptNumber(),
-    });
-    return !wasOver && this.#artifacts.overLimit;
+    const receiver = this.#artifacts;
+    const receivedBefore = receiver.receivedBytes;
+    const kept = receiver.write(frame.offset, frame.data);
+    try {
+      this.files.appendEvent({
+        type: "artifact",
+        offset: frame.offset,
+        length: frame.data.length,
+        ...(kept ? {} : { dropped: true as const }),
+        seq: frame.seq,
+        attempt: this.#attemptNumber(),
+      });
+    } catch (error) {
+      // Not journaled: not kept either (the agent sends the frame again).
+      receiver.unwrite(receivedBefore, wasOver);
+      throw error;
+    }
+    return !wasOver && receiver.overLimit;
   }
 
   /**
@@ -306,12 +314,20 @@ export class JobRecorder {
    * keeps them (`artifacts.tar`) or records why not, in the record and the journal.
    */
   artifactsEnd(message: ArtifactsEnd): ArtifactsRecord {
-    const receiver = this.#artifacts ?? ArtifactReceiver.create(this.artifactsPath, this.#maxArtifactBytes);
-    this.#artifacts = undefined;
+    this.#artifacts ??= ArtifactReceiver.create(this.artifactsPath, this.#maxArtifactBytes);
+    const receiver = this.#artifacts;
     const result = receiver.end(message);
     const attempt = this.#attemptNumber();
+    try {
+      this.files.appendEvent({ type: "artifacts", ...result, attempt, at: this.#now(), seq: message.seq });
+    } catch (error) {
+      // Not journaled: the stream stays as it was, for the agent's resend of this end.
+      if (result.status === "stored") receiver.unend();
+      throw error;
+    }
+    this.#artifacts = undefined;
+    if (result.status === "failed") receiver.discard();
     this.record.artifacts = { ...result, attempt };
-    this.files.appendEvent({ type: "artifacts", ...result, attempt, at: this.#now(), seq: message.seq });
     this.files.saveRecord(this.record);
     return result;
   }

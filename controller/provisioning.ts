@@ -90,14 +90,30 @@ export class Provisioning {
       attempt: attempt.n,
       template: template.name,
     });
-    provisioner
+    this.#provision(run, launch, template, attempt.n, this.#connectTimeoutMs(template));
+  }
+
+  /**
+   * Asks `template`'s provisioner for the launch's agent, then holds it (its platform id noted and
+   * saved, its connect timer set to `timeoutMs`). Called again after a restart for a launch whose
+   * answer was not stored, where the platform's launch is idempotent.
+   */
+  #provision(
+    run: JobRun,
+    launch: Launch,
+    template: LaunchTemplate,
+    attempt: number,
+    timeoutMs: number,
+  ): void {
+    const { agentName } = launch;
+    template.provisioner
       .provision({
         agentName,
         secret: this.#options.secretFor(agentName),
         controllerUrl: this.#options.controllerUrl(),
         labels: [...(template.labels ?? run.labels)],
         jobId: run.id,
-        attempt: attempt.n,
+        attempt,
       })
       .then(
         (handle) => {
@@ -109,7 +125,7 @@ export class Provisioning {
           run.recorder.noteAttempt({ platformRef: handle.ref });
           // A restart must find the launch (its agent name and the platform's id) to hold it again.
           run.recorder.save();
-          this.#hold(run, launch, handle, this.#connectTimeoutMs(template));
+          this.#hold(run, launch, handle, timeoutMs);
         },
         (error: unknown) =>
           this.#fail(run, launch, "launch-failed", `could not be launched: ${(error as Error).message}`),
@@ -136,12 +152,24 @@ export class Provisioning {
       );
       return;
     }
+    const elapsed =
+      Date.now() - Date.parse(attempt.launchedAt ?? attempt.endedAt ?? new Date().toISOString());
+    const timeoutMs = Math.max(0, this.#connectTimeoutMs(template) - elapsed);
+    if (attempt.platformRef === undefined && template.provisioner.idempotentLaunch === true) {
+      // The controller died before it stored the platform's answer: the same launch asked again
+      // returns the agent the first one started (or starts it), so it can be watched and stopped.
+      this.#options.logger.info("asking again for a launch whose answer was not stored", {
+        job: run.id,
+        agent: attempt.agent,
+        template: template.name,
+      });
+      this.#provision(run, launch, template, attempt.n, timeoutMs);
+      return;
+    }
     const handle = attempt.platformRef
       ? template.provisioner.adopt?.(attempt.platformRef, attempt.agent)
       : undefined;
-    const elapsed =
-      Date.now() - Date.parse(attempt.launchedAt ?? attempt.endedAt ?? new Date().toISOString());
-    this.#hold(run, launch, handle, Math.max(0, this.#connectTimeoutMs(template) - elapsed));
+    this.#hold(run, launch, handle, timeoutMs);
   }
 
   /** The launched agent said hello: it no longer needs its connect timer. */

@@ -65,16 +65,25 @@ const LISTEN_PROBLEMS: Record<string, string> = {
   EADDRINUSE: "the port is in use by another process",
   EACCES: "permission denied (ports below 1024 need privileges)",
   EADDRNOTAVAIL: "the address is not one of this machine's",
+  ENOTFOUND: "the host name does not resolve to an address",
+  EAI_AGAIN: "the host name could not be resolved (DNS did not answer)",
+  EAI_FAIL: "the host name could not be resolved",
+  EINVAL: "the address is not valid for listening",
 };
 
-/** A listen failure as a clear error (`CONTROLLER_ERR_LISTEN`) naming the address, the problem and the fix. */
+/**
+ * A listen failure as a clear error (`CONTROLLER_ERR_LISTEN`) naming the address, the problem and
+ * the fix. Every failure to bind is one (a code not listed shows the system's own words).
+ */
 function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
-  const problem = LISTEN_PROBLEMS[error.code ?? ""];
-  if (problem === undefined) return error;
+  const problem = LISTEN_PROBLEMS[error.code ?? ""] ?? error.message;
   return new ControllerApiError(
     0,
     "CONTROLLER_ERR_LISTEN",
-    `cannot listen on ${host}:${port}: ${problem} (${error.code}); choose another with --host/--port`,
+    `cannot listen on ${host}:${port}: ${problem} (${error.code ?? "no error code"}); choose another with --host/--port`,
+    [],
+    {},
+    { cause: error },
   );
 }
 

@@ -12,6 +12,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { type Job, jobSchema, type Logger } from "../agent-core/index.ts";
+import { ControllerApiError, storeWriteError } from "./errors.ts";
 import { JobFiles, type StoredEvent } from "./job-files.ts";
 import { type JobRecord, TERMINAL_STATUSES } from "./job-record.ts";
 
@@ -30,6 +31,12 @@ const SEALED_JOB = "job.sealed";
 export const SEED_FILE = "workspace.tar";
 /** A job's artifacts once checked (`.part` while they arrive). */
 export const ARTIFACTS_FILE = "artifacts.tar";
+/** An archive a new job takes over as its seed (an upload), given back if the job cannot be stored. */
+export interface SeedSource {
+  take(dest: string): void;
+  giveBack(from: string): void;
+}
+
 const SEAL_INFO = "ephemeral-build-agent job secrets v1";
 
 /**
@@ -57,19 +64,33 @@ export class JobStore {
 
   /**
    * Stores a new job: its record, its submission as shown, the sealed job, and its seed when it
-   * has one (`takeSeed` moves the archive to the path it is given).
+   * has one (`seed.take` moves the archive to the path it is given). Throws ControllerApiError
+   * 507 `CONTROLLER_ERR_STORE` when they cannot be written (a full disk), having removed what it
+   * wrote and given the seed back (`seed.giveBack`), so the submission can be made again.
    */
-  create(record: JobRecord, job: Job, submission: unknown, takeSeed?: (dest: string) => void): JobFiles {
-    const files = JobFiles.create(join(this.#jobsDir, record.id), (error) =>
-      this.#saveFailed(record.id, error),
-    );
-    // The record last: a job whose record is missing or torn (the controller died while it was
-    // submitted, before answering) is skipped at the next start.
-    writeFileSync(join(files.dir, "submission.json"), `${JSON.stringify(submission, null, 2)}\n`);
-    writeFileSync(join(files.dir, SEALED_JOB), this.#seal(JSON.stringify(job)), { mode: 0o600 });
-    takeSeed?.(join(files.dir, SEED_FILE));
-    files.saveRecord(record);
-    return files;
+  create(record: JobRecord, job: Job, submission: unknown, seed?: SeedSource): JobFiles {
+    const dir = join(this.#jobsDir, record.id);
+    let files: JobFiles | undefined;
+    let seedTaken = false;
+    try {
+      files = JobFiles.create(dir, (error) => this.#saveFailed(record.id, error));
+      // The record last: a job whose record is missing or torn (the controller died while it was
+      // submitted, before answering) is skipped at the next start.
+      writeFileSync(join(dir, "submission.json"), `${JSON.stringify(submission, null, 2)}\n`);
+      writeFileSync(join(dir, SEALED_JOB), this.#seal(JSON.stringify(job)), { mode: 0o600 });
+      if (seed !== undefined) {
+        seed.take(join(dir, SEED_FILE));
+        seedTaken = true;
+      }
+      files.writeRecord(record);
+      return files;
+    } catch (error) {
+      files?.close();
+      if (seedTaken) seed?.giveBack(join(dir, SEED_FILE));
+      rmSync(dir, { recursive: true, force: true });
+      // A refusal (an upload that is not there) stays what it is; a failed write is 507.
+      throw error instanceof ControllerApiError ? error : storeWriteError(`job ${record.id}`, error);
+    }
   }
 
   /**
@@ -132,10 +153,13 @@ export class JobStore {
   }
 
   #saveFailed(jobId: string, error: unknown): void {
-    this.#logger.warn("a job's record could not be written; it is written again at its next change", {
-      job: jobId,
-      error,
-    });
+    this.#logger.warn(
+      "a job's files could not be written; what the controller decided is kept in memory and written as soon as there is room",
+      {
+        job: jobId,
+        error,
+      },
+    );
   }
 
   #seal(text: string): Buffer {

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ArchiveError, Digester, extractArchive, type StreamDigest } from "../agent-core/index.ts";
-import { ControllerApiError } from "./errors.ts";
+import { ControllerApiError, storeWriteError } from "./errors.ts";
 
 /** A workspace archive uploaded to seed jobs: checked, stored, and waiting for a job to take it. */
 export interface WorkspaceUpload extends StreamDigest {
@@ -97,7 +97,8 @@ export class UploadStore {
       writeFileSync(join(this.#dir, `${id}.json`), `${JSON.stringify(upload)}\n`);
       return upload;
     } catch (error) {
-      rmSync(part, { force: true });
+      for (const name of [`${id}.part`, `${id}.tar`, `${id}.json`])
+        rmSync(join(this.#dir, name), { force: true });
       if (error instanceof ArchiveError) {
         throw new ControllerApiError(
           400,
@@ -105,7 +106,9 @@ export class UploadStore {
           `the workspace archive would be refused by agents (${error.code}${error.entry !== null ? `, entry ${JSON.stringify(error.entry)}` : ""}): ${error.message}`,
         );
       }
-      throw error;
+      if (error instanceof ControllerApiError || (error as NodeJS.ErrnoException).code === undefined)
+        throw error;
+      throw storeWriteError("the workspace upload", error);
     }
   }
 
@@ -119,19 +122,31 @@ export class UploadStore {
     }
   }
 
-  /** Moves an upload's archive to `dest` (a job's files); throws 404 when there is no such upload. */
-  take(id: string, dest: string): WorkspaceUpload {
-    const upload = this.get(id);
-    if (upload === undefined) {
-      throw new ControllerApiError(
-        404,
-        "CONTROLLER_ERR_NOT_FOUND",
-        `no workspace upload ${JSON.stringify(id)} (uploads are kept until a job takes them)`,
-      );
-    }
-    renameSync(join(this.#dir, `${id}.tar`), dest);
+  /**
+   * Hands an upload's archive to a job: `take` moves it to the job's files (404 when there is no
+   * such upload), `giveBack` moves it back when the job could not be stored. The upload is
+   * forgotten (`forget`) once the job is stored.
+   */
+  seedFor(id: string): { take(dest: string): void; giveBack(from: string): void } {
+    const archive = join(this.#dir, `${id}.tar`);
+    return {
+      take: (dest) => {
+        if (this.get(id) === undefined) {
+          throw new ControllerApiError(
+            404,
+            "CONTROLLER_ERR_NOT_FOUND",
+            `no workspace upload ${JSON.stringify(id)} (uploads are kept until a job takes them)`,
+          );
+        }
+        renameSync(archive, dest);
+      },
+      giveBack: (from) => renameSync(from, archive),
+    };
+  }
+
+  /** Drops what is left of an upload a job took (its description). */
+  forget(id: string): void {
     rmSync(join(this.#dir, `${id}.json`), { force: true });
-    return upload;
   }
 
   /** Removes uploads (and partial ones) older than `maxAgeMs`. */

@@ -15,6 +15,11 @@ export const CloseCode = {
   messageTooBig: 1009,
   /** An unexpected failure inside the peer. */
   internalError: 1011,
+  /**
+   * Try again later (RFC 6455 registry): the controller's store was full and has room again;
+   * the agent resumes and sends again what was not stored.
+   */
+  tryAgainLater: 1013,
   /** A text frame that is not valid JSON, or a binary frame that cannot be decoded. */
   malformed: 4000,
   /** Valid JSON that does not match the schema of its `type`. */
@@ -40,7 +45,8 @@ export type CloseCodeValue = (typeof CloseCode)[keyof typeof CloseCode];
 
 /**
  * Whether a session that ended with `code` mid-job is worth resuming: a drop of the network or of
- * the peer process (1001, 1006, 1011, the heartbeat and ack timeouts) is; a close that says the
+ * the peer process (1001, 1006, 1011, the heartbeat and ack timeouts) is, and so is 1013 (the
+ * controller's store had no room for a while); a close that says the
  * peers disagree (an orderly 1000, invalid payloads, the 4000-4004 protocol errors, a refused
  * resume) is not. Both sides use this one rule: the agent to decide whether to reconnect, the
  * controller whether to hold the job for it.

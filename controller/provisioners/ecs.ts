@@ -1,5 +1,6 @@
 import type { ECSClient, Task } from "@aws-sdk/client-ecs";
 import type { Logger } from "../../agent-core/index.ts";
+import { loadEcsSdk } from "./aws-sdk.ts";
 import type { AgentExit, ProvisionedAgent, Provisioner, ProvisionRequest } from "./provisioner.ts";
 
 /** An ECS/Fargate template's platform settings (docs/controller.md, "ecs"). */
@@ -48,12 +49,16 @@ const MAX_REASON = 255;
  */
 export class EcsProvisioner implements Provisioner {
   readonly kind = "ecs";
+  /** RunTask with the same `clientToken` (the agent name) and parameters answers the same task for 24 h. */
+  readonly idempotentLaunch = true;
   readonly #client: ECSClient;
   readonly #settings: EcsSettings;
   readonly #logger: Logger;
   readonly #pollIntervalMs: number;
   /** Tasks watched until they stop: ARN -> how to report the stop. */
   readonly #watched = new Map<string, (exit: AgentExit) => void>();
+  /** Watched tasks whose StopTask failed (after the SDK's retries): asked again at each poll. */
+  readonly #unstopped = new Map<string, string>();
   #poller: NodeJS.Timeout | undefined;
   #polling = false;
 
@@ -65,7 +70,7 @@ export class EcsProvisioner implements Provisioner {
   }
 
   async provision(request: ProvisionRequest): Promise<ProvisionedAgent> {
-    const { RunTaskCommand } = await import("@aws-sdk/client-ecs");
+    const { RunTaskCommand } = await loadEcsSdk();
     const s = this.#settings;
     const inEnvironment = s.secretIn === "environment";
     const result = await this.#client.send(
@@ -134,6 +139,7 @@ export class EcsProvisioner implements Provisioner {
       await Promise.all([...this.#watched.keys()].map((arn) => this.#stop(arn, "the controller stops")));
     }
     this.#watched.clear();
+    this.#unstopped.clear();
   }
 
   #watch(taskArn: string): ProvisionedAgent {
@@ -150,8 +156,13 @@ export class EcsProvisioner implements Provisioner {
     };
   }
 
+  /**
+   * Asks ECS to stop a task. A StopTask that still fails after the SDK's retries (throttling,
+   * 5xx) is asked again at each poll while the task is watched and not STOPPED: a task given up
+   * is never left running.
+   */
   async #stop(taskArn: string, reason: string): Promise<void> {
-    const { StopTaskCommand } = await import("@aws-sdk/client-ecs");
+    const { StopTaskCommand } = await loadEcsSdk();
     try {
       await this.#client.send(
         new StopTaskCommand({
@@ -160,8 +171,14 @@ export class EcsProvisioner implements Provisioner {
           reason: reason.slice(0, MAX_REASON),
         }),
       );
+      this.#unstopped.delete(taskArn);
     } catch (error) {
-      this.#logger.warn("StopTask failed", { task: taskArn, error });
+      const again = this.#watched.has(taskArn);
+      if (again) this.#unstopped.set(taskArn, reason);
+      this.#logger.warn(again ? "StopTask failed; will ask again" : "StopTask failed", {
+        task: taskArn,
+        error,
+      });
     }
   }
 
@@ -170,7 +187,7 @@ export class EcsProvisioner implements Provisioner {
     if (this.#polling || this.#watched.size === 0) return;
     this.#polling = true;
     try {
-      const { DescribeTasksCommand } = await import("@aws-sdk/client-ecs");
+      const { DescribeTasksCommand } = await loadEcsSdk();
       const arns = [...this.#watched.keys()];
       for (let i = 0; i < arns.length; i += DESCRIBE_BATCH) {
         const batch = arns.slice(i, i + DESCRIBE_BATCH);
@@ -178,7 +195,9 @@ export class EcsProvisioner implements Provisioner {
           new DescribeTasksCommand({ cluster: this.#settings.cluster, tasks: batch }),
         );
         for (const task of result.tasks ?? []) {
-          if (task.lastStatus === "STOPPED" && task.taskArn) this.#stopped(task.taskArn, describeStop(task));
+          if (task.taskArn === undefined) continue;
+          if (task.lastStatus === "STOPPED") this.#stopped(task.taskArn, describeStop(task));
+          else if (task.desiredStatus === "STOPPED") this.#unstopped.delete(task.taskArn);
         }
         for (const failure of result.failures ?? []) {
           if (failure.arn && failure.reason === "MISSING")
@@ -190,6 +209,10 @@ export class EcsProvisioner implements Provisioner {
     } finally {
       this.#polling = false;
     }
+    for (const [taskArn, reason] of this.#unstopped) {
+      this.#unstopped.delete(taskArn);
+      if (this.#watched.has(taskArn)) await this.#stop(taskArn, reason);
+    }
     if (this.#watched.size === 0) {
       clearInterval(this.#poller);
       this.#poller = undefined;
@@ -197,6 +220,7 @@ export class EcsProvisioner implements Provisioner {
   }
 
   #stopped(taskArn: string, exit: AgentExit): void {
+    this.#unstopped.delete(taskArn);
     const report = this.#watched.get(taskArn);
     if (report === undefined) return;
     this.#watched.delete(taskArn);

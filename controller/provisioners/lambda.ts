@@ -1,5 +1,6 @@
 import type { LambdaClient } from "@aws-sdk/client-lambda";
 import type { Logger } from "../../agent-core/index.ts";
+import { loadLambdaSdk } from "./aws-sdk.ts";
 import type { AgentExit, ProvisionedAgent, Provisioner, ProvisionRequest } from "./provisioner.ts";
 
 /** A Lambda template's platform settings (docs/controller.md, "lambda"). */
@@ -44,7 +45,7 @@ export class LambdaProvisioner implements Provisioner {
   }
 
   async provision(request: ProvisionRequest): Promise<ProvisionedAgent> {
-    const { InvokeCommand } = await import("@aws-sdk/client-lambda");
+    const { InvokeCommand } = await loadLambdaSdk();
     const { function: functionName, qualifier } = this.#settings;
     const result = await this.#client.send(
       new InvokeCommand({

@@ -43,6 +43,12 @@ export interface Provisioner {
   readonly kind: string;
   provision(request: ProvisionRequest): Promise<ProvisionedAgent>;
   /**
+   * Whether `provision` asked again with the same request returns the agent the first call
+   * launched, if it did, instead of launching a second (ECS RunTask's `clientToken`, for 24 h).
+   * A restart then asks again for a launch whose answer it had not stored.
+   */
+  readonly idempotentLaunch?: boolean;
+  /**
    * After a controller restart: a handle on an agent launched before it (by `ref`), so that it can
    * still be watched and stopped. Undefined where the platform offers nothing to hold on to.
    */

@@ -1,17 +1,20 @@
 import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
-import { request } from "node:http";
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync } from "node:fs";
+import { Agent, request } from "node:http";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { CloseCode } from "../../agent-core/index.ts";
-import { CLI_EXIT } from "../../controller/index.ts";
+import { API_ROUTES, CLI_EXIT } from "../../controller/index.ts";
 import { pattern } from "../fixtures/pattern.mjs";
 import { CONTROLLER_BUNDLE } from "../support/controller-process.ts";
 import { rawAgent } from "../support/fake-peers.ts";
 import { ENTRYPOINT, FIXTURES, startController, type TestController, tempDir } from "../support/harness.ts";
+import { rawTar } from "../support/tar-builder.ts";
 
 let ctl: TestController;
 beforeEach(async () => {
@@ -53,16 +56,95 @@ describe("the HTTP API's faults", () => {
   });
 
   it.each([
-    ["DELETE", "/api/v1/jobs/some-id", "GET"],
+    ["DELETE", "/api/v1/jobs/some-id", "GET, HEAD"],
     ["GET", "/api/v1/jobs/some-id/cancel", "POST"],
-    ["PUT", "/api/v1/jobs", "GET, POST"],
-    ["POST", "/api/v1/agents", "GET"],
-    ["POST", "/healthz", "GET"],
+    ["PUT", "/api/v1/jobs", "GET, HEAD, POST"],
+    ["POST", "/api/v1/agents", "GET, HEAD"],
+    ["POST", "/healthz", "GET, HEAD"],
   ])("answers %s %s with 405 and Allow: %s", async (method, path, allow) => {
     const res = await fetch(url(path), { method });
     expect(res.status).toBe(405);
     expect(res.headers.get("allow")).toBe(allow);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("CONTROLLER_ERR_BAD_REQUEST");
+  });
+
+  it("answers every other method on every path with 405 and Allow, and HEAD as GET without a body", async () => {
+    const record = ctl.controller.submit({ labels: ["nobody-serves"], steps: [{ run: "true" }] });
+    const served = new Map<string, Set<string>>();
+    for (const route of API_ROUTES) {
+      const path = route.path.replace(":id", record.id);
+      served.set(path, (served.get(path) ?? new Set()).add(route.method));
+    }
+    const methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    for (const [path, allowed] of served) {
+      const expectedAllow = [...allowed].flatMap((m) => (m === "GET" ? ["GET", "HEAD"] : [m]));
+      for (const method of methods) {
+        if (allowed.has(method) && method !== "GET") continue;
+        if (method === "GET" && allowed.has("GET")) continue;
+        const res = await fetch(url(path), { method });
+        const what = `${method} ${path}`;
+        if (method === "HEAD" && allowed.has("GET")) {
+          // The status GET has (a job without artifacts answers 404 to both), without a body.
+          expect(res.status, what).toBe((await fetch(url(path))).status);
+          expect((await res.arrayBuffer()).byteLength, what).toBe(0);
+          continue;
+        }
+        expect(res.status, what).toBe(405);
+        expect(res.headers.get("allow")?.split(", ").sort(), what).toEqual(expectedAllow.sort());
+        if (method !== "HEAD")
+          expect(((await res.json()) as { error: { code: string } }).error.code, what).toBe(
+            "CONTROLLER_ERR_BAD_REQUEST",
+          );
+      }
+    }
+  });
+
+  it("answers HEAD of a followed log at once, with the headers of the GET", async () => {
+    const record = ctl.controller.submit({ labels: ["nobody-serves"], steps: [{ run: "true" }] });
+    for (const path of ["log?follow=1", "events?follow=1", "log", "events"]) {
+      const res = await fetch(url(`/api/v1/jobs/${record.id}/${path}`), {
+        method: "HEAD",
+        signal: AbortSignal.timeout(5_000),
+      });
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get("content-type"), path).toMatch(
+        path.startsWith("log") ? /text\/plain/ : /ndjson/,
+      );
+    }
+    const missing = await fetch(url("/api/v1/jobs/nope/log?follow=1"), { method: "HEAD" });
+    expect(missing.status).toBe(404);
+  });
+
+  it("refuses an upload over maxUploadBytes with 413 while it streams, the client reads the refusal, and its connection serves the next request", async () => {
+    const small = await startController({ overrides: { maxUploadBytes: 64 * 1024 } });
+    try {
+      const body = Readable.from([rawTar([{ path: "big.bin", body: randomBytes(4 * 1024 * 1024) }])]);
+      await expect(small.client.uploadWorkspace(body)).rejects.toMatchObject({
+        status: 413,
+        code: "CONTROLLER_ERR_TOO_LARGE",
+      });
+      await expect(small.client.text("/api/v1/jobs")).resolves.toMatch(/\[/);
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      const post = (size: number) =>
+        new Promise<number>((resolve, reject) => {
+          const req = request(
+            new URL("/api/v1/jobs", small.controller.url),
+            { method: "POST", agent },
+            (res) => {
+              res.resume();
+              res.on("end", () => resolve(res.statusCode ?? 0));
+            },
+          );
+          req.on("error", reject);
+          req.end(Buffer.alloc(size, " "));
+        });
+      // A JSON body over 1 MiB, then a request on the same kept-alive connection.
+      expect(await post(3 * 1024 * 1024)).toBe(413);
+      expect(await post(1)).toBe(400);
+      agent.destroy();
+    } finally {
+      await small.close();
+    }
   });
 
   it("answers an unknown path with 404 whatever the method", async () => {
@@ -224,24 +306,38 @@ describe("what an agent reports", () => {
 });
 
 describe("controller serve", () => {
-  it("on a port in use prints a clear message and exits with the usage code", async () => {
-    const blocker = createServer();
-    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
-    const port = (blocker.address() as import("node:net").AddressInfo).port;
-    const data = tempDir("serve-busy-");
+  /** Runs `serve ARGS` to its exit; resolves with its code and stderr. */
+  async function serveExit(args: string[], user?: string): Promise<{ code: unknown; stderr: string }> {
+    const data = tempDir("serve-listen-");
+    chmodSync(data.path, 0o777);
     try {
-      const child = spawn(
-        process.execPath,
-        [CONTROLLER_BUNDLE, "serve", "--port", String(port), "--data-dir", data.path],
-        {
-          stdio: ["ignore", "pipe", "pipe"],
-        },
-      );
+      const argv = [CONTROLLER_BUNDLE, "serve", ...args, "--data-dir", data.path];
+      const child =
+        user === undefined
+          ? spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "pipe"] })
+          : spawn("runuser", ["-u", user, "--", process.execPath, ...argv], {
+              stdio: ["ignore", "pipe", "pipe"],
+            });
       let stderr = "";
       child.stderr.on("data", (chunk: Buffer) => {
         stderr += chunk.toString();
       });
-      const code = await new Promise((resolve) => child.once("exit", resolve));
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return { code, stderr };
+    } finally {
+      data.remove();
+    }
+  }
+
+  it("on a port in use prints a clear message and exits with the usage code", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as import("node:net").AddressInfo).port;
+    try {
+      const { code, stderr } = await serveExit(["--port", String(port)]);
       expect(code).toBe(CLI_EXIT.usage);
       expect(stderr).toContain(
         `cannot listen on 127.0.0.1:${port}: the port is in use by another process (EADDRINUSE)`,
@@ -249,7 +345,35 @@ describe("controller serve", () => {
       expect(stderr).not.toMatch(/internal error|\n\s+at /);
     } finally {
       blocker.close();
-      data.remove();
     }
   });
+
+  it.each([
+    ["a host name that does not resolve", "no-such-host.invalid"],
+    ["an IPv4 address out of range", "256.1.1.1"],
+    ["an address not of this machine", "10.255.254.253"],
+  ])("on %s prints a clear message naming the host and exits with the usage code", async (_what, host) => {
+    const { code, stderr } = await serveExit(["--host", host, "--port", "0", "--insecure"]);
+    expect(code).toBe(CLI_EXIT.usage);
+    expect(stderr).toMatch(
+      new RegExp(`^controller: cannot listen on ${host.replaceAll(".", "\\.")}:0: .+ \\([A-Z_]+\\)`),
+    );
+    expect(stderr).not.toMatch(/internal error|\n\s+at /);
+  });
+
+  it("refuses an empty --host as a usage error", async () => {
+    const { code, stderr } = await serveExit(["--host", "", "--port", "0", "--insecure"]);
+    expect(code).toBe(CLI_EXIT.usage);
+    expect(stderr).toMatch(/^controller serve: Expected --host to be a host name or an IP address, got ""/);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    "on a privileged port without the privilege (run as nobody; skipped: needs root to switch user)",
+    async () => {
+      const { code, stderr } = await serveExit(["--port", "80"], "nobody");
+      expect(code).toBe(CLI_EXIT.usage);
+      expect(stderr).toContain("cannot listen on 127.0.0.1:80: permission denied");
+      expect(stderr).not.toMatch(/internal error|\n\s+at /);
+    },
+  );
 });

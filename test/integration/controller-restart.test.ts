@@ -12,6 +12,7 @@ import {
   ControllerApiError,
   ControllerClient,
   type JobRecord,
+  LocalProvisioner,
 } from "../../controller/index.ts";
 import { pattern } from "../fixtures/pattern.mjs";
 import { CONTROLLER_BUNDLE, type ServeProcess, startServe } from "../support/controller-process.ts";
@@ -131,6 +132,35 @@ describe("a controller restart", () => {
     cleanups.push(() => second.stop({ endJobs: true }));
     second.submit({ steps: [{ run: "true" }] });
     const outcome = await runAgent(agentConfigFor(second, "used-once"), { logger });
+    expect(outcome.exitCode).toBe(ExitCode.refused);
+    expect(outcome.error?.message).toMatch(/410/);
+  });
+
+  it("spends the names of attempts the journal ended after the record was last written", async () => {
+    const data = tempDir("ctl-restart-");
+    cleanups.push(data.remove);
+    const hanging = new LocalProvisioner({
+      command: [process.execPath, "-e", "setInterval(() => {}, 1000)"],
+      logDir: join(data.path, "agents"),
+    });
+    const first = await Controller.start({ dataDir: data.path, provisioner: hanging, connectTimeoutMs: 300 });
+    const job = first.submit({ steps: [{ run: "true" }] });
+    await until(() => (first.getJob(job.id)?.attempts.length ?? 0) >= 2, 15_000, "a second attempt");
+    const record = first.getJob(job.id)!;
+    cleanups.push(() => {
+      for (const attempt of record.attempts) killPid(attempt.platformRef);
+    });
+    const spentName = record.attempts[0]!.agent;
+    expect(record.attempts[0]!.cause).toBe("never-connected");
+    await first.stop();
+    // The record as submitted: the controller died before its lazy write; the journal has it all.
+    const path = join(data.path, "jobs", job.id, "job.json");
+    const stored = JSON.parse(readFileSync(path, "utf8")) as JobRecord;
+    writeFileSync(path, JSON.stringify({ ...stored, attempts: [], status: "queued" }));
+    const second = await Controller.start({ dataDir: data.path });
+    cleanups.push(() => second.stop({ endJobs: true }));
+    expect(second.getJob(job.id)!.attempts[0]).toMatchObject({ agent: spentName, cause: expect.any(String) });
+    const outcome = await runAgent(agentConfigFor(second, spentName), { logger: captureLogger().logger });
     expect(outcome.exitCode).toBe(ExitCode.refused);
     expect(outcome.error?.message).toMatch(/410/);
   });

@@ -71,6 +71,8 @@ describe("ArtifactReceiver", () => {
     sendAll(receiver, data);
     const record = receiver.end({ ...listing, ...end(data) });
     expect(record).toMatchObject({ status: "failed", code });
+    // The caller discards the stream once the result is journaled.
+    receiver.discard();
     expect(readdirSync(dir.path)).toEqual([]);
   });
 
@@ -81,7 +83,33 @@ describe("ArtifactReceiver", () => {
     expect(receiver.receivedBytes).toBe(5_000);
     const record = receiver.end({ ...listing, bytes: data.length, sha256: sha256(data) });
     expect(record).toMatchObject({ status: "failed", code: "CONTROLLER_ERR_ARTIFACTS_TOO_LARGE" });
+    receiver.discard();
     expect(readdirSync(dir.path)).toEqual([]);
+  });
+
+  it("takes back a write and an end whose journal lines could not be stored, and keeps the resent stream whole", async () => {
+    const data = randomBytes(6_000);
+    const path = join(dir.path, "a.tar");
+    const receiver = ArtifactReceiver.create(path, 1 << 20);
+    sendAll(receiver, data.subarray(0, 3_000));
+    // The frame from 2,000 was written, its journal line was not: the agent sends it again.
+    receiver.unwrite(2_000, false);
+    expect(receiver.receivedBytes).toBe(2_000);
+    sendAll(receiver, data, 1000, 2_000);
+    const end = { ...listing, bytes: data.length, sha256: sha256(data) };
+    expect(receiver.end(end)).toMatchObject({ status: "stored", sha256: sha256(data) });
+    // Its artifacts-end was not journaled either: the resend checks the same bytes again.
+    receiver.unend();
+    expect(readdirSync(dir.path)).toEqual(["a.tar.part"]);
+    expect(receiver.end(end)).toMatchObject({ status: "stored", sha256: sha256(data) });
+    expect(readFileSync(path).equals(data)).toBe(true);
+    // A failed end checked twice (its line not journaled the first time) says the same both times.
+    const bad = ArtifactReceiver.create(join(dir.path, "b.tar"), 1 << 20);
+    sendAll(bad, data);
+    const wrong = { ...listing, bytes: data.length, sha256: "0".repeat(64) };
+    const first = bad.end(wrong);
+    expect(bad.end(wrong)).toEqual(first);
+    expect(first).toMatchObject({ status: "failed", code: "AGENT_ERR_ARCHIVE_CHECKSUM" });
   });
 
   it("after a restart, keeps what was acknowledged and goes on from there", async () => {
@@ -112,10 +140,17 @@ describe("UploadStore", () => {
     expect(upload).toMatchObject({ bytes: tar.length, sha256: sha256(tar), entries: 2, contentBytes: 700 });
     expect(store.get(upload.id)).toEqual(upload);
     const dest = join(dir.path, "workspace.tar");
-    store.take(upload.id, dest);
+    const seed = store.seedFor(upload.id);
+    seed.take(dest);
     expect(readFileSync(dest).equals(tar)).toBe(true);
+    // A job that could not be stored gives the archive back: the upload can seed the next one.
+    seed.giveBack(dest);
+    expect(existsSync(dest)).toBe(false);
+    store.seedFor(upload.id).take(dest);
+    expect(readFileSync(dest).equals(tar)).toBe(true);
+    store.forget(upload.id);
     expect(store.get(upload.id)).toBeUndefined();
-    expect(() => store.take(upload.id, dest)).toThrow(expect.objectContaining({ status: 404 }));
+    expect(() => store.seedFor(upload.id).take(dest)).toThrow(expect.objectContaining({ status: 404 }));
   });
 
   it("refuses an archive an agent would refuse, naming the agent's code and the entry, and keeps nothing", async () => {

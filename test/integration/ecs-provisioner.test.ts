@@ -195,6 +195,23 @@ describe("the ECS provisioner against a loopback ECS (real @aws-sdk/client-ecs)"
     ).toBeGreaterThanOrEqual(1);
   });
 
+  it("asks StopTask again for a task it gave up until ECS takes it (throttled past the SDK's retries): no orphan", async () => {
+    const { controller, ecs, log } = await setup([
+      { connectTimeout: "1500ms", ecs: { taskDefinition: "slow-start:1" } },
+    ]);
+    // maxAttempts is 5: the first StopTask fails for good.
+    ecs.failNext("StopTask", "ThrottlingException", 5);
+    const record = controller.submit({ retry: { infrastructure: 0 }, steps: [{ run: "true" }] });
+    const final = await controller.waitForJob(record.id);
+    expect(final.attempts.map((a) => a.cause)).toEqual(["never-connected"]);
+    const task = taskOf(ecs, final, 0);
+    await expect.poll(() => task.lastStatus, { timeout: 20_000 }).toBe("STOPPED");
+    expect(task).toMatchObject({ stopCode: "UserInitiated", stoppedReason: "did not connect in time" });
+    const stops = ecs.requests.filter((r) => r.operation === "StopTask").map((r) => r.errorType ?? r.status);
+    expect(stops).toEqual([...Array(5).fill("ThrottlingException"), 200]);
+    expect(log.entries().some((entry) => entry.msg === "StopTask failed; will ask again")).toBe(true);
+  });
+
   it("retries RunTask answered with throttling and 5xx, with backoff, and starts one task", async () => {
     const { controller, ecs } = await setup([{}]);
     ecs.failNext("RunTask", "ThrottlingException", 2);

@@ -108,6 +108,8 @@ export async function startFakeEcs(options: FakeEcsOptions) {
   const violations: string[] = [];
   const requests: { operation: string; status: number; errorType?: string; signed: boolean }[] = [];
   const failures: Partial<Record<Operation, FakeEcsFailure[]>> = {};
+  /** Calls handled at once but answered only later (an answer lost on its way, a caller that died). */
+  const delays: Partial<Record<Operation, number[]>> = {};
   const stopTimeoutMs = options.stopTimeoutMs ?? 2_000;
   mkdirSync(options.logDir, { recursive: true });
 
@@ -367,7 +369,11 @@ export async function startFakeEcs(options: FakeEcsOptions) {
       if (failure === "ThrottlingException") throw new EcsError("ThrottlingException", "Rate exceeded");
       if (failure === "ServerException") throw new EcsError("ServerException", "Internal failure.", 500);
       const body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}") as Record<string, unknown>;
-      answer(200, handlers[operation as Operation](body));
+      const result = handlers[operation as Operation](body);
+      const delayMs = delays[operation as Operation]?.shift();
+      if (delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      if (res.destroyed) return;
+      answer(200, result);
     } catch (error) {
       const ecsError =
         error instanceof EcsError ? error : new EcsError("ServerException", (error as Error).message, 500);
@@ -392,6 +398,10 @@ export async function startFakeEcs(options: FakeEcsOptions) {
     /** The next `count` calls of `operation` fail with `failure`. */
     failNext(operation: Operation, failure: FakeEcsFailure, count = 1) {
       failures[operation] = [...(failures[operation] ?? []), ...Array<FakeEcsFailure>(count).fill(failure)];
+    },
+    /** The next `count` calls of `operation` are handled at once (a task started) but answered `delayMs` later. */
+    answerLater(operation: Operation, delayMs: number, count = 1) {
+      delays[operation] = [...(delays[operation] ?? []), ...Array<number>(count).fill(delayMs)];
     },
     /** A Fargate Spot interruption of a running task: SIGTERM now, as AWS gives its two-minute warning. */
     interrupt(taskArn: string) {

@@ -6,6 +6,7 @@ import type {
 import { ConfigError, type ConfigProblem } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
 import { awsProxyAgents } from "../../net/proxy.ts";
+import { sdkExports } from "../../sdk-module.ts";
 import { batchBytes, EVENT_OVERHEAD_BYTES, LogBatcher, type LogEvent, splitMessage } from "./batcher.ts";
 import {
   DEFAULT_FLUSH_INTERVAL_MS,
@@ -680,13 +681,11 @@ export async function createCloudWatchSink(options: CreateCloudWatchSinkOptions)
   const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
   let api: CloudWatchLogsApi;
   try {
-    const loaded: CloudWatchLogsSdk & { default?: CloudWatchLogsSdk } = await import(
-      "@aws-sdk/client-cloudwatch-logs"
+    const sdk: CloudWatchLogsSdk = sdkExports(
+      await import("@aws-sdk/client-cloudwatch-logs"),
+      "CloudWatchLogsClient",
+      "@aws-sdk/client-cloudwatch-logs",
     );
-    // Node exposes the CommonJS package's named exports; an esbuild bundle split into chunks
-    // exposes only `default`.
-    const sdk = typeof loaded.CloudWatchLogsClient === "function" ? loaded : loaded.default;
-    if (sdk === undefined) throw new TypeError("the module has no CloudWatchLogsClient export");
     // Through the environment's proxy (HTTPS_PROXY, NO_PROXY...), decided per request.
     const proxyAgents = await awsProxyAgents();
     const client = new sdk.CloudWatchLogsClient({
