@@ -20,7 +20,7 @@ export {
 } from "./job/transfers.ts";
 export { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "./limits/deadline.ts";
 export { DiskWatcher, diskBudgetBytes, filesystemSpace, largestDirectories } from "./limits/disk-budget.ts";
-export { groupRssBytes } from "./limits/memory.ts";
+export { GroupRssSampler, groupRssBytes } from "./limits/memory.ts";
 export {
   createLogger,
   isLogLevel,
@@ -43,6 +43,7 @@ export {
   StreamMasker,
 } from "./logs/masker.ts";
 export { type LongTimeout, MAX_TIMER_MS, setLongTimeout } from "./long-timer.ts";
+export { isLoopbackHost } from "./net/loopback.ts";
 export { awsProxyAgents, PROXY_VARIABLES, proxyFor, proxyProblems, tunnelAgentFor } from "./net/proxy.ts";
 export * from "./protocol/index.ts";
 export { type AgentRunOutcome, runAgent } from "./run-agent.ts";

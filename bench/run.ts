@@ -1,11 +1,14 @@
 // The benchmark harness: `npm run bench` (builds first), or
-// `node --import tsx bench/run.ts [--quick | --smoke] [--json PATH] [--only NAME...]` (NAME: startup, steps,
-// throughput, latency, memory, disk, bundles, shutdown, jenkins). Prints the table and writes the
-// results (machine, date, every figure with its samples summary) to bench/results.json or PATH.
+// `node --import tsx bench/run.ts [--quick | --smoke] [--json PATH] [--chart PATH] [--only NAME...]` (NAME:
+// startup, steps, throughput, latency, memory, disk, bundles, shutdown, transfer, images, jenkins, web view,
+// packaging, controller scale). Prints the table and every target as met or MISSED, writes the results
+// (machine, date, every figure with its samples summary) to bench/results.json or PATH, and the chart
+// of every target (SVG) beside it (bench/results.svg) or to the --chart PATH.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
+import { renderTargetChart, renderTargets } from "./lib/chart.ts";
 import type { BenchContext, BenchScale, Measurement } from "./lib/context.ts";
 import { type Figure, failed, renderNotes, renderTable, verdict } from "./lib/figures.ts";
 import {
@@ -71,6 +74,7 @@ async function main(): Promise<number> {
       quick: { type: "boolean", default: false },
       smoke: { type: "boolean", default: false },
       json: { type: "string" },
+      chart: { type: "string" },
       only: { type: "string", multiple: true },
     },
     strict: true,
@@ -88,6 +92,7 @@ async function main(): Promise<number> {
   }
   const scale: BenchScale = values.smoke ? "smoke" : values.quick ? "quick" : "full";
   const output = resolve(values.json ?? join(ROOT, "bench/results.json"));
+  const chart = resolve(values.chart ?? output.replace(/(\.json)?$/, ".svg"));
   const machine = machineInfo();
   // Taken before measuring: what was built and measured, whatever changes while the run goes on.
   const measuredRevision = revision(ROOT);
@@ -134,6 +139,14 @@ async function main(): Promise<number> {
   };
   mkdirSync(dirname(output), { recursive: true });
   writeFileSync(output, `${JSON.stringify(results, null, 2)}\n`);
+  mkdirSync(dirname(chart), { recursive: true });
+  writeFileSync(
+    chart,
+    renderTargetChart(
+      figures,
+      `${results.mode} run of ${describeRevision(results.revision)}, ${results.date.slice(0, 16).replace("T", " ")} UTC, ${describeMachine(machine)}; 1-minute load ${machine.loadAverage1m} at the start`,
+    ),
+  );
 
   const missed = figures.filter((f) => verdict(f) === "MISSED");
   const errors = figures.filter((f) => verdict(f) === "ERROR");
@@ -145,10 +158,14 @@ async function main(): Promise<number> {
       "",
       renderNotes(figures),
       "",
+      "Targets:",
+      renderTargets(figures),
+      "",
       `${missed.length} target(s) missed${missed.length > 0 ? `: ${missed.map((f) => f.title).join("; ")}` : ""}`,
       `${errors.length} measurement error(s)`,
       ...(busy !== null ? [`warning: ${busy}`] : []),
       `results: ${output}`,
+      `chart: ${chart}`,
       "",
     ].join("\n"),
   );

@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { isIP } from "node:net";
 import type { RateLimiterRes } from "rate-limiter-flexible";
 import RateLimiterMemory from "rate-limiter-flexible/lib/RateLimiterMemory.js";
+import { isLoopbackHost } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 import type { Route } from "./http-api.ts";
 
@@ -18,19 +19,6 @@ export interface ApiAuth {
   token: string;
   /** Mark the session cookie `Secure` (the controller serves TLS). */
   secureCookie: boolean;
-}
-
-/**
- * Whether `host` (an interface to listen on) is reachable only from this machine: 127.0.0.0/8,
- * ::1, `localhost`. Anything else, `0.0.0.0` and `::` included, counts as public.
- */
-export function isLoopbackHost(host: string): boolean {
-  const bare = host.replace(/^\[|\]$/g, "").toLowerCase();
-  if (bare === "localhost") return true;
-  if (isIP(bare) === 4) return bare.startsWith("127.");
-  if (bare === "::1") return true;
-  // IPv4-mapped, as written (::ffff:127.0.0.1) or as URL parsers normalize it (::ffff:7f00:1).
-  return /^::ffff:(127\.|7f[0-9a-f]{2}:)/.test(bare);
 }
 
 /**

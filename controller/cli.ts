@@ -9,9 +9,9 @@ import {
   createLogger,
   deriveAgentSecret,
   isLogLevel,
+  isLoopbackHost,
   type Logger,
 } from "../agent-core/index.ts";
-import { isLoopbackHost } from "./auth.ts";
 import { CLI_EXIT, CLI_HELP, COMMAND_HELP, type CommandName } from "./cli-help.ts";
 import { ControllerClient } from "./client.ts";
 import { buildTemplates, parseControllerConfig, readControllerConfig } from "./config.ts";

@@ -9,7 +9,6 @@ export {
   checkRequestSource,
   clientKey,
   DEFAULT_TOKEN_GUESS_LIMIT,
-  isLoopbackHost,
   MIN_TOKEN_CHARS,
   SESSION_COOKIE,
   sessionRoutes,

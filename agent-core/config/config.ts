@@ -70,8 +70,13 @@ export const agentConfigSchema = z.object({
   drainMs: ms(0).default(2_000),
   /** How long to wait for the controller to acknowledge `job-end`. */
   ackTimeoutMs: ms(1).default(30_000),
-  /** At most 256 KiB, so that a frame with its header fits the controller's 1 MiB maxPayload. */
-  frameMaxBytes: z.number().int().min(256).max(262_144).default(16_384),
+  /**
+   * At most 256 KiB, so that a frame with its header fits the controller's 1 MiB maxPayload. The
+   * default is that largest size: bulk output then costs both sides the fewest frames (each one
+   * has a fixed cost: a send, an ack, the controller's journal line), and a slow stream is sent
+   * by `frameFlushMs`, whatever the size.
+   */
+  frameMaxBytes: z.number().int().min(256).max(262_144).default(262_144),
   frameFlushMs: ms(0).default(10),
   /** Unacknowledged output spilled to disk at most; beyond memory + spool, the step's pipes are paused (never dropped). */
   maxSpoolBytes: z

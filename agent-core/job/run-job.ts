@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { type DeadlinePlan, deadlineMessage, mayStartStep, msUntilStop } from "../limits/deadline.ts";
 import { DiskWatcher, diskMessage, largestDirectories } from "../limits/disk-budget.ts";
-import { groupRssBytes } from "../limits/memory.ts";
+import { GroupRssSampler } from "../limits/memory.ts";
 import type { Logger } from "../logger.ts";
 import { OutputFramer } from "../logs/framer.ts";
 import { type MaskSet, maskText, StreamMasker } from "../logs/masker.ts";
@@ -246,13 +246,13 @@ async function runOneStep(
   jobSignal.addEventListener("abort", forward, { once: true });
   if (jobSignal.aborted) forward();
 
-  let pgid: number | null = null;
+  let memory: GroupRssSampler | null = null;
   let peakRssBytes: number | null = null;
   let diskExceeded = disk?.check() ?? null;
   const sample = () => {
     agentRss.peak = Math.max(agentRss.peak, process.memoryUsage.rss());
-    if (pgid !== null) {
-      const rss = groupRssBytes(pgid);
+    if (memory !== null) {
+      const rss = memory.sample();
       // Zero means nothing was seen (a step too quick to sample): "not measured", not "0 bytes".
       if (rss !== null && rss > 0) peakRssBytes = Math.max(peakRssBytes ?? 0, rss);
     }
@@ -306,7 +306,7 @@ async function runOneStep(
             signal: stepAbort.signal,
             ...(options.killNow ? { killNow: options.killNow } : {}),
             onStart: (id) => {
-              pgid = id;
+              memory = new GroupRssSampler(id);
               tracking.groups.add(id);
             },
             onOutput: (stream, chunk) => {

@@ -351,7 +351,7 @@ function maskBytes(
     // Quick path: nothing to mask, and only the last few bytes can start a variant.
     const tailStart = length - QUIET_TAIL_BYTES;
     const before = base64RunAt(input, tailStart, base64Before);
-    const holdFrom = tailStart + maskBytes(engines, input.subarray(tailStart), false, before).holdFrom;
+    const holdFrom = tailStart + undecidedStart(engines, input.subarray(tailStart), before);
     return { output: input.subarray(0, holdFrom), holdFrom };
   }
   const searches = [engines.literal, engines.wrapped].flatMap((automaton) =>
@@ -395,6 +395,20 @@ function maskBytes(
   const from = holdFrom(position);
   if (from > position) pieces.push(input.subarray(position, from));
   return { output: Buffer.concat(pieces), holdFrom: from };
+}
+
+/**
+ * Where the undecided tail of `input` begins (`input.length` when none), for input in which no
+ * variant occurs (the needles said so): the scans then find nothing to mask.
+ */
+function undecidedStart(engines: Engines, input: Buffer, base64Before: number): number {
+  let from = input.length;
+  for (const automaton of [engines.literal, engines.wrapped]) {
+    if (automaton === undefined) continue;
+    const { endState } = automaton.scan(input, base64Before);
+    from = Math.min(from, automaton.undecidedStart(endState, input, 0));
+  }
+  return from;
 }
 
 /** The mask of a wrapped occurrence: `***` followed by the line breaks it spanned. */

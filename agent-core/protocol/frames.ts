@@ -30,8 +30,9 @@ export interface OutputFrame {
 export function encodeOutputFrame(frame: OutputFrame): Buffer {
   const stepId = Buffer.from(frame.stepId, "utf8");
   const buf = Buffer.allocUnsafe(OUTPUT_HEADER_BYTES + stepId.length + frame.data.length);
-  buf.writeUInt8(OUTPUT_FRAME_KIND, 0);
-  buf.writeUInt8(frame.stream === "stdout" ? 1 : 2, 1);
+  // Plain stores: both values are in range by construction (the checked writers validate on every frame).
+  buf[0] = OUTPUT_FRAME_KIND;
+  buf[1] = frame.stream === "stdout" ? 1 : 2;
   buf.writeUInt16BE(stepId.length, 2);
   buf.writeUInt32BE(frame.seq, 4);
   buf.writeDoubleBE(frame.offset, 8);

@@ -15,6 +15,7 @@ import {
   SECRET_HEADER,
 } from "../protocol/index.ts";
 import { PROTOCOL_VERSION } from "../version.ts";
+import { frameMaskingFor, zeroMaskingKey } from "./frame-masking.ts";
 
 /** HTTP answers to the upgrade that no retry can change. */
 const REFUSAL_STATUSES = new Set([400, 401, 403, 404, 409, 410, 426]);
@@ -79,15 +80,16 @@ export async function connectToController<T>(
       cause: error,
     });
   }
+  const frameMasking = frameMaskingFor(url, agent === undefined);
   // The cause named at the end: an attempt cut short by the end of the connect phase says less
   // than the attempt before it (a 502 page, a refused connection).
   let cause: Error | undefined;
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw interrupted(url);
     const attemptMs = window.attemptMs(options.notAfter);
-    const result = await attemptConnect(url, config, agent, attemptMs, options, proxy);
+    const result = await attemptConnect(url, config, agent, frameMasking, attemptMs, options, proxy);
     if (result.ok) {
-      logger.info("connected to the controller", { url, attempt });
+      logger.info("connected to the controller", { url, attempt, frameMasking });
       return result.value;
     }
     if ("aborted" in result) throw interrupted(url);
@@ -122,6 +124,7 @@ function attemptConnect<T>(
   url: string,
   config: AgentConfig,
   agent: Agent | undefined,
+  frameMasking: "random" | "zero-key",
   attemptMs: number,
   options: ConnectOptions<T>,
   proxy: string | null,
@@ -133,6 +136,8 @@ function attemptConnect<T>(
         perMessageDeflate: false,
         maxPayload: config.maxPayloadBytes,
         ...(agent !== undefined ? { agent } : {}),
+        // See frame-masking.ts for when frames are sent with the zero key, and why.
+        ...(frameMasking === "zero-key" ? { generateMask: zeroMaskingKey } : {}),
         headers: {
           [NAME_HEADER]: encodeNameHeader(config.name),
           [SECRET_HEADER]: config.secret,

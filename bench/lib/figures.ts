@@ -7,6 +7,12 @@ export interface Target {
   /** What is required, e.g. `ratio <= 2.5`. */
   text: string;
   met: boolean;
+  /** The number judged (ratio, median, p99, max...; in the figure's unit unless a ratio), null when unmeasured. */
+  actual: number | null;
+  /** `actual` as printed: `3.12x`, `5.40 CPU s/GB`, or the target's own wording. */
+  shown: string | null;
+  op: Op;
+  limit: number;
 }
 
 /** One row of the results: a measured value beside its baseline, and the target it is held to. */
@@ -34,6 +40,8 @@ export interface TargetSpec {
   actual: (figure: Figure) => number | null;
   op: Op;
   limit: number;
+  /** How `actual` is printed; by default `1.23x` for a `ratio ...` target, else a value in the figure's unit. */
+  format?: (actual: number) => string;
 }
 
 export interface FigureInit {
@@ -80,6 +88,16 @@ export function measured(init: FigureInit): Figure {
     figure.target = {
       text: init.target.text,
       met: actual !== null && compare(actual, init.target.op, init.target.limit),
+      actual,
+      shown:
+        actual === null
+          ? null
+          : (init.target.format?.(actual) ??
+            (init.target.text.startsWith("ratio")
+              ? `${actual.toFixed(2)}x`
+              : formatValue(actual, init.unit))),
+      op: init.target.op,
+      limit: init.target.limit,
     };
   }
   return figure;

@@ -240,6 +240,21 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Waits for `promise` (its outcome ignored) or `ms`, whichever is first; the timer never outlives the wait. */
+export async function waitAtMost(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      promise.catch(() => {}),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Stops a process this run started: SIGTERM, then SIGKILL if it is still there after `graceMs`. */
 export async function stopProcess(run: Started, graceMs = 5_000): Promise<Exit> {
   if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGTERM");

@@ -77,8 +77,10 @@ export const api = {
 
 /** Longest stretch of event handling before the page gets the main thread back. */
 const SLICE_MS = 12;
-/** Events handled between two looks at the clock (an output event holds at most 16 KiB). */
+/** Events handled between two looks at the clock: at most this many... */
 const BATCH_EVENTS = 8;
+/** ...and this many characters of them (an output event holds up to 256 KiB of a step's output). */
+const BATCH_CHARS = 131_072;
 
 /**
  * Follows `GET /api/v1/jobs/:id/events?follow=1`: calls `onEvents` with each batch of events as
@@ -111,10 +113,14 @@ export async function followEvents(
       buffered = buffered.slice(lastNewline + 1);
       // A read can hold megabytes of events (a long log replaying): they are handed over a few at
       // a time, and the page gets the main thread back whenever a slice is used up.
-      for (let first = 0; first < lines.length; first += BATCH_EVENTS) {
+      for (let next = 0; next < lines.length; ) {
         const events: LogEvent[] = [];
-        for (const line of lines.slice(first, first + BATCH_EVENTS))
+        let chars = 0;
+        while (next < lines.length && events.length < BATCH_EVENTS && chars < BATCH_CHARS) {
+          const line = lines[next++]!;
+          chars += line.length;
           if (line !== "") events.push(JSON.parse(line) as LogEvent);
+        }
         onEvents(events);
         if (performance.now() - sliceStart > SLICE_MS) {
           await new Promise((resolve) => setTimeout(resolve, 0));

@@ -57,6 +57,12 @@ const FIGURE_IDS = [
   "osls-package",
 ];
 
+interface TargetShape {
+  text: string;
+  met: boolean;
+  actual: number | null;
+}
+
 const SUMMARY_KEYS = ["n", "median", "p95", "p99", "min", "max", "mean"];
 
 function expectSummary(value: unknown, where: string): void {
@@ -128,6 +134,27 @@ describe("bench/run.ts --smoke", () => {
       }
       if (figure.target !== null)
         expect((figure.target as Record<string, unknown>).met).toBeTypeOf("boolean");
+    }
+
+    // Every target is printed as met or MISSED, and drawn in the chart written beside the results.
+    const targeted = figures.filter((f) => f.target !== null) as { title: string; target: TargetShape }[];
+    expect(targeted.map((f) => f.title)).toEqual(
+      expect.arrayContaining([
+        "start to connected (entrypoint)",
+        "Lambda handler cold import",
+        "log throughput, 120-byte lines",
+        "log throughput, 64 KiB writes",
+        "agent CPU per GB, 64 KiB writes",
+      ]),
+    );
+    const printed = stdout.slice(stdout.indexOf("Targets:"));
+    const svg = readFileSync(join(out.path, "results.svg"), "utf8");
+    expect(svg.startsWith("<svg")).toBe(true);
+    for (const { title, target } of targeted) {
+      expect(printed).toContain(`- ${title}: `);
+      expect(printed).toContain(`target ${target.text}: ${target.met ? "met" : "MISSED"}`);
+      const escaped = title.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+      if (target.actual !== null) expect(svg).toContain(`>${escaped}</text>`);
     }
   });
 });

@@ -169,7 +169,7 @@ describe("CloudWatchSink against a fake CloudWatch Logs (real SDK client)", () =
     expect(log.lines.filter((l) => l.level === "warn")).toEqual([]);
   });
 
-  it("batches 30 MB (small lines, 1 KiB lines, 600 KiB blobs, multibyte, clock going back) into valid requests; GetLogEvents gives it all back in order", async () => {
+  it("batches 9 MB (small lines, 1 KiB lines, 600 KiB blobs, multibyte, clock going back) into valid requests; GetLogEvents gives it all back in order", async () => {
     fake.createGroup(GROUP);
     fake.createStream(GROUP, STREAM);
     const log = capture();
@@ -185,16 +185,16 @@ describe("CloudWatchSink against a fake CloudWatch Logs (real SDK client)", () =
       // The producer is paced by awaiting the sink, as the agent's pipes would be; nothing is dropped.
       if (sink.pendingBytes > 4 * 1024 * 1024) expect(await sink.flush(30_000)).toBe(true);
     };
-    // ~10 MB of 40-byte lines: over 10,000 events per MiB, so the event limit cuts the batches.
-    while (bytes < 10_000_000)
+    // ~3 MB of 40-byte lines: over 10,000 events per MiB, so the event limit cuts the batches.
+    while (bytes < 3_000_000)
       await write(`line ${String(i++).padStart(8, "0")} é€😀 ${"x".repeat(15)}`, start + i);
-    // ~14 MB of 1 KiB lines: the byte limit cuts. Every 1000th line's clock goes back 5 s.
-    while (bytes < 24_000_000) {
+    // ~4 MB of 700-byte lines: the byte limit cuts (4 batches and more). Every 1000th line's clock goes back 5 s.
+    while (bytes < 7_000_000) {
       i++;
       await write(`${i} ${"ü€abc".repeat(120)}`.slice(0, 700), i % 1000 === 0 ? start - 5000 : start + i);
     }
-    // 10 blobs of 600 KiB: each is split into 3 events on character boundaries.
-    for (let blob = 0; blob < 10; blob++)
+    // 3 blobs of 600 KiB: each is split into 3 events on character boundaries.
+    for (let blob = 0; blob < 3; blob++)
       await write(`blob ${blob}:${"😀é".repeat(102_400)}`, start + i + blob);
     const summary = await sink.close(60_000);
 
@@ -213,7 +213,7 @@ describe("CloudWatchSink against a fake CloudWatch Logs (real SDK client)", () =
     for (let k = 1; k < stored.length; k++)
       expect(stored[k]!.timestamp! >= stored[k - 1]!.timestamp!).toBe(true);
     const back = stored.map((e) => e.message).join("");
-    expect(Buffer.byteLength(back)).toBeGreaterThan(30_000_000);
+    expect(Buffer.byteLength(back)).toBeGreaterThan(8_800_000);
     expect(back === written.join("")).toBe(true);
     expect(log.lines.filter((l) => l.level === "warn")).toEqual([]);
   });

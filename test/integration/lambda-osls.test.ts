@@ -1,68 +1,20 @@
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { inflateRawSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SmokeReport } from "../../lambda-handler/index.ts";
-import { type FakeCloudWatch, startFakeCloudWatch } from "../support/fake-cloudwatch.ts";
-import { ROOT, startController, type TestController, tempDir } from "../support/harness.ts";
+import { ROOT, tempDir } from "../support/harness.ts";
+import { type OslsRun, osls, runProcess } from "../support/osls.ts";
 
 /**
  * The Serverless Framework side, offline: `osls package` (the open-source fork, pinned as a
- * devDependency) must produce the CloudFormation and the artifact we mean to deploy, and
- * `osls invoke local` must run the bundle's smoke test. No AWS account: dummy credentials.
+ * devDependency) must produce the CloudFormation and the artifact we mean to deploy. No AWS
+ * account: dummy credentials. (`osls invoke local` is lambda-osls-invoke.test.ts: the two files
+ * run side by side.)
  */
-const OSLS = join(ROOT, "node_modules/osls/bin/serverless.js");
 const FUNCTIONS = ["jnlp-agent-git-bash", "jnlp-agent-git-bash-node"] as const;
 /** The zip holds the bundle: a few hundred KiB compressed. A zip with node_modules would be MiBs. */
 const MAX_ARTIFACT_BYTES = 1_048_576;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Where the CloudWatch Logs client goes while the smoke tests run (the fake service on loopback). */
-let cloudWatchEndpoint: string | undefined;
-
-function osls(args: string[], home: string, timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [OSLS, ...args], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
-        HOME: home,
-        // The handler's default work dir is $TMPDIR/lambda-agent, which a smoke test cleans: each
-        // run gets its own, or test runs sharing this machine remove each other's (tool:bash then
-        // fails in a vanished HOME).
-        TMPDIR: home,
-        AWS_ACCESS_KEY_ID: "x",
-        AWS_SECRET_ACCESS_KEY: "x",
-        AWS_REGION: "us-east-1",
-        // osls invoke local sets AWS_LAMBDA_FUNCTION_NAME, so the CloudWatch copy is on, as on Lambda.
-        ...(cloudWatchEndpoint ? { AWS_ENDPOINT_URL_CLOUDWATCH_LOGS: cloudWatchEndpoint } : {}),
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`osls ${args[0]} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 type Template = { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
 
@@ -106,7 +58,7 @@ afterAll(() => {
 });
 
 describe("serverless.yml, packaged offline with osls", () => {
-  let run: Run;
+  let run: OslsRun;
   let template: Template;
   const packageDir = () => join(scratch.path, "package");
 
@@ -279,20 +231,14 @@ describe("serverless.yml, packaged offline with osls", () => {
       "const error = await handler({}, { getRemainingTimeInMillis: () => end - Date.now() }).catch((e) => e);",
       "process.stdout.write(JSON.stringify({ report, errorName: error.name, errorMessage: error.message }));",
     ].join("\n");
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-      cwd: taskRoot,
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", AGENT_SMOKE_TOOLS: "bash" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+    const { code, stdout, stderr } = await runProcess(
+      process.execPath,
+      ["--input-type=module", "-e", script],
+      {
+        cwd: taskRoot,
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", AGENT_SMOKE_TOOLS: "bash" },
+      },
+    );
     expect(code, stderr).toBe(0);
     const out = JSON.parse(stdout) as { report: SmokeReport; errorName: string; errorMessage: string };
     expect(out.report).toMatchObject({ smoke: true, ok: true });
@@ -450,140 +396,4 @@ describe("serverless.yml, image form (packageType=image), packaged offline", () 
       expect(`${run.stdout}${run.stderr}`.replace(/\s+/g, " "), params.join(" ")).toMatch(message);
     }
   }, 90_000);
-});
-
-describe("osls invoke local: the smoke test through the real bundle", () => {
-  let ctl: TestController;
-  let cloud: FakeCloudWatch;
-  beforeAll(async () => {
-    ctl = await startController();
-    cloud = await startFakeCloudWatch();
-    cloud.createGroup("/ephemeral-agent/lambda");
-    cloudWatchEndpoint = cloud.endpoint;
-  });
-  afterAll(async () => {
-    cloudWatchEndpoint = undefined;
-    await cloud.close();
-    await ctl.close();
-  });
-
-  /** The JSON osls prints: the handler's result, or `{errorMessage, errorType}`. */
-  function printed(run: Run): Record<string, unknown> {
-    const start = run.stdout.indexOf("{");
-    expect(start, `${run.stdout}\n${run.stderr}`).toBeGreaterThanOrEqual(0);
-    return JSON.parse(run.stdout.slice(start)) as Record<string, unknown>;
-  }
-
-  it("jnlp-agent-git-bash passes its smoke test", async () => {
-    const run = await osls(
-      ["invoke", "local", "-f", "jnlp-agent-git-bash", "--data", '{"smoke":true}'],
-      scratch.path,
-    );
-    expect(run.code, run.stderr).toBe(0);
-    const report = printed(run) as unknown as SmokeReport;
-    expect(report).toMatchObject({ smoke: true, ok: true, runtime: "lambda" });
-    expect(report.function.name).toBe("jnlp-agent-git-bash");
-    expect(report.checks.map((c) => c.name)).toEqual([
-      "tmp-writable",
-      "tmp-space",
-      "tool:bash",
-      "tool:git",
-      "controller",
-      "cloudwatch",
-    ]);
-    expect(report.checks.find((c) => c.name === "tmp-space")?.detail).toContain("declared 2048 MB");
-    expect(report.checks.find((c) => c.name === "cloudwatch")).toMatchObject({ ok: true });
-    expect(cloud.events("/ephemeral-agent/lambda", "smoke-test")?.[0]?.message).toMatch(
-      /CloudWatch Logs writable/,
-    );
-  });
-
-  it("jnlp-agent-git-bash-node also checks node, and the controller when given a url", async () => {
-    const data = JSON.stringify({ smoke: true, url: ctl.controller.url });
-    const run = await osls(
-      ["invoke", "local", "-f", "jnlp-agent-git-bash-node", "--data", data],
-      scratch.path,
-    );
-    expect(run.code, run.stderr).toBe(0);
-    const report = printed(run) as unknown as SmokeReport;
-    expect(report.ok).toBe(true);
-    expect(report.checks.map((c) => c.name)).toContain("tool:node");
-    expect(report.checks.find((c) => c.name === "controller")).toMatchObject({
-      ok: true,
-      detail: expect.stringContaining("HTTP 403"),
-    });
-  });
-
-  it("runs a job from the Jenkins plugin's payload and prints the summary", async () => {
-    const name = "osls.lambda-abcdef";
-    const record = ctl.controller.submit({
-      steps: [{ run: 'test -z "${AWS_SECRET_ACCESS_KEY:-}" && git --version && echo "HOME=$HOME"' }],
-    });
-    const data = JSON.stringify({
-      url: ctl.controller.url,
-      node_secret: ctl.controller.secretFor(name),
-      node_name: name,
-    });
-    const run = await osls(["invoke", "local", "-f", "jnlp-agent-git-bash", "--data", data], scratch.path);
-    expect(run.code, run.stderr).toBe(0);
-    expect(printed(run)).toMatchObject({
-      agent: name,
-      jobId: record.id,
-      result: "succeeded",
-      exitCode: 0,
-      logs: { group: "/aws/lambda/jnlp-agent-git-bash" },
-    });
-    expect((await ctl.controller.waitForJob(record.id)).agent?.labels).toEqual(["git", "bash"]);
-    expect((await ctl.client.log(record.id)).toString()).toContain(
-      `HOME=${join(scratch.path, "lambda-agent", "home")}\n`,
-    );
-    expect(`${run.stdout}${run.stderr}`).not.toContain(ctl.controller.secretFor(name));
-  });
-
-  it("fails the invocation when a check fails, with the report in the error", async () => {
-    const run = await osls(
-      [
-        "invoke",
-        "local",
-        "-f",
-        "jnlp-agent-git-bash",
-        "--data",
-        '{"smoke":true}',
-        "--env",
-        "AGENT_SMOKE_TOOLS=bash,git,definitely-not-installed",
-      ],
-      scratch.path,
-    );
-    expect(run.code).toBe(1);
-    // (errorType is the class name, which the minified bundle does not keep: the code is the contract.)
-    const error = printed(run) as { errorMessage: string };
-    const [first, json] = [
-      error.errorMessage.split("\n")[0],
-      error.errorMessage.slice(error.errorMessage.indexOf("\n") + 1),
-    ];
-    expect(first).toBe(
-      "AGENT_ERR_SMOKE_FAILED: smoke test failed: 1 of 7 checks failed (tool:definitely-not-installed)",
-    );
-    expect((JSON.parse(json) as SmokeReport).ok).toBe(false);
-  });
-
-  it("rejects a malformed event as AGENT_ERR_CONFIG", async () => {
-    const run = await osls(
-      [
-        "invoke",
-        "local",
-        "-f",
-        "jnlp-agent-git-bash",
-        "--data",
-        '{"url":"ftp://x","node_secret":"s3cr3t-s3cr3t"}',
-      ],
-      scratch.path,
-    );
-    expect(run.code).toBe(1);
-    const error = printed(run) as { errorMessage: string };
-    expect(error.errorMessage).toMatch(/^AGENT_ERR_CONFIG: /);
-    expect(error.errorMessage).toContain("\n  - url: must be an http(s):// or ws(s):// URL");
-    expect(error.errorMessage).toContain("\n  - node_name: missing");
-    expect(`${run.stdout}${run.stderr}`).not.toContain("s3cr3t-s3cr3t");
-  });
 });

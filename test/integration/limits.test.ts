@@ -2,7 +2,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ExitCode, runAgent } from "../../agent-core/index.ts";
+import { ExitCode, GroupRssSampler, groupRssBytes, runAgent } from "../../agent-core/index.ts";
 import {
   agentConfigFor,
   canMountTmpfs,
@@ -230,6 +230,38 @@ describe("memory", () => {
     const final = await ctl.controller.waitForJob(job.id);
     expect(final.steps[0]?.peakRssBytes).toBeGreaterThan(80e6);
     expect(final.agentPeakRssBytes).toBeGreaterThan(10e6);
+  });
+
+  it("a kept sampler counts group members started after its first sample, and never processes of other sessions", async () => {
+    // A step's shape: a leader in its own session and group, that starts a big child later.
+    const holdBig = "const b = Buffer.alloc(60e6, 1); console.log('ready'); setInterval(() => b[0]++, 1000)";
+    const leader = spawn("sh", ["-c", `read go; ${JSON.stringify(process.execPath)} -e "${holdBig}"`], {
+      detached: true,
+      stdio: ["pipe", "pipe", "ignore"],
+    });
+    // Big too, but in a session of its own: never a member.
+    const outsider = spawn(process.execPath, ["-e", holdBig], {
+      detached: true,
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const ready = (child: ReturnType<typeof spawn>) =>
+      new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()));
+    try {
+      await ready(outsider);
+      const sampler = new GroupRssSampler(leader.pid!);
+      const before = sampler.sample();
+      expect(before).toBeGreaterThan(0);
+      expect(before).toBeLessThan(30e6);
+      leader.stdin!.write("go\n");
+      await ready(leader);
+      expect(sampler.sample()).toBeGreaterThan(60e6);
+      expect(sampler.sample()).toBeLessThan(120e6);
+      // The one-shot form agrees.
+      expect(groupRssBytes(leader.pid!)).toBeGreaterThan(60e6);
+    } finally {
+      process.kill(-leader.pid!, "SIGKILL");
+      outsider.kill("SIGKILL");
+    }
   });
 });
 

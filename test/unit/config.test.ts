@@ -37,7 +37,7 @@ describe("parseAgentConfig", () => {
       graceMs: 10_000,
       drainMs: 2_000,
       ackTimeoutMs: 30_000,
-      frameMaxBytes: 16_384,
+      frameMaxBytes: 262_144,
       frameFlushMs: 10,
       maxUnackedBytes: 4 * 1_048_576,
       maxSpoolBytes: 64 * 1_048_576,

@@ -309,3 +309,34 @@ describe("JobRecorder.recover: the current attempt's artifacts", () => {
     files.close();
   });
 });
+
+describe("JobFiles.watch", () => {
+  it("tells a watcher of each output frame with its bytes and their text, decoded as UTF-8", () => {
+    const files = JobFiles.create(jobDir());
+    const seen: { type: string; text?: string; data?: string; json: string }[] = [];
+    const unwatch = files.watch((event, data) =>
+      seen.push({
+        type: event.type,
+        ...(event.type === "output" ? { text: event.text } : {}),
+        ...(data ? { data: data.toString("hex") } : {}),
+        json: JSON.stringify(event),
+      }),
+    );
+    writeSome(files);
+    unwatch();
+    files.appendOutput({ stepId: "1", stream: "stdout", data: Buffer.from("unseen"), seq: 4, attempt: 1 });
+    files.close();
+    expect(seen.map((e) => [e.type, e.text, e.data])).toEqual([
+      ["status", undefined, undefined],
+      ["output", "hello ", Buffer.from("hello ").toString("hex")],
+      ["output", "wörld\n", Buffer.from("wörld\n").toString("hex")],
+    ]);
+    // The text is part of the event as any field is (spread, JSON), not only through its getter.
+    expect(JSON.parse(seen[2]!.json)).toEqual({
+      type: "output",
+      stepId: "1",
+      stream: "stderr",
+      text: "wörld\n",
+    });
+  });
+});

@@ -62,24 +62,30 @@ function referenceMask(input: Buffer, secrets: readonly string[]): Buffer {
     .filter((s) => [...s].length >= 4)
     .flatMap(maskVariants)
     .map((variant) => ({ variant, wrapped: isWrappable(variant) }));
+  // Only the variants starting with a position's byte can occur there (spanAt compares that byte
+  // first): trying just those keeps the brute force, at a cost that lets inputs of megabytes in.
+  const byFirstByte = new Map<number, typeof variants>();
+  for (const v of variants) byFirstByte.set(v.variant[0]!, [...(byFirstByte.get(v.variant[0]!) ?? []), v]);
   const out: Buffer[] = [];
+  let plainFrom = 0;
   let i = 0;
   while (i < input.length) {
     let best = { span: -1, wrapped: false };
-    for (const { variant, wrapped } of variants) {
+    for (const { variant, wrapped } of byFirstByte.get(input[i]!) ?? []) {
       const span = spanAt(input, i, variant, wrapped);
       if (span > best.span) best = { span, wrapped };
     }
     if (best.span <= 0) {
-      out.push(input.subarray(i, i + 1));
       i++;
       continue;
     }
     const spanned = input.subarray(i, i + best.span);
     const breaks = best.wrapped ? spanned.filter((b) => b === 10 || b === 13) : Buffer.alloc(0);
-    out.push(Buffer.from("***"), Buffer.from(breaks));
+    out.push(input.subarray(plainFrom, i), Buffer.from("***"), Buffer.from(breaks));
     i += best.span;
+    plainFrom = i;
   }
+  out.push(input.subarray(plainFrom));
   return Buffer.concat(out);
 }
 

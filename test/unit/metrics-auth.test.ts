@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { isLoopbackHost } from "../../agent-core/index.ts";
 import {
   apiAccess,
   authorize,
@@ -10,7 +11,6 @@ import {
   clientKey,
   computeMetrics,
   DEFAULT_TOKEN_GUESS_LIMIT,
-  isLoopbackHost,
   type JobRecord,
   prometheusText,
   SESSION_COOKIE,
@@ -134,6 +134,9 @@ describe("listening rules", () => {
     ["[::1]", true],
     ["localhost", true],
     ["::ffff:127.0.0.1", true],
+    // The same address as URL parsers write it (new URL("ws://[::ffff:127.0.0.1]/").hostname).
+    ["[::ffff:7f00:1]", true],
+    ["::ffff:a00:5", false],
     ["0.0.0.0", false],
     ["::", false],
     ["10.0.0.5", false],
