@@ -2,7 +2,7 @@ import { get as httpGet, type IncomingMessage } from "node:http";
 import { get as httpsGet } from "node:https";
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
-import { connectWindow } from "../net/connect-window.ts";
+import { connectWindow, sleep } from "../net/connect-window.ts";
 import { requestAgentFor } from "../net/proxy.ts";
 
 export interface RetryOptions {
@@ -58,7 +58,7 @@ export async function untilAnswered<T>(
         error: why,
         retryInMs: waitMs,
       });
-      await pause(waitMs * (0.5 + Math.random() / 2), options.signal);
+      await sleep(waitMs * (0.5 + Math.random() / 2), options.signal);
       delayMs = Math.min(delayMs * 2, 5_000);
     }
   }
@@ -118,16 +118,4 @@ export function describeFetchError(error: unknown): string {
   if ((error as Error).name === "AbortError") return (error as Error).message || "interrupted";
   if (code) return `${code}${(error as Error).message ? ` (${(error as Error).message})` : ""}`;
   return (error as Error).message ?? String(error);
-}
-
-function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

@@ -4,7 +4,7 @@ import type { AgentConfig } from "../config/config.ts";
 import { agentSocketUrl } from "../config/config.ts";
 import { AgentError, ControllerRefusedError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
-import { connectWindow } from "../net/connect-window.ts";
+import { connectWindow, sleep } from "../net/connect-window.ts";
 import { proxyFor, proxyShown, tunnelAgentFor } from "../net/proxy.ts";
 import {
   AGENT_WS_PATH,
@@ -272,19 +272,5 @@ function readBody(res: IncomingMessage, waitMs: number): Promise<string> {
     });
     res.on("end", finish);
     res.on("error", finish);
-  });
-}
-
-/** Waits `ms`, or less when `signal` is aborted. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-    if (signal?.aborted) done();
   });
 }
