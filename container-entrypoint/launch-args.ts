@@ -201,7 +201,7 @@ export function parseLaunch(argv: string[], env: LaunchEnv, readFile: ReadTextFi
   const scan = scanArgv(argv, readFile);
   if (scan.help) return { kind: "help" };
   if (scan.version) return { kind: "version" };
-  return agentPlan(argv, scan, env, readFile);
+  return agentPlan(scan, env, readFile);
 }
 
 function scanArgv(argv: readonly string[], readFile: ReadTextFile): ScannedArgs {
@@ -341,12 +341,7 @@ interface Identity {
   name?: Given;
 }
 
-function agentPlan(
-  argv: readonly string[],
-  scan: ScannedArgs,
-  env: LaunchEnv,
-  readFile: ReadTextFile,
-): LaunchPlan {
+function agentPlan(scan: ScannedArgs, env: LaunchEnv, readFile: ReadTextFile): LaunchPlan {
   const problems = [...scan.problems];
   const identity = resolveIdentity(scan, env, problems);
   const secret = identity.secret && resolveSecret(identity.secret, readFile, problems);
