@@ -5,7 +5,7 @@ import type { AgentConfig } from "./config/config.ts";
 import { AgentError, ControllerRefusedError } from "./errors.ts";
 import { ExitCode, type ExitCodeValue, interruptCode } from "./exit-codes.ts";
 import { type JobOutcome, runJob } from "./job/run-job.ts";
-import { runJobWithTransfers, type TransferPhasesResult } from "./job/transfer-phases.ts";
+import type { TransferPhasesResult } from "./job/transfer-phases.ts";
 import { type DeadlinePlan, msUntilStop } from "./limits/deadline.ts";
 import { diskBudgetBytes } from "./limits/disk-budget.ts";
 import type { Logger } from "./logger.ts";
@@ -19,7 +19,7 @@ import type { Hello, Job } from "./protocol/messages.ts";
 import { JobChannel } from "./session/job-channel.ts";
 import type { SessionClose } from "./session/session.ts";
 import { AGENT_VERSION } from "./version.ts";
-import { CacheStore } from "./workspace/caches.ts";
+import type { CacheStore } from "./workspace/caches.ts";
 import { createWorkspace, removeWorkspace } from "./workspace/workspace.ts";
 
 export interface RunAgentOptions {
@@ -250,13 +250,15 @@ async function runJobOnChannel(
   try {
     const dir = await createWorkspace(config.workDir, job.id);
     workspace = dir;
+    // Loaded with the first job: the transfers (archives, globs, caches) are not needed to connect.
+    const { runJobWithTransfers } = await import("./job/transfer-phases.ts");
     const ran = await runJobWithTransfers({
       job,
       workspace: dir,
       config,
       deadline: deadlinePlan(config),
       port: channel,
-      caches: cacheStoreFor(config, options, logger),
+      caches: await cacheStoreFor(config, options, logger),
       ...(options.killNow ? { killNow: options.killNow } : {}),
       logger,
       runSteps: (cacheEnv, diskLimitBytes) =>
@@ -309,7 +311,11 @@ async function runJobOnChannel(
 }
 
 /** The wrapper's cache store when it is the one for this work dir; otherwise one for this run alone. */
-function cacheStoreFor(config: AgentConfig, options: RunAgentOptions, logger: Logger): CacheStore {
+async function cacheStoreFor(
+  config: AgentConfig,
+  options: RunAgentOptions,
+  logger: Logger,
+): Promise<CacheStore> {
   const root = join(config.workDir, "caches");
   if (options.caches?.root === root) return options.caches;
   if (options.caches !== undefined) {
@@ -318,6 +324,7 @@ function cacheStoreFor(config: AgentConfig, options: RunAgentOptions, logger: Lo
       workDir: config.workDir,
     });
   }
+  const { CacheStore } = await import("./workspace/caches.ts");
   return new CacheStore({ root });
 }
 

@@ -1,6 +1,6 @@
 import type { AgentOutcome, RunAgentOptions } from "./agent.ts";
 import type { AgentConfig } from "./config/config.ts";
-import { type JenkinsRunReport, runJenkinsAgent } from "./jenkins/supervisor.ts";
+import type { JenkinsRunReport } from "./jenkins/supervisor.ts";
 import { type JobLogCopy, openJobLogCopy } from "./logs/job-log.ts";
 import { buildMaskSet, maskText } from "./logs/masker.ts";
 
@@ -61,7 +61,9 @@ async function runInMode(
     (config.mode === "auto" && (protocol === "http:" || protocol === "https:"))
   ) {
     // Auto mode asks the controller for its agent.jar: Jenkins answers every request with
-    // X-Jenkins, and then the same answer gives (or confirms) the jar.
+    // X-Jenkins, and then the same answer gives (or confirms) the jar. Loaded on demand: a
+    // ws(s):// start (and the Lambda handler's import) does not parse the supervisor.
+    const { runJenkinsAgent } = await import("./jenkins/supervisor.ts");
     const result = await runJenkinsAgent(config, { ...options, auto: config.mode === "auto" }, copy);
     if (result.mode !== "native") return { ...result.outcome, mode: result.mode };
     logger.info("mode detected", { mode: "native", how: result.how, url: config.url });

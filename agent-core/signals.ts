@@ -1,6 +1,6 @@
 import { ExitCode } from "./exit-codes.ts";
 import type { Logger } from "./logger.ts";
-import { INTERRUPT_REPORT_MS } from "./session/job-channel.ts";
+import { INTERRUPT_REPORT_MS } from "./session/report-window.ts";
 
 /**
  * The extra time the last-resort exit allows past the running work's own shutdown budget: the

@@ -1,4 +1,4 @@
-import { ExitCode } from "../agent-core/index.ts";
+import { ExitCode } from "../agent-core/start.ts";
 import { LAUNCH_FD_ENV, readLaunchFd } from "./launch-pipe.ts";
 import { runEntrypoint } from "./main.ts";
 import { scrubSecretsFromProc } from "./secret-scrub.ts";

@@ -28,7 +28,7 @@ import {
   readJenkinsSettings,
   readTunables,
   TUNABLE_ENV,
-} from "../agent-core/index.ts";
+} from "../agent-core/start.ts";
 
 /** What the entrypoint should do, decided from its arguments and environment. */
 export type LaunchPlan =

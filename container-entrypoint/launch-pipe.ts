@@ -14,7 +14,7 @@
  * keeps the descriptor) reads nothing.
  */
 import { closeSync, readFileSync } from "node:fs";
-import { ConfigError, type ConfigProblem } from "../agent-core/index.ts";
+import { ConfigError, type ConfigProblem } from "../agent-core/start.ts";
 import { type LaunchEnv, SECRET_ENV } from "./launch-args.ts";
 
 /** The variable naming the launch pipe's descriptor, set by images/entrypoint.sh. */

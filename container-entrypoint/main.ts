@@ -8,7 +8,7 @@ import {
   type Logger,
   runAgent,
   trapSignals,
-} from "../agent-core/index.ts";
+} from "../agent-core/start.ts";
 import { HELP_TEXT, type LaunchPlan, parseLaunch } from "./launch-args.ts";
 import { type ReadLaunchFd, takeLaunch } from "./launch-pipe.ts";
 import type { ScrubResult } from "./secret-scrub.ts";

@@ -18,6 +18,7 @@ import {
 import { connectToController } from "./connect.ts";
 import { FlowControl } from "./flow-control.ts";
 import { Outbox } from "./outbox.ts";
+import { INTERRUPT_REPORT_MS } from "./report-window.ts";
 import { AgentSession, type SessionClose } from "./session.ts";
 
 /** What the wait for the first job came to. */
@@ -38,12 +39,7 @@ export type StepEndFields = Omit<StepEnd, "v" | "type" | "seq" | "jobId" | "step
 /** The job's end as reported (the channel adds the envelope, `seq` and `jobId`). */
 export type JobEndFields = Omit<JobEnd, "v" | "type" | "seq" | "jobId">;
 
-/**
- * After the first SIGTERM/SIGINT, how long the channel may still spend reporting the job's end
- * (resuming a dropped session, the wait for the ack), beyond the step's grace and drain: the
- * process then ends by itself, before a wrapper's last-resort timer ({@link signalExitMs}).
- */
-export const INTERRUPT_REPORT_MS = 4_000;
+export { INTERRUPT_REPORT_MS };
 
 /**
  * When a wrapper's last-resort timer should end the process after the first signal: the step's
