@@ -14,7 +14,7 @@ import {
   MIN_SECRET_CHARS,
   readCloudWatchSettings,
   zodProblems,
-} from "../agent-core/index.ts";
+} from "../agent-core/start.ts";
 import {
   type FunctionEnv,
   type FunctionSettings,

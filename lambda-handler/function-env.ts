@@ -12,7 +12,7 @@ import {
   readJenkinsSettings,
   readTunables,
   TUNABLE_ENV,
-} from "../agent-core/index.ts";
+} from "../agent-core/start.ts";
 
 /** The function's environment as Lambda gives it (process.env, or a plain object in tests). */
 export type FunctionEnv = Readonly<Record<string, string | undefined>>;

@@ -1,12 +1,12 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Context, Handler } from "aws-lambda";
+import type { CacheStore } from "../agent-core/index.ts";
 import {
   AGENT_VERSION,
   AgentError,
   type AgentRunOutcome,
   buildMaskSet,
-  CacheStore,
   ConfigError,
   createLogger,
   diskBudgetBytes,
@@ -15,10 +15,11 @@ import {
   type Logger,
   maskText,
   runAgent,
-} from "../agent-core/index.ts";
+} from "../agent-core/start.ts";
 import { type AgentInvocation, fromLambdaEvent } from "./event.ts";
 import type { FunctionEnv } from "./function-env.ts";
-import { runSmokeTest, type SmokeFunctionInfo, type SmokeReport, SmokeTestFailedError } from "./smoke.ts";
+import type { SmokeFunctionInfo, SmokeReport } from "./smoke.ts";
+import { SmokeTestFailedError } from "./smoke-error.ts";
 import { cleanWorkDir, prepareWorkDir, removeNewEntries, snapshotEntries } from "./work-dir.ts";
 
 /** What an invocation returns: the invocation summary of an agent run, or the smoke test's report. */
@@ -191,13 +192,18 @@ function invocationRunner(options: HandlerOptions): AgentHandler {
     }
 
     if (invocation.kind === "smoke") {
+      // Loaded on demand, as the cache store below: neither is needed to import the handler.
+      const { runSmokeTest } = await import("./smoke.ts");
       const report = await runSmokeTest(invocation, functionInfo(context, env));
       logger[report.ok ? "info" : "error"]("smoke test", { report });
       if (!report.ok) throw new SmokeTestFailedError(report);
       return report;
     }
     const root = join(invocation.config.workDir, "caches");
-    if (!caches.has(root)) caches.set(root, new CacheStore({ root }));
+    if (!caches.has(root)) {
+      const { CacheStore } = await import("../agent-core/index.ts");
+      caches.set(root, new CacheStore({ root }));
+    }
     return runInvocation(invocation, context, logger, invokedAt, caches.get(root)!, options.interrupts);
   };
 }

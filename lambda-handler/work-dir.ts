@@ -1,7 +1,7 @@
 import { existsSync, readdirSync } from "node:fs";
 import { chmod, mkdir, readdir, rm, rmdir } from "node:fs/promises";
 import { isAbsolute, join, relative } from "node:path";
-import { WorkspaceError } from "../agent-core/index.ts";
+import { WorkspaceError } from "../agent-core/start.ts";
 
 /**
  * The agent's files under the function's /tmp. /tmp survives between warm invocations, so every

@@ -53,7 +53,7 @@ const programs = {
   lambda: () =>
     build(
       split(
-        { handler: "lambda-handler/index.ts", bootstrap: "lambda-handler/bootstrap-bin.ts" },
+        { handler: "lambda-handler/handler.ts", bootstrap: "lambda-handler/bootstrap-bin.ts" },
         "dist/lambda",
         ".js",
       ),
