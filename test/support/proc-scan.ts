@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import { expect } from "vitest";
 import { FIXTURES } from "./harness.ts";
 
 /** test/fixtures/proc-secret-scan.sh: what a step can read of the secret in other processes' /proc. */
@@ -44,4 +45,18 @@ export function procScanResult(log: string): ProcScan {
     canaryCmdline: Number(match[5]),
     where: [...log.matchAll(/^secret-in: (.*)$/gm)].map((m) => m[1]!),
   };
+}
+
+/**
+ * Asserts that the scan in `log` found the secret nowhere, and that it did read other processes'
+ * environments and arguments (its canary); `pid1` also asks that PID 1 was among those read.
+ */
+export function expectSecretNowhere(log: string, options: { pid1?: boolean } = {}): ProcScan {
+  const scan = procScanResult(log);
+  expect(scan.where).toEqual([]);
+  expect(scan.secret).toBe(0);
+  if (options.pid1) expect(scan.pid1).toBe(true);
+  expect(scan.canaryEnviron).toBeGreaterThanOrEqual(1);
+  expect(scan.canaryCmdline).toBeGreaterThanOrEqual(1);
+  return scan;
 }
