@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ControllerClient, type JobRecord } from "../../controller/index.ts";
 import { type ServeProcess, startServe } from "../support/controller-process.ts";
 import { type FakeEcs, startFakeEcs } from "../support/fake-ecs.ts";
-import { type FakeLambda, startFakeLambda } from "../support/fake-lambda.ts";
+import { createAgentFunction, type FakeLambda, startFakeLambda } from "../support/fake-lambda.ts";
 import { ENTRYPOINT, tempDir, until } from "../support/harness.ts";
 
 /**
@@ -36,19 +36,7 @@ async function serveWithAws(options: { lambdaTimeoutMs?: number } = {}): Promise
   cleanups.push(data.remove);
   const lambda = await startFakeLambda({ idleSandboxMs: 1_000 });
   cleanups.push(() => lambda.close());
-  lambda.createFunction({
-    name: FUNCTION,
-    timeoutMs: options.lambdaTimeoutMs ?? 30_000,
-    environment: {
-      AGENT_DEADLINE_MARGIN_MS: "1000",
-      AGENT_CLOUDWATCH: "off",
-      AGENT_LABELS: "git bash",
-      AGENT_GRACE_MS: "300",
-      AGENT_DRAIN_MS: "200",
-    },
-    maximumRetryAttempts: 0,
-  });
-  lambda.setAlias(FUNCTION, "live", lambda.publish(FUNCTION));
+  createAgentFunction(lambda, FUNCTION, options.lambdaTimeoutMs ?? 30_000);
   const ecs = await startFakeEcs({
     logDir: join(data.path, "tasks"),
     taskDefinitions: [

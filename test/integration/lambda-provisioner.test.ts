@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { buildTemplates, parseControllerConfig } from "../../controller/config.ts";
 import { Controller } from "../../controller/index.ts";
 import { type FakeEcs, startFakeEcs } from "../support/fake-ecs.ts";
-import { type FakeLambda, startFakeLambda } from "../support/fake-lambda.ts";
+import { createAgentFunction, type FakeLambda, startFakeLambda } from "../support/fake-lambda.ts";
 import { captureLogger, ENTRYPOINT, tempDir } from "../support/harness.ts";
 
 const CREDENTIALS = { accessKeyId: "AKIDTEST", secretAccessKey: "test-secret" };
@@ -27,19 +27,7 @@ async function setup(
   cleanups.push(data.remove);
   const lambda = await startFakeLambda({ idleSandboxMs: 1_000 });
   cleanups.push(() => lambda.close());
-  lambda.createFunction({
-    name: FUNCTION,
-    timeoutMs,
-    environment: {
-      AGENT_DEADLINE_MARGIN_MS: "1000",
-      AGENT_CLOUDWATCH: "off",
-      AGENT_LABELS: "git bash",
-      AGENT_GRACE_MS: "300",
-      AGENT_DRAIN_MS: "200",
-    },
-    maximumRetryAttempts: 0,
-  });
-  lambda.setAlias(FUNCTION, "live", lambda.publish(FUNCTION));
+  createAgentFunction(lambda, FUNCTION, timeoutMs);
   const ecs = await startFakeEcs({
     logDir: join(data.path, "tasks"),
     taskDefinitions: [

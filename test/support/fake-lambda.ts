@@ -1946,3 +1946,24 @@ export async function startFakeLambda(options: FakeLambdaOptions = {}): Promise<
   };
   return fake;
 }
+
+/**
+ * Creates `name` as an agent function the controller's Lambda provisioner can invoke: the real
+ * handler with short grace and drain, no CloudWatch copy, labels `git bash`, no async retries,
+ * its first version published as `live`.
+ */
+export function createAgentFunction(lambda: FakeLambda, name: string, timeoutMs: number): void {
+  lambda.createFunction({
+    name,
+    timeoutMs,
+    environment: {
+      AGENT_DEADLINE_MARGIN_MS: "1000",
+      AGENT_CLOUDWATCH: "off",
+      AGENT_LABELS: "git bash",
+      AGENT_GRACE_MS: "300",
+      AGENT_DRAIN_MS: "200",
+    },
+    maximumRetryAttempts: 0,
+  });
+  lambda.setAlias(name, "live", lambda.publish(name));
+}
