@@ -1,13 +1,8 @@
 import { ExitCode } from "./exit-codes.ts";
 import type { Logger } from "./logger.ts";
-import { INTERRUPT_REPORT_MS } from "./session/report-window.ts";
+import { LAST_RESORT_SLACK_MS } from "./session/report-window.ts";
 
-/**
- * The extra time the last-resort exit allows past the running work's own shutdown budget: the
- * agent's report window after a signal ({@link INTERRUPT_REPORT_MS}) and a second, so that the
- * agent ends by itself first (the total is `signalExitMs`).
- */
-export const LAST_RESORT_SLACK_MS = INTERRUPT_REPORT_MS + 1_000;
+export { LAST_RESORT_SLACK_MS };
 
 /**
  * What a process's SIGTERM/SIGINT handlers hand to the agent they run: the agent's `signal` and

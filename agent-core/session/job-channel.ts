@@ -18,7 +18,7 @@ import {
 import { connectToController } from "./connect.ts";
 import { FlowControl } from "./flow-control.ts";
 import { Outbox } from "./outbox.ts";
-import { INTERRUPT_REPORT_MS } from "./report-window.ts";
+import { INTERRUPT_REPORT_MS, signalExitMs } from "./report-window.ts";
 import { AgentSession, type SessionClose } from "./session.ts";
 
 /** What the wait for the first job came to. */
@@ -39,16 +39,7 @@ export type StepEndFields = Omit<StepEnd, "v" | "type" | "seq" | "jobId" | "step
 /** The job's end as reported (the channel adds the envelope, `seq` and `jobId`). */
 export type JobEndFields = Omit<JobEnd, "v" | "type" | "seq" | "jobId">;
 
-export { INTERRUPT_REPORT_MS };
-
-/**
- * When a wrapper's last-resort timer should end the process after the first signal: the step's
- * grace and drain, the report window, and a second for the summary line. The agent's own waits
- * are over before it; the timer is a backstop.
- */
-export function signalExitMs(config: Pick<AgentConfig, "graceMs" | "drainMs">): number {
-  return config.graceMs + config.drainMs + INTERRUPT_REPORT_MS + 1_000;
-}
+export { INTERRUPT_REPORT_MS, signalExitMs };
 
 export interface JobChannelOptions {
   /** Aborting while connecting ends the connect phase at once (SIGTERM before a job). */
