@@ -10,6 +10,7 @@ import type { OutputStream } from "../protocol/frames.ts";
 import type { Job, Step, StepReason } from "../protocol/messages.ts";
 import { newTrackingId, stopTrackedProcesses, TRACKING_VARIABLE } from "../runner/job-processes.ts";
 import { abortReason, type Command, reapGroups, runStep, type StepResult } from "../runner/run-step.ts";
+import { StepPipes } from "../runner/step-pipes.ts";
 import { resolveInWorkspace } from "../workspace/workspace.ts";
 
 /** Backpressure: while `hasRoom()` is false the runner pauses the step's pipes until `waitForRoom` resolves. */
@@ -90,6 +91,8 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   const started = performance.now();
   const steps: JobOutcome["steps"] = [];
   const groups = new Set<number>();
+  // The first FIFOs are made while the job gets ready (the sweep, the disk headroom).
+  const pipes = new StepPipes({ logger });
   // Beside the first step, not before it: a step never matches (its agent is alive).
   const sweeping = stopTrackedProcesses({ orphaned: true }, 0).then((leftovers) => {
     if (leftovers.length > 0) {
@@ -140,7 +143,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
         step,
         options,
         jobAbort.signal,
-        { groups, trackingId },
+        { groups, trackingId, pipes },
         disk?.watcher ?? null,
         agentRss,
       );
@@ -176,6 +179,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
       stopTrackedProcesses({ id: trackingId }, graceMs),
     ]);
     if (stray.length > 0) logger.info("stopped processes the job left running", { pids: stray });
+    await pipes.close();
   }
 
   const base = {
@@ -227,7 +231,8 @@ async function runOneStep(
   step: Step,
   options: RunJobOptions,
   jobSignal: AbortSignal,
-  tracking: { groups: Set<number>; trackingId: string },
+  /** What the job's steps share: their process groups, the tracking marker, the FIFOs. */
+  shared: { groups: Set<number>; trackingId: string; pipes: StepPipes },
   disk: DiskWatcher | null,
   agentRss: { peak: number },
 ): Promise<StepOutcome> {
@@ -286,7 +291,7 @@ async function runOneStep(
       ...step.env,
       AGENT_STEP_ID: step.id,
       // Last, so that no job can unset it: how the job's processes are found when it ends.
-      [TRACKING_VARIABLE]: tracking.trackingId,
+      [TRACKING_VARIABLE]: shared.trackingId,
     };
     const command: Command =
       step.argv !== undefined
@@ -307,13 +312,14 @@ async function runOneStep(
             ...(options.killNow ? { killNow: options.killNow } : {}),
             onStart: (id) => {
               memory = new GroupRssSampler(id);
-              tracking.groups.add(id);
+              shared.groups.add(id);
             },
             onOutput: (stream, chunk) => {
               framer.write(stream, maskers[stream].write(chunk));
               return sink.flow.hasRoom();
             },
             waitForDrain: () => sink.flow.waitForRoom(),
+            pipes: shared.pipes,
           });
   } catch (error) {
     result = {

@@ -1,10 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
 import { setLongTimeout } from "../long-timer.ts";
 import { type Shell, STEP_REASONS, type StepReason } from "../protocol/messages.ts";
 import { signalGroup, terminateGroup } from "./process-group.ts";
 import { explainSpawnError, isDirectory, missingWorkingDir, type SpawnAttempt } from "./spawn-errors.ts";
+import { closeFds, type StepFifos, type StepPipes } from "./step-pipes.ts";
 
 /** What to run: a script through a shell, or a program with its arguments. */
 export type Command = { run: string; shell?: Shell } | { argv: string[] };
@@ -31,6 +33,11 @@ export interface RunStepOptions {
   onStart?: (pgid: number) => void;
   /** How long to wait for the exit of a process sent SIGKILL (default {@link KILL_WAIT_MS}). */
   killWaitMs?: number;
+  /**
+   * Where the step's stdout and stderr pipes come from (FIFOs, see step-pipes.ts). Without it,
+   * or when it has none, the step's output goes through the socketpair `spawn` makes.
+   */
+  pipes?: StepPipes;
 }
 
 /** One result shape for every outcome, like execa's. */
@@ -75,6 +82,9 @@ export function commandArgv(command: Command): string[] {
  *
  * The process is started with `child_process.spawn` directly: `execve` failures surface as a
  * synchronous throw or an `error` event, and exit and pipe events come from the process itself.
+ * Its stdout and stderr are FIFOs from `options.pipes` when it has them (our copies of their
+ * write ends are closed right after the spawn, so that the step's exit brings EOF), else the
+ * socketpair `spawn` makes.
  */
 export async function runStep(options: RunStepOptions): Promise<StepResult> {
   const started = performance.now();
@@ -101,19 +111,36 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
     );
   }
 
+  const fifos = (await options.pipes?.take()) ?? null;
   let child: ChildProcess;
   try {
     child = spawn(attempt.file, attempt.args, {
       cwd: options.cwd,
       env: options.env,
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["ignore", fifos?.stdout.write ?? "pipe", fifos?.stderr.write ?? "pipe"],
     });
   } catch (error) {
+    if (fifos !== null) closeFds(fifos.stdout.read, fifos.stderr.read);
     // execve's E2BIG, ENAMETOOLONG, ENOTDIR... are thrown here, synchronously.
     return failed(explainSpawnError(error as NodeJS.ErrnoException, attempt));
+  } finally {
+    // The step holds its own copies now: ours would keep EOF from ever coming.
+    if (fifos !== null) closeFds(fifos.stdout.write, fifos.stderr.write);
   }
-  return superviseStep(child, options, elapsed);
+  return superviseStep(child, options, elapsed, fifos === null ? undefined : fifoReaders(fifos));
+}
+
+/** The read ends of a step's FIFOs as streams (libuv reads them like any pipe: epoll, 64 KiB reads). */
+function fifoReaders(fifos: StepFifos): StepOutput {
+  const reader = (fd: number) => new Socket({ fd, readable: true, writable: false });
+  return { stdout: reader(fifos.stdout.read), stderr: reader(fifos.stderr.read) };
+}
+
+/** Where a step's output is read from, when not from the child's own pipes. */
+export interface StepOutput {
+  stdout: Readable;
+  stderr: Readable;
 }
 
 function spawnAttempt(options: RunStepOptions): SpawnAttempt {
@@ -130,6 +157,7 @@ export async function superviseStep(
   child: ChildProcess,
   options: RunStepOptions,
   elapsed: () => number,
+  output: StepOutput | undefined = undefined,
 ): Promise<StepResult> {
   const attempt = spawnAttempt(options);
   const killWaitMs = options.killWaitMs ?? KILL_WAIT_MS;
@@ -178,8 +206,10 @@ export async function superviseStep(
   if (options.killNow?.aborted) onKill();
   else if (options.signal?.aborted) onAbort();
 
+  const stdout = output?.stdout ?? child.stdout;
+  const stderr = output?.stderr ?? child.stderr;
   // undefined, not null, when the start failed before the pipes were made (EMFILE, ENFILE).
-  const streams = [child.stdout, child.stderr].filter((s): s is Readable => s != null);
+  const streams = [stdout, stderr].filter((s): s is Readable => s != null);
   const streamsClosed = Promise.all(
     streams.map(
       (stream) =>
@@ -198,8 +228,8 @@ export async function superviseStep(
       });
     });
   };
-  pump("stdout", child.stdout);
-  pump("stderr", child.stderr);
+  pump("stdout", stdout);
+  pump("stderr", stderr);
 
   const { code, signal, stuck } = await exited;
   hasExited = true;

@@ -1,0 +1,218 @@
+/**
+ * A step's stdout and stderr through real pipes (named pipes, FIFOs) instead of the UNIX
+ * socketpair `child_process.spawn` makes for `stdio: "pipe"`.
+ *
+ * Why: on Linux every write(2) to an AF_UNIX stream socket becomes its own buffer (allocated,
+ * queued, copied, freed), while a pipe merges small writes into its pages. A program printing
+ * one line per write(2) reaches about twice the throughput through a pipe (docs/performance.md,
+ * issue 16). A pipe is also what Jenkins' agent, a shell and `cat` give a build: a step can
+ * reopen `/dev/stdout` or `/dev/stderr` (`tee /dev/stderr`), which a socket refuses (ENXIO).
+ *
+ * Node has neither pipe(2) nor mkfifo(3): FIFOs are made by the `mkfifo` program, in batches
+ * ahead of the steps that use them (a spawn per step would add to every step's start), in a
+ * private directory (mode 0700, under the agent's temp dir, never the workspace). A step's pair
+ * is opened (read end first, non-blocking; then the write end) and unlinked at once: nothing
+ * else can open it afterwards, and the kernel frees it when the last end closes. Where FIFOs
+ * cannot be made (no `mkfifo`, a read-only temp dir) steps fall back to the socketpair, logged once.
+ */
+import { execFile } from "node:child_process";
+import { closeSync, constants, fstatSync, openSync, unlinkSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Logger } from "../logger.ts";
+
+/** One step's pipes: the write ends go to the step (spawn's stdio), the read ends stay with the agent. */
+export interface StepFifos {
+  stdout: { read: number; write: number };
+  stderr: { read: number; write: number };
+}
+
+export interface StepPipesOptions {
+  logger: Logger;
+  /** The program that makes FIFOs (default `mkfifo` from PATH). */
+  mkfifo?: string;
+  /** Where the private directory is made (default `os.tmpdir()`). */
+  parentDir?: string;
+}
+
+/** FIFO pairs made by the first `mkfifo`; each later batch doubles, up to {@link MAX_BATCH}. */
+const FIRST_BATCH = 4;
+const MAX_BATCH = 64;
+/** A new batch is started when this many pairs or fewer are left. */
+const REFILL_AT = 2;
+/** How long one `mkfifo` may take (a stuck one ends in a fallback, not a hung step). */
+const MKFIFO_TIMEOUT_MS = 10_000;
+
+/**
+ * The FIFOs of one job's steps. {@link take} gives each step a fresh pair (or null: use a
+ * socketpair); {@link close} removes the directory. Not safe for steps started concurrently
+ * (a job's steps run one after another).
+ */
+export class StepPipes {
+  readonly #logger: Logger;
+  readonly #mkfifo: string;
+  readonly #parentDir: string;
+  /** Every directory made (a step may remove one: a new one is made), removed by close(). */
+  readonly #dirs: string[] = [];
+  #dir: string | undefined;
+  /** Names of the made pairs not yet used (`<n>.out`, `<n>.err` in #dir). */
+  #ready: string[] = [];
+  #next = 0;
+  #batch = FIRST_BATCH;
+  #filling: Promise<void> | undefined;
+  /** Why FIFOs cannot be made (then every step gets a socketpair). */
+  #unavailable: string | undefined;
+  #warnedOpen = false;
+  #closed = false;
+
+  /** Starts making the first batch at once, so that it is ready by the first step. */
+  constructor(options: StepPipesOptions) {
+    this.#logger = options.logger;
+    this.#mkfifo = options.mkfifo ?? "mkfifo";
+    this.#parentDir = options.parentDir ?? tmpdir();
+    this.#startFill();
+  }
+
+  /** Why steps fall back to a socketpair, or undefined while FIFOs are made. */
+  get unavailable(): string | undefined {
+    return this.#unavailable;
+  }
+
+  /**
+   * A fresh pair of FIFOs, open, for one step: its caller owns the four descriptors (it closes
+   * the write ends right after the spawn). Null when FIFOs cannot be had: the step then uses a
+   * socketpair (the reason is logged once). Never throws.
+   */
+  async take(): Promise<StepFifos | null> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (this.#ready.length <= REFILL_AT) this.#startFill();
+      if (this.#ready.length === 0) await this.#filling;
+      const name = this.#ready.shift();
+      if (name === undefined || this.#dir === undefined) return null;
+      const opened = openPair(this.#dir, name);
+      if ("fifos" in opened) return opened.fifos;
+      if (opened.code === "ENOENT" && attempt === 0) {
+        // A step removed the directory (rm -rf "$TMPDIR"/*): start over in a new one.
+        this.#ready = [];
+        this.#dir = undefined;
+        continue;
+      }
+      if (!this.#warnedOpen) {
+        this.#warnedOpen = true;
+        this.#logger.warn("cannot open a step's FIFOs; the step's output goes through a socketpair", {
+          error: opened.message,
+        });
+      }
+      return null;
+    }
+    return null;
+  }
+
+  /** Removes the FIFO directories (after the job's last step). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#filling;
+    await Promise.all(this.#dirs.map((dir) => rm(dir, { recursive: true, force: true }).catch(() => {})));
+  }
+
+  #startFill(): void {
+    if (this.#filling !== undefined || this.#unavailable !== undefined || this.#closed) return;
+    this.#filling = this.#fill().finally(() => {
+      this.#filling = undefined;
+    });
+  }
+
+  async #fill(): Promise<void> {
+    const count = this.#batch;
+    this.#batch = Math.min(this.#batch * 2, MAX_BATCH);
+    try {
+      if (this.#dir === undefined) {
+        // mkdtemp makes it 0700.
+        this.#dir = await mkdtemp(join(this.#parentDir, "agent-step-pipes-"));
+        this.#dirs.push(this.#dir);
+      }
+      const dir = this.#dir;
+      const names = Array.from({ length: count }, () => String(this.#next++));
+      const paths = names.flatMap((name) => [join(dir, `${name}.out`), join(dir, `${name}.err`)]);
+      await runMkfifo(this.#mkfifo, paths);
+      if (dir === this.#dir) this.#ready.push(...names);
+    } catch (error) {
+      this.#unavailable = (error as Error).message;
+      this.#ready = [];
+      this.#logger.warn("cannot make FIFOs for the steps' output; steps use a socketpair", {
+        error: this.#unavailable,
+      });
+    }
+  }
+}
+
+/** `mkfifo -m 600 -- paths...`; rejects with a message naming the program and the cause. */
+function runMkfifo(program: string, paths: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      program,
+      ["-m", "600", "--", ...paths],
+      { timeout: MKFIFO_TIMEOUT_MS, killSignal: "SIGKILL" },
+      (error, _stdout, stderr) => {
+        if (error === null) return resolve();
+        const code = (error as NodeJS.ErrnoException).code;
+        const detail =
+          code === "ENOENT"
+            ? `${JSON.stringify(program)} was not found (ENOENT)`
+            : error.killed
+              ? `${JSON.stringify(program)} did not finish within ${MKFIFO_TIMEOUT_MS} ms`
+              : `${JSON.stringify(program)} failed (exit ${String(code)}): ${stderr.trim().slice(0, 300)}`;
+        reject(new Error(detail));
+      },
+    );
+  });
+}
+
+/**
+ * Opens both FIFOs of pair `name` (read end non-blocking first, so that the write end's open
+ * does not block; descriptors are close-on-exec) and unlinks them. Closes what it opened on failure.
+ */
+function openPair(
+  dir: string,
+  name: string,
+): { fifos: StepFifos } | { code: string | undefined; message: string } {
+  const paths = [join(dir, `${name}.out`), join(dir, `${name}.err`)];
+  const opened: number[] = [];
+  try {
+    for (const path of paths) {
+      const read = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+      opened.push(read);
+      if (!fstatSync(read).isFIFO())
+        throw Object.assign(new Error(`${path} is not a FIFO`), { code: "EINVAL" });
+      opened.push(openSync(path, constants.O_WRONLY));
+    }
+    const [outRead, outWrite, errRead, errWrite] = opened as [number, number, number, number];
+    return {
+      fifos: { stdout: { read: outRead, write: outWrite }, stderr: { read: errRead, write: errWrite } },
+    };
+  } catch (error) {
+    for (const fd of opened) closeSync(fd);
+    const { code, message } = error as NodeJS.ErrnoException;
+    return { code, message };
+  } finally {
+    for (const path of paths) {
+      try {
+        unlinkSync(path);
+      } catch {
+        // Already gone (the directory was removed): nothing left to remove.
+      }
+    }
+  }
+}
+
+/** Closes descriptors, ignoring those already closed. */
+export function closeFds(...fds: number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      // EBADF: closed already.
+    }
+  }
+}
