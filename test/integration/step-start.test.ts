@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent, runStep, type StepResult } from "../../agent-core/index.ts";
 import { superviseStep } from "../../agent-core/runner/run-step.ts";
+import { StepPipes } from "../../agent-core/runner/step-pipes.ts";
 import {
   agentConfigFor,
   captureLogger,
@@ -15,14 +16,20 @@ import {
 const PATH = process.env.PATH ?? "/usr/bin:/bin";
 
 let dir: ReturnType<typeof tempDir>;
+/** The steps' FIFOs, as a job's steps get them: every start failure below goes through them too. */
+let pipes: StepPipes;
+let pipesLog: ReturnType<typeof captureLogger>;
 beforeEach(() => {
   dir = tempDir("step-start-");
+  pipesLog = captureLogger();
+  pipes = new StepPipes({ logger: pipesLog.logger });
 });
-afterEach(() => {
+afterEach(async () => {
+  await pipes.close();
   dir.remove();
 });
 
-/** runStep with short timings, collecting output. */
+/** runStep with short timings and the FIFOs, collecting output. */
 async function run(
   command: Parameters<typeof runStep>[0]["command"],
   extra: Partial<Parameters<typeof runStep>[0]> = {},
@@ -38,6 +45,7 @@ async function run(
       output += chunk.toString();
       return true;
     },
+    pipes,
     ...extra,
   });
   return { ...result, output };
@@ -161,6 +169,10 @@ describe("a step that cannot start ends with reason error, naming the cause and 
     expect(result).toMatchObject({ reason: "error", exitCode: null, pgid: null });
     expect(result?.message).toMatch(
       /^could not start the step: the agent has no file descriptor left .*\(EMFILE\)$/,
+    );
+    // The step's FIFOs could not be opened (or made) either: it fell back to the socketpair, which said why.
+    expect(pipesLog.entries()).toContainEqual(
+      expect.objectContaining({ level: "warn", error: expect.stringMatching(/EMFILE/) }),
     );
   });
 

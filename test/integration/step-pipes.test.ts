@@ -1,0 +1,282 @@
+import { readdirSync, readlinkSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { type RunStepOptions, runStep, type StepResult } from "../../agent-core/runner/run-step.ts";
+import { StepPipes } from "../../agent-core/runner/step-pipes.ts";
+import { captureLogger, tempDir } from "../support/harness.ts";
+
+const PATH = process.env.PATH ?? "/usr/bin:/bin";
+
+let dir: ReturnType<typeof tempDir>;
+let pipesParent: ReturnType<typeof tempDir>;
+let log: ReturnType<typeof captureLogger>;
+beforeEach(() => {
+  dir = tempDir("step-pipes-ws-");
+  pipesParent = tempDir("step-pipes-tmp-");
+  log = captureLogger();
+});
+afterEach(() => {
+  dir.remove();
+  pipesParent.remove();
+});
+
+interface Ran extends StepResult {
+  stdout: string;
+  stderr: string;
+  /** Both streams in the order the runner delivered them. */
+  chunks: ["stdout" | "stderr", string][];
+}
+
+/** runStep through `pipes`, collecting each stream. */
+async function run(
+  pipes: StepPipes | undefined,
+  command: RunStepOptions["command"],
+  extra: Partial<RunStepOptions> = {},
+): Promise<Ran> {
+  const out = { stdout: "", stderr: "" };
+  const chunks: Ran["chunks"] = [];
+  const result = await runStep({
+    command,
+    cwd: dir.path,
+    env: { PATH },
+    graceMs: 200,
+    drainMs: 300,
+    onOutput: (stream, chunk) => {
+      out[stream] += chunk.toString();
+      chunks.push([stream, chunk.toString()]);
+      return true;
+    },
+    ...(pipes ? { pipes } : {}),
+    ...extra,
+  });
+  return { ...result, ...out, chunks };
+}
+
+/** What this process's descriptors point at (`pipe:[N]`, `socket:[N]`, paths). */
+function openFds(): string[] {
+  return readdirSync("/proc/self/fd").flatMap((fd) => {
+    try {
+      return [readlinkSync(`/proc/self/fd/${fd}`)];
+    } catch {
+      return []; // the directory's own descriptor, closed by now
+    }
+  });
+}
+
+/** The kind of file a step's stdout and stderr are, as the step sees them. */
+const KIND =
+  'for f in 1 2; do if [ -p /dev/fd/$f ]; then echo "$f:fifo"; elif [ -S /dev/fd/$f ]; then echo "$f:socket"; else echo "$f:other"; fi; done';
+
+describe("a step's output through FIFOs", () => {
+  it("stdout and stderr are two distinct pipes, read in full and kept apart", async () => {
+    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    try {
+      const result = await run(pipes, {
+        run: `${KIND}; echo out; echo err >&2; head -c 100000 /dev/zero | tr '\\0' x`,
+      });
+      expect(result).toMatchObject({ reason: "exit", exitCode: 0 });
+      expect(result.stdout).toBe(`1:fifo\n2:fifo\nout\n${"x".repeat(100_000)}`);
+      expect(result.stderr).toBe("err\n");
+      expect(pipes.unavailable).toBeUndefined();
+      expect(log.lines).toEqual([]);
+    } finally {
+      await pipes.close();
+    }
+  });
+
+  it("a step can reopen /dev/stdout and /dev/stderr (`tee /dev/stderr`), which a socketpair refuses with ENXIO", async () => {
+    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    try {
+      const piped = await run(pipes, { run: "echo to-out > /dev/stdout; echo both | tee /dev/stderr" });
+      expect(piped).toMatchObject({
+        reason: "exit",
+        exitCode: 0,
+        stdout: "to-out\nboth\n",
+        stderr: "both\n",
+      });
+      // The same script over the socketpair: what steps got before (and still get without mkfifo).
+      const socket = await run(undefined, { run: "echo to-out > /dev/stdout" });
+      expect(socket.exitCode).not.toBe(0);
+      expect(socket.stderr).toMatch(/No such device or address/);
+    } finally {
+      await pipes.close();
+    }
+  });
+
+  it("the FIFOs live in a private directory (0700) outside the workspace, are unlinked once open, and the directory goes at close", async () => {
+    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    const result = await run(pipes, { run: "echo hi" });
+    expect(result.stdout).toBe("hi\n");
+    const [made, ...others] = readdirSync(pipesParent.path);
+    expect(others).toEqual([]);
+    const privateDir = join(pipesParent.path, made!);
+    expect(statSync(privateDir).mode & 0o777).toBe(0o700);
+    // The batch made ahead waits for the next steps; the step's own pair is gone.
+    const fifos = readdirSync(privateDir);
+    expect(fifos.length).toBeGreaterThan(0);
+    for (const name of fifos) {
+      expect(statSync(join(privateDir, name)).isFIFO()).toBe(true);
+      expect(statSync(join(privateDir, name)).mode & 0o777).toBe(0o600);
+    }
+    expect(fifos).not.toContain("0.out");
+    expect(fifos).not.toContain("0.err");
+    await pipes.close();
+    expect(readdirSync(pipesParent.path)).toEqual([]);
+  });
+
+  it("without mkfifo every step falls back to the socketpair, logged once with the reason", async () => {
+    const pipes = new StepPipes({
+      logger: log.logger,
+      parentDir: pipesParent.path,
+      mkfifo: "/nonexistent/mkfifo",
+    });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const result = await run(pipes, { run: `${KIND}; echo err >&2` });
+        expect(result).toMatchObject({
+          reason: "exit",
+          exitCode: 0,
+          stdout: "1:socket\n2:socket\n",
+          stderr: "err\n",
+        });
+      }
+      expect(pipes.unavailable).toMatch(/"\/nonexistent\/mkfifo" was not found \(ENOENT\)/);
+      const warnings = log.entries().filter((e) => e.level === "warn");
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatchObject({
+        msg: "cannot make FIFOs for the steps' output; steps use a socketpair",
+        error: expect.stringMatching(/ENOENT/),
+      });
+    } finally {
+      await pipes.close();
+    }
+  });
+
+  it("a step that removes the FIFO directory: the next steps get FIFOs from a new one", async () => {
+    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    try {
+      const first = await run(
+        pipes,
+        { run: `rm -rf "$PARENT"/*; ${KIND}` },
+        { env: { PATH, PARENT: pipesParent.path } },
+      );
+      expect(first.stdout).toBe("1:fifo\n2:fifo\n");
+      for (let i = 0; i < 2; i++) expect((await run(pipes, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
+      expect(log.lines).toEqual([]);
+    } finally {
+      await pipes.close();
+    }
+    expect(readdirSync(pipesParent.path)).toEqual([]);
+  });
+
+  it("no descriptor or FIFO is left behind by 60 steps, failed starts among them (ENOENT, E2BIG, a missing cwd)", async () => {
+    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    // A first step, so that the pool's own setup is not counted.
+    await run(pipes, { run: "true" });
+    const before = openFds();
+    for (let i = 0; i < 60; i++) {
+      const kind = i % 4;
+      const result =
+        kind === 0
+          ? await run(pipes, { argv: ["no-such-program-anywhere"] })
+          : kind === 1
+            ? await run(pipes, { run: "true" }, { env: { PATH, BIG: "x".repeat(200_000) } })
+            : kind === 2
+              ? await run(pipes, { run: "true" }, { cwd: join(dir.path, "gone") })
+              : await run(pipes, { run: "echo $0; echo e >&2; sleep 0.01 & exit 3" });
+      expect(result.reason).toBe(kind === 3 ? "exit" : "error");
+      if (kind === 0)
+        expect(result.message).toMatch(/the program "no-such-program-anywhere" was not found in PATH/);
+      if (kind === 1) expect(result.message).toMatch(/BIG is 200,005 bytes.*\(E2BIG\)/);
+      if (kind === 3) expect(result).toMatchObject({ exitCode: 3, stdout: "bash\n", stderr: "e\n" });
+    }
+    expect(openFds().sort()).toEqual(before.sort());
+    await pipes.close();
+    expect(readdirSync(pipesParent.path)).toEqual([]);
+    expect(log.lines).toEqual([]);
+  });
+});
+
+describe("the step's EOF and backpressure are what they were with the socketpair", () => {
+  it.each([
+    ["FIFOs", true],
+    ["the socketpair", false],
+  ])(
+    "%s: a background process that keeps the pipes past drainMs ends the step then, and its later output reaches no later step",
+    async (_what, useFifos) => {
+      const pipes = useFifos ? new StepPipes({ logger: log.logger, parentDir: pipesParent.path }) : undefined;
+      try {
+        const started = Date.now();
+        const first = await run(
+          pipes,
+          { run: "(sleep 1.5; echo LATE; echo LATE >&2) & echo one" },
+          { drainMs: 200 },
+        );
+        expect(first).toMatchObject({ reason: "exit", exitCode: 0, stdout: "one\n" });
+        expect(first.message).toMatch(/output stayed open for 200 ms/);
+        expect(Date.now() - started).toBeLessThan(1_400);
+        // Runs past the moment the first step's background process writes.
+        const second = await run(pipes, { run: "sleep 2; echo two" });
+        expect(second).toMatchObject({ reason: "exit", stdout: "two\n", stderr: "" });
+      } finally {
+        await pipes?.close();
+      }
+    },
+  );
+
+  it("a background process that ends within drainMs: its output is read to the end", async () => {
+    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    try {
+      const result = await run(pipes, { run: "(sleep 0.2; echo late) & echo early" }, { drainMs: 5_000 });
+      expect(result).toMatchObject({ reason: "exit", stdout: "early\nlate\n" });
+      expect(result.message).toBeUndefined();
+    } finally {
+      await pipes.close();
+    }
+  });
+
+  it("a full sink pauses the reading: the step blocks in write(2) until the sink has room, and no byte is lost", async () => {
+    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    try {
+      let received = 0;
+      let release: () => void = () => {};
+      const drained = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let paused = false;
+      let exitedWhilePaused = false;
+      const marker = join(dir.path, "done");
+      const running = runStep({
+        command: { run: `head -c 8000000 /dev/zero; touch ${marker}` },
+        cwd: dir.path,
+        env: { PATH },
+        graceMs: 200,
+        drainMs: 300,
+        pipes,
+        onOutput: (_stream, chunk) => {
+          received += chunk.length;
+          if (paused) return true;
+          paused = true;
+          return false;
+        },
+        waitForDrain: () => drained,
+      });
+      // Wait for the first chunk, then give the writer time it would need to finish unhindered.
+      for (let waited = 0; !paused && waited < 10_000; waited += 10)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(paused).toBe(true);
+      await new Promise((r) => setTimeout(r, 500));
+      const whilePaused = received;
+      exitedWhilePaused = readdirSync(dir.path).includes("done");
+      release();
+      const result = await running;
+      expect(exitedWhilePaused).toBe(false);
+      // At most one read (64 KiB) per stream got through before the pause.
+      expect(whilePaused).toBeLessThanOrEqual(2 * 65_536);
+      expect(result).toMatchObject({ reason: "exit", exitCode: 0 });
+      expect(received).toBe(8_000_000);
+    } finally {
+      await pipes.close();
+    }
+  });
+});
