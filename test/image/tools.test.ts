@@ -77,7 +77,7 @@ describe("the default image's tools", () => {
       timeout 5 sleep 0.1 && nohup true >/dev/null 2>&1 && echo "$(basename "$(dirname /x/y/z)")"
       du -s . | cut -f1 | grep -Eq '^[0-9]+$' && df -P . >/dev/null && stat -c %s src/a/list
       # (bash's command -v succeeds when any one of several names is found: one name at a time)
-      for tool in which hostname env expr seq od truncate base64 mktemp install setsid flock getopt envsubst getconf; do
+      for tool in which hostname env expr seq od truncate base64 mktemp mkfifo install setsid flock getopt envsubst getconf; do
         command -v "$tool" >/dev/null || echo "missing $tool"
       done
       echo tools-ok
