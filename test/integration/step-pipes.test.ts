@@ -69,7 +69,7 @@ const KIND =
 
 describe("a step's output through FIFOs", () => {
   it("stdout and stderr are two distinct pipes, read in full and kept apart", async () => {
-    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     try {
       const result = await run(pipes, {
         run: `${KIND}; echo out; echo err >&2; head -c 100000 /dev/zero | tr '\\0' x`,
@@ -85,7 +85,7 @@ describe("a step's output through FIFOs", () => {
   });
 
   it("a step can reopen /dev/stdout and /dev/stderr (`tee /dev/stderr`), which a socketpair refuses with ENXIO", async () => {
-    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     try {
       const piped = await run(pipes, { run: "echo to-out > /dev/stdout; echo both | tee /dev/stderr" });
       expect(piped).toMatchObject({
@@ -104,7 +104,7 @@ describe("a step's output through FIFOs", () => {
   });
 
   it("the FIFOs live in a private directory (0700) outside the workspace, are unlinked once open, and the directory goes at close", async () => {
-    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     const result = await run(pipes, { run: "echo hi" });
     expect(result.stdout).toBe("hi\n");
     const [made, ...others] = readdirSync(pipesParent.path);
@@ -127,7 +127,7 @@ describe("a step's output through FIFOs", () => {
   it("without mkfifo every step falls back to the socketpair, logged once with the reason", async () => {
     const pipes = new StepPipes({
       logger: log.logger,
-      parentDir: pipesParent.path,
+      parentDirs: [pipesParent.path],
       mkfifo: "/nonexistent/mkfifo",
     });
     try {
@@ -152,8 +152,30 @@ describe("a step's output through FIFOs", () => {
     }
   });
 
+  it("the directory goes in the first parent that takes one (/dev/shm, else the temp dir); with none, the socketpair, logged once", async () => {
+    const fallback = new StepPipes({
+      logger: log.logger,
+      parentDirs: ["/nonexistent/shm", pipesParent.path],
+    });
+    try {
+      expect((await run(fallback, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
+      expect(readdirSync(pipesParent.path)).toHaveLength(1);
+    } finally {
+      await fallback.close();
+    }
+    const none = new StepPipes({ logger: log.logger, parentDirs: ["/nonexistent/shm", "/proc/self"] });
+    try {
+      for (let i = 0; i < 2; i++)
+        expect((await run(none, { run: KIND })).stdout).toBe("1:socket\n2:socket\n");
+      expect(none.unavailable).toMatch(/\/proc\/self\/agent-step-pipes-/);
+      expect(log.entries().filter((e) => e.level === "warn")).toHaveLength(1);
+    } finally {
+      await none.close();
+    }
+  });
+
   it("a step that removes the FIFO directory: the next steps get FIFOs from a new one", async () => {
-    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     try {
       const first = await run(
         pipes,
@@ -170,7 +192,7 @@ describe("a step's output through FIFOs", () => {
   });
 
   it("no descriptor or FIFO is left behind by 60 steps, failed starts among them (ENOENT, E2BIG, a missing cwd)", async () => {
-    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     // A first step, so that the pool's own setup is not counted.
     await run(pipes, { run: "true" });
     const before = openFds();
@@ -204,7 +226,9 @@ describe("the step's EOF and backpressure are what they were with the socketpair
   ])(
     "%s: a background process that keeps the pipes past drainMs ends the step then, and its later output reaches no later step",
     async (_what, useFifos) => {
-      const pipes = useFifos ? new StepPipes({ logger: log.logger, parentDir: pipesParent.path }) : undefined;
+      const pipes = useFifos
+        ? new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] })
+        : undefined;
       try {
         const started = Date.now();
         const first = await run(
@@ -225,7 +249,7 @@ describe("the step's EOF and backpressure are what they were with the socketpair
   );
 
   it("a background process that ends within drainMs: its output is read to the end", async () => {
-    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     try {
       const result = await run(pipes, { run: "(sleep 0.2; echo late) & echo early" }, { drainMs: 5_000 });
       expect(result).toMatchObject({ reason: "exit", stdout: "early\nlate\n" });
@@ -236,7 +260,7 @@ describe("the step's EOF and backpressure are what they were with the socketpair
   });
 
   it("a full sink pauses the reading: the step blocks in write(2) until the sink has room, and no byte is lost", async () => {
-    const pipes = new StepPipes({ logger: log.logger, parentDir: pipesParent.path });
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     try {
       let received = 0;
       let release: () => void = () => {};
