@@ -45,6 +45,8 @@ export interface StartOptions {
   stdin?: boolean;
   /** Called with each chunk of its stdout. */
   onStdout?: (chunk: Buffer) => void;
+  /** A descriptor to give it as stdout (the caller reads it) instead of a pipe of ours. */
+  stdout?: number;
 }
 
 const TAIL_BYTES = 4096;
@@ -55,7 +57,7 @@ export function start(file: string, args: readonly string[], options: StartOptio
   const child = spawn(file, args, {
     env: options.env ?? minimalEnv(),
     ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-    stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+    stdio: [options.stdin ? "pipe" : "ignore", options.stdout ?? "pipe", "pipe"],
   });
   running.add(child);
   let tail = "";
@@ -63,7 +65,7 @@ export function start(file: string, args: readonly string[], options: StartOptio
   const keep = (chunk: Buffer) => {
     tail = (tail + chunk.toString("utf8")).slice(-TAIL_BYTES);
   };
-  child.stdout!.on("data", (chunk: Buffer) => {
+  child.stdout?.on("data", (chunk: Buffer) => {
     keep(chunk);
     if (options.keepStdout) out += chunk.toString("utf8");
     options.onStdout?.(chunk);

@@ -1,4 +1,6 @@
-import { statSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { closeSync, constants, openSync, statSync, unlinkSync } from "node:fs";
+import { Socket } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { type BenchContext, byScale, type Measurement } from "../lib/context.ts";
@@ -45,13 +47,16 @@ export const throughput: Measurement = {
         const agent: Throughput[] = [];
         const piped: Throughput[] = [];
         const nodeReader: number[] = [];
+        const fifoReader: number[] = [];
         for (let i = 0; i < runs; i++) {
           ctx.progress(`${rate.title}: run ${i + 1}/${runs}, ${bytes / 1024 / 1024} MiB`);
           piped.push(await throughputPiped(bytes, writeBytes));
           nodeReader.push(await throughputNodeReader(bytes, writeBytes));
+          fifoReader.push(await throughputNodeFifoReader(ctx, bytes, writeBytes));
           agent.push(await throughputThroughAgent(ctx, ctl, bytes, writeBytes, `${writeBytes}-${i}`));
         }
         const readerMedian = summarize(nodeReader).median;
+        const fifoReaderMedian = summarize(fifoReader).median;
         const rateTarget = writeBytes === LINE_BYTES ? LINES_RATE_TARGET : CHUNKS_RATE_TARGET;
         const sizeNote = `${bytes / 1024 / 1024} MiB in ${writeBytes}-byte write(2) calls, ${runs} runs`;
         figures.push(
@@ -71,12 +76,13 @@ export const throughput: Measurement = {
             notes: [
               sizeNote,
               "agent: step-start (agent clock) to step-end received by the controller",
-              `reference: a Node process doing nothing but read the child's stdio pipe (a socketpair) reaches ${readerMedian.toFixed(1)} MB/s`,
+              `reference: a Node process doing nothing but read the child's stdout reaches ${readerMedian.toFixed(1)} MB/s through the socketpair spawn makes, ${fifoReaderMedian.toFixed(1)} MB/s through a FIFO (what the agent gives a step)`,
             ],
             details: {
               bytes,
               writeBytes,
               nodeReaderMBps: summarize(nodeReader),
+              nodeFifoReaderMBps: summarize(fifoReader),
               controllerCpuSecondsPerGB: summarize(agent.map((t) => t.controllerCpuPerGB)),
             },
           }),
@@ -129,6 +135,43 @@ async function throughputNodeReader(bytes: number, writeBytes: number): Promise<
   if (exit.code !== 0 || received !== bytes)
     throw new Error(`the Node reader got ${received} of ${bytes} bytes (exit ${exit.code}): ${run.tail()}`);
   return bytes / MB / ((exit.at - run.startedAt) / 1000);
+}
+
+/** The same, the child's stdout a FIFO opened as the agent opens a step's (agent-core/runner/step-pipes.ts). */
+async function throughputNodeFifoReader(
+  ctx: BenchContext,
+  bytes: number,
+  writeBytes: number,
+): Promise<number> {
+  const path = join(ctx.tmp, "reader.fifo");
+  execFileSync("mkfifo", ["-m", "600", path]);
+  const read = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const write = openSync(path, constants.O_WRONLY);
+  unlinkSync(path);
+  let received = 0;
+  let run: ReturnType<typeof start>;
+  try {
+    run = start(NODE, [WRITE_OUT, String(bytes), String(writeBytes)], { stdout: write });
+  } finally {
+    closeSync(write);
+  }
+  const reader = new Socket({ fd: read, readable: true, writable: false });
+  reader.on("data", (chunk: Buffer) => {
+    received += chunk.length;
+  });
+  const readerClosed = new Promise<void>((resolve) => reader.once("close", () => resolve()));
+  const exit = await withTimeout(
+    Promise.all([run.exited, readerClosed]).then(([exited]) => exited),
+    120_000,
+    "the Node FIFO reader",
+    () => run.child.kill("SIGKILL"),
+  );
+  const endedAt = performance.now();
+  if (exit.code !== 0 || received !== bytes)
+    throw new Error(
+      `the Node FIFO reader got ${received} of ${bytes} bytes (exit ${exit.code}): ${run.tail()}`,
+    );
+  return bytes / MB / ((endedAt - run.startedAt) / 1000);
 }
 
 async function throughputPiped(bytes: number, writeBytes: number): Promise<Throughput> {
