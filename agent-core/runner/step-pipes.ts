@@ -75,6 +75,9 @@ export class StepPipes {
   #unavailable: string | undefined;
   #warnedOpen = false;
   #closed = false;
+  /** The next step's pair, opened ahead. */
+  #prepared: StepFifos | undefined;
+  #preparing: NodeJS.Immediate | undefined;
 
   /** Starts making the first batch at once, so that it is ready by the first step. */
   constructor(options: StepPipesOptions) {
@@ -93,37 +96,76 @@ export class StepPipes {
    * A fresh pair of FIFOs, open, for one step: its caller owns the four descriptors (it closes
    * the write ends right after the spawn). Null when FIFOs cannot be had: the step then uses a
    * socketpair (the reason is logged once). Never throws.
+   *
+   * The pair is usually opened ahead, while the previous step ran; the next one is opened (and
+   * a new batch started when this one runs low) just after the caller's spawn, in the event
+   * loop's check phase, so that neither the opens nor `mkfifo`'s spawn delay a step's start.
    */
   async take(): Promise<StepFifos | null> {
+    const prepared = this.#prepared;
+    this.#prepared = undefined;
+    const fifos = prepared ?? (await this.#openNext());
+    if (fifos !== null && !this.#closed && this.#preparing === undefined) {
+      this.#preparing = setImmediate(() => {
+        this.#preparing = undefined;
+        this.#prepareNext();
+      });
+    }
+    return fifos;
+  }
+
+  /** Removes the FIFO directories and closes the pair opened ahead (after the job's last step). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#preparing !== undefined) clearImmediate(this.#preparing);
+    this.#preparing = undefined;
+    if (this.#prepared !== undefined) closeAll(this.#prepared);
+    this.#prepared = undefined;
+    await this.#filling;
+    await Promise.all(this.#dirs.map((dir) => rm(dir, { recursive: true, force: true }).catch(() => {})));
+  }
+
+  /** Opens the next made pair, waiting for a batch when none is left. */
+  async #openNext(): Promise<StepFifos | null> {
     for (let attempt = 0; attempt < 2; attempt++) {
       if (this.#ready.length <= this.#refillAt) this.#startFill();
       if (this.#ready.length === 0) await this.#filling;
-      const name = this.#ready.shift();
-      if (name === undefined || this.#dir === undefined) return null;
-      const opened = openPair(this.#dir, name);
-      if ("fifos" in opened) return opened.fifos;
-      if (opened.code === "ENOENT" && attempt === 0) {
-        // A step removed the directory (rm -rf "$TMPDIR"/*): start over in a new one.
-        this.#ready = [];
-        this.#dir = undefined;
-        continue;
-      }
-      if (!this.#warnedOpen) {
-        this.#warnedOpen = true;
-        this.#logger.warn("cannot open a step's FIFOs; the step's output goes through a socketpair", {
-          error: opened.message,
-        });
-      }
-      return null;
+      const opened = this.#openReady();
+      if (opened !== "gone") return opened;
     }
     return null;
   }
 
-  /** Removes the FIFO directories (after the job's last step). */
-  async close(): Promise<void> {
-    this.#closed = true;
-    await this.#filling;
-    await Promise.all(this.#dirs.map((dir) => rm(dir, { recursive: true, force: true }).catch(() => {})));
+  /** Opens a pair ahead for the next step; starts a batch when few are left. Never waits. */
+  #prepareNext(): void {
+    if (this.#closed || this.#prepared !== undefined) return;
+    if (this.#ready.length <= this.#refillAt) this.#startFill();
+    if (this.#ready.length === 0) return;
+    const opened = this.#openReady();
+    if (opened !== null && opened !== "gone") this.#prepared = opened;
+  }
+
+  /**
+   * Opens the first made pair. "gone" when the directory was removed (by a step: `rm -rf
+   * "$TMPDIR"/*`): the next batch goes in a new one. Null (logged once) when it cannot be opened.
+   */
+  #openReady(): StepFifos | null | "gone" {
+    const name = this.#ready.shift();
+    if (name === undefined || this.#dir === undefined) return null;
+    const opened = openPair(this.#dir, name);
+    if ("fifos" in opened) return opened.fifos;
+    if (opened.code === "ENOENT") {
+      this.#ready = [];
+      this.#dir = undefined;
+      return "gone";
+    }
+    if (!this.#warnedOpen) {
+      this.#warnedOpen = true;
+      this.#logger.warn("cannot open a step's FIFOs; the step's output goes through a socketpair", {
+        error: opened.message,
+      });
+    }
+    return null;
   }
 
   #startFill(): void {
@@ -227,6 +269,10 @@ function openPair(
       }
     }
   }
+}
+
+function closeAll(fifos: StepFifos): void {
+  closeFds(fifos.stdout.read, fifos.stdout.write, fifos.stderr.read, fifos.stderr.write);
 }
 
 /** Closes descriptors, ignoring those already closed. */
