@@ -19,7 +19,7 @@
  */
 import { execFile } from "node:child_process";
 import { closeSync, constants, fstatSync, openSync, unlinkSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "../logger.ts";
@@ -199,17 +199,47 @@ export class StepPipes {
   }
 }
 
-/** A new directory of mode 0700 (mkdtemp's) in the first of `parents` that takes one. */
+const DIR_PREFIX = "agent-step-pipes-";
+
+/**
+ * A new directory of mode 0700 (mkdtemp's) in the first of `parents` that takes one, named with
+ * this process's pid. Directories there of agents that died without removing theirs (SIGKILL, an
+ * OOM kill) are removed along the way.
+ */
 async function privateDir(parents: string[]): Promise<string> {
   let failure: unknown;
   for (const parent of parents) {
     try {
-      return await mkdtemp(join(parent, "agent-step-pipes-"));
+      const dir = await mkdtemp(join(parent, `${DIR_PREFIX}${process.pid}-`));
+      await removeOrphanedDirs(parent);
+      return dir;
     } catch (error) {
       failure = error;
     }
   }
   throw failure;
+}
+
+/** Removes `parent`'s FIFO directories whose agent process is gone. Best effort: never throws. */
+async function removeOrphanedDirs(parent: string): Promise<void> {
+  const names = await readdir(parent).catch(() => [] as string[]);
+  const orphans = names.filter((name) => {
+    const pid = Number(/^agent-step-pipes-(\d+)-/.exec(name)?.[1]);
+    return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid);
+  });
+  await Promise.all(
+    orphans.map((name) => rm(join(parent, name), { recursive: true, force: true }).catch(() => {})),
+  );
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: alive, another user's.
+    return (error as NodeJS.ErrnoException).code !== "ESRCH";
+  }
 }
 
 /** `mkfifo -m 600 -- paths...`; rejects with a message naming the program and the cause. */

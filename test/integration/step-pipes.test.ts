@@ -1,9 +1,18 @@
-import { readdirSync, readlinkSync, statSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readlinkSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { ExitCode, runAgent } from "../../agent-core/index.ts";
 import { type RunStepOptions, runStep, type StepResult } from "../../agent-core/runner/run-step.ts";
 import { StepPipes } from "../../agent-core/runner/step-pipes.ts";
-import { captureLogger, tempDir } from "../support/harness.ts";
+import {
+  agentConfigFor,
+  captureLogger,
+  startController,
+  type TestController,
+  tempDir,
+} from "../support/harness.ts";
 
 const PATH = process.env.PATH ?? "/usr/bin:/bin";
 
@@ -174,6 +183,27 @@ describe("a step's output through FIFOs", () => {
     }
   });
 
+  it("the directories of agents that died without removing theirs are removed; a live agent's stay", async () => {
+    const dead = spawnSync("true").pid;
+    const orphan = join(pipesParent.path, `agent-step-pipes-${dead}-Ab12Cd`);
+    const live = join(pipesParent.path, "agent-step-pipes-1-Ef34Gh");
+    for (const path of [orphan, live]) {
+      mkdirSync(path, { mode: 0o700 });
+      execFileSync("mkfifo", [join(path, "7.out")]);
+    }
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
+    try {
+      expect((await run(pipes, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
+      const left = readdirSync(pipesParent.path);
+      expect(left).toContain("agent-step-pipes-1-Ef34Gh");
+      expect(left).not.toContain(`agent-step-pipes-${dead}-Ab12Cd`);
+      expect(left.filter((name) => name.startsWith(`agent-step-pipes-${process.pid}-`))).toHaveLength(1);
+    } finally {
+      await pipes.close();
+    }
+    expect(readdirSync(pipesParent.path)).toEqual(["agent-step-pipes-1-Ef34Gh"]);
+  });
+
   it("a step that removes the FIFO directory: the next steps get FIFOs from a new one", async () => {
     const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     try {
@@ -301,6 +331,35 @@ describe("the step's EOF and backpressure are what they were with the socketpair
       expect(received).toBe(8_000_000);
     } finally {
       await pipes.close();
+    }
+  });
+});
+
+describe("a job's steps over a real controller", () => {
+  let ctl: TestController;
+  beforeAll(async () => {
+    ctl = await startController();
+  });
+  afterAll(async () => {
+    await ctl.close();
+  });
+
+  it("every step gets FIFOs, and nothing of them is left once the job ended", async () => {
+    const record = ctl.controller.submit({
+      steps: [{ run: KIND }, { run: `echo x > /dev/stderr; ${KIND}` }, { argv: ["sh", "-c", KIND] }],
+    });
+    const { logger, entries } = captureLogger();
+    const outcome = await runAgent(agentConfigFor(ctl.controller, `fifo-${record.id}`), { logger });
+    expect(outcome.exitCode).toBe(ExitCode.ok);
+    expect((await ctl.client.log(record.id)).toString()).toBe(
+      "1:fifo\n2:fifo\nx\n1:fifo\n2:fifo\n1:fifo\n2:fifo\n",
+    );
+    expect(entries().filter((e) => e.level === "warn")).toEqual([]);
+    const parents = existsSync("/dev/shm") ? ["/dev/shm", tmpdir()] : [tmpdir()];
+    for (const parent of parents) {
+      expect(
+        readdirSync(parent).filter((name) => name.startsWith(`agent-step-pipes-${process.pid}-`)),
+      ).toEqual([]);
     }
   });
 });
