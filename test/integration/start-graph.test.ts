@@ -60,4 +60,18 @@ describe("start graph: what the bundles load before they run (issue 16)", () => 
       expect.arrayContaining([...ON_DEMAND, "lambda-handler/smoke.ts"]),
     );
   });
+
+  it("no program holds classic zod: the schemas are zod/mini's, whose schemas carry no methods to build", () => {
+    for (const program of [
+      "dist/container-entrypoint.mjs",
+      "dist/lambda/handler.js",
+      "dist/lambda/bootstrap.js",
+      "dist/controller.mjs",
+      "dist/deploy.mjs",
+    ]) {
+      const sources = startSources(program, true);
+      expect(sources.filter((source) => source.startsWith("node_modules/zod/v4/classic/"))).toEqual([]);
+    }
+    expect(startSources("dist/container-entrypoint.mjs")).toContain("node_modules/zod/v4/mini/schemas.js");
+  });
 });
