@@ -105,6 +105,18 @@ describe("zod's issues read in English wherever a user sees them", () => {
     );
   });
 
+  it("protocol messages: the job's mask list, whose messages are worded only when it is refused", () => {
+    const job = (mask: string[]) =>
+      JSON.stringify({ v: 1, type: "job", job: { id: "j", mask, steps: [{ id: "s", run: "true" }] } });
+    const values = Array.from({ length: 1_001 }, (_, i) => `value-${i}`);
+    expect(protocolMessage(() => decodeControllerMessage(job(values)))).toBe(
+      'the controller sent an invalid "job" message: job.mask: must hold at most 1,000 values',
+    );
+    expect(protocolMessage(() => decodeControllerMessage(job(["b".repeat(65_537)])))).toBe(
+      'the controller sent an invalid "job" message: job.mask: must hold at most 65,536 bytes in all',
+    );
+  });
+
   it("Lambda event: its own fields and the agent config's rules behind them", () => {
     const problems = problemsOf(
       () =>
