@@ -67,5 +67,6 @@ export {
   type SignalTrapOptions,
   trapSignals,
 } from "./signals.ts";
+export { validateInput } from "./validation.ts";
 export { AGENT_VERSION, PROTOCOL_VERSION } from "./version.ts";
 export * from "./workspace/index.ts";

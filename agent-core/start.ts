@@ -19,4 +19,5 @@ export { proxyProblems } from "./net/proxy.ts";
 export { MAX_DURATION_MS, RUNTIME_KINDS, type RuntimeKind } from "./protocol/messages.ts";
 export { type AgentRunOutcome, runAgent } from "./run-agent.ts";
 export { type Interrupts, trapSignals } from "./signals.ts";
+export { validateInput } from "./validation.ts";
 export { AGENT_VERSION } from "./version.ts";

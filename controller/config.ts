@@ -1,7 +1,13 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
-import * as z from "zod";
-import { type ConfigProblem, type Logger, MAX_TUNABLE_MS, zodProblems } from "../agent-core/index.ts";
+import * as z from "zod/mini";
+import {
+  type ConfigProblem,
+  type Logger,
+  MAX_TUNABLE_MS,
+  validateInput,
+  zodProblems,
+} from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
 import { durationMs, MAX_INFRASTRUCTURE_RETRIES, nestingDepth } from "./job-spec.ts";
 import { loadEcsSdk, loadLambdaSdk } from "./provisioners/aws-sdk.ts";
@@ -16,142 +22,152 @@ import type { LaunchTemplate } from "./provisioners/provisioner.ts";
  * job at once; 0 would stop every launched agent at once, or poll ECS in a tight loop.
  */
 const durationSchema = z
-  .union([
-    z.number().int().nonnegative(),
-    z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h"),
-  ])
-  .transform((value) => durationMs(value))
-  .refine((ms) => ms >= 1, "must be at least 1 ms")
-  .refine((ms) => ms <= MAX_TUNABLE_MS, `must be at most ${MAX_TUNABLE_MS.toLocaleString("en-US")} ms (24h)`);
+  .pipe(
+    z.union([
+      z.int().check(z.nonnegative()),
+      z.string().check(z.regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h")),
+    ]),
+    z.transform((value) => durationMs(value)),
+  )
+  .check(
+    z.refine((ms) => ms >= 1, "must be at least 1 ms"),
+    // Worded when an issue occurs: a process's first toLocaleString loads ICU's number formats (about 12 ms).
+    z.refine((ms) => ms <= MAX_TUNABLE_MS, {
+      error: () => `must be at most ${MAX_TUNABLE_MS.toLocaleString("en-US")} ms (24h)`,
+    }),
+  );
 
 const BYTE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as const;
-const bytesSchema = z
-  .union([
-    z.number().int().positive(),
-    z.string().regex(/^\d+\s*(B|KiB|MiB|GiB)$/, "must be a number of bytes or look like 512MiB or 1GiB"),
-  ])
-  .transform((value) => {
+const bytesSchema = z.pipe(
+  z.union([
+    z.int().check(z.positive()),
+    z
+      .string()
+      .check(z.regex(/^\d+\s*(B|KiB|MiB|GiB)$/, "must be a number of bytes or look like 512MiB or 1GiB")),
+  ]),
+  z.transform((value) => {
     if (typeof value === "number") return value;
     const [, count, unit] = /^(\d+)\s*(B|KiB|MiB|GiB)$/.exec(value)!;
     return Number(count) * BYTE_UNITS[unit as keyof typeof BYTE_UNITS];
-  });
+  }),
+);
 
 const nameSchema = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 letters, digits, '_', '.', '-'");
-const labelSchema = z.string().min(1).max(100);
+  .check(z.regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 letters, digits, '_', '.', '-'"));
+const labelSchema = z.string().check(z.minLength(1), z.maxLength(100));
 
-const awsCloudSchema = z
-  .object({
-    name: nameSchema,
-    type: z.literal("aws"),
-    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, "must be an AWS region such as eu-west-1"),
-    /** Endpoints other than AWS's (VPC endpoints, or loopback fakes in tests). */
-    endpoints: z.object({ ecs: z.url().optional(), lambda: z.url().optional() }).strict().optional(),
-    /** Attempts per AWS call, retries of throttling and 5xx answers included (SDK standard retry). */
-    maxAttempts: z.number().int().min(1).max(20).default(5),
-  })
-  .strict();
+const awsCloudSchema = z.strictObject({
+  name: nameSchema,
+  type: z.literal("aws"),
+  region: z.string().check(z.regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, "must be an AWS region such as eu-west-1")),
+  /** Endpoints other than AWS's (VPC endpoints, or loopback fakes in tests). */
+  endpoints: z.optional(z.strictObject({ ecs: z.optional(z.url()), lambda: z.optional(z.url()) })),
+  /** Attempts per AWS call, retries of throttling and 5xx answers included (SDK standard retry). */
+  maxAttempts: z._default(z.int().check(z.gte(1), z.lte(20)), 5),
+});
 
-const localCloudSchema = z
-  .object({
-    name: nameSchema,
-    type: z.literal("local"),
-    /** The command that starts an agent; default: the container entrypoint bundle beside the controller. */
-    command: z.array(z.string().min(1)).min(1).optional(),
-    /** Environment added for the agents (tunables such as AGENT_GRACE_MS). */
-    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).optional(),
-  })
-  .strict();
+const localCloudSchema = z.strictObject({
+  name: nameSchema,
+  type: z.literal("local"),
+  /** The command that starts an agent; default: the container entrypoint bundle beside the controller. */
+  command: z.optional(z.array(z.string().check(z.minLength(1))).check(z.minLength(1))),
+  /** Environment added for the agents (tunables such as AGENT_GRACE_MS). */
+  env: z.optional(z.record(z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/)), z.string())),
+});
+
+const nonEmpty = () => z.string().check(z.minLength(1));
 
 const ecsSchema = z
-  .object({
-    cluster: z.string().min(1),
-    taskDefinition: z.string().min(1),
-    container: z.string().min(1),
-    capacityProvider: z.string().min(1).optional(),
-    launchType: z.enum(["FARGATE", "EC2", "EXTERNAL"]).optional(),
-    subnets: z.array(z.string().min(1)).min(1).max(16).optional(),
-    securityGroups: z.array(z.string().min(1)).max(5).optional(),
-    assignPublicIp: z.boolean().default(false),
-    secretIn: z.enum(["environment", "command"]).default("environment"),
-    tags: z.record(z.string().min(1).max(128), z.string().max(256)).optional(),
+  .strictObject({
+    cluster: nonEmpty(),
+    taskDefinition: nonEmpty(),
+    container: nonEmpty(),
+    capacityProvider: z.optional(nonEmpty()),
+    launchType: z.optional(z.enum(["FARGATE", "EC2", "EXTERNAL"])),
+    subnets: z.optional(z.array(nonEmpty()).check(z.minLength(1), z.maxLength(16))),
+    securityGroups: z.optional(z.array(nonEmpty()).check(z.maxLength(5))),
+    assignPublicIp: z._default(z.boolean(), false),
+    secretIn: z._default(z.enum(["environment", "command"]), "environment"),
+    tags: z.optional(
+      z.record(z.string().check(z.minLength(1), z.maxLength(128)), z.string().check(z.maxLength(256))),
+    ),
     /** How often the controller asks ECS about the tasks it watches. */
-    pollInterval: durationSchema
-      .refine((ms) => ms >= 100, "must be at least 100 ms (one DescribeTasks per interval)")
-      .default(5_000),
+    pollInterval: z._default(
+      durationSchema.check(
+        z.refine((ms) => ms >= 100, "must be at least 100 ms (one DescribeTasks per interval)"),
+      ),
+      5_000,
+    ),
   })
-  .strict()
-  .refine((ecs) => !(ecs.capacityProvider && ecs.launchType), {
-    message: "give either `capacityProvider` or `launchType`, not both",
-  });
+  .check(
+    z.refine((ecs) => !(ecs.capacityProvider && ecs.launchType), {
+      message: "give either `capacityProvider` or `launchType`, not both",
+    }),
+  );
 
-const lambdaSchema = z
-  .object({
-    function: z.string().min(1).max(170),
-    qualifier: z
-      .string()
-      .regex(/^(\$LATEST|[A-Za-z0-9_-]{1,128})$/, "must be a version or an alias")
-      .optional(),
-  })
-  .strict();
+const lambdaSchema = z.strictObject({
+  function: z.string().check(z.minLength(1), z.maxLength(170)),
+  qualifier: z.optional(
+    z.string().check(z.regex(/^(\$LATEST|[A-Za-z0-9_-]{1,128})$/, "must be a version or an alias")),
+  ),
+});
 
-const templateSchema = z
-  .object({
-    name: nameSchema,
-    cloud: nameSchema,
-    /** The labels its agents carry; it serves a job whose labels are all here. Omitted: every job. */
-    labels: z.array(labelSchema).max(100).optional(),
-    connectTimeout: durationSchema.optional(),
-    /** A job whose attempt here ends with reason `deadline` moves once to this label. */
-    overflowLabel: labelSchema.optional(),
-    ecs: ecsSchema.optional(),
-    lambda: lambdaSchema.optional(),
-  })
-  .strict();
+const templateSchema = z.strictObject({
+  name: nameSchema,
+  cloud: nameSchema,
+  /** The labels its agents carry; it serves a job whose labels are all here. Omitted: every job. */
+  labels: z.optional(z.array(labelSchema).check(z.maxLength(100))),
+  connectTimeout: z.optional(durationSchema),
+  /** A job whose attempt here ends with reason `deadline` moves once to this label. */
+  overflowLabel: z.optional(labelSchema),
+  ecs: z.optional(ecsSchema),
+  lambda: z.optional(lambdaSchema),
+});
 
 /** The controller config file (YAML or JSON): see docs/controller.md. */
-export const controllerConfigSchema = z
-  .object({
-    /** The URL agents are given to reach the controller (default: the URL it listens on). */
-    url: z.url().optional(),
-    listen: z
-      .object({
-        host: z.string().regex(/^\S+$/, "must be a host name or an IP address").optional(),
-        port: z.number().int().min(0).max(65_535).optional(),
-        /** Names a loopback controller answers to besides loopback ones and `url`'s (a reverse proxy's). */
-        allowedHosts: z
+export const controllerConfigSchema = z.strictObject({
+  /** The URL agents are given to reach the controller (default: the URL it listens on). */
+  url: z.optional(z.url()),
+  listen: z.optional(
+    z.strictObject({
+      host: z.optional(z.string().check(z.regex(/^\S+$/, "must be a host name or an IP address"))),
+      port: z.optional(z.int().check(z.gte(0), z.lte(65_535))),
+      /** Names a loopback controller answers to besides loopback ones and `url`'s (a reverse proxy's). */
+      allowedHosts: z.optional(
+        z
           .array(
             z
               .string()
-              .regex(
-                /^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$/,
-                "must be a host name or an address, without a port",
+              .check(
+                z.regex(
+                  /^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$/,
+                  "must be a host name or an address, without a port",
+                ),
               ),
           )
-          .max(100)
-          .optional(),
-      })
-      .strict()
-      .optional(),
-    dataDir: z.string().min(1).optional(),
-    retry: z
-      .object({ infrastructure: z.number().int().min(0).max(MAX_INFRASTRUCTURE_RETRIES) })
-      .strict()
-      .optional(),
-    maxLogBytes: bytesSchema.optional(),
-    /** Per-job artifact cap: a job whose artifacts are larger fails `artifact-limit`. */
-    maxArtifactBytes: bytesSchema.optional(),
-    /** Largest workspace archive `POST /api/v1/workspaces` accepts. */
-    maxUploadBytes: bytesSchema.optional(),
-    /** Branch patterns (globs) whose jobs' warm caches are `protected`. */
-    protectedBranches: z.array(z.string().min(1).max(300)).max(100).optional(),
-    connectTimeout: durationSchema.optional(),
-    resumeWindow: durationSchema.optional(),
-    clouds: z.array(z.discriminatedUnion("type", [awsCloudSchema, localCloudSchema])).default([]),
-    templates: z.array(templateSchema).default([]),
-  })
-  .strict();
+          .check(z.maxLength(100)),
+      ),
+    }),
+  ),
+  dataDir: z.optional(nonEmpty()),
+  retry: z.optional(
+    z.strictObject({ infrastructure: z.int().check(z.gte(0), z.lte(MAX_INFRASTRUCTURE_RETRIES)) }),
+  ),
+  maxLogBytes: z.optional(bytesSchema),
+  /** Per-job artifact cap: a job whose artifacts are larger fails `artifact-limit`. */
+  maxArtifactBytes: z.optional(bytesSchema),
+  /** Largest workspace archive `POST /api/v1/workspaces` accepts. */
+  maxUploadBytes: z.optional(bytesSchema),
+  /** Branch patterns (globs) whose jobs' warm caches are `protected`. */
+  protectedBranches: z.optional(
+    z.array(z.string().check(z.minLength(1), z.maxLength(300))).check(z.maxLength(100)),
+  ),
+  connectTimeout: z.optional(durationSchema),
+  resumeWindow: z.optional(durationSchema),
+  clouds: z._default(z.array(z.discriminatedUnion("type", [awsCloudSchema, localCloudSchema])), []),
+  templates: z._default(z.array(templateSchema), []),
+});
 
 /**
  * The rules between fields (names unique, a template's cloud exists and suits its platform, an
@@ -213,7 +229,7 @@ export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 export function parseControllerConfig(input: unknown, source = "the controller config"): ControllerConfig {
   if (nestingDepth(input, 16) > 16)
     throw configError(source, [{ field: "(config)", message: "Expected at most 16 levels of nesting" }]);
-  const parsed = controllerConfigSchema.safeParse(input ?? {}, { reportInput: true });
+  const parsed = validateInput(controllerConfigSchema, input ?? {}, { reportInput: true });
   const problems = [...(parsed.success ? [] : zodProblems(parsed.error, new Set())), ...crossProblems(input)];
   if (problems.length > 0 || !parsed.success) throw configError(source, problems);
   return parsed.data;

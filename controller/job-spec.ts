@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
-import * as z from "zod";
+import * as z from "zod/mini";
 import {
   type ConfigProblem,
   idSchema,
@@ -9,6 +9,7 @@ import {
   MAX_JOB_MASK_BYTES,
   MAX_JOB_MASK_VALUES,
   shellSchema,
+  validateInput,
   zodProblems,
 } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
@@ -25,88 +26,99 @@ export const MAX_SUBMISSION_DEPTH = 32;
  */
 const durationSchema = z
   .union([
-    z.number().int().positive(),
-    z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h"),
+    z.int().check(z.positive()),
+    z.string().check(z.regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h")),
   ])
-  .refine((value) => durationMs(value) >= 1, "must be at least 1 ms")
-  .refine((value) => durationMs(value) <= MAX_DURATION_MS, "must be at most 365 days (8760h)");
+  .check(
+    z.refine((value) => durationMs(value) >= 1, "must be at least 1 ms"),
+    z.refine((value) => durationMs(value) <= MAX_DURATION_MS, "must be at most 365 days (8760h)"),
+  );
 /**
  * Text that ends up as a C string of a step's process (an argument, an environment value, a
  * path): a NUL byte would cut it, so no program could be started with it. Refused here, at
  * submission, rather than as a step that cannot start.
  */
-const cString = z.string().refine((text) => !text.includes("\0"), "must not contain a NUL byte");
+const cString = z.string().check(z.refine((text) => !text.includes("\0"), "must not contain a NUL byte"));
 const envSchema = z.record(
-  z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
-  z.union([cString, z.number(), z.boolean()]).transform(String),
+  z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name")),
+  z.pipe(z.union([cString, z.number(), z.boolean()]), z.transform(String)),
 );
 
 const stepSubmissionSchema = z
-  .object({
-    id: idSchema.optional(),
-    name: z.string().max(200).optional(),
-    run: cString.min(1).optional(),
-    argv: z.array(cString).min(1).optional(),
-    shell: shellSchema
-      .refine(
-        (shell) => typeof shell === "string" || shell.every((part) => !part.includes("\0")),
-        "must not contain a NUL byte",
-      )
-      .optional(),
-    env: envSchema.optional(),
-    workingDir: cString.optional(),
-    timeout: durationSchema.optional(),
-    continueOnError: z.boolean().optional(),
+  .strictObject({
+    id: z.optional(idSchema),
+    name: z.optional(z.string().check(z.maxLength(200))),
+    run: z.optional(cString.check(z.minLength(1))),
+    argv: z.optional(z.array(cString).check(z.minLength(1))),
+    shell: z.optional(
+      shellSchema.check(
+        z.refine(
+          (shell) => typeof shell === "string" || shell.every((part) => !part.includes("\0")),
+          "must not contain a NUL byte",
+        ),
+      ),
+    ),
+    env: z.optional(envSchema),
+    workingDir: z.optional(cString),
+    timeout: z.optional(durationSchema),
+    continueOnError: z.optional(z.boolean()),
   })
-  .strict()
-  .refine((s) => (s.run === undefined) !== (s.argv === undefined), {
-    message: "a step needs exactly one of `run` and `argv`",
-  });
+  .check(
+    z.refine((s) => (s.run === undefined) !== (s.argv === undefined), {
+      message: "a step needs exactly one of `run` and `argv`",
+    }),
+  );
 
-export const jobSubmissionSchema = z
-  .object({
-    name: z.string().min(1).max(200).optional(),
-    labels: z.array(z.string().min(1).max(100)).max(100).default([]),
-    env: envSchema.optional(),
-    /** Exported to every step and masked in logs; never stored. As many as the agent can mask. */
-    secrets: envSchema
-      .refine(
+export const jobSubmissionSchema = z.strictObject({
+  name: z.optional(z.string().check(z.minLength(1), z.maxLength(200))),
+  labels: z._default(z.array(z.string().check(z.minLength(1), z.maxLength(100))).check(z.maxLength(100)), []),
+  env: z.optional(envSchema),
+  /** Exported to every step and masked in logs; never stored. As many as the agent can mask. */
+  secrets: z.optional(
+    envSchema.check(
+      z.refine(
         (secrets) => Object.keys(secrets).length <= MAX_JOB_MASK_VALUES,
-        `must hold at most ${MAX_JOB_MASK_VALUES.toLocaleString("en-US")} secrets (the agent masks no more)`,
-      )
-      .refine(
+        // Worded when an issue occurs: a process's first toLocaleString loads ICU's number formats (about 12 ms).
+        {
+          error: () =>
+            `must hold at most ${MAX_JOB_MASK_VALUES.toLocaleString("en-US")} secrets (the agent masks no more)`,
+        },
+      ),
+      z.refine(
         (secrets) =>
           Object.values(secrets).reduce((sum, value) => sum + Buffer.byteLength(value, "utf8"), 0) <=
           MAX_JOB_MASK_BYTES,
-        `must hold at most ${MAX_JOB_MASK_BYTES.toLocaleString("en-US")} bytes of values in all (the agent masks no more)`,
-      )
-      .optional(),
-    timeout: durationSchema.optional(),
-    ...transferSubmissionFields,
-    /** Attempts retried when they end for a platform cause (never for a user failure). */
-    retry: z
-      .object({ infrastructure: z.number().int().min(0).max(MAX_INFRASTRUCTURE_RETRIES) })
-      .strict()
-      .optional(),
-    steps: z
-      .array(stepSubmissionSchema)
-      .min(1)
-      .max(1000)
-      .superRefine((steps, ctx) => {
-        const seen = new Set<string>();
-        steps.forEach((step, index) => {
-          const id = step.id ?? String(index + 1);
-          if (seen.has(id))
-            ctx.addIssue({
-              code: "custom",
-              path: [index, "id"],
-              message: `duplicate step id ${JSON.stringify(id)}`,
-            });
-          seen.add(id);
-        });
-      }),
-  })
-  .strict();
+        {
+          error: () =>
+            `must hold at most ${MAX_JOB_MASK_BYTES.toLocaleString("en-US")} bytes of values in all (the agent masks no more)`,
+        },
+      ),
+    ),
+  ),
+  timeout: z.optional(durationSchema),
+  ...transferSubmissionFields,
+  /** Attempts retried when they end for a platform cause (never for a user failure). */
+  retry: z.optional(
+    z.strictObject({ infrastructure: z.int().check(z.gte(0), z.lte(MAX_INFRASTRUCTURE_RETRIES)) }),
+  ),
+  steps: z.array(stepSubmissionSchema).check(
+    z.minLength(1),
+    z.maxLength(1000),
+    z.superRefine((steps, ctx) => {
+      const seen = new Set<string>();
+      steps.forEach((step, index) => {
+        const id = step.id ?? String(index + 1);
+        if (seen.has(id))
+          ctx.addIssue({
+            code: "custom",
+            path: [index, "id"],
+            message: `duplicate step id ${JSON.stringify(id)}`,
+          });
+        seen.add(id);
+      });
+    }),
+  ),
+});
 
 export type JobSubmission = z.input<typeof jobSubmissionSchema>;
 type ParsedSubmission = z.output<typeof jobSubmissionSchema>;
@@ -157,7 +169,7 @@ export function prepareJob(
       },
     ]);
   }
-  const parsed = jobSubmissionSchema.safeParse(input, { reportInput: true });
+  const parsed = validateInput(jobSubmissionSchema, input, { reportInput: true });
   if (!parsed.success) throw invalidJob(zodProblems(parsed.error, new Set(["secrets"])));
   const submission = parsed.data;
   const steps = submission.steps.map((step, index) => ({

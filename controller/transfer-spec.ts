@@ -1,5 +1,5 @@
 import picomatch from "picomatch";
-import * as z from "zod";
+import * as z from "zod/mini";
 import { ARTIFACT_WHEN, cacheNameSchema, cacheVariable, patternSchema } from "../agent-core/index.ts";
 
 /**
@@ -14,30 +14,33 @@ import { ARTIFACT_WHEN, cacheNameSchema, cacheVariable, patternSchema } from "..
  * the CLI's to pack.
  */
 export const workspaceSubmissionSchema = z.union([
-  z.string().min(1),
-  z.object({ path: z.string().min(1), exclude: z.array(patternSchema).max(100).default([]) }).strict(),
-  z.object({ upload: z.string().regex(/^[0-9a-f]{24}$/, "must be an upload id (24 hex digits)") }).strict(),
+  z.string().check(z.minLength(1)),
+  z.strictObject({
+    path: z.string().check(z.minLength(1)),
+    exclude: z._default(z.array(patternSchema).check(z.maxLength(100)), []),
+  }),
+  z.strictObject({
+    upload: z.string().check(z.regex(/^[0-9a-f]{24}$/, "must be an upload id (24 hex digits)")),
+  }),
 ]);
 
 /** `artifacts`: a list of patterns (kept after a success), or the full form. */
 export const artifactsSubmissionSchema = z.union([
-  z.array(patternSchema).min(1).max(100),
-  z
-    .object({
-      paths: z.array(patternSchema).min(1).max(100),
-      exclude: z.array(patternSchema).max(100).default([]),
-      when: z.enum(ARTIFACT_WHEN).default("on-success"),
-    })
-    .strict(),
+  z.array(patternSchema).check(z.minLength(1), z.maxLength(100)),
+  z.strictObject({
+    paths: z.array(patternSchema).check(z.minLength(1), z.maxLength(100)),
+    exclude: z._default(z.array(patternSchema).check(z.maxLength(100)), []),
+    when: z._default(z.enum(ARTIFACT_WHEN), "on-success"),
+  }),
 ]);
 
-export const cachesSubmissionSchema = z
-  .array(cacheNameSchema)
-  .min(1)
-  .max(32)
-  .refine((names) => new Set(names.map(cacheVariable)).size === names.length, {
+export const cachesSubmissionSchema = z.array(cacheNameSchema).check(
+  z.minLength(1),
+  z.maxLength(32),
+  z.refine((names) => new Set(names.map(cacheVariable)).size === names.length, {
     message: "cache names must be unique and map to distinct AGENT_CACHE_* variables",
-  });
+  }),
+);
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/;
 const FACTORS: Record<string, number> = {
@@ -53,9 +56,13 @@ const FACTORS: Record<string, number> = {
 };
 
 /** A size: a number of bytes, or a string such as `512MiB`, `2 GiB`, `1.5GB`. */
-export const sizeSchema = z
-  .union([z.number().int().min(0), z.string().regex(SIZE, "must look like 1048576, 512MiB or 2GB")])
-  .transform((value) => sizeBytes(value));
+export const sizeSchema = z.pipe(
+  z.union([
+    z.int().check(z.gte(0)),
+    z.string().check(z.regex(SIZE, "must look like 1048576, 512MiB or 2GB")),
+  ]),
+  z.transform((value) => sizeBytes(value)),
+);
 
 export function sizeBytes(value: number | string): number {
   if (typeof value === "number") return value;
@@ -65,14 +72,14 @@ export function sizeBytes(value: number | string): number {
 
 /** The transfer fields of a job submission, to spread into its schema. */
 export const transferSubmissionFields = {
-  workspace: workspaceSubmissionSchema.optional(),
-  artifacts: artifactsSubmissionSchema.optional(),
-  caches: cachesSubmissionSchema.optional(),
+  workspace: z.optional(workspaceSubmissionSchema),
+  artifacts: z.optional(artifactsSubmissionSchema),
+  caches: z.optional(cachesSubmissionSchema),
   /** Where the job's sources come from, e.g. `github.com/acme/app`: with `branch`, its caches' trust. */
-  repository: z.string().min(1).max(300).optional(),
-  branch: z.string().min(1).max(300).optional(),
+  repository: z.optional(z.string().check(z.minLength(1), z.maxLength(300))),
+  branch: z.optional(z.string().check(z.minLength(1), z.maxLength(300))),
   /** Free disk the job needs on its agent; warm caches are evicted to make room. */
-  diskNeed: sizeSchema.optional(),
+  diskNeed: z.optional(sizeSchema),
 };
 
 /**

@@ -1,5 +1,5 @@
 // The image's Lambda entry (dist/lambda/bootstrap.js): the Runtime API loop around the handler.
-import { createLogger, ExitCode, trapSignals } from "../agent-core/index.ts";
+import { createLogger, ExitCode, trapSignals } from "../agent-core/start.ts";
 import { runBootstrap } from "./bootstrap.ts";
 
 // SIGTERM (Lambda's shutdown, `docker stop`, tini) and SIGINT, handled as the container

@@ -6,7 +6,7 @@ import {
   ExitCode,
   type Interrupts,
   interruptCode,
-} from "../agent-core/index.ts";
+} from "../agent-core/start.ts";
 import { type FunctionEnv, readFunctionEnv } from "./function-env.ts";
 import { type NextInvocation, RuntimeApiClient, RuntimeApiError } from "./runtime-api.ts";
 import { RuntimeInitError, runRuntimeLoop } from "./runtime-loop.ts";

@@ -1,6 +1,6 @@
 import { tmpdir } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
-import * as z from "zod";
+import * as z from "zod/mini";
 import {
   AGENT_MODES,
   type AgentConfig,
@@ -13,6 +13,7 @@ import {
   type LogLevel,
   MIN_SECRET_CHARS,
   readCloudWatchSettings,
+  validateInput,
   zodProblems,
 } from "../agent-core/start.ts";
 import {
@@ -29,18 +30,18 @@ import { layoutOf, type WorkDirLayout } from "./work-dir.ts";
  * `smoke` for the self-test. Any other field is a problem (listed by name, never by value).
  */
 export const lambdaEventSchema = z.object({
-  url: z.string().optional(),
-  node_secret: z.string().optional(),
-  node_name: z.string().optional(),
+  url: z.optional(z.string()),
+  node_secret: z.optional(z.string()),
+  node_name: z.optional(z.string()),
   /** Labels added to the function's own (AGENT_LABELS): an array, or comma/space separated. */
-  labels: z.union([z.array(z.string()), z.string()]).optional(),
-  log_level: z.enum(["debug", "info", "warn", "error"]).optional(),
+  labels: z.optional(z.union([z.array(z.string()), z.string()])),
+  log_level: z.optional(z.enum(["debug", "info", "warn", "error"])),
   /** Root of the agent's files; must be below the function's /tmp. */
-  work_dir: z.string().optional(),
+  work_dir: z.optional(z.string()),
   /** Run the self-test instead of an agent. */
-  smoke: z.boolean().optional(),
+  smoke: z.optional(z.boolean()),
   /** auto (default), native or jenkins; wins over the function's AGENT_MODE. */
-  mode: z.enum(AGENT_MODES).optional(),
+  mode: z.optional(z.enum(AGENT_MODES)),
 });
 export type LambdaEvent = z.infer<typeof lambdaEventSchema>;
 
@@ -201,7 +202,7 @@ export function fromLambdaEvent(event: unknown, launch: LambdaLaunch): Invocatio
     jenkins: settings.jenkins,
     ...settings.tunables,
   };
-  const parsed = agentConfigSchema.safeParse(input, REPORT_INPUT);
+  const parsed = validateInput(agentConfigSchema, input, REPORT_INPUT);
   if (!parsed.success) {
     const reported = new Set(problems.map((p) => p.field.split(".")[0]));
     // An event that is not an object has been reported as a whole: its fields are not repeated.
@@ -267,7 +268,7 @@ function decodeEvent(event: unknown, problems: ConfigProblem[], notes: string[])
         message: `unknown field; the payload accepts ${EVENT_FIELDS.join(", ")}`,
       });
   }
-  const parsed = lambdaEventSchema.safeParse(value, REPORT_INPUT);
+  const parsed = validateInput(lambdaEventSchema, value, REPORT_INPUT);
   if (parsed.success) return parsed.data;
   problems.push(...zodProblems(parsed.error, SECRET_EVENT_FIELDS));
   // Keep the fields that are valid, so that the remaining checks still run and report.
@@ -297,7 +298,7 @@ function resolveWorkDir(given: string | undefined, problems: ConfigProblem[]): s
 
 /** Checks one value against the agent config's own rule for that field. */
 function checkField(field: "url" | "name", value: string, problems: ConfigProblem[]): void {
-  const result = agentConfigSchema.shape[field].safeParse(value, REPORT_INPUT);
+  const result = validateInput(agentConfigSchema.shape[field], value, REPORT_INPUT);
   if (result.success) return;
   for (const problem of zodProblems(result.error)) {
     problems.push({ field: EVENT_NAME_OF[field] ?? field, message: problem.message });

@@ -1,11 +1,12 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import * as z from "zod";
+import * as z from "zod/mini";
 import { clip } from "../clip.ts";
 import { ConfigError, type ConfigProblem } from "../errors.ts";
 import { agentModeSchema, jenkinsSettingsSchema } from "../jenkins/settings.ts";
 import { MIN_SECRET_CHARS } from "../logs/masker.ts";
 import { runtimeKindSchema } from "../protocol/messages.ts";
+import { validateInput } from "../validation.ts";
 
 /**
  * Longest duration a tunable accepts: one day. Far below Node's 2^31-1 ms timer limit, so that
@@ -14,7 +15,7 @@ import { runtimeKindSchema } from "../protocol/messages.ts";
 export const MAX_TUNABLE_MS = 86_400_000;
 
 const ms = (min: number) =>
-  z.number().int().min(min).max(MAX_TUNABLE_MS, `must be at most ${MAX_TUNABLE_MS} ms (one day)`);
+  z.int().check(z.gte(min), z.lte(MAX_TUNABLE_MS, `must be at most ${MAX_TUNABLE_MS} ms (one day)`));
 
 /**
  * Everything the agent core needs, validated. Wrappers (container entrypoint, Lambda handler)
@@ -22,91 +23,75 @@ const ms = (min: number) =>
  */
 export const agentConfigSchema = z.object({
   /** Controller URL as given (http, https, ws or wss). */
-  url: z.string().refine(isControllerUrl, "must be an http(s):// or ws(s):// URL"),
-  secret: z
-    .string()
-    .max(1024)
+  url: z.string().check(z.refine(isControllerUrl, "must be an http(s):// or ws(s):// URL")),
+  secret: z.string().check(
+    z.maxLength(1024),
     // It travels in the Secret-Key header: only printable ASCII can (Jenkins secrets are hex).
-    .regex(/^[\x21-\x7e]*$/, "must be printable ASCII without spaces (it is sent in an HTTP header)")
-    .refine(
+    z.regex(/^[\x21-\x7e]*$/, "must be printable ASCII without spaces (it is sent in an HTTP header)"),
+    z.refine(
       (value) => [...value].length >= MIN_SECRET_CHARS,
       `must be at least ${MIN_SECRET_CHARS} characters: a shorter secret cannot be masked in logs`,
     ),
-  name: z
-    .string()
-    .min(1, "must not be empty")
-    .max(200)
+  ),
+  name: z.string().check(
+    z.minLength(1, "must not be empty"),
+    z.maxLength(200),
     // Jenkins names Lambda nodes "<label expression>.lambda-xxxxxx": spaces, && and any
     // Unicode are fine (the name travels percent-encoded in the Node-Name header).
-    .refine(isPrintableName, "must not contain control characters or slashes"),
-  labels: z.array(z.string().min(1).max(100)).max(100).default([]),
+    z.refine(isPrintableName, "must not contain control characters or slashes"),
+  ),
+  labels: z._default(z.array(z.string().check(z.minLength(1), z.maxLength(100))).check(z.maxLength(100)), []),
   /** Root of the agent's files; each job gets a fresh workspace below it. */
-  workDir: z.string().min(1).default(join(tmpdir(), "agent")),
-  runtime: runtimeKindSchema.default("local"),
+  workDir: z._default(z.string().check(z.minLength(1)), join(tmpdir(), "agent")),
+  runtime: z._default(runtimeKindSchema, "local"),
   /** Epoch ms by which the agent must have stopped (null: none). */
-  deadlineAt: z.number().int().positive().nullable().default(null),
+  deadlineAt: z._default(z.nullable(z.int().check(z.positive())), null),
   /** A step is not started when less than this remains before the deadline's stop. */
-  deadlineStepStartMinMs: ms(0).default(15_000),
+  deadlineStepStartMinMs: z._default(ms(0), 15_000),
   /** Configured cap on the bytes a job may write to the work dir's filesystem (null: the free space only). */
-  diskBudgetBytes: z.number().int().min(0).nullable().default(null),
+  diskBudgetBytes: z._default(z.nullable(z.int().check(z.gte(0))), null),
   /** Free space kept for the agent itself (logs, results): the budget stops the job before it is used. */
-  diskHeadroomBytes: z
-    .number()
-    .int()
-    .min(0)
-    .default(16 * 1_048_576),
+  diskHeadroomBytes: z._default(z.int().check(z.gte(0)), 16 * 1_048_576),
   /** How often a running step's disk use and memory are sampled. */
-  monitorIntervalMs: ms(10).default(250),
+  monitorIntervalMs: z._default(ms(10), 250),
   /** How long to keep trying to reach the controller before giving up. */
-  connectTimeoutMs: ms(0).default(60_000),
+  connectTimeoutMs: z._default(ms(0), 60_000),
   /** How long to wait for a job once connected. */
-  idleTimeoutMs: ms(1).default(600_000),
-  heartbeatIntervalMs: ms(10).default(10_000),
+  idleTimeoutMs: z._default(ms(1), 600_000),
+  heartbeatIntervalMs: z._default(ms(10), 10_000),
   /** A missing pong this long after a ping ends the connection. */
-  heartbeatTimeoutMs: ms(10).default(30_000),
+  heartbeatTimeoutMs: z._default(ms(10), 30_000),
   /** SIGTERM -> SIGKILL delay when a step is stopped. */
-  graceMs: ms(0).default(10_000),
+  graceMs: z._default(ms(0), 10_000),
   /** After a step's process exits, how long its pipes may stay open (held by a grandchild). */
-  drainMs: ms(0).default(2_000),
+  drainMs: z._default(ms(0), 2_000),
   /** How long to wait for the controller to acknowledge `job-end`. */
-  ackTimeoutMs: ms(1).default(30_000),
+  ackTimeoutMs: z._default(ms(1), 30_000),
   /**
    * At most 256 KiB, so that a frame with its header fits the controller's 1 MiB maxPayload. The
    * default is that largest size: bulk output then costs both sides the fewest frames (each one
    * has a fixed cost: a send, an ack, the controller's journal line), and a slow stream is sent
    * by `frameFlushMs`, whatever the size.
    */
-  frameMaxBytes: z.number().int().min(256).max(262_144).default(262_144),
-  frameFlushMs: ms(0).default(10),
+  frameMaxBytes: z._default(z.int().check(z.gte(256), z.lte(262_144)), 262_144),
+  frameFlushMs: z._default(ms(0), 10),
   /** Unacknowledged output spilled to disk at most; beyond memory + spool, the step's pipes are paused (never dropped). */
-  maxSpoolBytes: z
-    .number()
-    .int()
-    .min(0)
-    .default(64 * 1_048_576),
+  maxSpoolBytes: z._default(z.int().check(z.gte(0)), 64 * 1_048_576),
   /** After losing the controller mid-job, how long to keep trying to resume the session. */
-  reconnectTimeoutMs: ms(0).default(60_000),
+  reconnectTimeoutMs: z._default(ms(0), 60_000),
   /** Unacknowledged output kept in memory; beyond it, output spills to a file in the work dir. */
-  maxUnackedBytes: z
-    .number()
-    .int()
-    .min(65_536)
-    .default(4 * 1_048_576),
+  maxUnackedBytes: z._default(z.int().check(z.gte(65_536)), 4 * 1_048_576),
   /** Largest frame accepted from the controller. */
-  maxPayloadBytes: z
-    .number()
-    .int()
-    .min(65_536)
-    .default(16 * 1_048_576),
-  handshakeTimeoutMs: ms(1).default(10_000),
+  maxPayloadBytes: z._default(z.int().check(z.gte(65_536)), 16 * 1_048_576),
+  handshakeTimeoutMs: z._default(ms(1), 10_000),
   /** Most entries a workspace seed or an artifact set may hold. */
-  maxArchiveEntries: z.number().int().min(1).default(100_000),
+  maxArchiveEntries: z._default(z.int().check(z.gte(1)), 100_000),
   /** Environment given to every step before the job's own (never contains the agent's secret). */
-  baseEnv: z.record(z.string(), z.string()).default({}),
+  baseEnv: z._default(z.record(z.string(), z.string()), {}),
   /** `auto` asks the controller what it is; `native` speaks protocol v1; `jenkins` runs remoting's agent.jar. */
-  mode: agentModeSchema.default("auto"),
+  mode: z._default(agentModeSchema, "auto"),
   /** Jenkins mode: transport, Java and remoting options (see jenkins/settings.ts). */
-  jenkins: jenkinsSettingsSchema.prefault({}),
+  jenkins: z.prefault(jenkinsSettingsSchema, {}),
 });
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
@@ -122,14 +107,14 @@ const SECRET_FIELDS = new Set(["secret"]);
  * const config = parseAgentConfig({ url: "http://127.0.0.1:8080/", secret, name: "agent-1" });
  */
 export function parseAgentConfig(input: unknown): AgentConfig {
-  const result = agentConfigSchema.safeParse(input, { reportInput: true });
+  const result = validateInput(agentConfigSchema, input, { reportInput: true });
   if (result.success) return result.data;
   throw new ConfigError(zodProblems(result.error, SECRET_FIELDS));
 }
 
 /** Turns zod issues into problems naming the field, the rule and the value (secrets masked). */
 export function zodProblems(
-  error: z.ZodError,
+  error: z.core.$ZodError,
   secretFields: ReadonlySet<string> = SECRET_FIELDS,
 ): ConfigProblem[] {
   return error.issues.map((issue) => {

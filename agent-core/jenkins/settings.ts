@@ -1,5 +1,5 @@
 import { parse as parseShellWords } from "shell-quote";
-import * as z from "zod";
+import * as z from "zod/mini";
 import { clip } from "../clip.ts";
 import type { ConfigProblem } from "../errors.ts";
 
@@ -26,41 +26,42 @@ export const OWNED_REMOTING_OPTIONS = [
   "-jnlpUrl",
 ] as const;
 
+/** A non-empty string, or null (the default) when not given. */
+function optionalText() {
+  return z._default(z.nullable(z.string().check(z.minLength(1))), null);
+}
+
 /**
  * Jenkins mode's settings (ignored in native mode). Every field has the default a plain
  * `jenkins/inbound-agent` container would have.
  */
 export const jenkinsSettingsSchema = z.object({
   /** Connect over WebSocket (`-webSocket`, `JENKINS_WEB_SOCKET=true`) instead of the TCP agent port. */
-  webSocket: z.boolean().default(false),
+  webSocket: z._default(z.boolean(), false),
   /** `-tunnel HOST:PORT` (`JENKINS_TUNNEL`): reach the TCP agent port through this address. */
-  tunnel: z.string().min(1).nullable().default(null),
+  tunnel: optionalText(),
   /** `-direct HOST:PORT` with `-instanceIdentity` (`JENKINS_DIRECT_CONNECTION`, `JENKINS_INSTANCE_IDENTITY`). */
-  direct: z.string().min(1).nullable().default(null),
-  instanceIdentity: z.string().min(1).nullable().default(null),
+  direct: optionalText(),
+  instanceIdentity: optionalText(),
   /** `-protocols` for a direct connection (`JENKINS_PROTOCOLS`). */
-  protocols: z.array(z.string().min(1)).default([]),
+  protocols: z._default(z.array(z.string().check(z.minLength(1))), []),
   /** JVM options (`JENKINS_JAVA_OPTS`, else `JAVA_OPTS`): after the agent's own, so they win. */
-  javaOpts: z.array(z.string()).default([]),
+  javaOpts: z._default(z.array(z.string()), []),
   /** Extra remoting arguments: pass-through flags from the command line, then `REMOTING_OPTS`. */
-  remotingOpts: z.array(z.string()).default([]),
+  remotingOpts: z._default(z.array(z.string()), []),
   /** The java to run (`JENKINS_JAVA_BIN`); else `$JAVA_HOME/bin/java`, else `java` on PATH. */
-  javaBin: z.string().min(1).nullable().default(null),
-  javaHome: z.string().min(1).nullable().default(null),
+  javaBin: optionalText(),
+  javaHome: optionalText(),
   /** A jar baked into the image (`JENKINS_AGENT_FILE`), used when the controller cannot serve one. */
-  agentFile: z.string().min(1).nullable().default(null),
+  agentFile: optionalText(),
   /** Memory the platform gives the agent in MB (Lambda's function memory); null: the cgroup limit or the machine's. */
-  memoryMb: z.number().int().min(64).nullable().default(null),
+  memoryMb: z._default(z.nullable(z.int().check(z.gte(64))), null),
   /** Largest agent.jar accepted from the controller. */
-  jarMaxBytes: z
-    .number()
-    .int()
-    .min(65_536)
-    .default(32 * 1_048_576),
+  jarMaxBytes: z._default(z.int().check(z.gte(65_536)), 32 * 1_048_576),
   /** How long fetching agent.jar may take. */
-  jarFetchTimeoutMs: z.number().int().min(100).default(30_000),
+  jarFetchTimeoutMs: z._default(z.int().check(z.gte(100)), 30_000),
   /** Class-data sharing for agent.jar (`AGENT_JAVA_CDS=off` turns it off). */
-  classDataSharing: z.boolean().default(true),
+  classDataSharing: z._default(z.boolean(), true),
 });
 
 export type JenkinsSettings = z.infer<typeof jenkinsSettingsSchema>;

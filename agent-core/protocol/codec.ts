@@ -1,7 +1,8 @@
-import type * as z from "zod";
+import type * as z from "zod/mini";
 import { clip } from "../clip.ts";
 import { ProtocolError } from "../errors.ts";
 import { safeCut } from "../logs/utf8.ts";
+import { validateInput } from "../validation.ts";
 import { CloseCode } from "./close-codes.ts";
 import {
   type AgentMessage,
@@ -10,7 +11,7 @@ import {
   controllerMessageSchemas,
 } from "./messages.ts";
 
-type SchemaTable = Record<string, z.ZodType>;
+type SchemaTable = Record<string, z.ZodMiniType>;
 
 function decode<T>(text: string, table: SchemaTable, from: string): T {
   let value: unknown;
@@ -46,7 +47,7 @@ function decode<T>(text: string, table: SchemaTable, from: string): T {
       `${from} sent unknown message type ${JSON.stringify(type)} (expected one of ${Object.keys(table).join(", ")})`,
     );
   }
-  const parsed = schema.safeParse(value);
+  const parsed = validateInput(schema, value);
   if (!parsed.success) {
     const problems = parsed.error.issues
       .map((i) => `${i.path.join(".") || "(message)"}: ${i.message}`)

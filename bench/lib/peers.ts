@@ -131,8 +131,10 @@ export interface AgentLaunch {
 }
 
 /**
- * Starts the container entrypoint bundle as its own process, the way ECS starts the image
- * (launch inputs in JENKINS_* variables), and resolves once the controller has its hello.
+ * Starts the container entrypoint bundle as its own process, the way the reference controller's
+ * provisioners start the image (launch inputs in JENKINS_* variables, `AGENT_MODE=native`:
+ * controller/provisioners/), and resolves once the controller has its hello. `launch.env` may
+ * override any of it (`AGENT_MODE: "auto"`: as a Jenkins plugin starts it, which cannot say).
  * `readyAt - run.startedAt` is the start-to-connected time.
  */
 export async function launchAgent(
@@ -149,6 +151,7 @@ export async function launchAgent(
       JENKINS_AGENT_NAME: name,
       JENKINS_AGENT_WORKDIR: launch.workDir,
       AGENT_RUNTIME: "local",
+      AGENT_MODE: "native",
       ...launch.env,
     }),
   });

@@ -12,6 +12,11 @@ const EMPTY_NODE = "node -e ''";
 
 const ROWS = {
   connected: { id: "start-to-connected", title: "start to connected (entrypoint)", unit: "ms" },
+  connectedAuto: {
+    id: "start-to-connected-auto",
+    title: "start to connected, auto mode (entrypoint)",
+    unit: "ms",
+  },
   handler: { id: "handler-cold-import", title: "Lambda handler cold import", unit: "ms" },
   sdk: { id: "handler-cloudwatch-sdk", title: "Lambda handler + CloudWatch SDK import", unit: "ms" },
 } as const;
@@ -26,38 +31,62 @@ export const startup: Measurement = {
   rows: Object.values(ROWS),
   async run(ctx: BenchContext): Promise<Figure[]> {
     const runs = byScale(ctx, { full: 20, quick: 5, smoke: 1 });
-    return [await startToConnected(ctx, runs), await handlerImport(ctx, runs), await sdkLoad(ctx, runs)];
+    return [...(await startToConnected(ctx, runs)), await handlerImport(ctx, runs), await sdkLoad(ctx, runs)];
   },
 };
 
-async function startToConnected(ctx: BenchContext, runs: number): Promise<Figure> {
-  ctx.progress(`start to connected: ${runs} runs (+1 warm-up)`);
+/**
+ * Start to connected as the reference controller's provisioners launch the agent (native mode),
+ * and in auto mode as a Jenkins plugin launches it (one request asks the controller what it is
+ * first), in turn with `node -e ''`.
+ */
+async function startToConnected(ctx: BenchContext, runs: number): Promise<Figure[]> {
+  ctx.progress(`start to connected: ${runs} runs of each mode (+1 warm-up)`);
   const ctl = await BenchController.start();
-  const agent: number[] = [];
+  const native: number[] = [];
+  const auto: number[] = [];
   const baseline: number[] = [];
+  const launch = async (name: string, mode: "native" | "auto") => {
+    const { run, readyAt } = await launchAgent(ctl, name, {
+      workDir: join(ctx.tmp, "agent-work"),
+      env: { AGENT_MODE: mode },
+    });
+    await stopProcess(run);
+    return readyAt - run.startedAt;
+  };
   try {
     for (let i = 0; i <= runs; i++) {
       const empty = await timedRun(NODE, ["-e", ""]);
-      const { run, readyAt } = await launchAgent(ctl, `bench-start-${i}`, {
-        workDir: join(ctx.tmp, "agent-work"),
-      });
-      await stopProcess(run);
+      const nativeMs = await launch(`bench-start-${i}`, "native");
+      const autoMs = await launch(`bench-start-auto-${i}`, "auto");
       if (i === 0) continue; // warm-up: file cache, first-run effects
       baseline.push(empty.ms);
-      agent.push(readyAt - run.startedAt);
+      native.push(nativeMs);
+      auto.push(autoMs);
     }
   } finally {
     await ctl.stop();
   }
-  return measured({
-    ...ROWS.connected,
-    samples: agent,
-    baseline: { title: `${EMPTY_NODE}, spawn to exit`, samples: baseline },
-    target: { text: "ratio <= 2.0", actual: (f) => f.ratio, op: "<=", limit: 2 },
-    notes: [
-      "spawn of `node dist/container-entrypoint.mjs` (JENKINS_* env) until the in-process controller logs `agent ready` (its logger hook)",
-    ],
-  });
+  const until = "until the in-process controller logs `agent ready` (its logger hook)";
+  return [
+    measured({
+      ...ROWS.connected,
+      samples: native,
+      baseline: { title: `${EMPTY_NODE}, spawn to exit`, samples: baseline },
+      target: { text: "ratio <= 2.0", actual: (f) => f.ratio, op: "<=", limit: 2 },
+      notes: [
+        `spawn of \`node dist/container-entrypoint.mjs\` as the reference controller launches it (JENKINS_* env, AGENT_MODE=native) ${until}`,
+      ],
+    }),
+    measured({
+      ...ROWS.connectedAuto,
+      samples: auto,
+      baseline: { title: `${EMPTY_NODE}, spawn to exit`, samples: baseline },
+      notes: [
+        `the same with AGENT_MODE=auto, as a Jenkins plugin launches it: first one request (\`GET <url>jnlpJars/agent.jar\`) asks the controller what it is`,
+      ],
+    }),
+  ];
 }
 
 async function handlerImport(ctx: BenchContext, runs: number): Promise<Figure> {

@@ -105,6 +105,8 @@ export class EcsProvisioner implements Provisioner {
               environment: [
                 ...(inEnvironment ? [{ name: "JENKINS_SECRET", value: request.secret }] : []),
                 { name: "AGENT_LABELS", value: request.labels.join(",") },
+                // The reference controller knows what it is: no auto-mode request asking it.
+                { name: "AGENT_MODE", value: "native" },
               ],
             },
           ],

@@ -12,14 +12,17 @@ export interface LambdaSettings {
 }
 
 /**
- * The invocation payload: exactly the AWS Lambda Cloud plugin's fields (`url`, `node_secret`,
- * `node_name`), plus this project's `labels` (the handler adds them to the function's own).
+ * The invocation payload: the AWS Lambda Cloud plugin's fields (`url`, `node_secret`,
+ * `node_name`), plus this project's `mode: "native"` (the reference controller knows what it is:
+ * the agent skips auto mode's request that asks) and `labels` (the handler adds them to the
+ * function's own).
  */
 export function lambdaPayload(request: ProvisionRequest): Record<string, unknown> {
   return {
     url: request.controllerUrl,
     node_secret: request.secret,
     node_name: request.agentName,
+    mode: "native",
     ...(request.labels.length > 0 ? { labels: request.labels } : {}),
   };
 }

@@ -19,7 +19,7 @@ const ADOPTED_POLL_MS = 1_000;
 /**
  * Launches the container entrypoint as a child process, exactly as ECS would start the image,
  * with the launch inputs in the environment (`JENKINS_URL`, `JENKINS_SECRET`,
- * `JENKINS_AGENT_NAME`): the secret never appears in the process list. The agent writes its
+ * `JENKINS_AGENT_NAME`, and `AGENT_MODE=native`): the secret never appears in the process list. The agent writes its
  * diagnostics straight to `<logDir>/<name>.log`, so it outlives a controller restart.
  */
 export class LocalProvisioner implements Provisioner {
@@ -58,6 +58,8 @@ export class LocalProvisioner implements Provisioner {
           JENKINS_AGENT_NAME: request.agentName,
           AGENT_LABELS: labels.join(","),
           AGENT_RUNTIME: "local",
+          // The reference controller knows what it is: no auto-mode request asking it.
+          AGENT_MODE: "native",
         },
       });
     } finally {

@@ -10,6 +10,7 @@ const run = promisify(execFile);
 /** Every row `bench/run.ts` reports; each must be present, measured or n/a, in every run. */
 const FIGURE_IDS = [
   "start-to-connected",
+  "start-to-connected-auto",
   "handler-cold-import",
   "handler-cloudwatch-sdk",
   "per-step-overhead",

@@ -132,6 +132,8 @@ describe("the ECS provisioner against a loopback ECS (real @aws-sdk/client-ecs)"
       startedBy: "ephemeral-build-agent",
     });
     expect(task.env.JENKINS_SECRET).toBe(controller.secretFor(attempt.agent));
+    // The reference controller says what it is: the agent skips auto mode's request.
+    expect(task.env.AGENT_MODE).toBe("native");
     const override = (task.request.overrides as { containerOverrides: { command: string[] }[] })
       .containerOverrides[0]!;
     expect(override.command).not.toContain(controller.secretFor(attempt.agent));

@@ -94,7 +94,7 @@ async function logOf(controller: Controller, id: string): Promise<string> {
 }
 
 describe("the Lambda provisioner against a loopback Lambda (real @aws-sdk/client-lambda, real handler bundle)", () => {
-  it("runs a job routed to a Lambda label: an asynchronous Invoke of the alias with the plugin's payload", async () => {
+  it("runs a job routed to a Lambda label: an asynchronous Invoke of the alias with the plugin's payload and the mode", async () => {
     const { controller, lambda } = await setup(30_000);
     const record = controller.submit({ labels: ["lambda"], steps: [{ run: "echo on lambda" }] });
     const final = await controller.waitForJob(record.id);
@@ -115,6 +115,7 @@ describe("the Lambda provisioner against a loopback Lambda (real @aws-sdk/client
       url: controller.url,
       node_secret: controller.secretFor(agent),
       node_name: agent,
+      mode: "native",
       labels: ["lambda", "git"],
     });
     expect(final.attempts[0]!.platformRef).toContain(`${FUNCTION}:live request ${invocation.requestId}`);

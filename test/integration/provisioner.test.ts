@@ -24,7 +24,11 @@ describe("dispatch and the local provisioner", () => {
         5_000,
         "the agent to finish",
       );
-      expect(readFileSync(agentLog, "utf8")).not.toContain(ctl.controller.secretFor(final.agent!.name));
+      const diagnostics = readFileSync(agentLog, "utf8");
+      expect(diagnostics).not.toContain(ctl.controller.secretFor(final.agent!.name));
+      // Launched as native (AGENT_MODE): no auto-mode request asked the controller what it is.
+      expect(diagnostics).toContain('"msg":"connected to the controller"');
+      expect(diagnostics).not.toContain('"msg":"mode detected"');
     } finally {
       await ctl.close();
     }

@@ -54,10 +54,32 @@ describe("start graph: what the bundles load before they run (issue 16)", () => 
     );
   });
 
+  it("the Lambda image's bootstrap (the Runtime API loop) loads the loop, not the smoke test, Jenkins mode or the transfers", () => {
+    const sources = startSources("dist/lambda/bootstrap.js");
+    expect(sources).toContain("lambda-handler/runtime-loop.ts");
+    expect(sources.filter((source) => [...ON_DEMAND, "lambda-handler/smoke.ts"].includes(source))).toEqual(
+      [],
+    );
+  });
+
   it("the on-demand code is still in both bundles, in the chunks they load with import()", () => {
     expect(startSources("dist/container-entrypoint.mjs", true)).toEqual(expect.arrayContaining(ON_DEMAND));
     expect(startSources("dist/lambda/handler.js", true)).toEqual(
       expect.arrayContaining([...ON_DEMAND, "lambda-handler/smoke.ts"]),
     );
+  });
+
+  it("no program holds classic zod: the schemas are zod/mini's, whose schemas carry no methods to build", () => {
+    for (const program of [
+      "dist/container-entrypoint.mjs",
+      "dist/lambda/handler.js",
+      "dist/lambda/bootstrap.js",
+      "dist/controller.mjs",
+      "dist/deploy.mjs",
+    ]) {
+      const sources = startSources(program, true);
+      expect(sources.filter((source) => source.startsWith("node_modules/zod/v4/classic/"))).toEqual([]);
+    }
+    expect(startSources("dist/container-entrypoint.mjs")).toContain("node_modules/zod/v4/mini/schemas.js");
   });
 });

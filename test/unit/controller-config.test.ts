@@ -161,7 +161,7 @@ describe("the controller config file", () => {
 });
 
 describe("the Lambda invocation payload", () => {
-  it("is the AWS Lambda Cloud plugin's payload plus the labels", () => {
+  it("is the AWS Lambda Cloud plugin's payload plus the mode (native: no detection request) and the labels", () => {
     expect(
       lambdaPayload({
         agentName: "job-1-abc",
@@ -175,6 +175,7 @@ describe("the Lambda invocation payload", () => {
       url: "https://ci.example.com/",
       node_secret: "s3cret",
       node_name: "job-1-abc",
+      mode: "native",
       labels: ["lambda", "git"],
     });
   });
