@@ -97,9 +97,14 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
     message,
     pgid: null,
   });
-  if (options.signal?.aborted) {
-    return { exitCode: null, signal: null, durationMs: 0, reason: abortReason(options.signal), pgid: null };
-  }
+  const notStarted = (signal: AbortSignal): StepResult => ({
+    exitCode: null,
+    signal: null,
+    durationMs: 0,
+    reason: abortReason(signal),
+    pgid: null,
+  });
+  if (options.signal?.aborted) return notStarted(options.signal);
   const attempt = spawnAttempt(options);
   // Checked first: spawn reports a missing cwd as the program not found (ENOENT).
   const cwdIsDirectory = isDirectory(options.cwd);
@@ -112,6 +117,12 @@ export async function runStep(options: RunStepOptions): Promise<StepResult> {
   }
 
   const fifos = (await options.pipes?.take()) ?? null;
+  // Aborted while the first FIFOs were being made: not started, as above.
+  if (options.signal?.aborted) {
+    if (fifos !== null)
+      closeFds(fifos.stdout.read, fifos.stdout.write, fifos.stderr.read, fifos.stderr.write);
+    return notStarted(options.signal);
+  }
   let child: ChildProcess;
   try {
     child = spawn(attempt.file, attempt.args, {

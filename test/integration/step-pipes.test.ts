@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -202,6 +202,22 @@ describe("a step's output through FIFOs", () => {
       await pipes.close();
     }
     expect(readdirSync(pipesParent.path)).toEqual(["agent-step-pipes-1-Ef34Gh"]);
+  });
+
+  it("a step aborted while its first FIFOs are being made is not started, and nothing of them is left", async () => {
+    const slowMkfifo = join(pipesParent.path, "slow-mkfifo");
+    writeFileSync(slowMkfifo, '#!/bin/sh\nsleep 0.4\nexec mkfifo "$@"\n', { mode: 0o755 });
+    const before = openFds();
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path], mkfifo: slowMkfifo });
+    const abort = new AbortController();
+    const marker = join(dir.path, "ran");
+    setTimeout(() => abort.abort("cancelled"), 50);
+    const result = await run(pipes, { run: `touch ${marker}` }, { signal: abort.signal });
+    expect(result).toMatchObject({ reason: "cancelled", exitCode: null, pgid: null });
+    expect(existsSync(marker)).toBe(false);
+    await pipes.close();
+    expect(openFds().sort()).toEqual(before.sort());
+    expect(readdirSync(pipesParent.path)).toEqual(["slow-mkfifo"]);
   });
 
   it("a step that removes the FIFO directory: the next steps get FIFOs from a new one", async () => {
