@@ -18,7 +18,7 @@
  * cannot be made (no `mkfifo`, a read-only temp dir) steps fall back to the socketpair, logged once.
  */
 import { execFile } from "node:child_process";
-import { closeSync, constants, fstatSync, openSync, unlinkSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, openSync, unlinkSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -62,6 +62,8 @@ export class StepPipes {
   readonly #logger: Logger;
   readonly #mkfifo: string;
   readonly #parentDirs: string[];
+  /** The first of #parentDirs a new directory may go in (one where `mkfifo` failed is left). */
+  #parent = 0;
   /** Every directory made (a step may remove one: a new one is made), removed by close(). */
   readonly #dirs: string[] = [];
   #dir: string | undefined;
@@ -125,11 +127,16 @@ export class StepPipes {
     await Promise.all(this.#dirs.map((dir) => rm(dir, { recursive: true, force: true }).catch(() => {})));
   }
 
-  /** Opens the next made pair, waiting for a batch when none is left. */
+  /**
+   * Opens the next made pair, waiting for a batch when none is left. Twice at most: a batch made
+   * in a directory a step removed, or in a parent where `mkfifo` fails, is followed by one in a
+   * new directory.
+   */
   async #openNext(): Promise<StepFifos | null> {
     for (let attempt = 0; attempt < 2; attempt++) {
       if (this.#ready.length <= this.#refillAt) this.#startFill();
       if (this.#ready.length === 0) await this.#filling;
+      if (this.#ready.length === 0) continue;
       const opened = this.#openReady();
       if (opened !== "gone") return opened;
     }
@@ -175,44 +182,69 @@ export class StepPipes {
     });
   }
 
+  /**
+   * Makes the next batch. A failure makes FIFOs unavailable for this job only when no directory
+   * is left to try: when a step removed the directory while the batch was made (`rm -rf
+   * /dev/shm/*`), the next batch goes in a new one; when `mkfifo` fails in an existing directory
+   * (a file system out of inodes or remounted read-only), the next parent is tried.
+   */
   async #fill(): Promise<void> {
     const count = this.#batch;
     this.#refillAt = Math.floor(count * REFILL_AT);
     this.#batch = Math.min(this.#batch * BATCH_GROWTH, MAX_BATCH);
+    let dir = this.#dir;
     try {
-      if (this.#dir === undefined) {
-        this.#dir = await privateDir(this.#parentDirs);
-        this.#dirs.push(this.#dir);
+      if (dir === undefined) {
+        const made = await privateDir(this.#parentDirs.slice(this.#parent));
+        this.#parent += made.parent;
+        dir = this.#dir = made.dir;
+        this.#dirs.push(dir);
       }
-      const dir = this.#dir;
+      const inDir = dir;
       const names = Array.from({ length: count }, () => String(this.#next++));
-      const paths = names.flatMap((name) => [join(dir, `${name}.out`), join(dir, `${name}.err`)]);
+      const paths = names.flatMap((name) => [join(inDir, `${name}.out`), join(inDir, `${name}.err`)]);
       await runMkfifo(this.#mkfifo, paths);
       if (dir === this.#dir) this.#ready.push(...names);
     } catch (error) {
-      this.#unavailable = (error as Error).message;
-      this.#ready = [];
-      this.#logger.warn("cannot make FIFOs for the steps' output; steps use a socketpair", {
-        error: this.#unavailable,
-      });
+      const reason = (error as Error).message;
+      if (dir !== undefined && !(error instanceof ProgramNotFoundError)) {
+        if (dir === this.#dir) {
+          this.#dir = undefined;
+          this.#ready = [];
+        }
+        // Removed under the batch by a step: a new directory in the same parent next time.
+        if (!existsSync(dir)) return;
+        if (++this.#parent < this.#parentDirs.length) {
+          this.#logger.debug("cannot make FIFOs here; trying the next directory", { dir, error: reason });
+          return;
+        }
+      }
+      this.#giveUp(reason);
     }
+  }
+
+  /** Every later step of this job gets a socketpair; logged once. */
+  #giveUp(reason: string): void {
+    this.#unavailable = reason;
+    this.#ready = [];
+    this.#logger.warn("cannot make FIFOs for the steps' output; steps use a socketpair", { error: reason });
   }
 }
 
 const DIR_PREFIX = "agent-step-pipes-";
 
 /**
- * A new directory of mode 0700 (mkdtemp's) in the first of `parents` that takes one, named with
- * this process's pid. Directories there of agents that died without removing theirs (SIGKILL, an
- * OOM kill) are removed along the way.
+ * A new directory of mode 0700 (mkdtemp's) in the first of `parents` that takes one (with that
+ * parent's index), named with this process's pid. Directories there of agents that died without
+ * removing theirs (SIGKILL, an OOM kill) are removed along the way.
  */
-async function privateDir(parents: string[]): Promise<string> {
-  let failure: unknown;
-  for (const parent of parents) {
+async function privateDir(parents: string[]): Promise<{ dir: string; parent: number }> {
+  let failure: unknown = new Error("no directory left to make FIFOs in");
+  for (const [index, parent] of parents.entries()) {
     try {
       const dir = await mkdtemp(join(parent, `${DIR_PREFIX}${process.pid}-`));
       await removeOrphanedDirs(parent);
-      return dir;
+      return { dir, parent: index };
     } catch (error) {
       failure = error;
     }
@@ -242,7 +274,13 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** `mkfifo -m 600 -- paths...`; rejects with a message naming the program and the cause. */
+/** The program that makes FIFOs is not on PATH (or not at the path given). */
+class ProgramNotFoundError extends Error {}
+
+/**
+ * `mkfifo -m 600 -- paths...`; rejects with a message naming the program and the cause
+ * ({@link ProgramNotFoundError} when it is not found).
+ */
 function runMkfifo(program: string, paths: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile(
@@ -252,12 +290,12 @@ function runMkfifo(program: string, paths: string[]): Promise<void> {
       (error, _stdout, stderr) => {
         if (error === null) return resolve();
         const code = (error as NodeJS.ErrnoException).code;
-        const detail =
-          code === "ENOENT"
-            ? `${JSON.stringify(program)} was not found (ENOENT)`
-            : error.killed
-              ? `${JSON.stringify(program)} did not finish within ${MKFIFO_TIMEOUT_MS} ms`
-              : `${JSON.stringify(program)} failed (exit ${String(code)}): ${stderr.trim().slice(0, 300)}`;
+        if (code === "ENOENT") {
+          return reject(new ProgramNotFoundError(`${JSON.stringify(program)} was not found (ENOENT)`));
+        }
+        const detail = error.killed
+          ? `${JSON.stringify(program)} did not finish within ${MKFIFO_TIMEOUT_MS} ms`
+          : `${JSON.stringify(program)} failed (exit ${String(code)}): ${stderr.trim().slice(0, 300)}`;
         reject(new Error(detail));
       },
     );

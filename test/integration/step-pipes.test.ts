@@ -8,10 +8,12 @@ import { type RunStepOptions, runStep, type StepResult } from "../../agent-core/
 import { StepPipes } from "../../agent-core/runner/step-pipes.ts";
 import {
   agentConfigFor,
+  canMountTmpfs,
   captureLogger,
   startController,
   type TestController,
   tempDir,
+  until,
 } from "../support/harness.ts";
 
 const PATH = process.env.PATH ?? "/usr/bin:/bin";
@@ -239,6 +241,75 @@ describe("a step's output through FIFOs", () => {
     }
     expect(readdirSync(pipesParent.path)).toEqual([]);
   });
+
+  it("a step that removes the FIFO directory while the next batch is being made: later steps still get FIFOs, from a new directory, and nothing is logged", async () => {
+    // An mkfifo whose second batch (the refill, made while a step runs) waits for the test's word.
+    const signals = tempDir("step-pipes-gate-");
+    const calls = join(signals.path, "calls");
+    const waiting = join(signals.path, "waiting");
+    const gate = join(signals.path, "gate");
+    const gatedMkfifo = join(signals.path, "gated-mkfifo");
+    writeFileSync(
+      gatedMkfifo,
+      `#!/bin/sh\necho >> ${calls}\nif [ "$(wc -l < ${calls})" -eq 2 ]; then\n  touch ${waiting}\n  until [ -e ${gate} ]; do sleep 0.01; done\nfi\nexec mkfifo "$@"\n`,
+      { mode: 0o755 },
+    );
+    const pipes = new StepPipes({
+      logger: log.logger,
+      parentDirs: [pipesParent.path],
+      mkfifo: gatedMkfifo,
+    });
+    try {
+      // The first batch holds 8 pairs; the refill starts when 2 are left, after the 6th step's
+      // spawn. Two pairs are then open or ready: the 7th step's and the 8th's.
+      for (let i = 0; i < 6; i++) expect((await run(pipes, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
+      await until(() => existsSync(waiting), 10_000, "the refill's mkfifo");
+      // The refill is under way in the directory this step removes.
+      const remover = await run(
+        pipes,
+        { run: `rm -rf "$PARENT"/*; touch "$GATE"; ${KIND}` },
+        { env: { PATH, PARENT: pipesParent.path, GATE: gate } },
+      );
+      expect(remover.stdout).toBe("1:fifo\n2:fifo\n");
+      for (let i = 0; i < 12; i++) expect((await run(pipes, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
+      expect(pipes.unavailable).toBeUndefined();
+      expect(log.entries().filter((e) => e.level === "warn")).toEqual([]);
+    } finally {
+      await pipes.close();
+      signals.remove();
+    }
+    expect(readdirSync(pipesParent.path)).toEqual([]);
+  });
+
+  it.skipIf(!canMountTmpfs)(
+    "a /dev/shm where mkfifo fails (out of inodes): the FIFOs go in the next directory, the temp dir (skipped where a tmpfs cannot be mounted: needs root)",
+    async () => {
+      // Room for the private directory, not for its FIFOs.
+      const shm = join(pipesParent.path, "shm");
+      const tmp = join(pipesParent.path, "tmp");
+      mkdirSync(shm);
+      mkdirSync(tmp);
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m,nr_inodes=4", "tmpfs", shm]);
+      const pipes = new StepPipes({ logger: log.logger, parentDirs: [shm, tmp] });
+      try {
+        for (let i = 0; i < 3; i++) expect((await run(pipes, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
+        expect(pipes.unavailable).toBeUndefined();
+        expect(readdirSync(tmp)).toHaveLength(1);
+        expect(log.entries().filter((e) => e.level === "warn")).toEqual([]);
+        expect(log.entries()).toMatchObject([
+          {
+            level: "debug",
+            msg: "cannot make FIFOs here; trying the next directory",
+            error: expect.stringMatching(/No space left/),
+          },
+        ]);
+      } finally {
+        await pipes.close();
+        execFileSync("umount", [shm]);
+      }
+      expect(readdirSync(tmp)).toEqual([]);
+    },
+  );
 
   it("no descriptor or FIFO is left behind by 60 steps, failed starts among them (ENOENT, E2BIG, a missing cwd)", async () => {
     // Node's own descriptors opened on first use (the event loop's, a spawn's), before counting.
