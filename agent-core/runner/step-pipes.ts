@@ -15,7 +15,8 @@
  * per FIFO on ext4 here), else in the agent's temp dir (Lambda has no /dev/shm). A step's pair
  * is opened (read end first, non-blocking; then the write end) and unlinked at once: nothing
  * else can open it afterwards, and the kernel frees it when the last end closes. Where FIFOs
- * cannot be made (no `mkfifo`, a read-only temp dir) steps fall back to the socketpair, logged once.
+ * cannot be made (no `mkfifo`, a read-only temp dir) steps fall back to the socketpair, logged
+ * once per process (a Lambda function's process runs one job per invocation: see {@link FifoSupport}).
  */
 import { execFile } from "node:child_process";
 import { closeSync, constants, existsSync, fstatSync, openSync, unlinkSync } from "node:fs";
@@ -36,7 +37,42 @@ export interface StepPipesOptions {
   mkfifo?: string;
   /** Where the private directory may be made, the first that takes one (default: /dev/shm, `os.tmpdir()`). */
   parentDirs?: string[];
+  /** What the process learned about FIFOs so far (default: this process's one; tests pass their own). */
+  support?: FifoSupport;
 }
+
+/**
+ * What a process has learned about making FIFOs, shared by the {@link StepPipes} of all its jobs:
+ * a Lambda function's process (and a test's) runs many jobs, and the fallback's cause is the
+ * process's (its PATH, its file systems), not a job's. Each warning is logged once per process
+ * (later jobs log it at debug level), and a `mkfifo` that was not found is not looked for again.
+ */
+export class FifoSupport {
+  readonly #warned = new Set<string>();
+  readonly #missing = new Map<string, string>();
+
+  /** Logs `msg` as a warning the first time in this process, at debug level after that. */
+  warnOnce(logger: Logger, msg: string, fields: Record<string, unknown>): void {
+    const first = !this.#warned.has(msg);
+    this.#warned.add(msg);
+    logger[first ? "warn" : "debug"](msg, fields);
+  }
+
+  /** Why `program` cannot be run, when it was not found before. */
+  missing(program: string): string | undefined {
+    return this.#missing.get(program);
+  }
+
+  markMissing(program: string, reason: string): void {
+    this.#missing.set(program, reason);
+  }
+}
+
+/** The process's own {@link FifoSupport}. */
+const PROCESS_SUPPORT = new FifoSupport();
+
+const CANNOT_MAKE = "cannot make FIFOs for the steps' output; steps use a socketpair";
+const CANNOT_OPEN = "cannot open a step's FIFOs; the step's output goes through a socketpair";
 
 /**
  * FIFO pairs made by the first `mkfifo`; each later batch is 4 times larger, up to
@@ -62,6 +98,7 @@ export class StepPipes {
   readonly #logger: Logger;
   readonly #mkfifo: string;
   readonly #parentDirs: string[];
+  readonly #support: FifoSupport;
   /** The first of #parentDirs a new directory may go in (one where `mkfifo` failed is left). */
   #parent = 0;
   /** Every directory made (a step may remove one: a new one is made), removed by close(). */
@@ -75,7 +112,6 @@ export class StepPipes {
   #filling: Promise<void> | undefined;
   /** Why FIFOs cannot be made (then every step gets a socketpair). */
   #unavailable: string | undefined;
-  #warnedOpen = false;
   #closed = false;
   /** The next step's pair, opened ahead. */
   #prepared: StepFifos | undefined;
@@ -86,6 +122,7 @@ export class StepPipes {
     this.#logger = options.logger;
     this.#mkfifo = options.mkfifo ?? "mkfifo";
     this.#parentDirs = options.parentDirs ?? [...DEFAULT_PARENTS, tmpdir()];
+    this.#support = options.support ?? PROCESS_SUPPORT;
     this.#startFill();
   }
 
@@ -166,12 +203,7 @@ export class StepPipes {
       this.#dir = undefined;
       return "gone";
     }
-    if (!this.#warnedOpen) {
-      this.#warnedOpen = true;
-      this.#logger.warn("cannot open a step's FIFOs; the step's output goes through a socketpair", {
-        error: opened.message,
-      });
-    }
+    this.#support.warnOnce(this.#logger, CANNOT_OPEN, { error: opened.message });
     return null;
   }
 
@@ -192,6 +224,8 @@ export class StepPipes {
     const count = this.#batch;
     this.#refillAt = Math.floor(count * REFILL_AT);
     this.#batch = Math.min(this.#batch * BATCH_GROWTH, MAX_BATCH);
+    const missing = this.#support.missing(this.#mkfifo);
+    if (missing !== undefined) return this.#giveUp(missing);
     let dir = this.#dir;
     try {
       if (dir === undefined) {
@@ -207,7 +241,9 @@ export class StepPipes {
       if (dir === this.#dir) this.#ready.push(...names);
     } catch (error) {
       const reason = (error as Error).message;
-      if (dir !== undefined && !(error instanceof ProgramNotFoundError)) {
+      if (error instanceof ProgramNotFoundError) {
+        this.#support.markMissing(this.#mkfifo, reason);
+      } else if (dir !== undefined) {
         if (dir === this.#dir) {
           this.#dir = undefined;
           this.#ready = [];
@@ -223,11 +259,11 @@ export class StepPipes {
     }
   }
 
-  /** Every later step of this job gets a socketpair; logged once. */
+  /** Every later step of this job gets a socketpair; logged once per process. */
   #giveUp(reason: string): void {
     this.#unavailable = reason;
     this.#ready = [];
-    this.#logger.warn("cannot make FIFOs for the steps' output; steps use a socketpair", { error: reason });
+    this.#support.warnOnce(this.#logger, CANNOT_MAKE, { error: reason });
   }
 }
 

@@ -1,11 +1,21 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { InvokeCommand, LambdaClient } from "@aws-sdk/client-lambda";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
 import { type RunStepOptions, runStep, type StepResult } from "../../agent-core/runner/run-step.ts";
-import { StepPipes } from "../../agent-core/runner/step-pipes.ts";
+import { FifoSupport, StepPipes } from "../../agent-core/runner/step-pipes.ts";
+import { startFakeLambda } from "../support/fake-lambda.ts";
 import {
   agentConfigFor,
   canMountTmpfs,
@@ -131,11 +141,13 @@ describe("a step's output through FIFOs", () => {
     expect(readdirSync(pipesParent.path)).toEqual([]);
   });
 
-  it("without mkfifo every step falls back to the socketpair, logged once with the reason", async () => {
+  it("without mkfifo every step falls back to the socketpair, logged once with the reason; a later job of the process looks for it no more and does not warn again", async () => {
+    const support = new FifoSupport();
     const pipes = new StepPipes({
       logger: log.logger,
       parentDirs: [pipesParent.path],
       mkfifo: "/nonexistent/mkfifo",
+      support,
     });
     try {
       for (let i = 0; i < 3; i++) {
@@ -157,12 +169,31 @@ describe("a step's output through FIFOs", () => {
     } finally {
       await pipes.close();
     }
+    // The next job of the same process: known at once (no mkfifo run), said at debug level only.
+    const next = new StepPipes({
+      logger: log.logger,
+      parentDirs: [pipesParent.path],
+      mkfifo: "/nonexistent/mkfifo",
+      support,
+    });
+    try {
+      expect(next.unavailable).toMatch(/ENOENT/);
+      expect((await run(next, { run: KIND })).stdout).toBe("1:socket\n2:socket\n");
+      expect(log.entries().filter((e) => e.level === "warn")).toHaveLength(1);
+      expect(log.entries().filter((e) => e.level === "debug")).toMatchObject([
+        { msg: "cannot make FIFOs for the steps' output; steps use a socketpair" },
+      ]);
+    } finally {
+      await next.close();
+    }
+    expect(readdirSync(pipesParent.path)).toEqual([]);
   });
 
   it("the directory goes in the first parent that takes one (/dev/shm, else the temp dir); with none, the socketpair, logged once", async () => {
     const fallback = new StepPipes({
       logger: log.logger,
       parentDirs: ["/nonexistent/shm", pipesParent.path],
+      support: new FifoSupport(),
     });
     try {
       expect((await run(fallback, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
@@ -170,7 +201,11 @@ describe("a step's output through FIFOs", () => {
     } finally {
       await fallback.close();
     }
-    const none = new StepPipes({ logger: log.logger, parentDirs: ["/nonexistent/shm", "/proc/self"] });
+    const none = new StepPipes({
+      logger: log.logger,
+      parentDirs: ["/nonexistent/shm", "/proc/self"],
+      support: new FifoSupport(),
+    });
     try {
       for (let i = 0; i < 2; i++)
         expect((await run(none, { run: KIND })).stdout).toBe("1:socket\n2:socket\n");
@@ -258,6 +293,7 @@ describe("a step's output through FIFOs", () => {
       logger: log.logger,
       parentDirs: [pipesParent.path],
       mkfifo: gatedMkfifo,
+      support: new FifoSupport(),
     });
     try {
       // The first batch holds 8 pairs; the refill starts when 2 are left, after the 6th step's
@@ -290,7 +326,7 @@ describe("a step's output through FIFOs", () => {
       mkdirSync(shm);
       mkdirSync(tmp);
       execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m,nr_inodes=4", "tmpfs", shm]);
-      const pipes = new StepPipes({ logger: log.logger, parentDirs: [shm, tmp] });
+      const pipes = new StepPipes({ logger: log.logger, parentDirs: [shm, tmp], support: new FifoSupport() });
       try {
         for (let i = 0; i < 3; i++) expect((await run(pipes, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
         expect(pipes.unavailable).toBeUndefined();
@@ -448,6 +484,61 @@ describe("a job's steps over a real controller", () => {
       expect(
         readdirSync(parent).filter((name) => name.startsWith(`agent-step-pipes-${process.pid}-`)),
       ).toEqual([]);
+    }
+  });
+});
+
+describe("a Lambda sandbox whose PATH has no mkfifo", () => {
+  it("every invocation's steps use the socketpair, and the fallback is logged once for the process, not per job", async () => {
+    const ctl = await startController();
+    const bin = tempDir("no-mkfifo-bin-");
+    const lambda = await startFakeLambda({ idleSandboxMs: 30_000 });
+    try {
+      // What a step needs, and no mkfifo.
+      for (const tool of ["bash", "sh", "cat"])
+        symlinkSync(execFileSync("which", [tool]).toString().trim(), join(bin.path, tool));
+      lambda.createFunction({
+        name: "no-mkfifo",
+        timeoutMs: 30_000,
+        environment: {
+          PATH: bin.path,
+          AGENT_CLOUDWATCH: "off",
+          AGENT_DEADLINE_MARGIN_MS: "1000",
+          AGENT_GRACE_MS: "300",
+          AGENT_DRAIN_MS: "200",
+        },
+        maximumRetryAttempts: 0,
+      });
+      const client = new LambdaClient(lambda.clientConfig);
+      const logs: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const name = `no-mkfifo.lambda-${i}`;
+        const record = ctl.controller.submit({ steps: [{ run: `${KIND}; echo err >&2` }, { run: KIND }] });
+        const payload = {
+          url: ctl.controller.url,
+          node_secret: ctl.controller.secretFor(name),
+          node_name: name,
+        };
+        await client.send(
+          new InvokeCommand({ FunctionName: "no-mkfifo", Payload: Buffer.from(JSON.stringify(payload)) }),
+        );
+        expect((await ctl.client.log(record.id)).toString()).toBe(
+          "1:socket\n2:socket\nerr\n1:socket\n2:socket\n",
+        );
+        expect(ctl.controller.getJob(record.id)?.status).toBe("succeeded");
+        logs.push(lambda.invocations.at(-1)!.log);
+      }
+      // One warm sandbox ran all three.
+      expect(lambda.sandboxCount()).toBe(1);
+      const warnings = logs.map(
+        (log) => log.split("\n").filter((line) => line.includes("cannot make FIFOs")).length,
+      );
+      expect(warnings).toEqual([1, 0, 0]);
+      expect(logs[0]).toMatch(/"mkfifo\\" was not found \(ENOENT\)/);
+    } finally {
+      await lambda.close();
+      bin.remove();
+      await ctl.close();
     }
   });
 });
