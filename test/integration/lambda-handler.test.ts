@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -370,6 +370,21 @@ describe("Lambda handler: malformed invocations fail fast with every problem lis
       expect(JSON.stringify(entries())).not.toContain(SECRET);
     });
   }
+});
+
+describe("Lambda handler: docs/deploy.md's error example", () => {
+  it("is word for word what the handler raises for that event", async () => {
+    const doc = readFileSync(join(import.meta.dirname, "../../docs/deploy.md"), "utf8");
+    const example = /`AGENT_ERR_CONFIG` lists every problem[\s\S]*?```text\n([\s\S]*?)\n```/.exec(doc)?.[1];
+    expect(example).toBeDefined();
+    const { handler } = makeHandler({ AGENT_DEADLINE_MARGIN_MS: "soon" });
+    const event = { url: 5, node_secret: 12_345_678, node_name: "build.lambda-abcdef", token: "t" };
+    const error = await handler(event, context(900_000)).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(error?.message).toBe(example);
+  });
 });
 
 describe("Lambda handler: echoed values are clipped", () => {
