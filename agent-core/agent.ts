@@ -16,6 +16,7 @@ import { JobOutputTee } from "./logs/job-output.ts";
 import { buildMaskSet, maskText } from "./logs/masker.ts";
 import { CloseCode } from "./protocol/close-codes.ts";
 import type { Hello, Job } from "./protocol/messages.ts";
+import { StepPipes } from "./runner/step-pipes.ts";
 import { JobChannel } from "./session/job-channel.ts";
 import type { SessionClose } from "./session/session.ts";
 import { AGENT_VERSION } from "./version.ts";
@@ -111,14 +112,18 @@ export async function runNativeAgent(
   if (!(connected instanceof JobChannel)) return end(connected);
   const channel = connected;
   timings.connectedAt = Date.now();
+  let pipes: StepPipes | undefined;
   try {
     await sayHello(channel, config, logger, copy);
+    // The steps' first FIFOs are made while the controller answers: `mkfifo`'s spawn is then
+    // off the first step's path (runner/step-pipes.ts).
+    pipes = new StepPipes({ logger });
     const first = await waitForJob(channel, config, options);
     if ("exitCode" in first) return end(first);
     const job = first.job;
     timings.jobStartedAt = Date.now();
     const jobLogger = logger.child({ job: job.id });
-    const run = await runJobOnChannel(job, channel, config, { ...options, logger: jobLogger }, copy);
+    const run = await runJobOnChannel(job, channel, config, { ...options, logger: jobLogger }, copy, pipes);
     timings.jobEndedAt = Date.now();
     try {
       return end({
@@ -129,6 +134,7 @@ export async function runNativeAgent(
       await cleanUp(run.workspace, jobLogger);
     }
   } finally {
+    await pipes?.close();
     channel.dispose();
   }
 }
@@ -221,6 +227,7 @@ async function runJobOnChannel(
   config: AgentConfig,
   options: RunAgentOptions,
   copy: JobLogCopy | undefined,
+  pipes: StepPipes,
 ): Promise<{
   outcome: JobOutcome;
   workspace: string | undefined;
@@ -285,6 +292,7 @@ async function runJobOnChannel(
           logger,
           signal: channel.jobSignal,
           ...(options.killNow ? { killNow: options.killNow } : {}),
+          pipes,
         }),
     });
     ({ outcome, ...extras } = ran);

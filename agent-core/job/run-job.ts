@@ -69,6 +69,12 @@ export interface RunJobOptions {
   signal: AbortSignal;
   /** Aborting kills the running step at once (SIGKILL, no grace): a second SIGTERM. */
   killNow?: AbortSignal;
+  /**
+   * The steps' FIFOs, made ahead by the caller (the native agent starts them while it waits for
+   * its job, so that no step waits for `mkfifo`); the caller closes them. Without, the job makes
+   * its own and closes them when it ends.
+   */
+  pipes?: StepPipes;
 }
 
 interface Failure {
@@ -91,8 +97,9 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
   const started = performance.now();
   const steps: JobOutcome["steps"] = [];
   const groups = new Set<number>();
-  // The first FIFOs are made while the job gets ready (the sweep, the disk headroom).
-  const pipes = new StepPipes({ logger });
+  // Without FIFOs made ahead, the first are made while the job gets ready (the sweep, the disk headroom).
+  const ownPipes = options.pipes === undefined ? new StepPipes({ logger }) : undefined;
+  const pipes = options.pipes ?? ownPipes!;
   // Beside the first step, not before it: a step never matches (its agent is alive).
   const sweeping = stopTrackedProcesses({ orphaned: true }, 0).then((leftovers) => {
     if (leftovers.length > 0) {
@@ -179,7 +186,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
       stopTrackedProcesses({ id: trackingId }, graceMs),
     ]);
     if (stray.length > 0) logger.info("stopped processes the job left running", { pids: stray });
-    await pipes.close();
+    await ownPipes?.close();
   }
 
   const base = {

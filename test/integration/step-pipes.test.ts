@@ -16,6 +16,7 @@ import { ExitCode, runAgent } from "../../agent-core/index.ts";
 import { type RunStepOptions, runStep, type StepResult } from "../../agent-core/runner/run-step.ts";
 import { FifoSupport, StepPipes } from "../../agent-core/runner/step-pipes.ts";
 import { startFakeLambda } from "../support/fake-lambda.ts";
+import { ackEverything, fakeController, waitForType } from "../support/fake-peers.ts";
 import {
   agentConfigFor,
   canMountTmpfs,
@@ -484,6 +485,43 @@ describe("a job's steps over a real controller", () => {
       expect(
         readdirSync(parent).filter((name) => name.startsWith(`agent-step-pipes-${process.pid}-`)),
       ).toEqual([]);
+    }
+  });
+});
+
+describe("the native agent's FIFOs", () => {
+  it("are made while the agent waits for its job, so that the first step does not wait for mkfifo; none are left after", async () => {
+    const parents = existsSync("/dev/shm") ? ["/dev/shm", tmpdir()] : [tmpdir()];
+    /** FIFOs of this process's agents (the agent runs in the test's process). */
+    const madeFifos = () =>
+      parents.flatMap((parent) =>
+        readdirSync(parent)
+          .filter((name) => name.startsWith(`agent-step-pipes-${process.pid}-`))
+          .flatMap((name) => readdirSync(join(parent, name))),
+      );
+    let fifosBeforeJob: string[] = [];
+    const fake = await fakeController((socket, traffic) => {
+      ackEverything(socket);
+      void waitForType(traffic, "hello").then(async () => {
+        // A controller that answers later than mkfifo takes (a remote one): the batch is there first.
+        await until(() => madeFifos().length > 0, 10_000, "the agent's first FIFOs");
+        fifosBeforeJob = madeFifos();
+        socket.send(
+          JSON.stringify({ v: 1, type: "job", job: { id: "j1", steps: [{ id: "s1", run: KIND }] } }),
+        );
+      });
+    });
+    try {
+      const { logger } = captureLogger();
+      const outcome = await runAgent(
+        agentConfigFor({ url: fake.url, secretFor: () => "secret-of-test" } as never, "fifos-ahead"),
+        { logger },
+      );
+      expect(fifosBeforeJob.length).toBeGreaterThanOrEqual(2);
+      expect(outcome.job).toMatchObject({ status: "succeeded" });
+      expect(madeFifos()).toEqual([]);
+    } finally {
+      await fake.close();
     }
   });
 });
