@@ -9,7 +9,7 @@ import {
   zodProblems,
 } from "../agent-core/index.ts";
 import { ControllerApiError } from "./errors.ts";
-import { durationMs, MAX_INFRASTRUCTURE_RETRIES, nestingDepth } from "./job-spec.ts";
+import { DURATION_FORMS, durationMs, MAX_INFRASTRUCTURE_RETRIES, nestingDepth } from "./job-spec.ts";
 import { loadEcsSdk, loadLambdaSdk } from "./provisioners/aws-sdk.ts";
 import { EcsProvisioner } from "./provisioners/ecs.ts";
 import { LambdaProvisioner } from "./provisioners/lambda.ts";
@@ -23,10 +23,13 @@ import type { LaunchTemplate } from "./provisioners/provisioner.ts";
  */
 const durationSchema = z
   .pipe(
-    z.union([
-      z.int().check(z.nonnegative()),
-      z.string().check(z.regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h")),
-    ]),
+    z.union(
+      [
+        z.int().check(z.nonnegative()),
+        z.string().check(z.regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h")),
+      ],
+      { error: DURATION_FORMS },
+    ),
     z.transform((value) => durationMs(value)),
   )
   .check(
@@ -39,12 +42,15 @@ const durationSchema = z
 
 const BYTE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as const;
 const bytesSchema = z.pipe(
-  z.union([
-    z.int().check(z.positive()),
-    z
-      .string()
-      .check(z.regex(/^\d+\s*(B|KiB|MiB|GiB)$/, "must be a number of bytes or look like 512MiB or 1GiB")),
-  ]),
+  z.union(
+    [
+      z.int().check(z.positive()),
+      z
+        .string()
+        .check(z.regex(/^\d+\s*(B|KiB|MiB|GiB)$/, "must be a number of bytes or look like 512MiB or 1GiB")),
+    ],
+    { error: "must be a whole number of bytes or look like 512MiB or 1GiB" },
+  ),
   z.transform((value) => {
     if (typeof value === "number") return value;
     const [, count, unit] = /^(\d+)\s*(B|KiB|MiB|GiB)$/.exec(value)!;

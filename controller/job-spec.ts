@@ -20,15 +20,25 @@ export const MAX_INFRASTRUCTURE_RETRIES = 10;
 /** Deepest nesting of arrays and objects a submission may have (a real job needs 4). */
 export const MAX_SUBMISSION_DEPTH = 32;
 
+/** What a value that is neither form of a duration is told. */
+export const DURATION_FORMS = "must be a whole number of milliseconds or look like 500ms, 30s, 5m or 1h";
+
 /**
  * A job as submitted (HTTP API body, or a YAML/JSON job file). Durations are milliseconds or
  * strings such as "500ms", "30s", "5m", "1h".
  */
 const durationSchema = z
-  .union([
-    z.int().check(z.positive()),
-    z.string().check(z.regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h")),
-  ])
+  .pipe(
+    z.union(
+      [
+        z.int().check(z.positive()),
+        z.string().check(z.regex(/^\d+(\.\d+)?\s*(ms|s|m|h)$/, "must look like 500ms, 30s, 5m or 1h")),
+      ],
+      { error: DURATION_FORMS },
+    ),
+    // The bounds judge what parsed only: "banana" is told its format, not that it is under 1 ms.
+    z.transform((value) => value),
+  )
   .check(
     z.refine((value) => durationMs(value) >= 1, "must be at least 1 ms"),
     z.refine((value) => durationMs(value) <= MAX_DURATION_MS, "must be at most 365 days (8760h)"),
@@ -41,7 +51,10 @@ const durationSchema = z
 const cString = z.string().check(z.refine((text) => !text.includes("\0"), "must not contain a NUL byte"));
 const envSchema = z.record(
   z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name")),
-  z.pipe(z.union([cString, z.number(), z.boolean()]), z.transform(String)),
+  z.pipe(
+    z.union([cString, z.number(), z.boolean()], { error: "must be a string, a number or a boolean" }),
+    z.transform(String),
+  ),
 );
 
 const stepSubmissionSchema = z

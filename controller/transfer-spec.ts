@@ -13,26 +13,32 @@ import { ARTIFACT_WHEN, cacheNameSchema, cacheVariable, patternSchema } from "..
  * uploaded (`POST /api/v1/workspaces`). The HTTP API takes only the upload form: a directory is
  * the CLI's to pack.
  */
-export const workspaceSubmissionSchema = z.union([
-  z.string().check(z.minLength(1)),
-  z.strictObject({
-    path: z.string().check(z.minLength(1)),
-    exclude: z._default(z.array(patternSchema).check(z.maxLength(100)), []),
-  }),
-  z.strictObject({
-    upload: z.string().check(z.regex(/^[0-9a-f]{24}$/, "must be an upload id (24 hex digits)")),
-  }),
-]);
+export const workspaceSubmissionSchema = z.union(
+  [
+    z.string().check(z.minLength(1)),
+    z.strictObject({
+      path: z.string().check(z.minLength(1)),
+      exclude: z._default(z.array(patternSchema).check(z.maxLength(100)), []),
+    }),
+    z.strictObject({
+      upload: z.string().check(z.regex(/^[0-9a-f]{24}$/, "must be an upload id (24 hex digits)")),
+    }),
+  ],
+  { error: "must be a directory, {path, exclude} or {upload}" },
+);
 
 /** `artifacts`: a list of patterns (kept after a success), or the full form. */
-export const artifactsSubmissionSchema = z.union([
-  z.array(patternSchema).check(z.minLength(1), z.maxLength(100)),
-  z.strictObject({
-    paths: z.array(patternSchema).check(z.minLength(1), z.maxLength(100)),
-    exclude: z._default(z.array(patternSchema).check(z.maxLength(100)), []),
-    when: z._default(z.enum(ARTIFACT_WHEN), "on-success"),
-  }),
-]);
+export const artifactsSubmissionSchema = z.union(
+  [
+    z.array(patternSchema).check(z.minLength(1), z.maxLength(100)),
+    z.strictObject({
+      paths: z.array(patternSchema).check(z.minLength(1), z.maxLength(100)),
+      exclude: z._default(z.array(patternSchema).check(z.maxLength(100)), []),
+      when: z._default(z.enum(ARTIFACT_WHEN), "on-success"),
+    }),
+  ],
+  { error: "must be a list of patterns or {paths, exclude, when}" },
+);
 
 export const cachesSubmissionSchema = z.array(cacheNameSchema).check(
   z.minLength(1),
@@ -57,10 +63,10 @@ const FACTORS: Record<string, number> = {
 
 /** A size: a number of bytes, or a string such as `512MiB`, `2 GiB`, `1.5GB`. */
 export const sizeSchema = z.pipe(
-  z.union([
-    z.int().check(z.gte(0)),
-    z.string().check(z.regex(SIZE, "must look like 1048576, 512MiB or 2GB")),
-  ]),
+  z.union(
+    [z.int().check(z.gte(0)), z.string().check(z.regex(SIZE, "must look like 1048576, 512MiB or 2GB"))],
+    { error: "must be a whole number of bytes or look like 1048576, 512MiB or 2GB" },
+  ),
   z.transform((value) => sizeBytes(value)),
 );
 

@@ -34,7 +34,11 @@ export const lambdaEventSchema = z.object({
   node_secret: z.optional(z.string()),
   node_name: z.optional(z.string()),
   /** Labels added to the function's own (AGENT_LABELS): an array, or comma/space separated. */
-  labels: z.optional(z.union([z.array(z.string()), z.string()])),
+  labels: z.optional(
+    z.union([z.array(z.string()), z.string()], {
+      error: "must be a list of labels or a comma/space separated string",
+    }),
+  ),
   log_level: z.optional(z.enum(["debug", "info", "warn", "error"])),
   /** Root of the agent's files; must be below the function's /tmp. */
   work_dir: z.optional(z.string()),

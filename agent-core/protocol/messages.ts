@@ -73,10 +73,10 @@ const envSchema = z.record(
 const seqSchema = z.int().check(z.gte(1));
 const nonNegativeInt = z.int().check(z.gte(0));
 
-export const shellSchema = z.union([
-  z.enum(["bash", "sh"]),
-  z.array(z.string().check(z.minLength(1))).check(z.minLength(1)),
-]);
+export const shellSchema = z.union(
+  [z.enum(["bash", "sh"]), z.array(z.string().check(z.minLength(1))).check(z.minLength(1))],
+  { error: 'must be "bash", "sh" or a program and its arguments' },
+);
 export type Shell = z.infer<typeof shellSchema>;
 
 export const stepSchema = z

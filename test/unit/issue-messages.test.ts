@@ -163,3 +163,76 @@ describe("zod's issues read in English wherever a user sees them", () => {
     });
   });
 });
+
+/** Every problem an error lists, in order, as `field: message` (the error's stable code checked first). */
+function problemList(run: () => unknown, code: string): string[] {
+  try {
+    run();
+  } catch (error) {
+    expect((error as AgentError | ControllerApiError).code).toBe(code);
+    const problems = (error as { problems: { field: string; message: string }[] }).problems;
+    return problems.map((p) => `${p.field}: ${p.message}`);
+  }
+  throw new Error("expected the input to be refused");
+}
+
+describe("a value of none of a field's forms is told the forms, once", () => {
+  it("job submissions: a duration that is no duration is told its format only, not bounds it cannot be judged by", () => {
+    expect(
+      problemList(
+        () => prepareJob({ steps: [{ run: "x" }], timeout: "banana" }, "job-1"),
+        "CONTROLLER_ERR_INVALID_JOB",
+      ),
+    ).toEqual(['timeout: must look like 500ms, 30s, 5m or 1h, got `"banana"` (string)']);
+    expect(
+      problemList(
+        () => prepareJob({ steps: [{ run: "x", timeout: 0 }] }, "job-1"),
+        "CONTROLLER_ERR_INVALID_JOB",
+      ),
+    ).toEqual(["steps.0.timeout: Too small: expected number to be >0, got `0` (number)"]);
+  });
+
+  it("job submissions: durations, environment values, shells, workspaces and artifacts of the wrong kind", () => {
+    const list = problemList(
+      () =>
+        prepareJob(
+          { steps: [{ run: "x", timeout: 1.5, env: { A: null }, shell: 5 }], workspace: 5, artifacts: 5 },
+          "job-1",
+        ),
+      "CONTROLLER_ERR_INVALID_JOB",
+    );
+    expect(list.sort()).toEqual([
+      "artifacts: must be a list of patterns or {paths, exclude, when}, got `5` (number)",
+      "steps.0.env.A: must be a string, a number or a boolean, got `null` (null)",
+      'steps.0.shell: must be "bash", "sh" or a program and its arguments, got `5` (number)',
+      "steps.0.timeout: must be a whole number of milliseconds or look like 500ms, 30s, 5m or 1h, got `1.5` (number)",
+      "workspace: must be a directory, {path, exclude} or {upload}, got `5` (number)",
+    ]);
+  });
+
+  it("controller config: a duration and a size of the wrong kind", () => {
+    expect(
+      problemList(
+        () => parseControllerConfig({ resumeWindow: true, maxLogBytes: 1.5 }),
+        "CONTROLLER_ERR_CONFIG",
+      ),
+    ).toEqual([
+      "maxLogBytes: must be a whole number of bytes or look like 512MiB or 1GiB, got `1.5` (number)",
+      "resumeWindow: must be a whole number of milliseconds or look like 500ms, 30s, 5m or 1h, got `true` (boolean)",
+    ]);
+  });
+
+  it("Lambda event: labels that are neither a list nor a string", () => {
+    const problems = problemsOf(
+      () =>
+        fromLambdaEvent(
+          { url: AGENT.url, node_secret: SECRET, node_name: "n", labels: 5 },
+          { remainingMs: 600_000, env: {} },
+        ),
+      "AGENT_ERR_CONFIG",
+    );
+    expect(problems.labels).toBe(
+      "must be a list of labels or a comma/space separated string, got `5` (number)",
+    );
+  });
+});
