@@ -10,7 +10,9 @@
  *
  * Node has neither pipe(2) nor mkfifo(3): FIFOs are made by the `mkfifo` program, in batches
  * ahead of the steps that use them (a spawn per step would add to every step's start), in a
- * private directory (mode 0700, never in the workspace): on /dev/shm where there is one (a
+ * private directory (mode 0300: its owner may make, open and unlink names in it but not list it,
+ * and the names are random, so a step's own processes, of the agent's user, cannot find the
+ * FIFOs made ahead for later steps; never in the workspace): on /dev/shm where there is one (a
  * tmpfs: making a FIFO on a disk file system costs a journal write, about 0.6 ms of system CPU
  * per FIFO on ext4 here), else in the agent's temp dir (Lambda has no /dev/shm). A step's pair
  * is opened (read end first, non-blocking; then the write end) and unlinked at once: nothing
@@ -19,8 +21,9 @@
  * once per process (a Lambda function's process runs one job per invocation: see {@link FifoSupport}).
  */
 import { execFile } from "node:child_process";
-import { closeSync, constants, existsSync, fstatSync, openSync, unlinkSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, unlinkSync } from "node:fs";
+import { chmod, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "../logger.ts";
@@ -104,9 +107,8 @@ export class StepPipes {
   /** Every directory made (a step may remove one: a new one is made), removed by close(). */
   readonly #dirs: string[] = [];
   #dir: string | undefined;
-  /** Names of the made pairs not yet used (`<n>.out`, `<n>.err` in #dir). */
+  /** Names of the made pairs not yet used (`<name>.out`, `<name>.err` in #dir; random). */
   #ready: string[] = [];
-  #next = 0;
   #batch = FIRST_BATCH;
   #refillAt = Math.floor(FIRST_BATCH * REFILL_AT);
   #filling: Promise<void> | undefined;
@@ -161,7 +163,7 @@ export class StepPipes {
     if (this.#prepared !== undefined) closeAll(this.#prepared);
     this.#prepared = undefined;
     await this.#filling;
-    await Promise.all(this.#dirs.map((dir) => rm(dir, { recursive: true, force: true }).catch(() => {})));
+    await Promise.all(this.#dirs.map((dir) => removeDir(dir)));
   }
 
   /**
@@ -235,7 +237,8 @@ export class StepPipes {
         this.#dirs.push(dir);
       }
       const inDir = dir;
-      const names = Array.from({ length: count }, () => String(this.#next++));
+      // Random: the directory cannot be listed, so a name is found only by who made it.
+      const names = Array.from({ length: count }, () => randomBytes(12).toString("hex"));
       const paths = names.flatMap((name) => [join(inDir, `${name}.out`), join(inDir, `${name}.err`)]);
       await runMkfifo(this.#mkfifo, paths);
       if (dir === this.#dir) this.#ready.push(...names);
@@ -269,17 +272,23 @@ export class StepPipes {
 
 const DIR_PREFIX = "agent-step-pipes-";
 
+/** A private directory's mode while in use: make, open and unlink by name; no listing. */
+const DIR_MODE = 0o300;
+
 /**
- * A new directory of mode 0700 (mkdtemp's) in the first of `parents` that takes one (with that
- * parent's index), named with this process's pid. Directories there of agents that died without
- * removing theirs (SIGKILL, an OOM kill) are removed along the way.
+ * A new directory of mode {@link DIR_MODE} in the first of `parents` that takes one (with that
+ * parent's index), named with this process's pid and start time (`agent-step-pipes-<pid>-<start
+ * ticks>-XXXXXX`). Directories there of agents that died without removing theirs (SIGKILL, an OOM
+ * kill), a pid reused since included, are removed along the way.
  */
 async function privateDir(parents: string[]): Promise<{ dir: string; parent: number }> {
   let failure: unknown = new Error("no directory left to make FIFOs in");
+  const self = { pid: process.pid, start: startTicks(process.pid) };
   for (const [index, parent] of parents.entries()) {
     try {
-      const dir = await mkdtemp(join(parent, `${DIR_PREFIX}${process.pid}-`));
-      await removeOrphanedDirs(parent);
+      const dir = await mkdtemp(join(parent, `${DIR_PREFIX}${self.pid}-${self.start ?? 0}-`));
+      await chmod(dir, DIR_MODE);
+      await removeOrphanedDirs(parent, self);
       return { dir, parent: index };
     } catch (error) {
       failure = error;
@@ -288,16 +297,49 @@ async function privateDir(parents: string[]): Promise<{ dir: string; parent: num
   throw failure;
 }
 
-/** Removes `parent`'s FIFO directories whose agent process is gone. Best effort: never throws. */
-async function removeOrphanedDirs(parent: string): Promise<void> {
+/**
+ * Removes `parent`'s FIFO directories whose agent process is gone: its pid is not running, or runs
+ * a process started at another time (the pid was reused: a container restarted in place keeps
+ * /dev/shm and /tmp). Names without a start time (`agent-step-pipes-<pid>-XXXXXX`) are judged by
+ * the pid alone. Best effort: never throws.
+ */
+async function removeOrphanedDirs(
+  parent: string,
+  self: { pid: number; start: number | null },
+): Promise<void> {
   const names = await readdir(parent).catch(() => [] as string[]);
   const orphans = names.filter((name) => {
-    const pid = Number(/^agent-step-pipes-(\d+)-/.exec(name)?.[1]);
-    return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid);
+    const match = /^agent-step-pipes-(\d+)-(?:(\d+)-)?[^-]+$/.exec(name);
+    if (match === null) return false;
+    const pid = Number(match[1]);
+    const start = match[2] === undefined ? null : Number(match[2]);
+    if (!(Number.isSafeInteger(pid) && pid > 0)) return false;
+    if (start === null || start === 0) return pid !== self.pid && !processAlive(pid);
+    if (pid === self.pid) return start !== self.start;
+    return !processAlive(pid) || (startTicks(pid) ?? start) !== start;
   });
-  await Promise.all(
-    orphans.map((name) => rm(join(parent, name), { recursive: true, force: true }).catch(() => {})),
-  );
+  await Promise.all(orphans.map((name) => removeDir(join(parent, name))));
+}
+
+/** Removes a FIFO directory, made listable again first (rm must read it). Best effort. */
+async function removeDir(dir: string): Promise<void> {
+  await chmod(dir, 0o700).catch(() => {});
+  await rm(dir, { recursive: true, force: true }).catch(() => {});
+}
+
+/**
+ * When process `pid` started, in clock ticks after boot (`/proc/<pid>/stat` field 22, proc(5)):
+ * with the pid, it names one process for good. Null where it cannot be read (not Linux, gone).
+ */
+function startTicks(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may hold spaces and parentheses): field 3 is first.
+    const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[22 - 3]);
+    return Number.isSafeInteger(ticks) && ticks > 0 ? ticks : null;
+  } catch {
+    return null;
+  }
 }
 
 function processAlive(pid: number): boolean {

@@ -1,5 +1,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import {
+  chmodSync,
+  chownSync,
   existsSync,
   mkdirSync,
   readdirSync,
@@ -21,6 +23,7 @@ import {
   agentConfigFor,
   canMountTmpfs,
   captureLogger,
+  ROOT,
   startController,
   type TestController,
   tempDir,
@@ -28,6 +31,13 @@ import {
 } from "../support/harness.ts";
 
 const PATH = process.env.PATH ?? "/usr/bin:/bin";
+/** Why the test run as another user cannot run here, or null. */
+const SETPRIV_MISSING =
+  process.getuid?.() !== 0
+    ? "not root: cannot switch to another user"
+    : spawnSync("setpriv", ["--version"]).error
+      ? "no setpriv (util-linux)"
+      : null;
 
 let dir: ReturnType<typeof tempDir>;
 let pipesParent: ReturnType<typeof tempDir>;
@@ -121,23 +131,24 @@ describe("a step's output through FIFOs", () => {
     }
   });
 
-  it("the FIFOs live in a private directory (0700) outside the workspace, are unlinked once open, and the directory goes at close", async () => {
+  it("the FIFOs live in a private directory (0300: no listing) outside the workspace, under random names, are unlinked once open, and the directory goes at close", async () => {
     const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
     const result = await run(pipes, { run: "echo hi" });
     expect(result.stdout).toBe("hi\n");
     const [made, ...others] = readdirSync(pipesParent.path);
     expect(others).toEqual([]);
     const privateDir = join(pipesParent.path, made!);
-    expect(statSync(privateDir).mode & 0o777).toBe(0o700);
-    // The batch made ahead waits for the next steps; the step's own pair is gone.
+    expect(statSync(privateDir).mode & 0o777).toBe(0o300);
+    expect(made).toMatch(new RegExp(`^agent-step-pipes-${process.pid}-\\d+-`));
+    // The batch made ahead waits for the next steps (root may list the directory; its owner may not).
     const fifos = readdirSync(privateDir);
     expect(fifos.length).toBeGreaterThan(0);
     for (const name of fifos) {
+      expect(name).toMatch(/^[0-9a-f]{24}\.(out|err)$/);
       expect(statSync(join(privateDir, name)).isFIFO()).toBe(true);
       expect(statSync(join(privateDir, name)).mode & 0o777).toBe(0o600);
     }
-    expect(fifos).not.toContain("0.out");
-    expect(fifos).not.toContain("0.err");
+    expect(new Set(fifos.map((name) => name.slice(0, 24))).size).toBe(fifos.length / 2);
     await pipes.close();
     expect(readdirSync(pipesParent.path)).toEqual([]);
   });
@@ -237,6 +248,78 @@ describe("a step's output through FIFOs", () => {
     }
     expect(readdirSync(pipesParent.path)).toEqual(["agent-step-pipes-1-Ef34Gh"]);
   });
+
+  it("a pid reused since its agent died (a container restarted in place) does not keep that agent's directory", async () => {
+    // Our own pid, another start time: the directory of an earlier process that had this pid.
+    const stale = join(pipesParent.path, `agent-step-pipes-${process.pid}-12345-Ab12Cd`);
+    // pid 1 is alive, but started at another time than this name says: also gone.
+    const reused = join(pipesParent.path, "agent-step-pipes-1-7-Ef34Gh");
+    for (const path of [stale, reused]) mkdirSync(path, { mode: 0o300 });
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
+    try {
+      expect((await run(pipes, { run: KIND })).stdout).toBe("1:fifo\n2:fifo\n");
+      const left = readdirSync(pipesParent.path);
+      expect(left).toHaveLength(1);
+      expect(left[0]).toMatch(new RegExp(`^agent-step-pipes-${process.pid}-\\d+-`));
+      expect(left[0]).not.toBe(`agent-step-pipes-${process.pid}-12345-Ab12Cd`);
+    } finally {
+      await pipes.close();
+    }
+    expect(readdirSync(pipesParent.path)).toEqual([]);
+  });
+
+  it.skipIf(SETPRIV_MISSING !== null)(
+    "as a user other than root (the image's agent user): a step cannot list the FIFO directory, and close and the sweep still remove it (skipped where the test cannot run as another user: needs root and setpriv)",
+    () => {
+      // The agent's code as uid/gid 65534 in a process of its own; the parent is writable by it.
+      const parent = tempDir("step-pipes-user-");
+      try {
+        chmodSync(parent.path, 0o777);
+        const dead = spawnSync("true").pid;
+        const orphan = join(parent.path, `agent-step-pipes-${dead}-99-Xy12Zw`);
+        mkdirSync(orphan);
+        execFileSync("mkfifo", [join(orphan, "left.out")]);
+        chownSync(orphan, 65534, 65534);
+        chownSync(join(orphan, "left.out"), 65534, 65534);
+        chmodSync(orphan, 0o300);
+        const script = [
+          `import { runStep } from ${JSON.stringify(join(ROOT, "agent-core/runner/run-step.ts"))};`,
+          `import { StepPipes } from ${JSON.stringify(join(ROOT, "agent-core/runner/step-pipes.ts"))};`,
+          "const logger = { warn() {}, debug() {}, info() {}, error() {}, child() { return logger; } };",
+          `const pipes = new StepPipes({ logger, parentDirs: [${JSON.stringify(parent.path)}] });`,
+          "let out = '';",
+          `const result = await runStep({ command: { run: 'ls ${parent.path}/agent-step-pipes-*/ 2>&1 || echo "rc=$?"' }, cwd: '/tmp', env: { PATH: process.env.PATH }, graceMs: 200, drainMs: 300, pipes, onOutput: (_s, c) => { out += c; return true; } });`,
+          "await pipes.close();",
+          "process.stdout.write(JSON.stringify({ exitCode: result.exitCode, out }));",
+        ].join("\n");
+        const ran = spawnSync(
+          "setpriv",
+          [
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            process.execPath,
+            "--import",
+            "tsx",
+            "--input-type=module",
+            "-e",
+            script,
+          ],
+          { cwd: ROOT, env: { PATH, HOME: "/tmp" }, encoding: "utf8", timeout: 30_000 },
+        );
+        expect(ran.stderr).toBe("");
+        const result = JSON.parse(ran.stdout) as { exitCode: number; out: string };
+        expect(result, ran.stdout).toMatchObject({ exitCode: 0 });
+        expect(result.out).toMatch(/Permission denied/);
+        expect(result.out).toMatch(/rc=[12]\n/);
+        expect(result.out).not.toMatch(/[0-9a-f]{24}\.(out|err)/);
+        // Its own directory went at close, the dead agent's in the sweep, both 0300 until then.
+        expect(readdirSync(parent.path)).toEqual([]);
+      } finally {
+        parent.remove();
+      }
+    },
+  );
 
   it("a step aborted while its first FIFOs are being made is not started, and nothing of them is left", async () => {
     // An mkfifo that waits for the test's word.
