@@ -102,12 +102,13 @@ describe("the web view in a real browser", () => {
     const job = await ctl.client.submit({
       name: "to-cancel",
       steps: [
-        { id: "wait", name: "Wait", run: gatedStep(gate, "waiting", "not cancelled") },
+        // Not "waiting": the page's queued row says "waiting for an agent" before any step runs.
+        { id: "wait", name: "Wait", run: gatedStep(gate, "step at its gate", "not cancelled") },
         { id: "after", name: "After", run: "echo after" },
       ],
     });
     const { page, errors } = await openPage(`/jobs/${job.id}`);
-    await logLine(page, "waiting").waitFor({ timeout: 20_000 });
+    await logLine(page, "step at its gate").waitFor({ timeout: 20_000 });
 
     const agents = await openPage("/agents");
     const agentRow = agents.page.locator("table.agents tbody tr", { hasText: job.id });
