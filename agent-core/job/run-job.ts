@@ -6,7 +6,7 @@ import type { Logger } from "../logger.ts";
 import { OutputFramer } from "../logs/framer.ts";
 import { type MaskSet, maskText, StreamMasker } from "../logs/masker.ts";
 import { setLongTimeout } from "../long-timer.ts";
-import type { OutputStream } from "../protocol/frames.ts";
+import { type OutputStream, outputFrameData } from "../protocol/frames.ts";
 import type { Job, Step, StepReason } from "../protocol/messages.ts";
 import { newTrackingId, stopTrackedProcesses, TRACKING_VARIABLE } from "../runner/job-processes.ts";
 import { abortReason, type Command, reapGroups, runStep, type StepResult } from "../runner/run-step.ts";
@@ -248,6 +248,8 @@ async function runOneStep(
   const framer = new OutputFramer({
     maxBytes: options.frameMaxBytes,
     flushMs: options.frameFlushMs,
+    // Frames assembled from several reads get room for the controller frame's header: one copy.
+    allocate: (length) => outputFrameData(step.id, length),
     emit: (frame) => sink.output(step.id, frame.stream, frame.offset, frame.data),
   });
   // Secrets are masked before anything leaves the runner, also when split across reads.

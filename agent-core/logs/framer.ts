@@ -13,6 +13,12 @@ export interface FramerOptions {
   maxBytes: number;
   /** A frame is sent at most this long after its first byte arrived. */
   flushMs: number;
+  /**
+   * Memory for a frame assembled from several chunks (default `Buffer.allocUnsafe`): the sink may
+   * give buffers with room for its own header (`outputFrameData`), so that the bytes are copied
+   * once on their way out. It returns exactly `length` bytes, all of which the framer fills.
+   */
+  allocate?: (length: number) => Buffer;
   emit: (frame: FramedOutput) => void;
 }
 
@@ -78,10 +84,19 @@ export class OutputFramer {
   }
 
   #take(): Buffer {
-    const all =
-      this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
+    const all = this.#pending.length === 1 ? this.#pending[0]! : this.#join();
     this.#pending = [];
     this.#pendingBytes = 0;
+    return all;
+  }
+
+  /** The pending chunks in one buffer from `allocate` (Buffer.concat's copy, into the sink's memory). */
+  #join(): Buffer {
+    const { allocate } = this.#options;
+    if (allocate === undefined) return Buffer.concat(this.#pending, this.#pendingBytes);
+    const all = allocate(this.#pendingBytes);
+    let at = 0;
+    for (const chunk of this.#pending) at += chunk.copy(all, at);
     return all;
   }
 

@@ -27,9 +27,43 @@ export interface OutputFrame {
   data: Buffer;
 }
 
+/**
+ * Frames of at least this many data bytes get their own memory from `outputFrameData` (smaller
+ * ones come from Node's shared pool: a header written in place there is not worth an allocation).
+ */
+const OUTPUT_ROOM_MIN_BYTES = 4096;
+
+/** Memory made by `outputFrameData` whose header room is still free -> the header's byte length. */
+const freeHeaderRoom = new WeakMap<ArrayBufferLike, number>();
+
+/**
+ * A buffer of `length` bytes for the data of one output frame of step `stepId` (unset bytes: the
+ * caller fills all of them), with free room before it for the frame's header: `encodeOutputFrame`
+ * then writes the header there and returns the frame without copying the data (the bulk output
+ * path copies each byte once, not twice). The room is used at most once; any other use of the
+ * buffer is an ordinary Buffer and encodes by copying, to the same bytes.
+ */
+export function outputFrameData(stepId: string, length: number): Buffer {
+  if (length < OUTPUT_ROOM_MIN_BYTES) return Buffer.allocUnsafe(length);
+  const header = OUTPUT_HEADER_BYTES + Buffer.byteLength(stepId, "utf8");
+  const frame = Buffer.allocUnsafeSlow(header + length);
+  freeHeaderRoom.set(frame.buffer, header);
+  return frame.subarray(header);
+}
+
 export function encodeOutputFrame(frame: OutputFrame): Buffer {
   const stepId = Buffer.from(frame.stepId, "utf8");
-  const buf = Buffer.allocUnsafe(OUTPUT_HEADER_BYTES + stepId.length + frame.data.length);
+  const header = OUTPUT_HEADER_BYTES + stepId.length;
+  const { data } = frame;
+  let buf: Buffer;
+  if (data.byteOffset === header && freeHeaderRoom.get(data.buffer) === header) {
+    // `data` starts right after room made for this header (outputFrameData): the frame is its memory.
+    freeHeaderRoom.delete(data.buffer);
+    buf = Buffer.from(data.buffer, 0, header + data.length);
+  } else {
+    buf = Buffer.allocUnsafe(header + data.length);
+    data.copy(buf, header);
+  }
   // Plain stores: both values are in range by construction (the checked writers validate on every frame).
   buf[0] = OUTPUT_FRAME_KIND;
   buf[1] = frame.stream === "stdout" ? 1 : 2;
@@ -37,7 +71,6 @@ export function encodeOutputFrame(frame: OutputFrame): Buffer {
   buf.writeUInt32BE(frame.seq, 4);
   buf.writeDoubleBE(frame.offset, 8);
   stepId.copy(buf, OUTPUT_HEADER_BYTES);
-  frame.data.copy(buf, OUTPUT_HEADER_BYTES + stepId.length);
   return buf;
 }
 
