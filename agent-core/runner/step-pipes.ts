@@ -23,7 +23,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, unlinkSync } from "node:fs";
-import { chmod, mkdtemp, readdir, rm } from "node:fs/promises";
+import { chmod, lstat, mkdtemp, readdir, rmdir, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "../logger.ts";
@@ -321,10 +321,25 @@ async function removeOrphanedDirs(
   await Promise.all(orphans.map((name) => removeDir(join(parent, name))));
 }
 
-/** Removes a FIFO directory, made listable again first (rm must read it). Best effort. */
+/**
+ * Removes a FIFO directory and everything a step put in it. Best effort: never throws.
+ *
+ * A step runs as the agent's user, so it owns what it made in there: each directory (the FIFO
+ * directory itself included) is made listable before it is read (a step may leave one of mode
+ * 000: `rm -r` alone cannot read it, and the agent's directory would be left for good), and a
+ * symbolic link is removed, never followed (`chmod` follows links: a link named like a FIFO
+ * directory must not make the agent change the mode of what it points at).
+ */
 async function removeDir(dir: string): Promise<void> {
-  await chmod(dir, 0o700).catch(() => {});
-  await rm(dir, { recursive: true, force: true }).catch(() => {});
+  await removeTree(dir).catch(() => {});
+}
+
+async function removeTree(path: string): Promise<void> {
+  const stat = await lstat(path);
+  if (!stat.isDirectory()) return unlink(path);
+  await chmod(path, 0o700);
+  await Promise.all((await readdir(path)).map((name) => removeTree(join(path, name)).catch(() => {})));
+  await rmdir(path);
 }
 
 /**

@@ -16,7 +16,7 @@ import { InvokeCommand, LambdaClient } from "@aws-sdk/client-lambda";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ExitCode, runAgent } from "../../agent-core/index.ts";
 import { type RunStepOptions, runStep, type StepResult } from "../../agent-core/runner/run-step.ts";
-import { FifoSupport, StepPipes } from "../../agent-core/runner/step-pipes.ts";
+import { closeFds, FifoSupport, StepPipes } from "../../agent-core/runner/step-pipes.ts";
 import { startFakeLambda } from "../support/fake-lambda.ts";
 import { ackEverything, fakeController, waitForType } from "../support/fake-peers.ts";
 import {
@@ -320,6 +320,74 @@ describe("a step's output through FIFOs", () => {
       }
     },
   );
+
+  it.skipIf(SETPRIV_MISSING !== null)(
+    "as a user other than root: what a step leaves in the FIFO directory (a subdirectory of mode 000, a file, a directory made unlistable again) does not keep it from being removed at close (skipped where the test cannot run as another user: needs root and setpriv)",
+    () => {
+      const parent = tempDir("step-pipes-user-");
+      try {
+        chmodSync(parent.path, 0o777);
+        const step = [
+          `d=$(echo ${parent.path}/agent-step-pipes-*)`,
+          'mkdir "$d/sub" "$d/sub/deeper" && touch "$d/file" "$d/sub/deeper/f"',
+          'chmod 000 "$d/sub/deeper" "$d/sub"',
+          'chmod 000 "$d"',
+          "echo done",
+        ].join("; ");
+        const script = [
+          `import { runStep } from ${JSON.stringify(join(ROOT, "agent-core/runner/run-step.ts"))};`,
+          `import { StepPipes } from ${JSON.stringify(join(ROOT, "agent-core/runner/step-pipes.ts"))};`,
+          "const logger = { warn() {}, debug() {}, info() {}, error() {}, child() { return logger; } };",
+          `const pipes = new StepPipes({ logger, parentDirs: [${JSON.stringify(parent.path)}] });`,
+          "let out = '';",
+          `const result = await runStep({ command: { run: ${JSON.stringify(step)} }, cwd: '/tmp', env: { PATH: process.env.PATH }, graceMs: 200, drainMs: 300, pipes, onOutput: (_s, c) => { out += c; return true; } });`,
+          "await pipes.close();",
+          "process.stdout.write(JSON.stringify({ exitCode: result.exitCode, out }));",
+        ].join("\n");
+        const ran = spawnSync(
+          "setpriv",
+          [
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            process.execPath,
+            "--import",
+            "tsx",
+            "--input-type=module",
+            "-e",
+            script,
+          ],
+          { cwd: ROOT, env: { PATH, HOME: "/tmp" }, encoding: "utf8", timeout: 30_000 },
+        );
+        expect(ran.stderr).toBe("");
+        expect(JSON.parse(ran.stdout)).toEqual({ exitCode: 0, out: "done\n" });
+        expect(readdirSync(parent.path)).toEqual([]);
+      } finally {
+        parent.remove();
+      }
+    },
+  );
+
+  it("the sweep removes a symbolic link named like a gone agent's FIFO directory without following it (the target's mode and contents are kept)", async () => {
+    const target = tempDir("step-pipes-target-");
+    try {
+      chmodSync(target.path, 0o755);
+      writeFileSync(join(target.path, "kept"), "x");
+      const dead = spawnSync("true").pid;
+      symlinkSync(target.path, join(pipesParent.path, `agent-step-pipes-${dead}-77-AbCdEf`));
+      const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
+      const fifos = await pipes.take();
+      expect(fifos).not.toBeNull();
+      if (fifos !== null)
+        closeFds(fifos.stdout.read, fifos.stdout.write, fifos.stderr.read, fifos.stderr.write);
+      await pipes.close();
+      expect(statSync(target.path).mode & 0o777).toBe(0o755);
+      expect(readdirSync(target.path)).toEqual(["kept"]);
+      expect(readdirSync(pipesParent.path)).toEqual([]);
+    } finally {
+      target.remove();
+    }
+  });
 
   it("a step aborted while its first FIFOs are being made is not started, and nothing of them is left", async () => {
     // An mkfifo that waits for the test's word.
