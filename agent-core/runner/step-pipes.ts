@@ -11,12 +11,15 @@
  * Node has neither pipe(2) nor mkfifo(3): FIFOs are made by the `mkfifo` program, in batches
  * ahead of the steps that use them (a spawn per step would add to every step's start), in a
  * private directory (mode 0300: its owner may make, open and unlink names in it but not list it,
- * and the names are random, so a step's own processes, of the agent's user, cannot find the
- * FIFOs made ahead for later steps; never in the workspace): on /dev/shm where there is one (a
+ * and the names are random, so that a step that lists directories does not come upon the FIFOs
+ * made ahead for later steps; not a boundary: a step's processes run as the agent's user, who
+ * owns the directory and may `chmod` it, and see `mkfifo`'s arguments in /proc. Never in the
+ * workspace): on /dev/shm where there is one (a
  * tmpfs: making a FIFO on a disk file system costs a journal write, about 0.6 ms of system CPU
  * per FIFO on ext4 here), else in the agent's temp dir (Lambda has no /dev/shm). A step's pair
- * is opened (read end first, non-blocking; then the write end) and unlinked at once: nothing
- * else can open it afterwards, and the kernel frees it when the last end closes. Where FIFOs
+ * is opened just before the step starts (read end first, non-blocking; then the write end) and
+ * unlinked at once: only through the agent's /proc/<pid>/fd can it be opened afterwards, so no
+ * later step's pair is opened while a step runs; the kernel frees it when the last end closes. Where FIFOs
  * cannot be made (no `mkfifo`, a read-only temp dir) steps fall back to the socketpair, logged
  * once per process (a Lambda function's process runs one job per invocation: see {@link FifoSupport}).
  */
@@ -115,9 +118,8 @@ export class StepPipes {
   /** Why FIFOs cannot be made (then every step gets a socketpair). */
   #unavailable: string | undefined;
   #closed = false;
-  /** The next step's pair, opened ahead. */
-  #prepared: StepFifos | undefined;
-  #preparing: NodeJS.Immediate | undefined;
+  /** A check, just after a step's spawn, whether a new batch is due. */
+  #refilling: NodeJS.Immediate | undefined;
 
   /** Starts making the first batch at once, so that it is ready by the first step. */
   constructor(options: StepPipesOptions) {
@@ -138,30 +140,28 @@ export class StepPipes {
    * the write ends right after the spawn). Null when FIFOs cannot be had: the step then uses a
    * socketpair (the reason is logged once). Never throws.
    *
-   * The pair is usually opened ahead, while the previous step ran; the next one is opened (and
-   * a new batch started when this one runs low) just after the caller's spawn, in the event
-   * loop's check phase, so that neither the opens nor `mkfifo`'s spawn delay a step's start.
+   * The pair is opened here, never ahead: a FIFO the agent holds open can be opened again by
+   * any process of its user through /proc/<agent pid>/fd, so one opened for the next step while
+   * this one runs would let this step write into (or read) the next step's output. Batches are
+   * made ahead: a new one is started when this one runs low, just after the caller's spawn (in
+   * the event loop's check phase), so that `mkfifo`'s spawn does not delay a step's start.
    */
   async take(): Promise<StepFifos | null> {
-    const prepared = this.#prepared;
-    this.#prepared = undefined;
-    const fifos = prepared ?? (await this.#openNext());
-    if (fifos !== null && !this.#closed && this.#preparing === undefined) {
-      this.#preparing = setImmediate(() => {
-        this.#preparing = undefined;
-        this.#prepareNext();
+    const fifos = await this.#openNext();
+    if (fifos !== null && !this.#closed && this.#refilling === undefined) {
+      this.#refilling = setImmediate(() => {
+        this.#refilling = undefined;
+        if (this.#ready.length <= this.#refillAt) this.#startFill();
       });
     }
     return fifos;
   }
 
-  /** Removes the FIFO directories and closes the pair opened ahead (after the job's last step). */
+  /** Removes the FIFO directories (after the job's last step). */
   async close(): Promise<void> {
     this.#closed = true;
-    if (this.#preparing !== undefined) clearImmediate(this.#preparing);
-    this.#preparing = undefined;
-    if (this.#prepared !== undefined) closeAll(this.#prepared);
-    this.#prepared = undefined;
+    if (this.#refilling !== undefined) clearImmediate(this.#refilling);
+    this.#refilling = undefined;
     await this.#filling;
     await Promise.all(this.#dirs.map((dir) => removeDir(dir)));
   }
@@ -173,22 +173,19 @@ export class StepPipes {
    */
   async #openNext(): Promise<StepFifos | null> {
     for (let attempt = 0; attempt < 2; attempt++) {
-      if (this.#ready.length <= this.#refillAt) this.#startFill();
-      if (this.#ready.length === 0) await this.#filling;
+      if (this.#ready.length === 0) {
+        // A batch under way first (it may have been made in a directory a step removed since).
+        await this.#filling;
+        if (this.#ready.length === 0) {
+          this.#startFill();
+          await this.#filling;
+        }
+      }
       if (this.#ready.length === 0) continue;
       const opened = this.#openReady();
       if (opened !== "gone") return opened;
     }
     return null;
-  }
-
-  /** Opens a pair ahead for the next step; starts a batch when few are left. Never waits. */
-  #prepareNext(): void {
-    if (this.#closed || this.#prepared !== undefined) return;
-    if (this.#ready.length <= this.#refillAt) this.#startFill();
-    if (this.#ready.length === 0) return;
-    const opened = this.#openReady();
-    if (opened !== null && opened !== "gone") this.#prepared = opened;
   }
 
   /**
@@ -430,10 +427,6 @@ function openPair(
       }
     }
   }
-}
-
-function closeAll(fifos: StepFifos): void {
-  closeFds(fifos.stdout.read, fifos.stdout.write, fifos.stderr.read, fifos.stderr.write);
 }
 
 /** Closes descriptors, ignoring those already closed. */

@@ -368,6 +368,26 @@ describe("a step's output through FIFOs", () => {
     },
   );
 
+  it("a step cannot write into a later step's output through the agent's descriptors (/proc/<agent>/fd): no later step's FIFO is open while a step runs", async () => {
+    const pipes = new StepPipes({ logger: log.logger, parentDirs: [pipesParent.path] });
+    try {
+      // Every FIFO the agent has open is written to, from a process of the step that outlives a look.
+      const first = await run(pipes, {
+        run: [
+          "sleep 0.2",
+          'for f in /proc/$PPID/fd/*; do case "$(readlink "$f")" in *agent-step-pipes-*) echo "forged into $f" > "$f" & ;; esac; done',
+          "wait",
+          "echo first",
+        ].join("; "),
+      });
+      expect(first.exitCode).toBe(0);
+      const second = await run(pipes, { run: "echo second; echo second-err >&2" });
+      expect(second).toMatchObject({ exitCode: 0, stdout: "second\n", stderr: "second-err\n" });
+    } finally {
+      await pipes.close();
+    }
+  });
+
   it("the sweep removes a symbolic link named like a gone agent's FIFO directory without following it (the target's mode and contents are kept)", async () => {
     const target = tempDir("step-pipes-target-");
     try {
