@@ -60,6 +60,7 @@ export class UploadStore {
     const part = join(this.#dir, `${id}.part`);
     const digester = new Digester();
     const { maxBytes, maxEntries } = this.#limits;
+    const file = createWriteStream(part, { mode: 0o600 });
     try {
       await pipeline(
         body,
@@ -78,7 +79,7 @@ export class UploadStore {
             }
           },
         }),
-        createWriteStream(part, { mode: 0o600 }),
+        file,
       );
       // The agent's rules, without writing anything: a bad archive is refused now, not on an agent.
       const summary = await extractArchive(createReadStream(part), {
@@ -97,6 +98,9 @@ export class UploadStore {
       writeFileSync(join(this.#dir, `${id}.json`), `${JSON.stringify(upload)}\n`);
       return upload;
     } catch (error) {
+      // pipeline rejects at the first error, possibly before the file's open(2) is done: the file
+      // must be closed (so created, if it ever will be) before it is removed, or it is left behind.
+      if (!file.closed) await new Promise<void>((resolve) => file.destroy().once("close", () => resolve()));
       for (const name of [`${id}.part`, `${id}.tar`, `${id}.json`])
         rmSync(join(this.#dir, name), { force: true });
       if (error instanceof ArchiveError) {

@@ -168,6 +168,19 @@ describe("UploadStore", () => {
     expect(readdirSync(join(dir.path, "uploads"))).toEqual([]);
   });
 
+  it("keeps nothing of an upload whose body fails before its file is open (the client went away at once)", async () => {
+    const store = new UploadStore(join(dir.path, "uploads"), limits);
+    for (let i = 0; i < 20; i++) {
+      const gone = Readable.from([Buffer.alloc(0)]).map(() => {
+        throw Object.assign(new Error("aborted"), { code: "ECONNRESET" });
+      });
+      await expect(store.receive(gone)).rejects.toThrow("aborted");
+    }
+    // Every .part file was created by an open(2) that was still under way when the body failed.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(readdirSync(join(dir.path, "uploads"))).toEqual([]);
+  });
+
   it("refuses an archive over the size limit with 413 while it streams", async () => {
     const store = new UploadStore(join(dir.path, "uploads"), { maxBytes: 4096, maxEntries: 100 });
     const tar = rawTar([{ path: "big", body: randomBytes(10_000) }]);
