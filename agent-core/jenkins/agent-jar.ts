@@ -233,8 +233,10 @@ async function download(
       ),
     options.downloadTimeoutMs,
   );
+  let download: ReturnType<typeof createWriteStream> | undefined;
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    download = createWriteStream(temp, { mode: 0o600 });
     await pipeline(
       res,
       async function* (source: AsyncIterable<Buffer>) {
@@ -247,7 +249,7 @@ async function download(
           yield chunk;
         }
       },
-      createWriteStream(temp, { mode: 0o600 }),
+      download,
     );
     const sha256 = hash.digest("hex");
     const inspected = await inspectJar(temp).catch((error: unknown) => {
@@ -280,6 +282,11 @@ async function download(
     throw error; // the work dir failed us (EACCES, ENOSPC): not the controller's doing
   } finally {
     clearTimeout(timer);
+    // pipeline rejects at the first error, possibly before the file's open(2) is done: closed
+    // first (so created, if it ever will be), or the temp file appears after its removal.
+    const open = download;
+    if (open !== undefined && !open.closed)
+      await new Promise<void>((resolve) => open.destroy().once("close", () => resolve()));
     await rm(temp, { force: true });
   }
 }
