@@ -80,6 +80,40 @@ async function run(
   return { ...result, ...out };
 }
 
+/**
+ * Runs `step` (a shell script) through a StepPipes over `parent`, closes it, in a process of its
+ * own as uid/gid 65534 (the image's agent is not root): the step's exit code and its output.
+ */
+function runStepAsNobody(parent: string, step: string): { exitCode: number | null; out: string } {
+  const script = [
+    `import { runStep } from ${JSON.stringify(join(ROOT, "agent-core/runner/run-step.ts"))};`,
+    `import { StepPipes } from ${JSON.stringify(join(ROOT, "agent-core/runner/step-pipes.ts"))};`,
+    "const logger = { warn() {}, debug() {}, info() {}, error() {}, child() { return logger; } };",
+    `const pipes = new StepPipes({ logger, parentDirs: [${JSON.stringify(parent)}] });`,
+    "let out = '';",
+    `const result = await runStep({ command: { run: ${JSON.stringify(step)} }, cwd: '/tmp', env: { PATH: process.env.PATH }, graceMs: 200, drainMs: 300, pipes, onOutput: (_s, c) => { out += c; return true; } });`,
+    "await pipes.close();",
+    "process.stdout.write(JSON.stringify({ exitCode: result.exitCode, out }));",
+  ].join("\n");
+  const ran = spawnSync(
+    "setpriv",
+    [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      process.execPath,
+      "--import",
+      "tsx",
+      "--input-type=module",
+      "-e",
+      script,
+    ],
+    { cwd: ROOT, env: { PATH, HOME: "/tmp" }, encoding: "utf8", timeout: 30_000 },
+  );
+  expect(ran.stderr).toBe("");
+  return JSON.parse(ran.stdout) as { exitCode: number | null; out: string };
+}
+
 /** What this process's descriptors point at (`pipe:[N]`, `socket:[N]`, paths). */
 function openFds(): string[] {
   return readdirSync("/proc/self/fd").flatMap((fd) => {
@@ -282,34 +316,11 @@ describe("a step's output through FIFOs", () => {
         chownSync(orphan, 65534, 65534);
         chownSync(join(orphan, "left.out"), 65534, 65534);
         chmodSync(orphan, 0o300);
-        const script = [
-          `import { runStep } from ${JSON.stringify(join(ROOT, "agent-core/runner/run-step.ts"))};`,
-          `import { StepPipes } from ${JSON.stringify(join(ROOT, "agent-core/runner/step-pipes.ts"))};`,
-          "const logger = { warn() {}, debug() {}, info() {}, error() {}, child() { return logger; } };",
-          `const pipes = new StepPipes({ logger, parentDirs: [${JSON.stringify(parent.path)}] });`,
-          "let out = '';",
-          `const result = await runStep({ command: { run: 'ls ${parent.path}/agent-step-pipes-*/ 2>&1 || echo "rc=$?"' }, cwd: '/tmp', env: { PATH: process.env.PATH }, graceMs: 200, drainMs: 300, pipes, onOutput: (_s, c) => { out += c; return true; } });`,
-          "await pipes.close();",
-          "process.stdout.write(JSON.stringify({ exitCode: result.exitCode, out }));",
-        ].join("\n");
-        const ran = spawnSync(
-          "setpriv",
-          [
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            process.execPath,
-            "--import",
-            "tsx",
-            "--input-type=module",
-            "-e",
-            script,
-          ],
-          { cwd: ROOT, env: { PATH, HOME: "/tmp" }, encoding: "utf8", timeout: 30_000 },
+        const result = runStepAsNobody(
+          parent.path,
+          `ls ${parent.path}/agent-step-pipes-*/ 2>&1 || echo "rc=$?"`,
         );
-        expect(ran.stderr).toBe("");
-        const result = JSON.parse(ran.stdout) as { exitCode: number; out: string };
-        expect(result, ran.stdout).toMatchObject({ exitCode: 0 });
+        expect(result, result.out).toMatchObject({ exitCode: 0 });
         expect(result.out).toMatch(/Permission denied/);
         expect(result.out).toMatch(/rc=[12]\n/);
         expect(result.out).not.toMatch(/[0-9a-f]{24}\.(out|err)/);
@@ -334,33 +345,7 @@ describe("a step's output through FIFOs", () => {
           'chmod 000 "$d"',
           "echo done",
         ].join("; ");
-        const script = [
-          `import { runStep } from ${JSON.stringify(join(ROOT, "agent-core/runner/run-step.ts"))};`,
-          `import { StepPipes } from ${JSON.stringify(join(ROOT, "agent-core/runner/step-pipes.ts"))};`,
-          "const logger = { warn() {}, debug() {}, info() {}, error() {}, child() { return logger; } };",
-          `const pipes = new StepPipes({ logger, parentDirs: [${JSON.stringify(parent.path)}] });`,
-          "let out = '';",
-          `const result = await runStep({ command: { run: ${JSON.stringify(step)} }, cwd: '/tmp', env: { PATH: process.env.PATH }, graceMs: 200, drainMs: 300, pipes, onOutput: (_s, c) => { out += c; return true; } });`,
-          "await pipes.close();",
-          "process.stdout.write(JSON.stringify({ exitCode: result.exitCode, out }));",
-        ].join("\n");
-        const ran = spawnSync(
-          "setpriv",
-          [
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            process.execPath,
-            "--import",
-            "tsx",
-            "--input-type=module",
-            "-e",
-            script,
-          ],
-          { cwd: ROOT, env: { PATH, HOME: "/tmp" }, encoding: "utf8", timeout: 30_000 },
-        );
-        expect(ran.stderr).toBe("");
-        expect(JSON.parse(ran.stdout)).toEqual({ exitCode: 0, out: "done\n" });
+        expect(runStepAsNobody(parent.path, step)).toEqual({ exitCode: 0, out: "done\n" });
         expect(readdirSync(parent.path)).toEqual([]);
       } finally {
         parent.remove();
