@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { OutputFramer } from "../../agent-core/index.ts";
+import { prng } from "../support/prng.ts";
 
 type Stream = "stdout" | "stderr";
 interface Frame {
@@ -30,18 +31,6 @@ function expectContiguous(frames: Frame[], stream: Stream): void {
     expect(fr.offset).toBe(next);
     next += fr.data.length;
   }
-}
-
-/** Small seeded PRNG (mulberry32) so that a failing case can be reproduced from its seed. */
-function prng(seed: number): (n: number) => number {
-  let a = seed >>> 0;
-  return (n) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4_294_967_296) * n);
-  };
 }
 
 // 1-, 2-, 3- and 4-byte characters.

@@ -8,6 +8,7 @@ import {
   type OutputStream,
   outputFrameData,
 } from "../../agent-core/index.ts";
+import { prng } from "../support/prng.ts";
 
 /**
  * The output frame as the protocol defines it (docs/protocol.md), written out field by field
@@ -24,18 +25,6 @@ function referenceFrame(frame: OutputFrame): Buffer {
   stepId.copy(out, OUTPUT_HEADER_BYTES);
   frame.data.copy(out, OUTPUT_HEADER_BYTES + stepId.length);
   return out;
-}
-
-/** Small seeded PRNG (mulberry32) so that a failing case can be reproduced from its seed. */
-function prng(seed: number): (n: number) => number {
-  let a = seed >>> 0;
-  return (n) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4_294_967_296) * n);
-  };
 }
 
 // 1-, 2-, 3- and 4-byte characters, and a byte that is never valid UTF-8.
