@@ -15,6 +15,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
+import { processRunning } from "./process-identity.ts";
 
 /** The variable that marks a job's processes. Its value is `<agent pid>.<random hex>`. */
 export const TRACKING_VARIABLE = "AGENT_TRACKING_ID";
@@ -81,16 +82,7 @@ function matches(value: string, match: TrackingMatch): boolean {
   if ("id" in match) return value === match.id;
   const owner = Number(value.slice(0, value.indexOf(".")));
   if (!Number.isSafeInteger(owner) || owner <= 0) return false;
-  return owner !== process.pid && !isAlive(owner);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
+  return owner !== process.pid && !processRunning(owner);
 }
 
 function signalAll(pids: readonly number[], signal: NodeJS.Signals): void {

@@ -25,11 +25,12 @@
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, unlinkSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, openSync, unlinkSync } from "node:fs";
 import { chmod, lstat, mkdtemp, readdir, rmdir, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "../logger.ts";
+import { processRunning, processStartTicks } from "./process-identity.ts";
 
 /** One step's pipes: the write ends go to the step (spawn's stdio), the read ends stay with the agent. */
 export interface StepFifos {
@@ -280,7 +281,7 @@ const DIR_MODE = 0o300;
  */
 async function privateDir(parents: string[]): Promise<{ dir: string; parent: number }> {
   let failure: unknown = new Error("no directory left to make FIFOs in");
-  const self = { pid: process.pid, start: startTicks(process.pid) };
+  const self = { pid: process.pid, start: processStartTicks(process.pid) };
   for (const [index, parent] of parents.entries()) {
     try {
       const dir = await mkdtemp(join(parent, `${DIR_PREFIX}${self.pid}-${self.start ?? 0}-`));
@@ -311,9 +312,8 @@ async function removeOrphanedDirs(
     const pid = Number(match[1]);
     const start = match[2] === undefined ? null : Number(match[2]);
     if (!(Number.isSafeInteger(pid) && pid > 0)) return false;
-    if (start === null || start === 0) return pid !== self.pid && !processAlive(pid);
-    if (pid === self.pid) return start !== self.start;
-    return !processAlive(pid) || (startTicks(pid) ?? start) !== start;
+    if (pid === self.pid && (!start || start === self.start)) return false;
+    return !processRunning(pid, start);
   });
   await Promise.all(orphans.map((name) => removeDir(join(parent, name))));
 }
@@ -337,31 +337,6 @@ async function removeTree(path: string): Promise<void> {
   await chmod(path, 0o700);
   await Promise.all((await readdir(path)).map((name) => removeTree(join(path, name)).catch(() => {})));
   await rmdir(path);
-}
-
-/**
- * When process `pid` started, in clock ticks after boot (`/proc/<pid>/stat` field 22, proc(5)):
- * with the pid, it names one process for good. Null where it cannot be read (not Linux, gone).
- */
-function startTicks(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command name (which may hold spaces and parentheses): field 3 is first.
-    const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[22 - 3]);
-    return Number.isSafeInteger(ticks) && ticks > 0 ? ticks : null;
-  } catch {
-    return null;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: alive, another user's.
-    return (error as NodeJS.ErrnoException).code !== "ESRCH";
-  }
 }
 
 /** The program that makes FIFOs is not on PATH (or not at the path given). */

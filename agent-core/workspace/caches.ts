@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { WorkspaceError } from "../errors.ts";
 import { filesystemSpace } from "../limits/disk-budget.ts";
+import { processRunning, processStartTicks } from "../runner/process-identity.ts";
 import { CACHE_NAME, cacheVariable } from "./cache-names.ts";
 
 /** What a job asks of the warm caches, from its `caches` and the controller's trust value. */
@@ -283,7 +283,7 @@ const OWNER_NAME = /^proc-([1-9][0-9]*)-([0-9]+)$/;
  * that got the same pid.
  */
 export function processOwner(): string {
-  return `proc-${process.pid}-${startTimeOf(process.pid) ?? 0}`;
+  return `proc-${process.pid}-${processStartTicks(process.pid) ?? 0}`;
 }
 
 /**
@@ -292,27 +292,7 @@ export function processOwner(): string {
  */
 export function ownerAlive(name: string): boolean {
   const match = OWNER_NAME.exec(name);
-  if (match === null) return false;
-  const pid = Number(match[1]);
-  const started = startTimeOf(pid);
-  if (started !== undefined) return String(started) === match[2];
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-/** Field 22 of `/proc/<pid>/stat` (after the command name, which may hold spaces), or undefined. */
-function startTimeOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const field = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-    return field === undefined ? undefined : Number(field);
-  } catch {
-    return undefined;
-  }
+  return match !== null && processRunning(Number(match[1]), Number(match[2]));
 }
 
 /** The directory name of a trust value's caches: 16 hex characters of its SHA-256. */
